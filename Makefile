@@ -1,0 +1,38 @@
+# Two commands: `make run` runs the whole pipeline, `make test` runs the tests.
+# Both create .venv and install the pinned dependencies first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export TRAINFLOW_HOME ?= $(CURDIR)/.trainflow
+export MLFLOW_TRACKING_URI ?= sqlite:///$(TRAINFLOW_HOME)/mlflow.db
+PYTEST_ARGS ?=
+
+.PHONY: run test test-fast setup lock clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	touch $@
+
+run: setup
+	$(BIN)/trainflow init
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . --env-manager local --experiment-name trainflow
+
+test: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Re-resolve requirements.lock from pyproject.toml in a scratch environment.
+lock:
+	rm -rf /tmp/trainflow-lock && $(PYTHON) -m venv /tmp/trainflow-lock
+	/tmp/trainflow-lock/bin/python -m pip install --quiet --upgrade pip==26.3
+	/tmp/trainflow-lock/bin/python -m pip install --quiet -e ".[dev]"
+	/tmp/trainflow-lock/bin/python -m pip freeze --exclude-editable > requirements.lock
+
+clean:
+	rm -rf $(VENV) .trainflow

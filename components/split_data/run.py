@@ -1,0 +1,28 @@
+"""split_data: split the raw table into ``trainval_data.parquet`` and ``test_data.parquet``."""
+
+from trainflow.data import class_counts, split_dataset
+from trainflow.run_context import StepRun, step_main
+
+
+def split_data(run: StepRun) -> None:
+    raw = run.read_table("raw_artifact")
+    cfg = run.cfg
+    trainval, test = split_dataset(
+        raw, cfg.data.target, cfg.split.test_size, cfg.split.random_seed, cfg.split.stratify_by
+    )
+    run.say(f"{len(raw)} rows -> trainval {len(trainval)}, test {len(test)}")
+    run.log_metrics({"rows_trainval": len(trainval), "rows_test": len(test)})
+    for name, frame in (("trainval_data.parquet", trainval), ("test_data.parquet", test)):
+        path = run.workdir / name
+        frame.to_parquet(path, index=False)
+        run.log_artifact(
+            path,
+            name,
+            type="split_data",
+            description=f"{name.split('_')[0]} rows of {run.used['raw_artifact'].ref}",
+            metadata={"rows": len(frame), "target": cfg.data.target, "class_counts": class_counts(frame, cfg.data.target)},
+        )
+
+
+if __name__ == "__main__":
+    step_main("split_data", split_data, __file__)

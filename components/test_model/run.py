@@ -1,0 +1,20 @@
+"""test_model: score the exported inference artifact on the held-out test set."""
+
+from trainflow.evaluate import score_exported_model
+from trainflow.run_context import StepRun, step_main
+
+
+def test_model(run: StepRun) -> None:
+    model_dir = run.use("model_artifact")
+    test = run.read_table("test_artifact")
+    metrics = score_exported_model(model_dir, test, run.cfg.data.target)
+    run.log_metrics(metrics, prefix="test_")
+    model, test_set = run.used["model_artifact"], run.used["test_artifact"]
+    run.store.update_metadata(
+        model.ref, {"test": {"test_data": test_set.ref, "metrics": metrics, "run_id": run.run_id}}
+    )
+    run.say(f"recorded test metrics on {model.ref} (test set {test_set.ref})")
+
+
+if __name__ == "__main__":
+    step_main("test_model", test_model, __file__)

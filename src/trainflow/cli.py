@@ -1,0 +1,138 @@
+"""``trainflow``: inspect the artifact store the way the W&B UI would.
+
+    trainflow init                          create the store and the MLflow experiment
+    trainflow artifacts list [NAME]         artifacts, or the versions of one
+    trainflow artifacts show NAME:REF       one version: metadata, files, producer
+    trainflow artifacts get NAME:REF DIR    copy a version's files into DIR
+    trainflow artifacts alias NAME:REF ALIAS
+    trainflow artifacts lineage NAME:REF    the chain back to the raw data
+
+The store is ``--root``, else ``$TRAINFLOW_HOME``, else ``.trainflow`` in the current
+directory, the same default ``config.yaml`` uses when run from the project folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from trainflow.errors import TrainflowError, exit_on_user_error
+from trainflow.store import ArtifactVersion, LocalArtifactStore, lineage
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("TRAINFLOW_HOME") or ".trainflow")
+
+
+def _describe(version: ArtifactVersion) -> str:
+    producer = f"{version.run.step}, run {version.run.run_id}" if version.run else "no run"
+    return f"{version.ref} [{version.type}] ({producer}) aliases: {', '.join(version.aliases) or '-'}"
+
+
+def cmd_init(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    from trainflow.tracking import experiment_id, use_tracking
+
+    uri = use_tracking(store.root)
+    experiment = experiment_id(args.experiment_name, store.root)
+    print(f"artifact store: {store.root}")
+    print(f"MLflow tracking: {uri} (experiment {args.experiment_name!r}, id {experiment})")
+
+
+def cmd_list(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    if args.name:
+        for version in store.list_versions(args.name):
+            print(f"{_describe(version)}  {version.size:,} bytes  {version.created_at}")
+        return
+    names = store.list_names()
+    if not names:
+        print(f"no artifacts in {store.root}")
+    for name, type_, count in names:
+        print(f"{name}  [{type_}]  {count} version(s)")
+
+
+def cmd_show(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    version = store.get(args.ref)
+    print(_describe(version))
+    print(f"description: {version.description}")
+    print(f"created: {version.created_at}  size: {version.size:,} bytes  digest: {version.digest}")
+    if version.run:
+        print(f"git commit: {version.run.git_commit or '-'}")
+    print("metadata: " + json.dumps(version.metadata, indent=2, sort_keys=True))
+    print("files:")
+    for stored in version.files:
+        print(f"  {stored.path}  {stored.size:,} bytes  sha256 {stored.sha256}")
+
+
+def cmd_get(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    source = store.use_artifact(args.ref)
+    target = Path(args.dir)
+    if source.is_dir():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    else:
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target / source.name)
+    print(f"{store.get(args.ref).ref} -> {target}")
+
+
+def cmd_alias(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    version = store.set_alias(args.ref, args.alias)
+    print(f"{version.name}:{args.alias} -> {version.ref}")
+
+
+def cmd_lineage(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    for depth, version in lineage(store, args.ref):
+        line = "  " * depth + ("└─ " if depth else "") + _describe(version)
+        if version.run and version.run.git_commit:
+            line += f" commit {version.run.git_commit[:12]}"
+        if "source" in version.metadata:
+            line += f" source {version.metadata['source']} sha256 {version.metadata.get('sha256')}"
+        print(line)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trainflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=None, help="store root (default: $TRAINFLOW_HOME or ./.trainflow)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    init = commands.add_parser("init", help="create the store and the MLflow experiment")
+    init.add_argument("--experiment-name", default="trainflow")
+    init.set_defaults(handler=cmd_init)
+
+    artifacts = commands.add_parser("artifacts", help="list, show, get, alias and trace artifacts")
+    verbs = artifacts.add_subparsers(dest="verb", required=True)
+    listing = verbs.add_parser("list", help="artifacts, or the versions of NAME")
+    listing.add_argument("name", nargs="?")
+    listing.set_defaults(handler=cmd_list)
+    show = verbs.add_parser("show", help="one version in full")
+    show.add_argument("ref")
+    show.set_defaults(handler=cmd_show)
+    get = verbs.add_parser("get", help="copy a version's files into DIR")
+    get.add_argument("ref")
+    get.add_argument("dir")
+    get.set_defaults(handler=cmd_get)
+    alias = verbs.add_parser("alias", help="point ALIAS at a version")
+    alias.add_argument("ref")
+    alias.add_argument("alias")
+    alias.set_defaults(handler=cmd_alias)
+    trace = verbs.add_parser("lineage", help="the chain of versions behind REF")
+    trace.add_argument("ref")
+    trace.set_defaults(handler=cmd_lineage)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    with exit_on_user_error("trainflow"):
+        root = args.root or default_root()
+        if args.command != "init" and not (root / "index.db").is_file():
+            raise TrainflowError(f"no artifact store at {root.resolve()}: set TRAINFLOW_HOME or --root, or run the pipeline")
+        args.handler(LocalArtifactStore(root), args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,191 @@
+"""The one config schema: ``config.yaml`` holds the values, these dataclasses the types.
+
+Hydra validates every composed config against :class:`TrainflowConfig`, so a misspelt
+key or a value of the wrong type fails at start with the key's name. The checks Hydra
+cannot express (ranges, choices, estimator parameters) live in :func:`validate`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from trainflow.errors import ConfigError
+
+SCHEMA_NAME = "trainflow_schema"
+ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
+BACKENDS = ("local",)
+
+
+@dataclass
+class MainConfig:
+    steps: str = MISSING
+    experiment_name: str = MISSING
+    env_manager: str = MISSING
+    components_dir: str = MISSING
+
+
+@dataclass
+class ArtifactsConfig:
+    backend: str = MISSING
+    root: str = MISSING
+
+
+@dataclass
+class DataConfig:
+    uri: str = MISSING
+    sha256: Optional[str] = None
+    target: str = MISSING
+
+
+@dataclass
+class SplitConfig:
+    test_size: float = MISSING
+    val_size: float = MISSING
+    random_seed: int = MISSING
+    stratify_by: Optional[str] = None
+
+
+@dataclass
+class FeaturesConfig:
+    numeric: list[str] = MISSING
+    categorical: list[str] = MISSING
+
+
+@dataclass
+class ModelConfig:
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    random_forest: dict[str, Any] = MISSING
+
+
+@dataclass
+class TestConfig:
+    model: str = MISSING
+
+
+@dataclass
+class PromoteConfig:
+    model: str = MISSING
+    alias: str = MISSING
+
+
+@dataclass
+class TrainflowConfig:
+    main: MainConfig = field(default_factory=MainConfig)
+    artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
+
+
+def register_schema() -> None:
+    """Make the schema available to ``config.yaml``'s defaults list."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=TrainflowConfig)
+
+
+def load_config(project_dir: Path, overrides: list[str] | None = None) -> DictConfig:
+    """Compose the project's ``config.yaml`` with Hydra overrides, as ``main.py`` does."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register_schema()
+    try:
+        with initialize_config_dir(config_dir=str(project_dir.resolve()), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides or []))
+    except (HydraException, OmegaConfBaseException) as error:
+        messages = [str(error)] + ([str(error.__cause__)] if error.__cause__ else [])
+        detail = [
+            line.strip()
+            for message in messages
+            for line in message.splitlines()
+            if line.strip() and not line.strip().startswith(("full_key:", "reference_type=", "object_type="))
+        ]
+        raise ConfigError(
+            f"bad configuration override: {' '.join(detail)} (keys and types are in config.yaml)"
+        ) from None
+    return cfg
+
+
+def split_overrides(hydra_options: str) -> list[str]:
+    """Split an ``-P hydra_options="..."`` string the way a shell would (quotes kept together)."""
+    try:
+        return shlex.split(hydra_options)
+    except ValueError as error:
+        raise ConfigError(f"cannot parse hydra_options {hydra_options!r}: {error}; check the quotes") from None
+
+
+def resolve_paths(cfg: DictConfig, project_dir: Path) -> DictConfig:
+    """Make relative paths in the config absolute, relative to the project directory.
+
+    Components run with their own folder as working directory, so every path they
+    receive must already be absolute.
+    """
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    OmegaConf.set_struct(cfg, True)
+    cfg.artifacts.root = str((project_dir / os.path.expanduser(cfg.artifacts.root)).resolve())
+    if "://" not in cfg.data.uri:
+        cfg.data.uri = str((project_dir / os.path.expanduser(cfg.data.uri)).resolve())
+    cfg.main.components_dir = str((project_dir / cfg.main.components_dir).resolve())
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks the schema's types cannot express; raises :class:`ConfigError` naming the key."""
+    if cfg.main.env_manager not in ENV_MANAGERS:
+        raise ConfigError(f"main.env_manager={cfg.main.env_manager!r} is not one of {', '.join(ENV_MANAGERS)}")
+    if cfg.artifacts.backend not in BACKENDS:
+        raise ConfigError(f"artifacts.backend={cfg.artifacts.backend!r} is not one of {', '.join(BACKENDS)}")
+    for key in ("test_size", "val_size"):
+        value = cfg.split[key]
+        if not 0.0 < value < 1.0:
+            raise ConfigError(f"split.{key}={value} must be a fraction strictly between 0 and 1, e.g. 0.2")
+    if not cfg.data.target:
+        raise ConfigError("data.target is empty: name the column to predict, e.g. data.target=species")
+    features = cfg.model.features
+    if not list(features.numeric) and not list(features.categorical):
+        raise ConfigError("model.features lists no column: name at least one numeric or categorical feature")
+    overlap = set(features.numeric) & set(features.categorical)
+    if overlap:
+        raise ConfigError(f"columns {sorted(overlap)} are listed as both numeric and categorical in model.features")
+    if cfg.data.target in set(features.numeric) | set(features.categorical):
+        raise ConfigError(f"the target {cfg.data.target!r} is also listed as a feature in model.features")
+    if cfg.data.sha256 is not None and (len(cfg.data.sha256) != 64 or not _is_hex(cfg.data.sha256)):
+        raise ConfigError(f"data.sha256={cfg.data.sha256!r} is not a 64-character hex sha256 digest")
+    from trainflow.model import validate_estimator_params
+    from trainflow.store import parse_ref, validate_alias
+
+    validate_estimator_params(OmegaConf.to_container(cfg.model.random_forest))
+    validate_alias(cfg.promote.alias)
+    parse_ref(cfg.test.model)
+    parse_ref(cfg.promote.model)
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        int(text, 16)
+    except ValueError:
+        return False
+    return True
+
+
+def flatten(section: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model.random_forest.n_estimators": 100, ...}`` for logging as MLflow params."""
+    container = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else section
+    flat: dict[str, Any] = {}
+    for key, value in container.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

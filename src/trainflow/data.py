@@ -1,0 +1,181 @@
+"""Fetching, reading and splitting tables. Plain functions: no MLflow, no store."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from trainflow.errors import DataError
+
+_CHUNK = 1 << 20
+HTTP_TIMEOUT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    path: Path
+    source: str
+    sha256: str
+    size: int
+
+
+def fetch(uri: str, destination_dir: Path, expected_sha256: str | None = None) -> FetchedFile:
+    """Copy or download ``uri`` (local path, ``file://`` or ``http(s)://``) into ``destination_dir``.
+
+    Streams in chunks, hashing on the way; verifies ``expected_sha256`` when given.
+    Raises :class:`DataError` for an unreachable source, an HTTP error, a truncated
+    download, an empty file or a digest mismatch. Nothing is left behind on failure.
+    """
+    parsed = urllib.parse.urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme in ("http", "https"):
+        name = Path(urllib.parse.unquote(parsed.path)).name or "raw_data.csv"
+        source = uri
+    elif scheme in ("", "file"):
+        local = Path(urllib.parse.unquote(parsed.path) if scheme == "file" else uri).expanduser()
+        if not local.is_file():
+            raise DataError(f"no file at {local}: check data.uri (a local path, file:// or http(s):// URL)")
+        name = local.name
+        source = local.resolve().as_uri()
+    else:
+        raise DataError(f"unsupported data.uri scheme {scheme!r} in {uri!r}: use a local path, file:// or http(s)://")
+
+    destination_dir.mkdir(parents=True, exist_ok=True)
+    target = destination_dir / name
+    partial = destination_dir / f".{name}.partial"
+    try:
+        if scheme in ("http", "https"):
+            digest, size = _download(uri, partial)
+        else:
+            digest, size = _copy_hashing(local, partial)
+        if size == 0:
+            raise DataError(f"{uri} is empty (0 bytes): point data.uri at a file with data")
+        if expected_sha256 is not None and digest != expected_sha256.lower():
+            raise DataError(
+                f"sha256 mismatch for {uri}: got {digest}, data.sha256 expects {expected_sha256}; "
+                "the file changed or the digest is wrong: fix data.sha256 or the source"
+            )
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return FetchedFile(path=target, source=source, sha256=digest, size=size)
+
+
+def _copy_hashing(source: Path, target: Path) -> tuple[str, int]:
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        return _stream(reader, writer)
+
+
+def _stream(reader, writer) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := reader.read(_CHUNK):
+        digest.update(chunk)
+        writer.write(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _download(url: str, target: Path) -> tuple[str, int]:
+    request = urllib.request.Request(url, headers={"User-Agent": "trainflow"})
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:
+            expected = response.headers.get("Content-Length")
+            with open(target, "wb") as writer:
+                digest, size = _stream(response, writer)
+    except urllib.error.HTTPError as error:
+        raise DataError(f"HTTP {error.code} {error.reason} fetching {url}: check data.uri") from None
+    except urllib.error.URLError as error:
+        raise DataError(f"cannot reach {url} ({error.reason}): check data.uri and the network") from None
+    except http.client.IncompleteRead as error:
+        raise DataError(
+            f"download of {url} was cut off after {len(error.partial)} bytes: retry, or check the server"
+        ) from None
+    except (TimeoutError, ConnectionError, http.client.HTTPException) as error:
+        raise DataError(f"download of {url} failed ({error.__class__.__name__}: {error}): retry") from None
+    if expected is not None and expected.isdigit() and int(expected) != size:
+        raise DataError(f"download of {url} was cut off: got {size} of {expected} bytes; retry")
+    return digest, size
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file (chosen by content, not only by suffix) into a DataFrame."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as reader:
+            head = reader.read(4)
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror}") from None
+    if not head:
+        raise DataError(f"{path.name} is empty: point data.uri at a file with data")
+    try:
+        if head == b"PAR1":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, OSError) as error:
+        raise DataError(
+            f"{path.name} is neither a readable CSV nor Parquet file ({error.__class__.__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); check data.uri"
+        ) from None
+    if frame.empty or len(frame.columns) < 2:
+        raise DataError(
+            f"{path.name} has {len(frame)} rows and {len(frame.columns)} columns: a training table needs "
+            "rows and at least a feature and a target column"
+        )
+    return frame
+
+
+def require_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:
+    """Fail with the missing column names if ``frame`` lacks any of ``columns``."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{what}: column(s) {', '.join(repr(c) for c in missing)} not in the data, which has "
+            f"{', '.join(map(str, frame.columns))}; fix the config or the data"
+        )
+
+
+def split_dataset(
+    frame: pd.DataFrame,
+    target: str,
+    test_size: float,
+    random_seed: int,
+    stratify_by: str | None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split into (trainval, test), stratified by ``stratify_by`` when given.
+
+    Rows without a target value cannot be learned from or scored, so they are dropped.
+    """
+    from sklearn.model_selection import train_test_split
+
+    require_columns(frame, [target] + ([stratify_by] if stratify_by else []), "split_data")
+    labelled = frame.dropna(subset=[target]).reset_index(drop=True)
+    if len(labelled) < 2:
+        raise DataError(f"only {len(labelled)} rows have a value in the target column {target!r}: cannot split")
+    try:
+        trainval, test = train_test_split(
+            labelled,
+            test_size=test_size,
+            random_state=random_seed,
+            stratify=labelled[stratify_by] if stratify_by else None,
+        )
+    except ValueError as error:
+        raise DataError(
+            f"cannot split on {stratify_by or target!r}: {error}; lower split.test_size or set split.stratify_by=null"
+        ) from None
+    return trainval.reset_index(drop=True), test.reset_index(drop=True)
+
+
+
+def class_counts(frame: pd.DataFrame, target: str) -> dict[str, int]:
+    """Rows per class of ``target``, keyed by the class as text (JSON-friendly)."""
+    return {str(label): int(count) for label, count in frame[target].value_counts().sort_index().items()}

@@ -1,0 +1,145 @@
+"""The run-context helper every component uses: parse arguments, load the config, open
+the step's MLflow run, hand out inputs, log outputs, and turn errors into one line.
+
+A component is then only::
+
+    def train(run: StepRun) -> None:
+        trainval = run.read_table("trainval_artifact")
+        ...
+        run.log_artifact(export_dir, "model_export", type="model_export", description=...)
+
+    if __name__ == "__main__":
+        step_main("train_model", train, __file__)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from trainflow.config import flatten, load_config, resolve_paths, split_overrides, validate
+from trainflow.errors import exit_on_user_error
+from trainflow.steps import STEPS, StepSpec
+from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord
+
+
+@dataclass
+class StepRun:
+    """One running step: its config, its MLflow run, and its view of the artifact store."""
+
+    spec: StepSpec
+    cfg: DictConfig
+    store: LocalArtifactStore
+    record: RunRecord
+    input_refs: dict[str, str]
+    workdir: Path
+    used: dict[str, ArtifactVersion] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.record.run_id
+
+    def say(self, message: str) -> None:
+        print(f"[{self.spec.name}] {message}", flush=True)
+
+    def resolve(self, param: str) -> ArtifactVersion:
+        """Pin the input named by component parameter ``param`` to a version; record the usage."""
+        import mlflow
+
+        ref = self.input_refs[param]
+        version = self.store.record_usage(ref, self.record)
+        self.used[param] = version
+        mlflow.set_tag(f"trainflow.input.{param}", version.ref)
+        self.say(f"using {version.ref}" + ("" if ref == version.ref else f" (asked for {ref})"))
+        return version
+
+    def use(self, param: str) -> Path:
+        """A verified local copy of the input ``param`` (a file, or a directory)."""
+        return self.store.use_artifact(self.resolve(param).ref)
+
+    def read_table(self, param: str) -> pd.DataFrame:
+        from trainflow.data import read_table
+
+        return read_table(self.use(param))
+
+    def log_artifact(
+        self,
+        path: Path,
+        name: str,
+        type: str,
+        description: str,
+        metadata: Mapping[str, Any] | None = None,
+        aliases: Sequence[str] = (),
+    ) -> ArtifactVersion:
+        import mlflow
+
+        version = self.store.log_artifact(
+            path, name, type, description=description, metadata=metadata, aliases=aliases, run=self.record
+        )
+        mlflow.set_tag(f"trainflow.output.{name}", version.ref)
+        self.say(f"logged {version.ref} ({version.size:,} bytes, aliases: {', '.join(version.aliases)})")
+        return version
+
+    def log_metrics(self, metrics: Mapping[str, float], prefix: str = "") -> None:
+        import mlflow
+
+        mlflow.log_metrics({f"{prefix}{key}": value for key, value in metrics.items()})
+        shown = ", ".join(f"{prefix}{key}={value:.4f}" for key, value in metrics.items())
+        self.say(f"metrics: {shown}")
+
+
+def _parse_args(spec: StepSpec, argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"components/{spec.name}/run.py", description=spec.description)
+    for step_input in spec.inputs:
+        parser.add_argument(
+            f"--{step_input.param.replace('_', '-')}",
+            dest=step_input.param,
+            default="",
+            help=f"{step_input.artifact} reference (name:vN or name:alias); empty: the configured default",
+        )
+    parser.add_argument("--hydra-options", default="", help="Hydra overrides applied to the project's config.yaml")
+    return parser.parse_args(argv)
+
+
+def step_config(project_dir: Path, hydra_options: str) -> DictConfig:
+    """The project's config with these overrides, validated, with absolute paths."""
+    cfg = resolve_paths(load_config(project_dir, split_overrides(hydra_options)), project_dir)
+    validate(cfg)
+    return cfg
+
+
+def step_main(step: str, body: Callable[[StepRun], None], component_file: str) -> None:
+    """Run ``body`` as step ``step``: the entry point of every ``components/<step>/run.py``."""
+    import mlflow
+
+    from trainflow.tracking import git_commit, start_run_args, use_tracking
+
+    spec = STEPS[step]
+    args = _parse_args(spec, sys.argv[1:])
+    project_dir = Path(component_file).resolve().parents[2]
+    with exit_on_user_error(step):
+        cfg = step_config(project_dir, args.hydra_options)
+        input_refs = {i.param: getattr(args, i.param) or i.default_ref(cfg) for i in spec.inputs}
+        store = LocalArtifactStore(cfg.artifacts.root)
+        use_tracking(store.root)
+        start = start_run_args(cfg.main.experiment_name, store.root, step)
+        with mlflow.start_run(**start) as active, tempfile.TemporaryDirectory(dir=store.tmp, prefix=f"{step}-") as tmp:
+            params = {k: v for section in spec.config_sections for k, v in flatten(cfg[section], f"{section}.").items()}
+            commit = active.data.tags.get("mlflow.source.git.commit") or git_commit(project_dir)
+            mlflow.set_tags({"trainflow.step": step, **({"trainflow.git_commit": commit} if commit else {})})
+            mlflow.log_params({k: _param_value(v) for k, v in params.items()})
+            mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "resolved_config.yaml")
+            record = RunRecord(active.info.run_id, step, commit, params)
+            body(StepRun(spec, cfg, store, record, input_refs, Path(tmp)))
+
+
+def _param_value(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)

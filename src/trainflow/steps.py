@@ -1,0 +1,102 @@
+"""The pipeline's steps: what each reads, what it writes, which config it uses.
+
+This table is the single description of the workflow; ``main.py`` chains it and every
+component builds its command line from it. To add a step, add an entry here, a folder
+``components/<step>/`` and a library function (see ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from trainflow.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class StepInput:
+    """A component parameter naming an artifact the step consumes."""
+
+    param: str
+    artifact: str
+    config_key: str | None = None  # dotted key whose value is the default reference
+
+    def default_ref(self, cfg: DictConfig) -> str:
+        if self.config_key is None:
+            return f"{self.artifact}:latest"
+        return str(OmegaConf.select(cfg, self.config_key, throw_on_missing=True))
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    description: str
+    inputs: tuple[StepInput, ...]
+    outputs: tuple[str, ...]
+    config_sections: tuple[str, ...]
+
+
+STEPS: dict[str, StepSpec] = {
+    spec.name: spec
+    for spec in (
+        StepSpec(
+            "fetch_data",
+            "download or copy the raw table and log it with its source and sha256",
+            inputs=(),
+            outputs=("raw_data",),
+            config_sections=("data",),
+        ),
+        StepSpec(
+            "split_data",
+            "split the raw table into trainval and held-out test sets",
+            inputs=(StepInput("raw_artifact", "raw_data"),),
+            outputs=("trainval_data.parquet", "test_data.parquet"),
+            config_sections=("data", "split"),
+        ),
+        StepSpec(
+            "train_model",
+            "fit the inference pipeline, validate it and export it",
+            inputs=(StepInput("trainval_artifact", "trainval_data.parquet"),),
+            outputs=("model_export",),
+            config_sections=("data", "split", "model"),
+        ),
+        StepSpec(
+            "test_model",
+            "score the exported inference artifact on the test set",
+            inputs=(
+                StepInput("model_artifact", "model_export", config_key="test.model"),
+                StepInput("test_artifact", "test_data.parquet"),
+            ),
+            outputs=(),
+            config_sections=("data", "test"),
+        ),
+        StepSpec(
+            "promote_model",
+            "mark a tested model for production",
+            inputs=(
+                StepInput("model_artifact", "model_export", config_key="promote.model"),
+                StepInput("test_artifact", "test_data.parquet"),
+            ),
+            outputs=(),
+            config_sections=("promote",),
+        ),
+    )
+}
+
+
+def select_steps(steps: str) -> list[str]:
+    """``"all"`` or a comma-separated list of step names, in pipeline order."""
+    requested = [s.strip() for s in steps.split(",") if s.strip()]
+    if not requested:
+        raise ConfigError(f"main.steps is empty: use 'all' or some of: {', '.join(STEPS)}")
+    if requested == ["all"]:
+        return list(STEPS)
+    unknown = [s for s in requested if s not in STEPS]
+    if unknown:
+        raise ConfigError(
+            f"unknown step {', '.join(repr(s) for s in unknown)} in main.steps: valid steps are "
+            f"{', '.join(STEPS)} (or 'all')"
+        )
+    return [s for s in STEPS if s in requested]
+

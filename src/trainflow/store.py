@@ -1,0 +1,580 @@
+"""The local artifact store: versioned, aliased artifacts in a SQLite index over
+content-addressed files. It needs no account and no network.
+
+Layout under the store root::
+
+    index.db                    SQLite (WAL): artifacts, versions, files, aliases,
+                                runs, usages and the alias history
+    blobs/<2 hex>/<sha256>      file contents, stored once per digest
+    checkouts/<name>/v<N>/      verified copies handed to consumers by use_artifact
+    tmp/                        writes in flight; a crash leaves only garbage here
+
+A version is inserted in one transaction after all its blobs are in place, so a
+writer killed at any point leaves no partial version behind. Versions are numbered
+``v0, v1, ...`` per name inside that transaction (``BEGIN IMMEDIATE``), so concurrent
+writers get unique numbers. ``latest`` always names the newest version; every other
+alias is unique per name and moves atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from trainflow.errors import ArtifactNotFound, CorruptArtifact, TrainflowError
+
+LATEST = "latest"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+_VERSION_RE = re.compile(r"^v(\d+)$")
+_CHUNK = 1 << 20
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    step        TEXT NOT NULL,
+    git_commit  TEXT,
+    params      TEXT NOT NULL DEFAULT '{}',
+    created_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    type        TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('file', 'dir')),
+    digest      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    metadata    TEXT NOT NULL DEFAULT '{}',
+    run_id      TEXT REFERENCES runs(run_id),
+    created_at  TEXT NOT NULL,
+    UNIQUE (name, version)
+);
+CREATE TABLE IF NOT EXISTS files (
+    version_id  INTEGER NOT NULL REFERENCES versions(id),
+    path        TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    PRIMARY KEY (version_id, path)
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    name        TEXT NOT NULL,
+    alias       TEXT NOT NULL,
+    version_id  INTEGER NOT NULL REFERENCES versions(id),
+    PRIMARY KEY (name, alias)
+);
+CREATE TABLE IF NOT EXISTS alias_history (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    alias       TEXT NOT NULL,
+    version_id  INTEGER NOT NULL REFERENCES versions(id),
+    previous_id INTEGER REFERENCES versions(id),
+    run_id      TEXT,
+    at          TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS usages (
+    run_id      TEXT NOT NULL,
+    version_id  INTEGER NOT NULL REFERENCES versions(id),
+    used_at     TEXT NOT NULL,
+    PRIMARY KEY (run_id, version_id)
+);
+CREATE INDEX IF NOT EXISTS versions_by_run ON versions(run_id);
+CREATE INDEX IF NOT EXISTS files_by_blob ON files(sha256);
+"""
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A parsed reference: ``name`` plus either a version number or an alias."""
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name}:v{self.version}" if self.version is not None else f"{self.name}:{self.alias}"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The step run that produced or consumed versions."""
+
+    run_id: str
+    step: str
+    git_commit: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ArtifactVersion:
+    name: str
+    version: int
+    type: str
+    kind: str
+    digest: str
+    size: int
+    description: str
+    metadata: dict[str, Any]
+    aliases: tuple[str, ...]
+    created_at: str
+    run: RunRecord | None
+    files: tuple[StoredFile, ...]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:v{self.version}"
+
+
+def validate_name(name: str) -> str:
+    if not _NAME_RE.match(name) or ".." in name:
+        raise TrainflowError(
+            f"invalid artifact name {name!r}: use letters, digits, '.', '_' and '-' "
+            "(no '/', no '..', at most 128 characters), e.g. 'trainval_data.parquet'"
+        )
+    return name
+
+
+def validate_alias(alias: str) -> str:
+    if not _ALIAS_RE.match(alias) or _VERSION_RE.match(alias) or ".." in alias:
+        raise TrainflowError(
+            f"invalid alias {alias!r}: an alias starts with a letter, uses letters, digits, "
+            "'.', '_' and '-', and cannot look like a version (v0, v1, ...), e.g. 'prod'"
+        )
+    return alias
+
+
+def parse_ref(ref: str) -> ArtifactRef:
+    """Parse ``name``, ``name:vN`` or ``name:alias``; a bare name means ``name:latest``."""
+    name, sep, selector = ref.strip().partition(":")
+    validate_name(name)
+    if not sep:
+        return ArtifactRef(name, alias=LATEST)
+    match = _VERSION_RE.match(selector)
+    if match:
+        return ArtifactRef(name, version=int(match.group(1)))
+    return ArtifactRef(name, alias=validate_alias(selector))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _digest_manifest(kind: str, files: Sequence[StoredFile]) -> str:
+    lines = [kind] + [f"{f.path}\t{f.sha256}\t{f.size}" for f in sorted(files, key=lambda f: f.path)]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+class LocalArtifactStore:
+    """Versioned artifacts on local disk, shaped like W&B's artifact API."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.blobs = self.root / "blobs"
+        self.checkouts = self.root / "checkouts"
+        self.tmp = self.root / "tmp"
+        for directory in (self.blobs, self.checkouts, self.tmp):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.index_path = self.root / "index.db"
+        with self._reading() as db:
+            db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+
+    # -- connection -----------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.index_path, timeout=60, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout = 60000")
+        if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA foreign_keys = ON")
+        return db
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the write lock up front (no upgrade deadlocks)."""
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        db = self._connect()
+        try:
+            yield db
+        finally:
+            db.close()
+
+    # -- writing --------------------------------------------------------------------
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.blobs / sha256[:2] / sha256
+
+    def _put_blob(self, source: Path) -> StoredFile:
+        """Copy ``source`` into the blob store, hashing as it goes; identical bytes are kept once."""
+        digest = hashlib.sha256()
+        size = 0
+        fd, staging = tempfile.mkstemp(dir=self.tmp, prefix="blob-")
+        try:
+            with open(source, "rb") as reader, os.fdopen(fd, "wb") as writer:
+                while chunk := reader.read(_CHUNK):
+                    digest.update(chunk)
+                    writer.write(chunk)
+                    size += len(chunk)
+                writer.flush()
+                os.fsync(writer.fileno())
+            sha = digest.hexdigest()
+            target = self.blob_path(sha)
+            if target.exists():
+                os.unlink(staging)
+            else:
+                target.parent.mkdir(exist_ok=True)
+                os.replace(staging, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staging)
+            raise
+        return StoredFile(path="", sha256=sha, size=size)
+
+    @staticmethod
+    def _walk(path: Path) -> tuple[str, list[tuple[str, Path]]]:
+        """The files to store: ``(kind, [(relative posix path, absolute path)])``."""
+        if path.is_symlink():
+            raise TrainflowError(f"refusing to log symlink {path}: log the file it points to instead")
+        if path.is_file():
+            return "file", [(path.name, path)]
+        if not path.is_dir():
+            raise TrainflowError(f"cannot log {path}: no such file or directory")
+        entries: list[tuple[str, Path]] = []
+        for current, dirnames, filenames in os.walk(path):
+            for name in dirnames + filenames:
+                if (Path(current) / name).is_symlink():
+                    raise TrainflowError(
+                        f"refusing to log symlink {Path(current) / name}: the store keeps only "
+                        "regular files; copy the target into the directory instead"
+                    )
+            for name in filenames:
+                absolute = Path(current) / name
+                entries.append((absolute.relative_to(path).as_posix(), absolute))
+        if not entries:
+            raise TrainflowError(f"cannot log {path}: the directory is empty")
+        return "dir", sorted(entries)
+
+    def record_run(self, run: RunRecord) -> None:
+        """Register a step run once; later calls with the same id keep the first record."""
+        with self._transaction() as db:
+            self._insert_run(db, run)
+
+    @staticmethod
+    def _insert_run(db: sqlite3.Connection, run: RunRecord) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO runs (run_id, step, git_commit, params, created_at) VALUES (?, ?, ?, ?, ?)",
+            (run.run_id, run.step, run.git_commit, json.dumps(dict(run.params), sort_keys=True), _now()),
+        )
+
+    def log_artifact(
+        self,
+        path: str | os.PathLike[str],
+        name: str,
+        type: str,
+        description: str = "",
+        metadata: Mapping[str, Any] | None = None,
+        aliases: Sequence[str] = (),
+        run: RunRecord | None = None,
+    ) -> ArtifactVersion:
+        """Store a file or directory as the next version of ``name``; return that version.
+
+        ``latest`` moves to the new version; each alias in ``aliases`` moves too.
+        """
+        validate_name(name)
+        for alias in aliases:
+            if alias != LATEST:
+                validate_alias(alias)
+        metadata_json = json.dumps(dict(metadata or {}), sort_keys=True)
+        kind, entries = self._walk(Path(path))
+        files = [
+            StoredFile(relative, stored.sha256, stored.size)
+            for relative, stored in ((rel, self._put_blob(src)) for rel, src in entries)
+        ]
+        digest = _digest_manifest(kind, files)
+        with self._transaction() as db:
+            if run is not None:
+                self._insert_run(db, run)
+            row = db.execute("SELECT COALESCE(MAX(version) + 1, 0) FROM versions WHERE name = ?", (name,)).fetchone()
+            number = row[0]
+            cursor = db.execute(
+                "INSERT INTO versions (name, version, type, kind, digest, size, description, metadata, run_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, number, type, kind, digest, sum(f.size for f in files), description, metadata_json,
+                 run.run_id if run else None, _now()),
+            )
+            version_id = cursor.lastrowid
+            db.executemany(
+                "INSERT INTO files (version_id, path, sha256, size) VALUES (?, ?, ?, ?)",
+                [(version_id, f.path, f.sha256, f.size) for f in files],
+            )
+            for alias in dict.fromkeys([LATEST, *aliases]):
+                self._move_alias(db, name, alias, version_id, run.run_id if run else None)
+        return self.get(f"{name}:v{number}")
+
+    @staticmethod
+    def _move_alias(db: sqlite3.Connection, name: str, alias: str, version_id: int, run_id: str | None) -> None:
+        previous = db.execute("SELECT version_id FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+        db.execute(
+            "INSERT INTO aliases (name, alias, version_id) VALUES (?, ?, ?)"
+            " ON CONFLICT (name, alias) DO UPDATE SET version_id = excluded.version_id",
+            (name, alias, version_id),
+        )
+        db.execute(
+            "INSERT INTO alias_history (name, alias, version_id, previous_id, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+            (name, alias, version_id, previous[0] if previous else None, run_id, _now()),
+        )
+
+    def set_alias(self, ref: str, alias: str, run_id: str | None = None) -> ArtifactVersion:
+        """Point ``alias`` at the version ``ref`` resolves to (moving it from any other)."""
+        if alias == LATEST:
+            raise TrainflowError("'latest' is managed by the store and always names the newest version")
+        validate_alias(alias)
+        with self._transaction() as db:
+            version_id = self._resolve_id(db, parse_ref(ref))
+            name = db.execute("SELECT name FROM versions WHERE id = ?", (version_id,)).fetchone()[0]
+            self._move_alias(db, name, alias, version_id, run_id)
+        return self.get(ref if parse_ref(ref).version is not None else f"{name}:{alias}")
+
+    def update_metadata(self, ref: str, updates: Mapping[str, Any]) -> ArtifactVersion:
+        """Merge ``updates`` into a version's metadata (top-level keys are replaced)."""
+        with self._transaction() as db:
+            version_id = self._resolve_id(db, parse_ref(ref))
+            current = json.loads(db.execute("SELECT metadata FROM versions WHERE id = ?", (version_id,)).fetchone()[0])
+            current.update(updates)
+            db.execute("UPDATE versions SET metadata = ? WHERE id = ?", (json.dumps(current, sort_keys=True), version_id))
+            row = db.execute("SELECT name, version FROM versions WHERE id = ?", (version_id,)).fetchone()
+        return self.get(f"{row['name']}:v{row['version']}")
+
+    # -- reading --------------------------------------------------------------------
+
+    def _resolve_id(self, db: sqlite3.Connection, ref: ArtifactRef) -> int:
+        if ref.version is not None:
+            row = db.execute("SELECT id FROM versions WHERE name = ? AND version = ?", (ref.name, ref.version)).fetchone()
+        else:
+            row = db.execute("SELECT version_id FROM aliases WHERE name = ? AND alias = ?", (ref.name, ref.alias)).fetchone()
+        if row is not None:
+            return int(row[0])
+        known = [r[0] for r in db.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
+        if ref.name not in known:
+            hint = f"known artifacts: {', '.join(known)}" if known else "the store is empty: run the step that logs it first"
+            raise ArtifactNotFound(f"no artifact named {ref.name!r} in {self.root} ({hint})")
+        versions = [f"v{r[0]}" for r in db.execute("SELECT version FROM versions WHERE name = ? ORDER BY version", (ref.name,))]
+        aliases = [r[0] for r in db.execute("SELECT alias FROM aliases WHERE name = ? ORDER BY alias", (ref.name,))]
+        raise ArtifactNotFound(
+            f"{ref} does not resolve: {ref.name} has versions {', '.join(versions)} and aliases "
+            f"{', '.join(aliases)}; use one of them or set the alias with `trainflow artifacts alias`"
+        )
+
+    def _load(self, db: sqlite3.Connection, version_id: int) -> ArtifactVersion:
+        row = db.execute(
+            "SELECT v.*, r.step, r.git_commit, r.params FROM versions v LEFT JOIN runs r ON r.run_id = v.run_id"
+            " WHERE v.id = ?",
+            (version_id,),
+        ).fetchone()
+        aliases = tuple(r[0] for r in db.execute("SELECT alias FROM aliases WHERE version_id = ? ORDER BY alias", (version_id,)))
+        files = tuple(
+            StoredFile(r["path"], r["sha256"], r["size"])
+            for r in db.execute("SELECT path, sha256, size FROM files WHERE version_id = ? ORDER BY path", (version_id,))
+        )
+        run = (
+            RunRecord(row["run_id"], row["step"], row["git_commit"], json.loads(row["params"]))
+            if row["run_id"] is not None
+            else None
+        )
+        return ArtifactVersion(
+            name=row["name"], version=row["version"], type=row["type"], kind=row["kind"], digest=row["digest"],
+            size=row["size"], description=row["description"], metadata=json.loads(row["metadata"]),
+            aliases=aliases, created_at=row["created_at"], run=run, files=files,
+        )
+
+    def get(self, ref: str) -> ArtifactVersion:
+        """The version ``ref`` resolves to; raises :class:`ArtifactNotFound` if none."""
+        with self._reading() as db:
+            return self._load(db, self._resolve_id(db, parse_ref(ref)))
+
+    def list_names(self) -> list[tuple[str, str, int]]:
+        """``(name, type, number of versions)`` for every artifact, by name."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT name, (SELECT type FROM versions w WHERE w.name = v.name ORDER BY version DESC LIMIT 1),"
+                " COUNT(*) FROM versions v GROUP BY name ORDER BY name"
+            ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def list_versions(self, name: str) -> list[ArtifactVersion]:
+        validate_name(name)
+        with self._reading() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM versions WHERE name = ? ORDER BY version", (name,))]
+            return [self._load(db, i) for i in ids]
+
+    def versions_logged_by(self, run_id: str) -> list[ArtifactVersion]:
+        with self._reading() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM versions WHERE run_id = ? ORDER BY id", (run_id,))]
+            return [self._load(db, i) for i in ids]
+
+    def inputs_of(self, version: ArtifactVersion) -> list[ArtifactVersion]:
+        """The versions the producing run of ``version`` consumed."""
+        if version.run is None:
+            return []
+        with self._reading() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT u.version_id FROM usages u JOIN versions v ON v.id = u.version_id"
+                    " WHERE u.run_id = ? ORDER BY v.name, v.version",
+                    (version.run.run_id,),
+                )
+            ]
+            return [self._load(db, i) for i in ids]
+
+    def alias_history(self, name: str, alias: str) -> list[tuple[int, int | None, str | None, str]]:
+        """``(version, previous version, run id, time)`` for every move of ``name:alias``, oldest first."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT v.version, p.version, h.run_id, h.at FROM alias_history h"
+                " JOIN versions v ON v.id = h.version_id LEFT JOIN versions p ON p.id = h.previous_id"
+                " WHERE h.name = ? AND h.alias = ? ORDER BY h.id",
+                (name, alias),
+            ).fetchall()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def record_usage(self, ref: str, run: RunRecord) -> ArtifactVersion:
+        """Resolve ``ref`` and record that ``run`` consumed it (lineage without a download)."""
+        with self._transaction() as db:
+            version_id = self._resolve_id(db, parse_ref(ref))
+            self._insert_run(db, run)
+            db.execute(
+                "INSERT OR IGNORE INTO usages (run_id, version_id, used_at) VALUES (?, ?, ?)",
+                (run.run_id, version_id, _now()),
+            )
+            return self._load(db, version_id)
+
+    def use_artifact(self, ref: str, run: RunRecord | None = None) -> Path:
+        """Resolve ``ref``, record that ``run`` consumed it, and return a verified local copy.
+
+        An artifact logged from a file resolves to that file; one logged from a directory
+        resolves to the directory.
+        """
+        version = self.record_usage(ref, run) if run is not None else self.get(ref)
+        directory = self._checkout(version)
+        return directory / version.files[0].path if version.kind == "file" else directory
+
+    def _checkout(self, version: ArtifactVersion) -> Path:
+        """A copy of the version's files whose digests were checked on this read."""
+        target = self.checkouts / version.name / f"v{version.version}"
+        if target.is_dir() and self._matches(target, version.files):
+            return target
+        staging = Path(tempfile.mkdtemp(dir=self.tmp, prefix="checkout-"))
+        try:
+            for stored in version.files:
+                destination = staging / stored.path
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                self._copy_verified(stored, destination, version)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                # A stale or edited checkout: move it aside, then swap the fresh copy in.
+                graveyard = Path(tempfile.mkdtemp(dir=self.tmp, prefix="stale-"))
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    os.replace(target, graveyard / "old")
+                shutil.rmtree(graveyard, ignore_errors=True)
+            try:
+                os.replace(staging, target)
+            except OSError:
+                # Another reader put an identical, verified copy in place first.
+                if not (target.is_dir() and self._matches(target, version.files)):
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def _copy_verified(self, stored: StoredFile, destination: Path, version: ArtifactVersion) -> None:
+        blob = self.blob_path(stored.sha256)
+        digest = hashlib.sha256()
+        try:
+            with open(blob, "rb") as reader, open(destination, "wb") as writer:
+                while chunk := reader.read(_CHUNK):
+                    digest.update(chunk)
+                    writer.write(chunk)
+        except FileNotFoundError:
+            raise CorruptArtifact(
+                f"{version.ref}: blob for {stored.path!r} is missing from {self.blobs}; "
+                "run `trainflow artifacts verify` and re-run the step that produced it"
+            ) from None
+        if digest.hexdigest() != stored.sha256:
+            raise CorruptArtifact(
+                f"{version.ref}: {stored.path!r} does not match its recorded sha256 (the blob was modified "
+                "on disk); run `trainflow artifacts verify` and re-run the step that produced it"
+            )
+
+    @staticmethod
+    def _matches(directory: Path, files: Sequence[StoredFile]) -> bool:
+        """Whether ``directory`` holds exactly ``files`` with their recorded digests."""
+        present = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() or p.is_symlink())
+        if present != sorted(f.path for f in files):
+            return False
+        for stored in files:
+            candidate = directory / stored.path
+            if candidate.is_symlink() or candidate.stat().st_size != stored.size:
+                return False
+            if file_sha256(candidate) != stored.sha256:
+                return False
+        return True
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as reader:
+        while chunk := reader.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+
+def lineage(store: LocalArtifactStore, ref: str) -> list[tuple[int, ArtifactVersion]]:
+    """The chain of versions behind ``ref``, depth first: ``(depth, version)``, ``ref`` at depth 0."""
+    chain: list[tuple[int, ArtifactVersion]] = []
+    seen: set[str] = set()
+
+    def visit(version: ArtifactVersion, depth: int) -> None:
+        chain.append((depth, version))
+        if version.ref in seen:
+            return
+        seen.add(version.ref)
+        for parent in store.inputs_of(version):
+            visit(parent, depth + 1)
+
+    visit(store.get(ref), 0)
+    return chain

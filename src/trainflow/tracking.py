@@ -1,0 +1,76 @@
+"""Where MLflow records runs, and which experiment a run belongs to."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+EXPERIMENT_ID_ENV = "MLFLOW_EXPERIMENT_ID"
+
+
+def tracking_uri(store_root: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else a SQLite database inside the store root.
+
+    ``mlflow run`` always sets the variable for the processes it starts, so the steps
+    of one pipeline follow the pipeline's own run and its tree stays whole.
+    """
+    return os.environ.get(TRACKING_URI_ENV) or f"sqlite:///{store_root / 'mlflow.db'}"
+
+
+def is_store_database(uri: str, store_root: Path) -> bool:
+    return uri == f"sqlite:///{store_root / 'mlflow.db'}"
+
+
+def use_tracking(store_root: Path) -> str:
+    """Point this process, and the processes it starts, at the tracking URI."""
+    uri = tracking_uri(store_root)
+    os.environ[TRACKING_URI_ENV] = uri
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def experiment_id(name: str, store_root: Path) -> str:
+    """The experiment runs join: the one ``mlflow run`` chose, else ``name`` (created if absent).
+
+    An experiment created in the store's own database keeps its run artifacts in the
+    store too, so one ``TRAINFLOW_HOME`` holds a project's whole state.
+    """
+    if os.environ.get(EXPERIMENT_ID_ENV):
+        return os.environ[EXPERIMENT_ID_ENV]
+    client = mlflow.MlflowClient()
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = (
+        (store_root / "mlartifacts").as_uri() if is_store_database(mlflow.get_tracking_uri(), store_root) else None
+    )
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        # Another process created it between our lookup and our create.
+        again = client.get_experiment_by_name(name)
+        if again is None:
+            raise
+        return again.experiment_id
+
+
+def start_run_args(experiment_name: str, store_root: Path, run_name: str) -> dict[str, str]:
+    """Arguments for ``mlflow.start_run``: none under ``mlflow run`` (it made the run), else a new run."""
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return {}
+    return {"experiment_id": experiment_id(experiment_name, store_root), "run_name": run_name}
+
+
+def git_commit(directory: Path) -> str | None:
+    """The commit checked out at ``directory``, or None outside a git work tree."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
