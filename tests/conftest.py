@@ -1,0 +1,54 @@
+"""Shared fixtures. Every test that touches state gets its own store root and its own
+MLflow database (``TRAINFLOW_HOME`` and ``MLFLOW_TRACKING_URI`` under ``tmp_path``), so
+tests never see each other's runs and can run in parallel.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+BIN_DIR = Path(sys.executable).parent
+
+
+@pytest.fixture
+def project_dir() -> Path:
+    return PROJECT_DIR
+
+
+@pytest.fixture
+def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """An environment pointing trainflow and MLflow at a fresh store under ``tmp_path``.
+
+    Also applied to this process, for tests that call the library directly.
+    """
+    home = tmp_path / "trainflow_home"
+    env = dict(os.environ)
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(leaked, None)
+        monkeypatch.delenv(leaked, raising=False)
+    env.update(
+        TRAINFLOW_HOME=str(home),
+        MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
+        PATH=f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONUNBUFFERED="1",
+    )
+    for key in ("TRAINFLOW_HOME", "MLFLOW_TRACKING_URI"):
+        monkeypatch.setenv(key, env[key])
+    yield env
+
+
+def run_command(args: list[str], env: dict[str, str], cwd: Path = PROJECT_DIR, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """Run a command as a user would, capturing its output for assertions."""
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The ``...: error: ...`` lines a failing trainflow command printed."""
+    return [line for line in stderr.splitlines() if ": error: " in line]

@@ -1,0 +1,150 @@
+"""The config schema, step selection and argument handling: fast, no runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import error_lines, run_command
+
+from trainflow.config import flatten, load_config, resolve_paths, split_overrides, validate
+from trainflow.errors import ConfigError
+from trainflow.runner import expand_mlproject_args
+from trainflow.steps import STEPS, select_steps
+
+
+def test_default_config_composes_and_validates(project_dir: Path) -> None:
+    """config.yaml fills every key of the schema with a valid value."""
+    cfg = resolve_paths(load_config(project_dir), project_dir)
+    validate(cfg)
+    assert cfg.main.steps == "all"
+    assert cfg.data.target == "species"
+    assert cfg.split.stratify_by == cfg.data.target
+    assert Path(cfg.data.uri).is_file()
+    assert Path(cfg.artifacts.root).is_absolute()
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("main.stepz=all", "main.stepz"),
+        ("model.random_forest.n_estimatorz=3", "n_estimatorz"),
+        ("split.test_size=abc", "split.test_size"),
+        ("nosuchsection.key=1", "nosuchsection"),
+    ],
+)
+def test_bad_override_names_the_key(project_dir: Path, override: str, named: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(project_dir, [override])
+    assert named in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["split.test_size=1.5"], "split.test_size"),
+        (["split.val_size=0"], "split.val_size"),
+        (["main.env_manager=docker"], "main.env_manager"),
+        (["artifacts.backend=s3"], "artifacts.backend"),
+        (["+model.random_forest.n_estimatorz=3"], "n_estimatorz"),
+        (["model.features.numeric=[island]"], "both numeric and categorical"),
+        (["model.features.categorical=[species,sex]"], "target"),
+        (["data.sha256=abc"], "data.sha256"),
+        (["promote.alias=v3"], "alias"),
+        (["test.model=../etc:prod"], "invalid artifact name"),
+    ],
+)
+def test_contradictory_or_invalid_values_fail_validation(project_dir: Path, overrides: list[str], named: str) -> None:
+    cfg = resolve_paths(load_config(project_dir, overrides), project_dir)
+    with pytest.raises(Exception) as error:
+        validate(cfg)
+    assert named in str(error.value)
+
+
+def test_any_random_forest_parameter_can_be_added(project_dir: Path) -> None:
+    cfg = load_config(project_dir, ["+model.random_forest.max_samples=0.5", "model.random_forest.n_estimators=7"])
+    validate(resolve_paths(cfg, project_dir))
+    assert cfg.model.random_forest.max_samples == 0.5
+    assert cfg.model.random_forest.n_estimators == 7
+
+
+def test_trainflow_home_sets_the_store_root(project_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TRAINFLOW_HOME", str(tmp_path / "elsewhere"))
+    cfg = resolve_paths(load_config(project_dir), project_dir)
+    assert cfg.artifacts.root == str(tmp_path / "elsewhere")
+
+
+def test_relative_paths_resolve_against_the_project(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRAINFLOW_HOME", raising=False)
+    cfg = resolve_paths(load_config(project_dir, ["data.uri=data/penguins-raw.csv"]), project_dir)
+    assert cfg.artifacts.root == str(project_dir / ".trainflow")
+    assert cfg.data.uri == str(project_dir / "data" / "penguins-raw.csv")
+
+
+def test_remote_uris_are_left_alone(project_dir: Path) -> None:
+    cfg = resolve_paths(load_config(project_dir, ["data.uri=http://127.0.0.1:9/x.csv"]), project_dir)
+    assert cfg.data.uri == "http://127.0.0.1:9/x.csv"
+
+
+def test_select_steps_all_subset_and_order() -> None:
+    assert select_steps("all") == list(STEPS)
+    assert select_steps("train_model,split_data") == ["split_data", "train_model"]
+    assert select_steps(" test_model ") == ["test_model"]
+
+
+@pytest.mark.parametrize("steps", ["bogus", "split_data,trian_model", "", ","])
+def test_select_steps_rejects_unknown_or_empty(steps: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        select_steps(steps)
+    assert "fetch_data, split_data, train_model, test_model, promote_model" in str(error.value)
+
+
+def test_mlproject_args_become_hydra_overrides() -> None:
+    argv = ["main.py", "--steps", "split_data,train_model", "--hydra-options", "a.b=1  c.d='x y' -m"]
+    assert expand_mlproject_args(argv) == ["main.py", "main.steps='split_data,train_model'", "a.b=1", "c.d=x y", "-m"]
+
+
+def test_empty_hydra_options_add_nothing() -> None:
+    assert expand_mlproject_args(["main.py", "--steps", "all", "--hydra-options", ""]) == ["main.py", "main.steps='all'"]
+
+
+def test_unbalanced_quotes_are_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="quotes"):
+        split_overrides("data.uri='unterminated")
+
+
+def test_flatten_uses_dotted_keys(project_dir: Path) -> None:
+    flat = flatten(load_config(project_dir).model, "model.")
+    assert flat["model.random_forest.n_estimators"] == 100
+    assert flat["model.features.categorical"] == ["island", "sex"]
+
+
+def test_component_mlprojects_match_the_step_table(project_dir: Path) -> None:
+    """Each component declares exactly its inputs plus hydra_options, and passes each to run.py."""
+    for name, spec in STEPS.items():
+        mlproject = yaml.safe_load((project_dir / "components" / name / "MLproject").read_text())
+        entry = mlproject["entry_points"]["main"]
+        expected = [i.param for i in spec.inputs] + ["hydra_options"]
+        assert list(entry["parameters"]) == expected, name
+        for param in expected:
+            assert f"--{param.replace('_', '-')} {{{param}}}" in entry["command"], (name, param)
+        assert (project_dir / "components" / name / "run.py").is_file()
+
+
+def test_unknown_step_fails_before_anything_runs(store_env: dict[str, str], project_dir: Path) -> None:
+    result = run_command([sys.executable, "main.py", "main.steps='fetch_data,bogus'"], store_env)
+    assert result.returncode == 1
+    [line] = error_lines(result.stderr)
+    assert "'bogus'" in line and "fetch_data, split_data" in line
+    assert "[pipeline]" not in result.stdout
+    assert not (Path(store_env["TRAINFLOW_HOME"]) / "index.db").exists(), "the store was touched"
+
+
+def test_bad_override_fails_in_one_line(store_env: dict[str, str]) -> None:
+    result = run_command([sys.executable, "main.py", "model.random_forest.n_estimatorz=3"], store_env)
+    assert result.returncode == 1
+    [line] = error_lines(result.stderr)
+    assert "n_estimatorz" in line
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,210 @@
+"""The whole workflow as users drive it: real `mlflow run`, real SQLite, real MLflow tracking.
+
+One full pipeline runs once per module (about a minute); the tests that change state
+work on a copy of its store, so each stays independent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from conftest import BIN_DIR, PROJECT_DIR, error_lines, run_command
+
+from trainflow.store import LocalArtifactStore, lineage
+
+MLFLOW = str(BIN_DIR / "mlflow")
+
+
+def make_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
+    env.update(
+        TRAINFLOW_HOME=str(home),
+        MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
+        PATH=f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def copy_of(home: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A private copy of a finished pipeline's state (store + MLflow database)."""
+    target = tmp_path / "home"
+    shutil.copytree(home, target, ignore=shutil.ignore_patterns("checkouts", "tmp", "hydra"))
+    # The MLflow database records absolute artifact locations; the copy keeps the
+    # original's, which is fine for these tests: they read metrics and tags only.
+    return target, make_env(target)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
+    """Run `mlflow run .` once on the embedded default data, as `make run` does."""
+    home = tmp_path_factory.mktemp("pipeline") / "home"
+    env = make_env(home)
+    init = run_command([str(BIN_DIR / "trainflow"), "init"], env)
+    assert init.returncode == 0, init.stderr
+    result = run_command([MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow"], env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return home, env, result.stdout
+
+
+def test_every_step_logged_its_artifacts(pipeline: tuple[Path, dict[str, str], str]) -> None:
+    home, _, _ = pipeline
+    store = LocalArtifactStore(home)
+    names = {name: count for name, _, count in store.list_names()}
+    assert names == {"raw_data": 1, "trainval_data.parquet": 1, "test_data.parquet": 1, "model_export": 1}
+    trainval = pd.read_parquet(store.use_artifact("trainval_data.parquet:latest"))
+    test = pd.read_parquet(store.use_artifact("test_data.parquet:latest"))
+    raw = pd.read_csv(PROJECT_DIR / "data" / "penguins.csv")
+    assert len(trainval) + len(test) == len(raw)
+    assert abs(len(test) / len(raw) - 0.2) < 0.01
+    assert set(test["species"]) == set(raw["species"])
+    raw_version = store.get("raw_data:v0")
+    assert raw_version.metadata["source"] == (PROJECT_DIR / "data" / "penguins.csv").as_uri()
+    assert raw_version.metadata["rows"] == len(raw)
+
+
+def test_model_was_tested_promoted_and_is_servable(pipeline: tuple[Path, dict[str, str], str]) -> None:
+    home, _, stdout = pipeline
+    store = LocalArtifactStore(home)
+    prod = store.get("model_export:prod")
+    assert prod.ref == "model_export:v0"
+    assert set(prod.aliases) == {"latest", "prod"}
+    test_record = prod.metadata["test"]
+    assert test_record["test_data"] == "test_data.parquet:v0"
+    assert 0.9 <= test_record["metrics"]["roc_auc_ovo"] <= 1.0
+    assert 0.85 <= test_record["metrics"]["accuracy"] <= 1.0
+    assert prod.metadata["features"] == ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "island", "sex"]
+    model_dir = store.use_artifact("model_export:prod")
+    assert {"MLmodel", "model.skops", "input_example.json", "requirements.txt"} <= {p.name for p in model_dir.iterdir()}
+    # The artifact alone predicts raw rows: MLflow's pyfunc, no trainflow code.
+    model = mlflow.pyfunc.load_model(str(model_dir))
+    rows = pd.read_parquet(store.use_artifact("test_data.parquet:v0")).drop(columns=["species"])
+    assert len(model.predict(rows)) == len(rows)
+    # The closing lines name the promoted artifact, its metrics and where it is.
+    tail = stdout.strip().splitlines()[-6:]
+    assert any("model_export:v0 (alias 'prod')" in line and "roc_auc_ovo=" in line for line in tail)
+    assert any(str(home) in line for line in tail)
+
+
+def test_lineage_leads_back_to_the_raw_data(pipeline: tuple[Path, dict[str, str], str]) -> None:
+    home, env, _ = pipeline
+    store = LocalArtifactStore(home)
+    chain = [(depth, version.ref) for depth, version in lineage(store, "model_export:prod")]
+    assert chain == [(0, "model_export:v0"), (1, "trainval_data.parquet:v0"), (2, "raw_data:v0")]
+    model = store.get("model_export:v0")
+    assert model.run is not None and model.run.step == "train_model"
+    assert model.run.params["model.random_forest.n_estimators"] == 100
+    assert model.run.git_commit is None or len(model.run.git_commit) == 40
+    printed = run_command([str(BIN_DIR / "trainflow"), "artifacts", "lineage", "model_export:prod"], env)
+    assert printed.returncode == 0, printed.stderr
+    assert "raw_data:v0" in printed.stdout and "sha256" in printed.stdout
+
+
+def test_mlflow_records_one_nested_run_per_step(pipeline: tuple[Path, dict[str, str], str]) -> None:
+    home, env, _ = pipeline
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("trainflow")
+    assert experiment.artifact_location.startswith(home.as_uri())
+    runs = client.search_runs([experiment.experiment_id])
+    assert all(run.info.status == "FINISHED" for run in runs)
+    parents = [run for run in runs if run.data.tags.get("trainflow.step") == "pipeline"]
+    assert len(parents) == 1
+    steps = {run.data.tags["trainflow.step"]: run for run in runs if run is not parents[0]}
+    assert set(steps) == {"fetch_data", "split_data", "train_model", "test_model", "promote_model"}
+    for run in steps.values():
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert 0.9 <= steps["test_model"].data.metrics["test_roc_auc_ovo"] <= 1.0
+    assert steps["train_model"].data.params["model.random_forest.n_estimators"] == "100"
+    assert steps["train_model"].data.tags["trainflow.output.model_export"] == "model_export:v0"
+
+
+def test_selected_steps_with_overrides_then_promotion_refuses_untested_model(
+    pipeline: tuple[Path, dict[str, str], str], tmp_path: Path
+) -> None:
+    """`-P steps=... -P hydra_options=...` as in the README; prod never moves to an untested model."""
+    home, env = copy_of(pipeline[0], tmp_path)
+    result = run_command(
+        [MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=split_data,train_model",
+         "-P", "hydra_options=model.random_forest.n_estimators=50 split.test_size=0.25"],
+        env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    store = LocalArtifactStore(home)
+    assert store.get("raw_data:latest").version == 0  # fetch_data did not run
+    test = pd.read_parquet(store.use_artifact("test_data.parquet:v1"))
+    assert abs(len(test) / 344 - 0.25) < 0.01
+    model = store.get("model_export:latest")
+    assert model.version == 1 and model.metadata["estimator_params"]["n_estimators"] == 50
+    assert [v.ref for v in store.inputs_of(model)] == ["trainval_data.parquet:v1"]
+
+    refused = run_command([MLFLOW, "run", "components/promote_model", "--env-manager", "local"], env)
+    assert refused.returncode != 0
+    [line] = error_lines(refused.stderr)
+    assert "promote_model: error: model_export:v1 not promoted" in line and "never tested" in line
+    assert store.get("model_export:prod").version == 0
+
+
+def test_single_component_run_as_ci_would(pipeline: tuple[Path, dict[str, str], str], tmp_path: Path) -> None:
+    home, env = copy_of(pipeline[0], tmp_path)
+    result = run_command(
+        [MLFLOW, "run", "components/train_model", "--env-manager", "local",
+         "-P", "trainval_artifact=trainval_data.parquet:latest",
+         "-P", "hydra_options=model.random_forest.n_estimators=20 model.random_forest.max_depth=3"],
+        env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = LocalArtifactStore(home).get("model_export:latest")
+    assert model.version == 1
+    assert model.metadata["estimator_params"]["n_estimators"] == 20
+    assert model.metadata["estimator_params"]["max_depth"] == 3
+    assert model.run is not None and model.run.step == "train_model"
+
+
+def test_plain_hydra_runs_one_step(pipeline: tuple[Path, dict[str, str], str], tmp_path: Path) -> None:
+    """`python main.py main.steps=test_model` tests the latest model again and records it."""
+    home, env = copy_of(pipeline[0], tmp_path)
+    result = run_command([sys.executable, "main.py", "main.steps=test_model"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[pipeline] finished 1 step(s)" in result.stdout
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    tested = client.search_runs(
+        [client.get_experiment_by_name("trainflow").experiment_id], "tags.`trainflow.step` = 'test_model'"
+    )
+    assert len(tested) == 2  # the original pipeline's and this one
+    metadata = LocalArtifactStore(home).get("model_export:v0").metadata
+    assert metadata["test"]["run_id"] == max(tested, key=lambda r: r.info.start_time).info.run_id
+
+
+def test_empty_hydra_options_and_quoted_paths_with_spaces(tmp_path: Path) -> None:
+    """`-P hydra_options=""` works, and a quoted value with spaces survives intact."""
+    env = make_env(tmp_path / "home")
+    spaced = tmp_path / "my data" / "penguins copy.csv"
+    spaced.parent.mkdir()
+    shutil.copy(PROJECT_DIR / "data" / "penguins.csv", spaced)
+    empty = run_command([MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=fetch_data", "-P", "hydra_options="], env)
+    assert empty.returncode == 0, empty.stderr[-3000:]
+    quoted = run_command(
+        [MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=fetch_data", "-P", f"hydra_options=data.uri='{spaced}'"],
+        env,
+    )
+    assert quoted.returncode == 0, quoted.stderr[-3000:]
+    store = LocalArtifactStore(tmp_path / "home")
+    assert store.get("raw_data:v0").metadata["source"] == (PROJECT_DIR / "data" / "penguins.csv").as_uri()
+    assert store.get("raw_data:v1").metadata["source"] == spaced.as_uri()
+    # Same bytes under a different name: stored once.
+    assert store.get("raw_data:v0").files[0].sha256 == store.get("raw_data:v1").files[0].sha256
+
+
+def test_unknown_step_through_mlflow_run_lists_valid_steps(tmp_path: Path) -> None:
+    env = make_env(tmp_path / "home")
+    result = run_command([MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=fetch_data,trian_model"], env)
+    assert result.returncode != 0
+    [line] = error_lines(result.stderr)
+    assert "'trian_model'" in line and "promote_model" in line
+    assert not (tmp_path / "home" / "index.db").exists()
