@@ -91,6 +91,7 @@ class Pipeline:
     def run(self, step: str) -> None:
         """Run one component with ``mlflow.run``; remember the versions it logged."""
         import mlflow
+        from mlflow.exceptions import ExecutionException
 
         spec = STEPS[step]
         parameters = {"hydra_options": self.hydra_options}
@@ -98,26 +99,23 @@ class Pipeline:
             parameters[step_input.param] = self.outputs.get(step_input.artifact, "")
         print(f"[pipeline] {step}: {spec.description}", flush=True)
         began = time.perf_counter()
-        submitted = mlflow.run(
-            str(self.components_dir / step),
-            entry_point="main",
-            parameters=parameters,
-            env_manager=self.cfg.main.env_manager,
-            experiment_id=self.experiment_id,
-            run_name=step,
-            synchronous=False,
-        )
         try:
-            succeeded = submitted.wait()
-        except KeyboardInterrupt:
-            submitted.cancel()
-            raise
-        seconds = time.perf_counter() - began
-        if not succeeded:
-            raise TrainflowError(
-                f"step {step} failed (MLflow run {submitted.run_id}) after {seconds:.1f} s: see its error above; "
-                f"after fixing it, resume with -P steps={','.join(self.steps[self.steps.index(step):])}"
+            # Synchronous: MLflow waits in this process (an asynchronous run costs an extra
+            # `mlflow run` subprocess) and cancels the step on Ctrl-C.
+            submitted = mlflow.run(
+                str(self.components_dir / step),
+                entry_point="main",
+                parameters=parameters,
+                env_manager=self.cfg.main.env_manager,
+                experiment_id=self.experiment_id,
+                run_name=step,
             )
+        except ExecutionException as error:
+            raise TrainflowError(
+                f"step {step} failed ({error}) after {time.perf_counter() - began:.1f} s: see its error above; "
+                f"after fixing it, resume with -P steps={','.join(self.steps[self.steps.index(step):])}"
+            ) from None
+        seconds = time.perf_counter() - began
         for version in self.store.versions_logged_by(submitted.run_id):
             self.outputs[version.name] = version.ref
         self.finished.append((step, submitted.run_id, seconds))
