@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from trainflow.tracking import create_store_database
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(sys.executable).parent
 
@@ -41,6 +43,7 @@ def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[
     )
     for key in ("TRAINFLOW_HOME", "MLFLOW_TRACKING_URI"):
         monkeypatch.setenv(key, env[key])
+    create_store_database(home)  # as `trainflow init` (and so `make run`) does
     yield env
 
 
@@ -52,3 +55,13 @@ def run_command(args: list[str], env: dict[str, str], cwd: Path = PROJECT_DIR, t
 def error_lines(stderr: str) -> list[str]:
     """The ``...: error: ...`` lines a failing trainflow command printed."""
     return [line for line in stderr.splitlines() if ": error: " in line]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def project_dir_stays_clean() -> Iterator[None]:
+    """No test may leave MLflow state in the project folder: all of it belongs in a store."""
+    strays = ("mlruns", "mlflow.db", "mlartifacts", "outputs", "multirun")
+    before = {name for name in strays if (PROJECT_DIR / name).exists()}
+    yield
+    created = {name for name in strays if (PROJECT_DIR / name).exists()} - before
+    assert not created, f"tests wrote {sorted(created)} into the project folder"

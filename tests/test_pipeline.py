@@ -17,11 +17,13 @@ import pytest
 from conftest import BIN_DIR, PROJECT_DIR, error_lines, run_command
 
 from trainflow.store import LocalArtifactStore, lineage
+from trainflow.tracking import create_store_database
 
 MLFLOW = str(BIN_DIR / "mlflow")
 
 
 def make_env(home: Path) -> dict[str, str]:
+    """Environment for a pipeline in ``home``, prepared as `trainflow init` would."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
     env.update(
         TRAINFLOW_HOME=str(home),
@@ -29,6 +31,7 @@ def make_env(home: Path) -> dict[str, str]:
         PATH=f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
     )
+    create_store_database(home)
     return env
 
 

@@ -30,7 +30,23 @@ def use_tracking(store_root: Path) -> str:
     uri = tracking_uri(store_root)
     os.environ[TRACKING_URI_ENV] = uri
     mlflow.set_tracking_uri(uri)
+    if is_store_database(uri, store_root):
+        create_store_database(store_root)
     return uri
+
+
+def create_store_database(store_root: Path) -> None:
+    """Create the store's MLflow database, if absent, with its artifact root inside the store.
+
+    MLflow would otherwise give the Default experiment ``./mlruns`` of whatever directory
+    first created the database; ``trainflow init`` runs this before ``mlflow run`` does.
+    """
+    if (store_root / "mlflow.db").exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store_root.mkdir(parents=True, exist_ok=True)
+    SqlAlchemyStore(f"sqlite:///{store_root / 'mlflow.db'}", (store_root / "mlartifacts").as_uri())
 
 
 def experiment_id(name: str, store_root: Path) -> str:
