@@ -45,7 +45,10 @@ def cmd_init(store: LocalArtifactStore, args: argparse.Namespace) -> None:
 
 def cmd_list(store: LocalArtifactStore, args: argparse.Namespace) -> None:
     if args.name:
-        for version in store.list_versions(args.name):
+        versions = store.list_versions(args.name)
+        if not versions:
+            store.get(args.name)  # raises ArtifactNotFound listing the names that exist
+        for version in versions:
             print(f"{_describe(version)}  {version.size:,} bytes  {version.created_at}")
         return
     names = store.list_names()

@@ -20,7 +20,7 @@ def classification_metrics(y_true: Sequence[Any], probabilities: np.ndarray, cla
 
     classes = list(classes)
     y_true = np.asarray(y_true)
-    predicted = np.asarray(classes, dtype=object)[np.argmax(probabilities, axis=1)]
+    predicted = np.asarray(classes)[np.argmax(probabilities, axis=1)]
     metrics = {
         "accuracy": float(accuracy_score(y_true, predicted)),
         "f1_macro": float(f1_score(y_true, predicted, average="macro", labels=classes, zero_division=0)),

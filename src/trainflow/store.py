@@ -35,9 +35,9 @@ from typing import Any
 from trainflow.errors import ArtifactNotFound, CorruptArtifact, TrainflowError
 
 LATEST = "latest"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-_VERSION_RE = re.compile(r"^v(\d+)$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_ALIAS_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+_VERSION_RE = re.compile(r"v(\d+)")
 _CHUNK = 1 << 20
 
 _SCHEMA = """
@@ -145,7 +145,7 @@ class ArtifactVersion:
 
 
 def validate_name(name: str) -> str:
-    if not _NAME_RE.match(name) or ".." in name:
+    if not _NAME_RE.fullmatch(name) or ".." in name:
         raise TrainflowError(
             f"invalid artifact name {name!r}: use letters, digits, '.', '_' and '-' "
             "(no '/', no '..', at most 128 characters), e.g. 'trainval_data.parquet'"
@@ -154,7 +154,7 @@ def validate_name(name: str) -> str:
 
 
 def validate_alias(alias: str) -> str:
-    if not _ALIAS_RE.match(alias) or _VERSION_RE.match(alias) or ".." in alias:
+    if not _ALIAS_RE.fullmatch(alias) or _VERSION_RE.fullmatch(alias) or ".." in alias:
         raise TrainflowError(
             f"invalid alias {alias!r}: an alias starts with a letter, uses letters, digits, "
             "'.', '_' and '-', and cannot look like a version (v0, v1, ...), e.g. 'prod'"
@@ -168,7 +168,7 @@ def parse_ref(ref: str) -> ArtifactRef:
     validate_name(name)
     if not sep:
         return ArtifactRef(name, alias=LATEST)
-    match = _VERSION_RE.match(selector)
+    match = _VERSION_RE.fullmatch(selector)
     if match:
         return ArtifactRef(name, version=int(match.group(1)))
     return ArtifactRef(name, alias=validate_alias(selector))
@@ -435,6 +435,7 @@ class LocalArtifactStore:
         return [(r[0], r[1], r[2]) for r in rows]
 
     def list_versions(self, name: str) -> list[ArtifactVersion]:
+        """Every version of ``name``, oldest first (none for an unknown name)."""
         validate_name(name)
         with self._reading() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM versions WHERE name = ? ORDER BY version", (name,))]

@@ -1,0 +1,212 @@
+"""Tests for the ``trainflow`` console script, run as a real subprocess against a store
+filled through the Python API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import error_lines, run_command
+
+from trainflow.store import LocalArtifactStore, RunRecord
+
+TRAINFLOW = str(Path(sys.executable).parent / "trainflow")
+
+
+@dataclass
+class Filled:
+    """A store holding raw.csv (2 versions) -> split (dir) -> model (file), with the source bytes."""
+
+    root: Path
+    store: LocalArtifactStore
+    raw_bytes: list[bytes]
+    split_files: dict[str, bytes]
+    model_bytes: bytes
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Filled:
+    root = tmp_path / "store"
+    store = LocalArtifactStore(root)
+    raw_bytes = [b"x,y\n1,2\n", b"x,y\n1,2\n3,4\n"]
+    raw_file = tmp_path / "raw.csv"
+    download = RunRecord("run-download", "download", git_commit="0123456789abcdef" * 2 + "01234567")
+    for content in raw_bytes:
+        raw_file.write_bytes(content)
+        store.log_artifact(
+            raw_file, "raw.csv", "raw_data", description="raw rows",
+            metadata={"source": "file:///data/raw.csv", "sha256": "feedface"}, run=download,
+        )
+
+    split_run = RunRecord("run-split", "split")
+    store.record_usage("raw.csv:v1", split_run)
+    split_files = {"train/part-0.csv": b"x,y\n1,2\n", "test/part-0.csv": b"x,y\n3,4\n", "stats.json": b"{}"}
+    split_dir = tmp_path / "split"
+    for relative, content in split_files.items():
+        (split_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        (split_dir / relative).write_bytes(content)
+    store.log_artifact(split_dir, "split", "dataset", metadata={"test_size": 0.5, "rows": 2}, run=split_run)
+
+    train_run = RunRecord("run-train", "train")
+    store.use_artifact("split:latest", run=train_run)
+    model_bytes = os.urandom(4096)
+    model_file = tmp_path / "model.skops"
+    model_file.write_bytes(model_bytes)
+    store.log_artifact(model_file, "model", "model", metadata={"auc": 0.91}, run=train_run)
+    return Filled(root, store, raw_bytes, split_files, model_bytes)
+
+
+def trainflow(filled_root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run_command([TRAINFLOW, "--root", str(filled_root), *args], env)
+
+
+def test_list_shows_names_types_and_version_counts(filled: Filled, store_env: dict[str, str]) -> None:
+    """`artifacts list` prints one line per name with its type and number of versions."""
+    result = trainflow(filled.root, store_env, "artifacts", "list")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    expected = {(name, type_, count) for name, type_, count in filled.store.list_names()}
+    assert expected == {("model", "model", 1), ("raw.csv", "raw_data", 2), ("split", "dataset", 1)}
+    assert lines == [f"{name}  [{type_}]  {count} version(s)" for name, type_, count in filled.store.list_names()]
+
+
+def test_list_name_shows_its_versions(filled: Filled, store_env: dict[str, str]) -> None:
+    """`artifacts list NAME` prints each version with its aliases, oldest first."""
+    result = trainflow(filled.root, store_env, "artifacts", "list", "raw.csv")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("raw.csv:v0 [raw_data]")
+    assert lines[1].startswith("raw.csv:v1 [raw_data]")
+    assert "aliases: latest" in lines[1] and "latest" not in lines[0]
+    assert f"{len(filled.raw_bytes[1])} bytes" in lines[1]
+
+
+def test_show_prints_metadata_and_files(filled: Filled, store_env: dict[str, str]) -> None:
+    """`artifacts show NAME:vN` prints the producer, the metadata as JSON and every file with its digest."""
+    result = trainflow(filled.root, store_env, "artifacts", "show", "split:v0")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.splitlines()[0].startswith("split:v0 [dataset] (split, run run-split)")
+
+    metadata_text = out.split("metadata: ", 1)[1].split("\nfiles:", 1)[0]
+    assert json.loads(metadata_text) == {"test_size": 0.5, "rows": 2}
+
+    file_lines = out.split("\nfiles:\n", 1)[1].splitlines()
+    version = filled.store.get("split:v0")
+    assert len(file_lines) == len(filled.split_files)
+    for stored in version.files:
+        assert any(line.split()[0] == stored.path and stored.sha256 in line for line in file_lines), stored.path
+
+
+def test_show_unknown_alias_prints_one_error_line(filled: Filled, store_env: dict[str, str]) -> None:
+    """An unresolvable reference exits non-zero with a single `trainflow: error:` line naming it, no traceback."""
+    result = trainflow(filled.root, store_env, "artifacts", "show", "model:nosuchalias")
+    assert result.returncode != 0
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("trainflow: error: ")
+    assert "model:nosuchalias" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_list_unknown_name_exits_non_zero(filled: Filled, store_env: dict[str, str]) -> None:
+    """`artifacts list NAME` for a name with no versions is an error that lists the names that exist."""
+    result = trainflow(filled.root, store_env, "artifacts", "list", "nosuchname")
+    assert result.returncode != 0
+    [line] = error_lines(result.stderr)
+    assert "'nosuchname'" in line and "raw.csv" in line
+
+
+def test_get_copies_a_directory_version(filled: Filled, store_env: dict[str, str], tmp_path: Path) -> None:
+    """`artifacts get NAME:latest DIR` copies the version's tree byte for byte."""
+    target = tmp_path / "out" / "split"
+    result = trainflow(filled.root, store_env, "artifacts", "get", "split:latest", str(target))
+    assert result.returncode == 0, result.stderr
+    assert read_tree(target) == filled.split_files
+    assert "split:v0" in result.stdout
+
+
+def test_get_copies_a_file_version(filled: Filled, store_env: dict[str, str], tmp_path: Path) -> None:
+    """`artifacts get` on a file artifact puts that one file, same name and bytes, into DIR."""
+    target = tmp_path / "out"
+    for ref, expected in (("model:latest", filled.model_bytes), ("raw.csv:v0", filled.raw_bytes[0])):
+        result = trainflow(filled.root, store_env, "artifacts", "get", ref, str(target / ref.replace(":", "_")))
+        assert result.returncode == 0, result.stderr
+        copied = read_tree(target / ref.replace(":", "_"))
+        assert list(copied.values()) == [expected]
+    assert (target / "model_latest" / "model.skops").is_file()
+
+
+def test_alias_then_show_resolves_the_alias(filled: Filled, store_env: dict[str, str]) -> None:
+    """`artifacts alias NAME:v0 prod` makes `show NAME:prod` resolve to v0, and the store agrees."""
+    result = trainflow(filled.root, store_env, "artifacts", "alias", "raw.csv:v0", "prod")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "raw.csv:prod -> raw.csv:v0"
+
+    shown = trainflow(filled.root, store_env, "artifacts", "show", "raw.csv:prod")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0].startswith("raw.csv:v0 ")
+    assert "prod" in shown.stdout.splitlines()[0]
+    assert filled.store.get("raw.csv:prod").version == 0
+
+
+def test_alias_refuses_latest_with_one_error_line(filled: Filled, store_env: dict[str, str]) -> None:
+    """Setting 'latest' by hand from the CLI fails cleanly and leaves latest on the newest version."""
+    result = trainflow(filled.root, store_env, "artifacts", "alias", "raw.csv:v0", "latest")
+    assert result.returncode != 0
+    assert len(error_lines(result.stderr)) == 1, result.stderr
+    assert filled.store.get("raw.csv:latest").version == 1
+
+
+def test_lineage_prints_the_chain_indented(filled: Filled, store_env: dict[str, str]) -> None:
+    """`artifacts lineage` prints model, then split one level deeper, then raw one level deeper still."""
+    result = trainflow(filled.root, store_env, "artifacts", "lineage", "model")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    refs = [line.strip().removeprefix("└─ ").split()[0] for line in lines]
+    assert refs == ["model:v0", "split:v0", "raw.csv:v1"]
+    indents = [len(line) - len(line.lstrip()) for line in lines]
+    assert indents[0] == 0
+    assert indents[0] < indents[1] < indents[2]
+    assert "└─" in lines[1] and "└─" in lines[2]
+    assert "commit 0123456789ab" in lines[2]
+    assert "source file:///data/raw.csv" in lines[2]
+
+
+def test_command_against_a_root_without_a_store_fails_readably(store_env: dict[str, str], tmp_path: Path) -> None:
+    """Pointing at a directory with no index.db gives one error line naming it, and creates nothing."""
+    empty = tmp_path / "no-store-here"
+    for args in (["artifacts", "list"], ["artifacts", "show", "model:v0"]):
+        result = run_command([TRAINFLOW, "--root", str(empty), *args], store_env)
+        assert result.returncode != 0
+        errors = error_lines(result.stderr)
+        assert len(errors) == 1, result.stderr
+        assert "no artifact store" in errors[0]
+        assert str(empty) in errors[0]
+        assert "Traceback" not in result.stderr
+    assert not empty.exists()
+
+
+def test_init_creates_the_index(store_env: dict[str, str], tmp_path: Path) -> None:
+    """`trainflow init` with a fresh --root creates index.db, after which commands work on it."""
+    root = tmp_path / "fresh" / "store"
+    result = run_command([TRAINFLOW, "--root", str(root), "init"], store_env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (root / "index.db").is_file()
+    assert str(root) in result.stdout
+    listing = run_command([TRAINFLOW, "--root", str(root), "artifacts", "list"], store_env)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.startswith("no artifacts in")

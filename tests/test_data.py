@@ -1,0 +1,190 @@
+"""Reading, checking and splitting tables (trainflow.data, no MLflow)."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from trainflow.data import class_counts, read_table, require_columns, split_dataset
+from trainflow.errors import DataError
+
+PENGUINS = Path(__file__).resolve().parents[1] / "data" / "penguins.csv"
+TARGET = "species"
+
+
+@pytest.fixture
+def penguins() -> pd.DataFrame:
+    """The raw penguins table as pandas reads it."""
+    return pd.read_csv(PENGUINS)
+
+
+def test_read_table_csv_matches_pandas(penguins: pd.DataFrame) -> None:
+    """A CSV is read into the same frame pandas produces."""
+    pd.testing.assert_frame_equal(read_table(PENGUINS), penguins)
+
+
+def test_read_table_parquet_matches_csv(tmp_path: Path, penguins: pd.DataFrame) -> None:
+    """A Parquet copy of the table reads back as the same frame as the CSV."""
+    parquet = tmp_path / "penguins.parquet"
+    penguins.to_parquet(parquet, index=False)
+    pd.testing.assert_frame_equal(read_table(parquet), read_table(PENGUINS))
+
+
+def test_read_table_detects_parquet_by_content(tmp_path: Path, penguins: pd.DataFrame) -> None:
+    """A Parquet file misnamed ``.csv`` is still read as Parquet (chosen by content)."""
+    disguised = tmp_path / "really_parquet.csv"
+    penguins.to_parquet(disguised, index=False)
+    assert disguised.read_bytes()[:4] == b"PAR1"
+    pd.testing.assert_frame_equal(read_table(disguised), penguins)
+
+
+def test_read_table_empty_file(tmp_path: Path) -> None:
+    """An empty file is a DataError saying it is empty."""
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match="empty"):
+        read_table(empty)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_read_table_garbage_bytes(tmp_path: Path, seed: int) -> None:
+    """Random binary bytes are a DataError naming the file, not a pandas exception."""
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(random.Random(seed).randbytes(4096))
+    with pytest.raises(DataError, match="garbage.csv"):
+        read_table(garbage)
+
+
+def test_read_table_garbage_with_parquet_magic(tmp_path: Path) -> None:
+    """Bytes starting with the Parquet magic but otherwise garbage are a DataError."""
+    fake = tmp_path / "fake.parquet"
+    fake.write_bytes(b"PAR1" + random.Random(3).randbytes(1000))
+    with pytest.raises(DataError, match="neither a readable CSV nor Parquet"):
+        read_table(fake)
+
+
+def test_read_table_header_only(tmp_path: Path) -> None:
+    """A CSV with a header but no rows cannot be trained on: DataError naming 0 rows."""
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("species,island\n")
+    with pytest.raises(DataError, match="0 rows"):
+        read_table(header_only)
+
+
+def test_read_table_missing_file(tmp_path: Path) -> None:
+    """A path that does not exist is a DataError naming it."""
+    with pytest.raises(DataError, match="nope.csv"):
+        read_table(tmp_path / "nope.csv")
+
+
+def test_require_columns_names_the_missing(penguins: pd.DataFrame) -> None:
+    """The error names every missing column and the caller, and not the present ones."""
+    with pytest.raises(DataError) as caught:
+        require_columns(penguins, ["species", "wingspan", "beak_colour"], "unit_test")
+    message = str(caught.value)
+    assert message.startswith("unit_test:")
+    assert "'wingspan'" in message and "'beak_colour'" in message
+    assert "'species'" not in message
+
+
+def test_require_columns_accepts_present(penguins: pd.DataFrame) -> None:
+    """All columns present: returns None without raising."""
+    assert require_columns(penguins, list(penguins.columns), "unit_test") is None
+
+
+@pytest.mark.parametrize("test_size", [0.2, 0.25, 0.33])
+def test_split_sizes_follow_test_size(penguins: pd.DataFrame, test_size: float) -> None:
+    """The test part has ceil(n * test_size) rows, the two parts partition the data."""
+    trainval, test = split_dataset(penguins, TARGET, test_size, 42, TARGET)
+    assert len(test) == math.ceil(len(penguins) * test_size)
+    assert len(trainval) + len(test) == len(penguins)
+    merged = pd.concat([trainval, test]).sort_values(list(penguins.columns)).reset_index(drop=True)
+    expected = penguins.sort_values(list(penguins.columns)).reset_index(drop=True)
+    pd.testing.assert_frame_equal(merged, expected)
+
+
+def test_split_stratification_keeps_proportions(penguins: pd.DataFrame) -> None:
+    """Each class's test count is within one row of its share of test_size."""
+    test_size = 0.2
+    trainval, test = split_dataset(penguins, TARGET, test_size, 7, TARGET)
+    total = penguins[TARGET].value_counts()
+    in_test = test[TARGET].value_counts()
+    assert set(in_test.index) == set(total.index)
+    for label, count in total.items():
+        assert abs(in_test[label] - count * test_size) <= 1, label
+
+
+def test_split_deterministic_for_seed(penguins: pd.DataFrame) -> None:
+    """The same seed gives the same split; another seed gives a different one."""
+    first_trainval, first_test = split_dataset(penguins, TARGET, 0.2, 42, TARGET)
+    again_trainval, again_test = split_dataset(penguins, TARGET, 0.2, 42, TARGET)
+    pd.testing.assert_frame_equal(first_test, again_test)
+    pd.testing.assert_frame_equal(first_trainval, again_trainval)
+    _, other_test = split_dataset(penguins, TARGET, 0.2, 43, TARGET)
+    assert not first_test.equals(other_test)
+
+
+def test_split_unstratified(penguins: pd.DataFrame) -> None:
+    """stratify_by=None still splits into the configured sizes."""
+    trainval, test = split_dataset(penguins, TARGET, 0.3, 0, None)
+    assert len(test) == math.ceil(len(penguins) * 0.3)
+    assert len(trainval) == len(penguins) - len(test)
+
+
+def test_split_drops_rows_without_target(penguins: pd.DataFrame) -> None:
+    """Rows whose target is missing appear in neither part."""
+    frame = penguins.copy()
+    frame.loc[[0, 10, 200], TARGET] = None
+    marked = frame.assign(row_id=range(len(frame)))
+    trainval, test = split_dataset(marked, TARGET, 0.2, 42, TARGET)
+    assert len(trainval) + len(test) == len(frame) - 3
+    kept = set(trainval["row_id"]) | set(test["row_id"])
+    assert kept.isdisjoint({0, 10, 200})
+    assert trainval[TARGET].notna().all() and test[TARGET].notna().all()
+
+
+def test_split_missing_stratify_column(penguins: pd.DataFrame) -> None:
+    """A stratify column absent from the data is a DataError naming it."""
+    with pytest.raises(DataError, match="'colony'"):
+        split_dataset(penguins, TARGET, 0.2, 42, "colony")
+
+
+def test_split_missing_target_column(penguins: pd.DataFrame) -> None:
+    """A target absent from the data is a DataError naming it."""
+    with pytest.raises(DataError, match="'genus'"):
+        split_dataset(penguins, "genus", 0.2, 42, None)
+
+
+def test_split_single_row_class_under_stratification(penguins: pd.DataFrame) -> None:
+    """A class with one row cannot be stratified: DataError naming the column."""
+    frame = penguins.copy()
+    frame.loc[0, TARGET] = "Emperor"
+    with pytest.raises(DataError, match=f"cannot split on '{TARGET}'"):
+        split_dataset(frame, TARGET, 0.2, 42, TARGET)
+
+
+def test_split_too_few_labelled_rows(penguins: pd.DataFrame) -> None:
+    """With fewer than two labelled rows the split is refused."""
+    frame = penguins.head(5).copy()
+    frame.loc[1:, TARGET] = None
+    with pytest.raises(DataError, match="only 1 rows"):
+        split_dataset(frame, TARGET, 0.2, 42, None)
+
+
+def test_class_counts(penguins: pd.DataFrame) -> None:
+    """Counts per class, keyed by text, sum to the labelled rows, sorted by class."""
+    counts = class_counts(penguins, TARGET)
+    expected = {str(k): int(v) for k, v in penguins[TARGET].value_counts().items()}
+    assert counts == expected
+    assert list(counts) == sorted(counts)
+    assert sum(counts.values()) == len(penguins)
+
+
+def test_class_counts_numeric_labels_and_missing() -> None:
+    """Integer classes become string keys; missing targets are not counted."""
+    frame = pd.DataFrame({"y": pd.array([1, 0, 1, None, 1], dtype="Int64"), "x": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    assert class_counts(frame, "y") == {"0": 1, "1": 3}
