@@ -3,8 +3,10 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-export TRAINFLOW_HOME ?= $(CURDIR)/.trainflow
-export MLFLOW_TRACKING_URI ?= sqlite:///$(TRAINFLOW_HOME)/mlflow.db
+# `make run` keeps the project's whole state (artifacts and MLflow runs) in one folder.
+TRAINFLOW_HOME ?= $(CURDIR)/.trainflow
+MLFLOW_TRACKING_URI ?= sqlite:///$(TRAINFLOW_HOME)/mlflow.db
+RUN_ENV := TRAINFLOW_HOME="$(TRAINFLOW_HOME)" MLFLOW_TRACKING_URI="$(MLFLOW_TRACKING_URI)" PATH="$(CURDIR)/$(BIN):$$PATH"
 # Two workers; a test file stays on one worker so module fixtures (one full pipeline) run once.
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
@@ -19,8 +21,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	touch $@
 
 run: setup
-	$(BIN)/trainflow init
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . --env-manager local --experiment-name trainflow
+	$(RUN_ENV) $(BIN)/trainflow init
+	$(RUN_ENV) $(BIN)/mlflow run . --env-manager local --experiment-name trainflow
 
 # The default suite: everything not marked slow, the whole pipeline through `mlflow run` included.
 test: setup
