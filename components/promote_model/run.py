@@ -16,7 +16,7 @@ def promote_model(run: StepRun) -> None:
             "run test_model on this model first (-P steps=test_model,promote_model)"
         )
     promoted = run.store.set_alias(model.ref, alias, run_id=run.run_id)
-    run.log_metrics({k: v for k, v in model.metadata["test"]["metrics"].items()}, prefix="test_")
+    run.log_metrics(model.metadata["test"]["metrics"], prefix="test_")
     run.say(f"promoted {promoted.ref} to {alias!r}")
 
 

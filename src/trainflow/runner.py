@@ -63,8 +63,9 @@ class Pipeline:
         # Components compose the same config from these; which steps run is not their concern.
         self.hydra_options = shlex.join(o for o in overrides if not o.startswith("main.steps="))
         self.store = LocalArtifactStore(self.cfg.artifacts.root)
-        self.outputs: dict[str, str] = {}
-        self.finished: list[tuple[str, str, float]] = []
+        self.outputs: dict[str, str] = {}  # artifact name -> exact version logged by this pipeline
+        self.finished: list[tuple[str, str, float]] = []  # (step, MLflow run id, seconds)
+        self.experiment_id = ""  # the parent run's experiment, set by open()
 
     @classmethod
     @contextlib.contextmanager
