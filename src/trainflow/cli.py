@@ -35,9 +35,11 @@ def _describe(version: ArtifactVersion) -> str:
 
 
 def cmd_init(store: LocalArtifactStore, args: argparse.Namespace) -> None:
-    from trainflow.tracking import experiment_id, use_tracking
+    from trainflow.tracking import create_store_database, experiment_id, is_store_database, use_tracking
 
     uri = use_tracking(store.root)
+    if is_store_database(uri, store.root):
+        create_store_database(store.root, args.experiment_name)
     experiment = experiment_id(args.experiment_name, store.root)
     print(f"artifact store: {store.root}")
     print(f"MLflow tracking: {uri} (experiment {args.experiment_name!r}, id {experiment})")

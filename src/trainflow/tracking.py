@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -35,18 +36,24 @@ def use_tracking(store_root: Path) -> str:
     return uri
 
 
-def create_store_database(store_root: Path) -> None:
-    """Create the store's MLflow database, if absent, with its artifact root inside the store.
+def create_store_database(store_root: Path, experiment_name: str | None = None) -> None:
+    """Create the store's MLflow database and, if named, an experiment, each only if
+    absent, with their run artifacts inside the store.
 
-    MLflow would otherwise give the Default experiment ``./mlruns`` of whatever directory
-    first created the database; ``trainflow init`` runs this before ``mlflow run`` does.
+    MLflow gives an experiment ``./mlruns`` of whichever process's working directory
+    created it (the Default experiment when the database is made, or the one
+    ``mlflow run --experiment-name`` makes); ``trainflow init`` runs this first.
     """
-    if (store_root / "mlflow.db").exists():
-        return
+    from mlflow.exceptions import MlflowException
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+    if (store_root / "mlflow.db").exists() and experiment_name is None:
+        return
     store_root.mkdir(parents=True, exist_ok=True)
-    SqlAlchemyStore(f"sqlite:///{store_root / 'mlflow.db'}", (store_root / "mlartifacts").as_uri())
+    database = SqlAlchemyStore(f"sqlite:///{store_root / 'mlflow.db'}", (store_root / "mlartifacts").as_uri())
+    if experiment_name and database.get_experiment_by_name(experiment_name) is None:
+        with contextlib.suppress(MlflowException):  # another process created it meanwhile
+            database.create_experiment(experiment_name)
 
 
 def experiment_id(name: str, store_root: Path) -> str:
