@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import error_lines, run_command
 
-from trainflow.config import flatten, load_config, resolve_paths, split_overrides, validate
+from trainflow.config import flatten, load_config, resolve_paths, split_overrides, stratify_column, validate
 from trainflow.errors import ConfigError
 from trainflow.runner import expand_mlproject_args
 from trainflow.steps import STEPS, select_steps
@@ -21,7 +21,7 @@ def test_default_config_composes_and_validates(project_dir: Path) -> None:
     validate(cfg)
     assert cfg.main.steps == "all"
     assert cfg.data.target == "species"
-    assert cfg.split.stratify_by == cfg.data.target
+    assert stratify_column(cfg) == cfg.data.target
     assert Path(cfg.data.uri).is_file()
     assert Path(cfg.artifacts.root).is_absolute()
 
@@ -54,6 +54,16 @@ def test_bad_override_names_the_key(project_dir: Path, override: str, named: str
         (["data.sha256=abc"], "data.sha256"),
         (["promote.alias=v3"], "alias"),
         (["test.model=../etc:prod"], "invalid artifact name"),
+        (["model.task=regression", "model.estimator=logistic_regression"], "model.estimator"),
+        (["model.estimator=ridge"], "model.estimator"),
+        (["model.task=ranking"], "model.task"),
+        (["model.serialization=pickle"], "model.serialization"),
+        (["model.features.imputation.numeric=zero"], "model.features.imputation.numeric"),
+        (["model.features.categorical_encoding=target"], "model.features.categorical_encoding"),
+        (["model.features.text.max_features=0"], "model.features.text.max_features"),
+        (["model.features.text.columns=[sex]"], "both categorical and text"),
+        (["model.features.numeric=[]", "model.features.categorical=[]"], "model.features lists no column"),
+        (["+model.hist_gradient_boosting.n_estimators=5", "model.estimator=hist_gradient_boosting"], "n_estimators"),
     ],
 )
 def test_contradictory_or_invalid_values_fail_validation(project_dir: Path, overrides: list[str], named: str) -> None:
@@ -61,6 +71,24 @@ def test_contradictory_or_invalid_values_fail_validation(project_dir: Path, over
     with pytest.raises(Exception) as error:
         validate(cfg)
     assert named in str(error.value)
+
+
+def test_feature_lists_are_ignored_when_inferring(project_dir: Path) -> None:
+    cfg = resolve_paths(
+        load_config(project_dir, ["model.features.infer=true", "model.features.numeric=[]", "model.features.categorical=[]"]),
+        project_dir,
+    )
+    validate(cfg)
+    assert cfg.model.features.infer is True
+
+
+def test_stratification_follows_the_task(project_dir: Path) -> None:
+    regression = load_config(project_dir, ["model.task=regression", "model.estimator=ridge"])
+    assert stratify_column(regression) is None
+    explicit = load_config(project_dir, ["split.stratify_by=island"])
+    assert stratify_column(explicit) == "island"
+    plain = load_config(project_dir, ["split.stratify_by=null"])
+    assert stratify_column(plain) is None
 
 
 def test_any_random_forest_parameter_can_be_added(project_dir: Path) -> None:

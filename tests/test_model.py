@@ -5,6 +5,7 @@ building, training on penguins, exporting with MLflow and loading back.
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -14,28 +15,56 @@ import pytest
 import yaml
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import Ridge
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    log_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder
 
+from trainflow.config import load_config
 from trainflow.data import split_dataset
 from trainflow.errors import ConfigError, DataError
-from trainflow.evaluate import classification_metrics, score_exported_model
+from trainflow.evaluate import (
+    classification_metrics,
+    headline,
+    load_for_scoring,
+    metric_key,
+    regression_metrics,
+    score_exported_model,
+)
 from trainflow.model import (
     MODEL_REQUIREMENTS,
+    FeatureSpec,
+    PreprocessingOptions,
     TrainResult,
     build_pipeline,
     export,
     load_exported,
     train,
+    train_from_config,
     validate_estimator_params,
 )
+from trainflow_inference import LabelledProbabilities
 
 PENGUINS = Path(__file__).resolve().parents[1] / "data" / "penguins.csv"
 TARGET = "species"
 NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
 CATEGORICAL = ["island", "sex"]
 FEATURES = NUMERIC + CATEGORICAL
+SPEC = FeatureSpec(numeric=NUMERIC, categorical=CATEGORICAL)
+OPTIONS = PreprocessingOptions()
 PARAMS: dict[str, Any] = {"n_estimators": 30, "random_state": 0}
+
+
+def _train(frame: pd.DataFrame, spec: FeatureSpec = SPEC, stratify_by: str | None = TARGET) -> TrainResult:
+    return train(frame, TARGET, "classification", "random_forest", PARAMS, spec, OPTIONS, 0.2, 42, stratify_by)
 
 
 @pytest.fixture(scope="module")
@@ -48,45 +77,88 @@ def splits() -> tuple[pd.DataFrame, pd.DataFrame]:
 def trained(splits: tuple[pd.DataFrame, pd.DataFrame]) -> TrainResult:
     """A forest trained on the trainval part with the project's features."""
     trainval, _ = splits
-    return train(trainval, TARGET, NUMERIC, CATEGORICAL, PARAMS, val_size=0.2, random_seed=42, stratify_by=TARGET)
+    return _train(trainval)
 
 
 @pytest.fixture(scope="module")
 def exported(trained: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trained pipeline exported as an MLflow model directory."""
     path = tmp_path_factory.mktemp("export") / "model"
-    return export(trained.pipeline, trained.features, path, metadata=trained.summary())
+    return export(trained, path, metadata={"note": "from test_model"})
 
 
 def test_build_pipeline_structure() -> None:
-    """A Pipeline of a ColumnTransformer 'preprocess' over the given columns and a forest 'model'."""
-    pipeline = build_pipeline(NUMERIC, CATEGORICAL, {"n_estimators": 7, "max_depth": 3})
+    """A Pipeline of a ColumnTransformer 'preprocess' over the given columns and a labelled forest 'model'."""
+    pipeline = build_pipeline(SPEC, OPTIONS, "classification", "random_forest", {"n_estimators": 7, "max_depth": 3})
     assert isinstance(pipeline, Pipeline)
     assert [name for name, _ in pipeline.steps] == ["preprocess", "model"]
     preprocess = pipeline.named_steps["preprocess"]
     assert isinstance(preprocess, ColumnTransformer)
     assert {name: cols for name, _, cols in preprocess.transformers} == {"numeric": NUMERIC, "categorical": CATEGORICAL}
+    assert preprocess.sparse_threshold > 0  # one-hot output may stay sparse for a forest
     model = pipeline.named_steps["model"]
-    assert isinstance(model, RandomForestClassifier)
-    assert (model.n_estimators, model.max_depth) == (7, 3)
+    assert isinstance(model, LabelledProbabilities)
+    assert isinstance(model.estimator, RandomForestClassifier)
+    assert (model.estimator.n_estimators, model.estimator.max_depth) == (7, 3)
+
+
+def test_build_pipeline_text_dates_and_options() -> None:
+    """Each text column gets its own TF-IDF; dates one transformer; options reach imputer and encoder."""
+    spec = FeatureSpec(numeric=["x"], categorical=["c"], text=["title", "body"], datetime=["when", "until"])
+    options = PreprocessingOptions(numeric_imputation="mean", categorical_encoding="ordinal", text_max_features=17)
+    preprocess = build_pipeline(spec, options, "classification", "logistic_regression", {}).named_steps["preprocess"]
+    transformers = {name: (step, cols) for name, step, cols in preprocess.transformers}
+    assert set(transformers) == {"numeric", "categorical", "text:title", "text:body", "datetime"}
+    assert transformers["text:title"][1] == ["title"] and transformers["text:body"][1] == ["body"]
+    assert transformers["datetime"][1] == ["when", "until"]
+    for name in ("text:title", "text:body"):
+        tfidf = transformers[name][0].named_steps["tfidf"]
+        assert isinstance(tfidf, TfidfVectorizer) and tfidf.max_features == 17
+    assert transformers["numeric"][0].named_steps["impute"].strategy == "mean"
+    assert isinstance(transformers["categorical"][0].named_steps["encode"], OrdinalEncoder)
+
+
+def test_build_pipeline_regression_and_dense_estimators() -> None:
+    """Regressors are not wrapped; histogram boosting gets a dense matrix."""
+    ridge = build_pipeline(SPEC, OPTIONS, "regression", "ridge", {"alpha": 2.0})
+    assert isinstance(ridge.named_steps["model"], Ridge)
+    assert ridge.named_steps["model"].alpha == 2.0
+    boosting = build_pipeline(SPEC, OPTIONS, "regression", "hist_gradient_boosting", {})
+    assert boosting.named_steps["preprocess"].sparse_threshold == 0.0
 
 
 def test_build_pipeline_bad_param_type() -> None:
-    """An unknown keyword reaching the estimator constructor is a ConfigError."""
-    with pytest.raises(ConfigError, match="model.random_forest"):
-        build_pipeline(NUMERIC, CATEGORICAL, {"n_trees": 5})
+    """An unknown keyword reaching the estimator constructor is a ConfigError naming the block."""
+    with pytest.raises(ConfigError, match=r"model\.random_forest"):
+        build_pipeline(SPEC, OPTIONS, "classification", "random_forest", {"n_trees": 5})
 
 
-def test_validate_estimator_params_rejects_unknown() -> None:
-    """An unknown key is a ConfigError naming it."""
-    with pytest.raises(ConfigError, match=r"model\.random_forest\.n_trees\b"):
-        validate_estimator_params({"n_estimators": 10, "n_trees": 5})
+@pytest.mark.parametrize(
+    ("task", "estimator", "params", "named"),
+    [
+        ("classification", "random_forest", {"n_estimators": 10, "n_trees": 5}, r"model\.random_forest\.n_trees\b"),
+        (
+            "classification", "hist_gradient_boosting", {"n_estimators": 5},
+            r"model\.hist_gradient_boosting\.n_estimators\b",
+        ),
+        ("regression", "random_forest", {"class_weight": "balanced"}, r"model\.random_forest\.class_weight\b"),
+        ("regression", "ridge", {"alpha": 1.0, "C": 1.0}, r"model\.ridge\.C\b"),
+    ],
+)
+def test_validate_estimator_params_rejects_unknown(
+    task: str, estimator: str, params: dict[str, Any], named: str
+) -> None:
+    """A key the task's estimator does not accept is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match=named):
+        validate_estimator_params(task, estimator, params)
 
 
 def test_validate_estimator_params_accepts_real() -> None:
     """Real RandomForestClassifier parameters pass."""
-    params = {"n_estimators": 10, "max_depth": None, "min_samples_leaf": 2, "class_weight": "balanced", "random_state": 1}
-    assert validate_estimator_params(params) is None
+    params = {
+        "n_estimators": 10, "max_depth": None, "min_samples_leaf": 2, "class_weight": "balanced", "random_state": 1,
+    }
+    assert validate_estimator_params("classification", "random_forest", params) is None
 
 
 def test_train_penguins_sanity_floors(trained: TrainResult, splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
@@ -96,12 +168,26 @@ def test_train_penguins_sanity_floors(trained: TrainResult, splits: tuple[pd.Dat
     assert metrics["roc_auc_ovo"] > 0.9
     assert metrics["accuracy"] > 0.85
     assert 0.0 <= metrics["f1_macro"] <= 1.0
-    assert trained.n_train + trained.n_validation == len(trainval)
-    assert list(trained.features.columns) == FEATURES
+    n_train, n_validation = len(trained.train_rows), len(trained.validation[0])
+    assert n_train + n_validation == len(trainval)
+    assert len(trained.validation[1]) == n_validation
+    assert list(trained.train_rows.columns) == FEATURES
     assert sorted(trained.pipeline.classes_) == sorted(trainval[TARGET].unique())
     summary = trained.summary()
-    assert summary["features"] == FEATURES
-    assert summary["rows"] == {"train": trained.n_train, "validation": trained.n_validation}
+    assert summary["features"] == SPEC.as_dict()
+    assert summary["rows"] == {"train": n_train, "validation": n_validation}
+    assert summary["classes"] == [str(c) for c in trained.pipeline.classes_]
+    assert summary["validation"] == metrics
+
+
+def test_train_from_config_uses_the_model_section(project_dir: Path, splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """The config's estimator parameters, feature lists and split reach the trained pipeline."""
+    trainval, _ = splits
+    cfg = load_config(project_dir, ["model.random_forest.n_estimators=7", "model.features.categorical=[island]"])
+    result = train_from_config(trainval, cfg)
+    assert result.pipeline.named_steps["model"].estimator_.n_estimators == 7
+    assert result.features.as_dict() == FeatureSpec(numeric=NUMERIC, categorical=["island"]).as_dict()
+    assert len(result.validation[0]) == round(len(trainval) * cfg.split.val_size)
 
 
 def test_train_single_class_is_data_error(splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
@@ -109,18 +195,26 @@ def test_train_single_class_is_data_error(splits: tuple[pd.DataFrame, pd.DataFra
     trainval, _ = splits
     one_class = trainval[trainval[TARGET] == "Adelie"]
     with pytest.raises(DataError, match="single class"):
-        train(one_class, TARGET, NUMERIC, CATEGORICAL, PARAMS, 0.2, 42, None)
+        _train(one_class, stratify_by=None)
 
 
 def test_train_missing_feature_is_data_error(splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     """A configured feature absent from the data is a DataError naming it."""
     trainval, _ = splits
+    spec = FeatureSpec(numeric=NUMERIC + ["wing_span"], categorical=CATEGORICAL)
     with pytest.raises(DataError, match="'wing_span'"):
-        train(trainval, TARGET, NUMERIC + ["wing_span"], CATEGORICAL, PARAMS, 0.2, 42, TARGET)
+        _train(trainval, spec=spec)
+
+
+def test_regression_on_a_text_target_is_data_error(splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """model.task=regression on a string target is a DataError naming the target."""
+    trainval, _ = splits
+    with pytest.raises(DataError, match="'species'"):
+        train(trainval, TARGET, "regression", "ridge", {}, SPEC, OPTIONS, 0.2, 42, None)
 
 
 def test_predict_with_nans_and_unseen_category(trained: TrainResult, splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
-    """Rows with missing values and an island never seen in training still get valid predictions."""
+    """Rows with missing values and an island never seen in training still get valid, labelled predictions."""
     _, test = splits
     rows = test[FEATURES].head(4).copy()
     rows.loc[0, NUMERIC] = np.nan
@@ -131,54 +225,85 @@ def test_predict_with_nans_and_unseen_category(trained: TrainResult, splits: tup
     probabilities = trained.pipeline.predict_proba(rows)
     assert len(predicted) == 4
     assert set(predicted) <= set(trained.pipeline.classes_)
+    assert isinstance(probabilities, pd.DataFrame)
+    assert list(probabilities.columns) == [str(c) for c in trained.pipeline.classes_]
     assert probabilities.shape == (4, len(trained.pipeline.classes_))
-    assert np.isfinite(probabilities).all()
+    assert np.isfinite(probabilities.to_numpy()).all()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
 
 
-def test_export_round_trip_identical(trained: TrainResult, exported: Path, splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+def test_export_round_trip_identical(
+    trained: TrainResult, exported: Path, splits: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
     """The loaded artifact predicts exactly what the in-memory pipeline predicts on held-out rows."""
     _, test = splits
     held_out = test[FEATURES]
     loaded = load_exported(exported)
     assert np.array_equal(loaded.predict(held_out), trained.pipeline.predict(held_out))
-    np.testing.assert_allclose(loaded.predict_proba(held_out), trained.pipeline.predict_proba(held_out), rtol=0, atol=0)
+    assert np.array_equal(
+        np.asarray(loaded.predict_proba(held_out), dtype="float64"),
+        np.asarray(trained.pipeline.predict_proba(held_out), dtype="float64"),
+    )
     assert list(loaded.classes_) == list(trained.pipeline.classes_)
 
 
-def test_export_mlmodel_signature_and_example(exported: Path) -> None:
-    """MLmodel carries a signature over the six feature columns and points at an input example."""
+def test_export_mlmodel_signature_and_example(trained: TrainResult, exported: Path) -> None:
+    """MLmodel: signature on the six raw columns (numeric required), labelled outputs, input example, metadata."""
     mlmodel = yaml.safe_load((exported / "MLmodel").read_text())
     inputs = json.loads(mlmodel["signature"]["inputs"])
     assert [column["name"] for column in inputs] == FEATURES
+    required = {column["name"]: column.get("required", True) for column in inputs}
+    assert all(required[name] for name in NUMERIC), required  # penguins has gaps there, export still requires them
+    outputs = json.loads(mlmodel["signature"]["outputs"])
+    assert [column["name"] for column in outputs] == [str(c) for c in trained.pipeline.classes_]
     example_info = mlmodel["saved_input_example_info"]
     example_file = exported / example_info["artifact_path"]
     assert example_file.is_file()
-    assert example_file.stat().st_size > 0
+    example = json.loads(example_file.read_text())
+    assert example["columns"] == FEATURES
+    assert len(example["data"]) == 5
     assert mlmodel["flavors"]["sklearn"]["serialization_format"] == "skops"
-    assert mlmodel["metadata"]["features"] == FEATURES
+    assert mlmodel["metadata"]["features"] == SPEC.as_dict()
+    assert mlmodel["metadata"]["task"] == "classification"
+    assert mlmodel["metadata"]["note"] == "from test_model"
 
 
 def test_export_requirements_pinned(exported: Path) -> None:
     """requirements.txt pins mlflow and scikit-learn (and the rest) with '=='."""
     lines = [line.strip() for line in (exported / "requirements.txt").read_text().splitlines() if line.strip()]
     pins = dict(line.split("==", 1) for line in lines if "==" in line)
-    from importlib.metadata import version
-
     for package in ("mlflow", "scikit-learn"):
         assert pins.get(package) == version(package), lines
     assert set(MODEL_REQUIREMENTS) <= set(pins), lines
 
 
 def test_score_exported_model(exported: Path, splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
-    """Scoring the artifact on the test part gives the three metrics in [0, 1], matching sklearn."""
+    """Scoring the artifact on the test part gives every classification metric, matching sklearn."""
     _, test = splits
     metrics = score_exported_model(exported, test, TARGET)
-    assert set(metrics) == {"roc_auc_ovo", "accuracy", "f1_macro"}
-    for name, value in metrics.items():
-        assert 0.0 <= value <= 1.0, name
     model = load_exported(exported)
+    classes = [str(c) for c in model.classes_]
+    per_class = {f"{kind}_{label}" for label in classes for kind in ("precision", "recall")}
+    assert set(metrics) == {"roc_auc_ovo", "accuracy", "f1_macro", "log_loss"} | per_class
+    for name, value in metrics.items():
+        if name != "log_loss":
+            assert 0.0 <= value <= 1.0, name
+    probabilities = np.asarray(model.predict_proba(test[FEATURES]), dtype="float64")
     assert metrics["accuracy"] == pytest.approx(accuracy_score(test[TARGET], model.predict(test[FEATURES])))
+    assert metrics["log_loss"] == pytest.approx(log_loss(test[TARGET], probabilities, labels=classes))
+
+
+def test_load_for_scoring_selects_signature_columns_and_labelled_rows(
+    exported: Path, splits: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    """Only the signature's columns are passed on, and rows without a target are left out."""
+    _, test = splits
+    table = test.copy()
+    table.loc[[0, 1, 2], TARGET] = np.nan
+    loaded = load_for_scoring(exported, table, TARGET)
+    assert list(loaded.features.columns) == FEATURES
+    assert len(loaded.features) == len(loaded.labels) == len(test) - 3
+    assert loaded.task == "classification"
 
 
 def test_score_exported_model_missing_feature(exported: Path, splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
@@ -209,40 +334,61 @@ def _random_case(classes: list[Any], rows: int, seed: int) -> tuple[np.ndarray, 
     return np.asarray(classes)[codes], probabilities
 
 
+def _check_against_sklearn(
+    metrics: dict[str, float], y_true: np.ndarray, probabilities: np.ndarray, classes: list[Any]
+) -> None:
+    """Accuracy, macro F1, log loss and per-class precision/recall as sklearn computes them."""
+    predicted = np.asarray(classes)[probabilities.argmax(axis=1)]
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(y_true, predicted))
+    assert metrics["f1_macro"] == pytest.approx(f1_score(y_true, predicted, average="macro", labels=classes))
+    assert metrics["log_loss"] == pytest.approx(log_loss(y_true, probabilities, labels=classes))
+    precision = precision_score(y_true, predicted, average=None, labels=classes, zero_division=0)
+    recall = recall_score(y_true, predicted, average=None, labels=classes, zero_division=0)
+    for label, p, r in zip(classes, precision, recall):
+        assert metrics[f"precision_{label}"] == pytest.approx(p)
+        assert metrics[f"recall_{label}"] == pytest.approx(r)
+    assert metrics["accuracy"] < 1.0  # the case is imperfect, so the match is not trivial
+
+
 @pytest.mark.parametrize("kind", sorted(BINARY_LABELS))
 def test_classification_metrics_binary(kind: str) -> None:
-    """Two classes: AUC equals sklearn's on the positive column; accuracy and F1 match sklearn."""
+    """Two classes: AUC equals sklearn's on the positive column; the rest match sklearn."""
     classes = BINARY_LABELS[kind]
     y_true, probabilities = _random_case(classes, 60, seed=1)
     metrics = classification_metrics(y_true, probabilities, classes)
     assert metrics["roc_auc_ovo"] == pytest.approx(roc_auc_score(y_true == classes[1], probabilities[:, 1]))
-    predicted = np.asarray(classes)[probabilities.argmax(axis=1)]
-    assert metrics["accuracy"] == pytest.approx(accuracy_score(y_true, predicted))
-    assert metrics["f1_macro"] == pytest.approx(f1_score(y_true, predicted, average="macro"))
-    assert metrics["accuracy"] < 1.0  # the case is imperfect, so the match is not trivial
+    _check_against_sklearn(metrics, y_true, probabilities, classes)
 
 
 @pytest.mark.parametrize("kind", sorted(MULTI_LABELS))
 def test_classification_metrics_three_classes(kind: str) -> None:
-    """Three classes: AUC equals sklearn's macro one-vs-one; accuracy and F1 match sklearn."""
+    """Three classes: AUC equals sklearn's macro one-vs-one; the rest match sklearn."""
     classes = MULTI_LABELS[kind]
     y_true, probabilities = _random_case(classes, 90, seed=2)
     metrics = classification_metrics(y_true, probabilities, classes)
     expected_auc = roc_auc_score(y_true, probabilities, multi_class="ovo", average="macro", labels=classes)
     assert metrics["roc_auc_ovo"] == pytest.approx(expected_auc)
-    predicted = np.asarray(classes)[probabilities.argmax(axis=1)]
-    assert metrics["accuracy"] == pytest.approx(accuracy_score(y_true, predicted))
-    assert metrics["f1_macro"] == pytest.approx(f1_score(y_true, predicted, average="macro", labels=classes))
-    assert metrics["accuracy"] < 1.0
+    _check_against_sklearn(metrics, y_true, probabilities, classes)
+
+
+def test_classification_metrics_accepts_labelled_probabilities() -> None:
+    """A predict_proba DataFrame (columns = classes) scores the same as the bare array."""
+    classes = MULTI_LABELS["strings"]
+    y_true, probabilities = _random_case(classes, 90, seed=3)
+    labelled = pd.DataFrame(probabilities, columns=classes)
+    assert classification_metrics(y_true, labelled, classes) == classification_metrics(y_true, probabilities, classes)
 
 
 @pytest.mark.parametrize("classes", [["a", "b"], ["a", "b", "c"]])
 def test_classification_metrics_perfect_predictor(classes: list[str]) -> None:
-    """One-hot probabilities on the true class give accuracy, F1 and AUC of 1.0."""
+    """One-hot probabilities on the true class give accuracy, F1, AUC, precision and recall of 1, log loss ~0."""
     y_true = np.asarray(classes * 5)
     probabilities = (y_true[:, None] == np.asarray(classes)[None, :]).astype(float)
     metrics = classification_metrics(y_true, probabilities, classes)
-    assert metrics == {"accuracy": 1.0, "f1_macro": 1.0, "roc_auc_ovo": 1.0}
+    ones = {"accuracy", "f1_macro", "roc_auc_ovo"} | {f"{k}_{c}" for c in classes for k in ("precision", "recall")}
+    assert set(metrics) == ones | {"log_loss"}
+    assert {name: metrics[name] for name in ones} == {name: 1.0 for name in ones}
+    assert metrics["log_loss"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_classification_metrics_single_class_auc_is_nan() -> None:
@@ -255,11 +401,41 @@ def test_classification_metrics_single_class_auc_is_nan() -> None:
     assert metrics["accuracy"] == pytest.approx(2 / 3)
 
 
+def test_metric_keys_are_safe_for_mlflow() -> None:
+    """Class labels with spaces or slashes become metric-name-safe keys."""
+    assert metric_key("Gentoo penguin/x") == "Gentoo_penguin_x"
+    metrics = classification_metrics(["a b", "c/d"], np.array([[0.8, 0.2], [0.3, 0.7]]), ["a b", "c/d"])
+    assert {"precision_a_b", "recall_c_d"} <= set(metrics)
+
+
+def test_regression_metrics_match_their_definitions() -> None:
+    """R2, MAE and RMSE equal their textbook formulas on a noisy case."""
+    rng = np.random.default_rng(4)
+    y_true = rng.normal(10.0, 3.0, 200)
+    predicted = y_true + rng.normal(0.5, 1.0, 200)
+    residuals = y_true - predicted
+    metrics = regression_metrics(y_true, predicted)
+    assert set(metrics) == {"r2", "mae", "rmse"}
+    assert metrics["mae"] == pytest.approx(np.mean(np.abs(residuals)))
+    assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean(residuals**2)))
+    assert metrics["r2"] == pytest.approx(1 - np.sum(residuals**2) / np.sum((y_true - y_true.mean()) ** 2))
+    assert 0.0 < metrics["r2"] < 1.0
+
+
+def test_headline_lists_present_headline_metrics_in_order() -> None:
+    """The summary line shows the headline metrics present, classification's first, four decimals."""
+    metrics = {"accuracy": 0.5, "log_loss": 0.7, "roc_auc_ovo": 0.75, "r2": 0.123456}
+    assert headline(metrics) == "roc_auc_ovo=0.7500 accuracy=0.5000 r2=0.1235"
+    assert headline({"log_loss": 0.7}) == "none"
+
+
 def test_train_integer_target(splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     """A numerically encoded target (0/1/2) trains like the string one: sklearn handles it, so must trainflow."""
     trainval, _ = splits
     codes = {name: code for code, name in enumerate(sorted(trainval[TARGET].unique()))}
     encoded = trainval.assign(**{TARGET: trainval[TARGET].map(codes).astype(int)})
-    result = train(encoded, TARGET, NUMERIC, CATEGORICAL, PARAMS, 0.2, 42, TARGET)
+    result = _train(encoded)
     assert result.validation_metrics["accuracy"] > 0.85
     assert result.validation_metrics["roc_auc_ovo"] > 0.9
+    assert {"precision_0", "recall_2"} <= set(result.validation_metrics)
+    assert list(result.pipeline.predict_proba(encoded[FEATURES].head(3)).columns) == ["0", "1", "2"]

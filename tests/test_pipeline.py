@@ -31,7 +31,7 @@ def make_env(home: Path) -> dict[str, str]:
         PATH=f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
     )
-    create_store_database(home)
+    create_store_database(home, "trainflow")  # as `trainflow init` does
     return env
 
 
@@ -82,13 +82,21 @@ def test_model_was_tested_promoted_and_is_servable(pipeline: tuple[Path, dict[st
     assert test_record["test_data"] == "test_data.parquet:v0"
     assert 0.9 <= test_record["metrics"]["roc_auc_ovo"] <= 1.0
     assert 0.85 <= test_record["metrics"]["accuracy"] <= 1.0
-    assert prod.metadata["features"] == ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "island", "sex"]
+    assert prod.metadata["features"] == {
+        "numeric": ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"],
+        "categorical": ["island", "sex"],
+        "text": [],
+        "datetime": [],
+    }
+    assert prod.metadata["task"] == "classification" and prod.metadata["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
     model_dir = store.use_artifact("model_export:prod")
     assert {"MLmodel", "model.skops", "input_example.json", "requirements.txt"} <= {p.name for p in model_dir.iterdir()}
     # The artifact alone predicts raw rows: MLflow's pyfunc, no trainflow code.
     model = mlflow.pyfunc.load_model(str(model_dir))
     rows = pd.read_parquet(store.use_artifact("test_data.parquet:v0")).drop(columns=["species"])
-    assert len(model.predict(rows)) == len(rows)
+    probabilities = model.predict(rows)
+    assert list(probabilities.columns) == ["Adelie", "Chinstrap", "Gentoo"] and len(probabilities) == len(rows)
+    assert ((probabilities.sum(axis=1) - 1).abs() < 1e-9).all()
     # The closing lines name the promoted artifact, its metrics and where it is.
     tail = stdout.strip().splitlines()[-6:]
     assert any("model_export:v0 (alias 'prod')" in line and "roc_auc_ovo=" in line for line in tail)
@@ -125,6 +133,10 @@ def test_mlflow_records_one_nested_run_per_step(pipeline: tuple[Path, dict[str, 
     assert 0.9 <= steps["test_model"].data.metrics["test_roc_auc_ovo"] <= 1.0
     assert steps["train_model"].data.params["model.random_forest.n_estimators"] == "100"
     assert steps["train_model"].data.tags["trainflow.output.model_export"] == "model_export:v0"
+    for step, expected in (("train_model", "val_log_loss"), ("test_model", "test_precision_Adelie")):
+        assert expected in steps[step].data.metrics, step
+        plots = {Path(a.path).name for a in client.list_artifacts(steps[step].info.run_id, "plots")}
+        assert plots == {"confusion_matrix.png", "roc_curves.png", "feature_importance.png"}, step
 
 
 def test_selected_steps_with_overrides_then_promotion_refuses_untested_model(
@@ -211,3 +223,54 @@ def test_unknown_step_through_mlflow_run_lists_valid_steps(tmp_path: Path) -> No
     [line] = error_lines(result.stderr)
     assert "'trian_model'" in line and "promote_model" in line
     assert not (tmp_path / "home" / "index.db").exists()
+
+
+def test_a_messier_table_runs_through_overrides_alone(tmp_path: Path) -> None:
+    """penguins-raw: a binary target, free text, dates, many gaps; features inferred; no code change."""
+    env = make_env(tmp_path / "home")
+    overrides = (
+        "data.uri=data/penguins-raw.csv 'data.target=Clutch Completion' model.features.infer=true "
+        "model.estimator=hist_gradient_boosting"
+    )
+    result = run_command(
+        [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow", "-P", f"hydra_options={overrides}"],
+        env,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    store = LocalArtifactStore(tmp_path / "home")
+    prod = store.get("model_export:prod")
+    features = prod.metadata["features"]
+    assert "Comments" in features["text"] and "Date Egg" in features["datetime"]
+    assert "Individual ID" not in sum(features.values(), [])  # id-like: left out
+    assert prod.metadata["estimator"] == "hist_gradient_boosting"
+    assert sorted(prod.metadata["classes"]) == ["No", "Yes"]
+    assert 0.5 <= prod.metadata["test"]["metrics"]["roc_auc_ovo"] <= 1.0
+
+
+def test_a_regression_target_runs_end_to_end(tmp_path: Path) -> None:
+    """Body mass as a regression target: r2/mae/rmse, residual plot, values from pyfunc."""
+    env = make_env(tmp_path / "home")
+    overrides = (
+        "data.target=body_mass_g model.task=regression "
+        "model.features.numeric=[bill_length_mm,bill_depth_mm,flipper_length_mm] "
+        "model.features.categorical=[island,sex,species] model.random_forest.n_estimators=50"
+    )
+    result = run_command([MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow",
+                          "-P", f"hydra_options={overrides}"], env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    store = LocalArtifactStore(tmp_path / "home")
+    prod = store.get("model_export:prod")
+    metrics = prod.metadata["test"]["metrics"]
+    assert set(metrics) == {"r2", "mae", "rmse"}
+    assert 0.5 <= metrics["r2"] <= 1.0 and 0 < metrics["mae"] <= metrics["rmse"]
+    assert "class_counts" not in store.get("test_data.parquet:v0").metadata  # no stratification by a number
+    rows = pd.read_parquet(store.use_artifact("test_data.parquet:v0"))
+    predicted = mlflow.pyfunc.load_model(str(store.use_artifact("model_export:prod"))).predict(rows)
+    assert len(predicted) == len(rows) and pd.api.types.is_float_dtype(pd.Series(predicted))
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    test_run = client.search_runs(
+        [client.get_experiment_by_name("trainflow").experiment_id], "tags.`trainflow.step` = 'test_model'"
+    )[0]
+    assert {Path(a.path).name for a in client.list_artifacts(test_run.info.run_id, "plots")} == {
+        "residuals.png", "feature_importance.png"
+    }

@@ -1,6 +1,7 @@
 """split_data: split the raw table into ``trainval_data.parquet`` and ``test_data.parquet``."""
 
-from trainflow.data import class_counts, split_dataset
+from trainflow.config import stratify_column
+from trainflow.data import split_dataset, target_summary
 from trainflow.run_context import StepRun, step_main
 
 
@@ -8,7 +9,7 @@ def split_data(run: StepRun) -> None:
     raw = run.read_table("raw_artifact")
     cfg = run.cfg
     trainval, test = split_dataset(
-        raw, cfg.data.target, cfg.split.test_size, cfg.split.random_seed, cfg.split.stratify_by
+        raw, cfg.data.target, cfg.split.test_size, cfg.split.random_seed, stratify_column(cfg)
     )
     run.say(f"{len(raw)} rows -> trainval {len(trainval)}, test {len(test)}")
     run.log_metrics({"rows_trainval": len(trainval), "rows_test": len(test)})
@@ -20,7 +21,7 @@ def split_data(run: StepRun) -> None:
             name,
             type="split_data",
             description=f"{name.split('_')[0]} rows of {run.used['raw_artifact'].ref}",
-            metadata={"rows": len(frame), "target": cfg.data.target, "class_counts": class_counts(frame, cfg.data.target)},
+            metadata={"rows": len(frame), "target": cfg.data.target, **target_summary(frame, cfg.data.target, cfg.model.task)},
         )
 
 

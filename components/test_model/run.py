@@ -1,14 +1,15 @@
 """test_model: score the exported inference artifact on the held-out test set."""
 
-from trainflow.evaluate import score_exported_model
+from trainflow.evaluate import load_for_scoring
+from trainflow.plots import evaluation_figures
 from trainflow.run_context import StepRun, step_main
 
 
 def test_model(run: StepRun) -> None:
-    model_dir = run.use("model_artifact")
-    test = run.read_table("test_artifact")
-    metrics = score_exported_model(model_dir, test, run.cfg.data.target)
+    exported = load_for_scoring(run.use("model_artifact"), run.read_table("test_artifact"), run.cfg.data.target)
+    metrics = exported.score()
     run.log_metrics(metrics, prefix="test_")
+    run.log_figures(evaluation_figures(exported.model, exported.features, exported.labels, exported.task))
     model, test_set = run.used["model_artifact"], run.used["test_artifact"]
     run.store.update_metadata(
         model.ref, {"test": {"test_data": test_set.ref, "metrics": metrics, "run_id": run.run_id}}

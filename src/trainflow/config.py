@@ -52,15 +52,38 @@ class SplitConfig:
 
 
 @dataclass
+class TextFeaturesConfig:
+    columns: list[str] = MISSING
+    max_features: int = MISSING
+
+
+@dataclass
+class ImputationConfig:
+    numeric: str = MISSING
+    categorical: str = MISSING
+
+
+@dataclass
 class FeaturesConfig:
+    infer: bool = MISSING
     numeric: list[str] = MISSING
     categorical: list[str] = MISSING
+    text: TextFeaturesConfig = field(default_factory=TextFeaturesConfig)
+    datetime: list[str] = MISSING
+    imputation: ImputationConfig = field(default_factory=ImputationConfig)
+    categorical_encoding: str = MISSING
 
 
 @dataclass
 class ModelConfig:
+    task: str = MISSING
+    estimator: str = MISSING
+    serialization: str = MISSING
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     random_forest: dict[str, Any] = MISSING
+    hist_gradient_boosting: dict[str, Any] = MISSING
+    logistic_regression: dict[str, Any] = MISSING
+    ridge: dict[str, Any] = MISSING
 
 
 @dataclass
@@ -151,23 +174,22 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"split.{key}={value} must be a fraction strictly between 0 and 1, e.g. 0.2")
     if not cfg.data.target:
         raise ConfigError("data.target is empty: name the column to predict, e.g. data.target=species")
-    features = cfg.model.features
-    if not list(features.numeric) and not list(features.categorical):
-        raise ConfigError("model.features lists no column: name at least one numeric or categorical feature")
-    overlap = set(features.numeric) & set(features.categorical)
-    if overlap:
-        raise ConfigError(f"columns {sorted(overlap)} are listed as both numeric and categorical in model.features")
-    if cfg.data.target in set(features.numeric) | set(features.categorical):
-        raise ConfigError(f"the target {cfg.data.target!r} is also listed as a feature in model.features")
     if cfg.data.sha256 is not None and (len(cfg.data.sha256) != 64 or not _is_hex(cfg.data.sha256)):
         raise ConfigError(f"data.sha256={cfg.data.sha256!r} is not a 64-character hex sha256 digest")
-    from trainflow.model import validate_estimator_params
+    from trainflow.model import validate_model_config
     from trainflow.store import parse_ref, validate_alias
 
-    validate_estimator_params(OmegaConf.to_container(cfg.model.random_forest))
+    validate_model_config(cfg.model, cfg.data.target)
     validate_alias(cfg.promote.alias)
     parse_ref(cfg.test.model)
     parse_ref(cfg.promote.model)
+
+
+def stratify_column(cfg: DictConfig) -> str | None:
+    """``split.stratify_by``, with ``auto`` meaning the target for classification, none for regression."""
+    if cfg.split.stratify_by == "auto":
+        return cfg.data.target if cfg.model.task == "classification" else None
+    return cfg.split.stratify_by
 
 
 def _is_hex(text: str) -> bool:

@@ -179,3 +179,11 @@ def split_dataset(
 def class_counts(frame: pd.DataFrame, target: str) -> dict[str, int]:
     """Rows per class of ``target``, keyed by the class as text (JSON-friendly)."""
     return {str(label): int(count) for label, count in frame[target].value_counts().sort_index().items()}
+
+
+def target_summary(frame: pd.DataFrame, target: str, task: str) -> dict[str, object]:
+    """How the target is distributed: class counts, or the range and mean of a numeric target."""
+    if task == "classification":
+        return {"class_counts": class_counts(frame, target)}
+    values = pd.to_numeric(frame[target], errors="coerce")
+    return {"target_min": float(values.min()), "target_max": float(values.max()), "target_mean": float(values.mean())}

@@ -1,8 +1,10 @@
-"""Metrics as plain dicts. No MLflow, no files."""
+"""Metrics as plain dicts. No MLflow runs, no store."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,20 +12,38 @@ import numpy as np
 import pandas as pd
 
 
-def classification_metrics(y_true: Sequence[Any], probabilities: np.ndarray, classes: Sequence[Any]) -> dict[str, float]:
-    """ROC AUC (macro, one-vs-one; plain AUC for two classes), accuracy and macro F1.
+# The metrics a summary line shows first, per task.
+HEADLINE_METRICS = {"classification": ("roc_auc_ovo", "accuracy", "f1_macro"), "regression": ("r2", "mae", "rmse")}
+
+
+def headline(metrics: dict[str, float]) -> str:
+    """``roc_auc_ovo=0.9876 accuracy=...``: the headline metrics present in ``metrics``."""
+    keys = [k for names in HEADLINE_METRICS.values() for k in names if k in metrics]
+    return " ".join(f"{k}={metrics[k]:.4f}" for k in keys) or "none"
+
+
+def metric_key(label: Any) -> str:
+    """A class label as it can appear in an MLflow metric name."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(label))
+
+
+def classification_metrics(y_true: Sequence[Any], probabilities: Any, classes: Sequence[Any]) -> dict[str, float]:
+    """ROC AUC (macro one-vs-one; plain AUC for two classes), accuracy, macro F1, log loss,
+    and precision and recall per class.
 
     ``probabilities`` has one column per entry of ``classes``, in that order, as
-    ``predict_proba`` returns them.
+    ``predict_proba`` returns them (an array or a labelled DataFrame).
     """
-    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+    from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_recall_fscore_support, roc_auc_score
 
     classes = list(classes)
+    probabilities = np.asarray(probabilities, dtype="float64")
     y_true = np.asarray(y_true)
     predicted = np.asarray(classes)[np.argmax(probabilities, axis=1)]
     metrics = {
         "accuracy": float(accuracy_score(y_true, predicted)),
         "f1_macro": float(f1_score(y_true, predicted, average="macro", labels=classes, zero_division=0)),
+        "log_loss": float(log_loss(y_true, probabilities, labels=classes)),
     }
     present = set(y_true.tolist())
     if len(present) < 2:
@@ -35,18 +55,60 @@ def classification_metrics(y_true: Sequence[Any], probabilities: np.ndarray, cla
         metrics["roc_auc_ovo"] = float(
             roc_auc_score(y_true, probabilities, multi_class="ovo", average="macro", labels=classes)
         )
+    precision, recall, _, _ = precision_recall_fscore_support(y_true, predicted, labels=classes, zero_division=0)
+    for label, p, r in zip(classes, precision, recall):
+        metrics[f"precision_{metric_key(label)}"] = float(p)
+        metrics[f"recall_{metric_key(label)}"] = float(r)
     return metrics
 
 
-def score_exported_model(model_dir: Path, test: pd.DataFrame, target: str) -> dict[str, float]:
-    """Load an exported inference artifact and score it on ``test`` (raw rows with the target)."""
+def regression_metrics(y_true: Sequence[float], predicted: Sequence[float]) -> dict[str, float]:
+    """R2, mean absolute error and root mean squared error."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    return {
+        "r2": float(r2_score(y_true, predicted)),
+        "mae": float(mean_absolute_error(y_true, predicted)),
+        "rmse": float(np.sqrt(mean_squared_error(y_true, predicted))),
+    }
+
+
+def score_predictions(model: Any, features: pd.DataFrame, labels: pd.Series, task: str) -> dict[str, float]:
+    """The task's metrics for a fitted pipeline (in memory or loaded back) on labelled rows."""
+    if task == "classification":
+        return classification_metrics(labels, model.predict_proba(features), model.classes_)
+    return regression_metrics(labels, model.predict(features))
+
+
+@dataclass
+class ExportedModel:
+    """An exported inference artifact loaded back, with the labelled rows to score it on."""
+
+    model: Any
+    task: str
+    features: pd.DataFrame
+    labels: pd.Series
+
+    def score(self) -> dict[str, float]:
+        return score_predictions(self.model, self.features, self.labels, self.task)
+
+
+def load_for_scoring(model_dir: Path, table: pd.DataFrame, target: str) -> ExportedModel:
+    """Load an exported artifact with MLflow (no training code) and select, from raw rows,
+    the input columns its signature names; rows without a target are left out."""
     from mlflow.models import Model
 
     from trainflow.data import require_columns
     from trainflow.model import load_exported
 
-    inputs = Model.load(str(model_dir)).get_input_schema()
-    require_columns(test, list(inputs.input_names()) + [target], "test_model")
-    model = load_exported(model_dir)
-    features = test[list(inputs.input_names())]
-    return classification_metrics(test[target], model.predict_proba(features), model.classes_)
+    exported = Model.load(str(model_dir))
+    inputs = list(exported.get_input_schema().input_names())
+    require_columns(table, inputs + [target], "test_model")
+    labelled = table.dropna(subset=[target])
+    task = (exported.metadata or {}).get("task", "classification")
+    return ExportedModel(load_exported(model_dir), task, labelled[inputs], labelled[target])
+
+
+def score_exported_model(model_dir: Path, test: pd.DataFrame, target: str) -> dict[str, float]:
+    """Load an exported inference artifact and score it on ``test`` (raw rows with the target)."""
+    return load_for_scoring(model_dir, test, target).score()

@@ -1,12 +1,13 @@
-"""The inference pipeline: preprocessing and model in one sklearn ``Pipeline``, trained,
-exported with MLflow and loaded back without any training code.
+"""The inference pipeline: preprocessing and model in one sklearn ``Pipeline``, built from
+config, trained, exported with MLflow and loaded back without any training code.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
@@ -14,114 +15,318 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+import trainflow_inference
 from trainflow.data import require_columns
 from trainflow.errors import ConfigError, DataError
 
-# Types the skops loader must accept for the estimators trainflow builds. Each was
-# reviewed: numpy.dtype is a plain dtype descriptor; sklearn.tree._tree.Tree holds
-# the forest's node arrays, safe for artifacts this project wrote itself (skops flags
-# it because a hand-crafted file could carry out-of-range node indices).
-SKOPS_TRUSTED_TYPES = ["numpy.dtype", "sklearn.tree._tree.Tree"]
+TASKS = ("classification", "regression")
+ESTIMATORS: dict[str, dict[str, str]] = {
+    "classification": {
+        "random_forest": "sklearn.ensemble.RandomForestClassifier",
+        "hist_gradient_boosting": "sklearn.ensemble.HistGradientBoostingClassifier",
+        "logistic_regression": "sklearn.linear_model.LogisticRegression",
+    },
+    "regression": {
+        "random_forest": "sklearn.ensemble.RandomForestRegressor",
+        "hist_gradient_boosting": "sklearn.ensemble.HistGradientBoostingRegressor",
+        "ridge": "sklearn.linear_model.Ridge",
+    },
+}
+# Estimators that cannot take the sparse matrices one-hot and TF-IDF produce.
+DENSE_INPUT = {"hist_gradient_boosting"}
+NUMERIC_IMPUTATION = ("mean", "median", "most_frequent")
+CATEGORICAL_ENCODINGS = ("onehot", "ordinal")
+SERIALIZATIONS = ("skops", "cloudpickle")
+
+# Types the skops loader may instantiate for the pipelines trainflow builds, beyond
+# skops' own defaults (plain sklearn estimators and numpy arrays). Each was reviewed:
+# - numpy.dtype, numpy.float64: dtype descriptors and a scalar type (TF-IDF's dtype
+#   parameter, encoders' categories); no code runs when they are built.
+# - sklearn.tree._tree.Tree: the node arrays of forests; skops flags it because a
+#   hand-made file could hold out-of-range node indices. Safe for artifacts this
+#   project wrote and stores by digest.
+# - sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor and
+#   ..._hist_gradient_boosting.binning._BinMapper: the same, for histogram boosting.
+# - trainflow_inference.*: our own small transformers, shipped inside the artifact.
+SKOPS_TRUSTED_TYPES = [
+    "numpy.dtype",
+    "numpy.float64",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "trainflow_inference.DatetimeFeatures",
+    "trainflow_inference.TextColumn",
+    "trainflow_inference.LabelledProbabilities",
+]
 
 # What the exported model needs at serving time, pinned to the training environment.
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "skops")
 
 
-def _random_forest_class():  # type: ignore[no-untyped-def]
-    from sklearn.ensemble import RandomForestClassifier
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which raw columns feed the pipeline, by kind. Columns not named are dropped."""
 
-    return RandomForestClassifier
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+    datetime: list[str] = field(default_factory=list)
+
+    @property
+    def columns(self) -> list[str]:
+        return self.numeric + self.categorical + self.text + self.datetime
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"numeric": self.numeric, "categorical": self.categorical, "text": self.text, "datetime": self.datetime}
 
 
-def validate_estimator_params(params: dict[str, Any]) -> None:
-    """Fail at start on a parameter RandomForestClassifier does not accept."""
-    accepted = set(inspect.signature(_random_forest_class().__init__).parameters) - {"self"}
+@dataclass(frozen=True)
+class PreprocessingOptions:
+    numeric_imputation: str = "median"
+    categorical_imputation: str = "most_frequent"
+    categorical_encoding: str = "onehot"
+    text_max_features: int = 100
+
+
+def estimator_class(task: str, estimator: str) -> type:
+    module, _, name = ESTIMATORS[task][estimator].rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def validate_model_config(model: DictConfig, target: str) -> None:
+    """Fail at start on a task/estimator mismatch, an unknown parameter or contradictory features."""
+    if model.task not in TASKS:
+        raise ConfigError(f"model.task={model.task!r} is not one of {', '.join(TASKS)}")
+    choices = ESTIMATORS[model.task]
+    if model.estimator not in choices:
+        raise ConfigError(
+            f"model.estimator={model.estimator!r} does not fit model.task={model.task}: "
+            f"choose one of {', '.join(choices)}"
+        )
+    if model.serialization not in SERIALIZATIONS:
+        raise ConfigError(f"model.serialization={model.serialization!r} is not one of {', '.join(SERIALIZATIONS)}")
+    features = model.features
+    if features.imputation.numeric not in NUMERIC_IMPUTATION:
+        raise ConfigError(
+            f"model.features.imputation.numeric={features.imputation.numeric!r} is not one of {', '.join(NUMERIC_IMPUTATION)}"
+        )
+    if features.imputation.categorical != "most_frequent":
+        raise ConfigError("model.features.imputation.categorical supports most_frequent only")
+    if features.categorical_encoding not in CATEGORICAL_ENCODINGS:
+        raise ConfigError(
+            f"model.features.categorical_encoding={features.categorical_encoding!r} is not one of "
+            f"{', '.join(CATEGORICAL_ENCODINGS)}"
+        )
+    if features.text.max_features < 1:
+        raise ConfigError("model.features.text.max_features must be at least 1")
+    validate_estimator_params(model.task, model.estimator, OmegaConf.to_container(model[model.estimator], resolve=True))
+    if features.infer:
+        return
+    spec = feature_spec(model)
+    if not spec.columns:
+        raise ConfigError("model.features lists no column: name some, or set model.features.infer=true")
+    seen: dict[str, str] = {}
+    for kind, columns in spec.as_dict().items():
+        for column in columns:
+            if column in seen:
+                raise ConfigError(f"column {column!r} is listed as both {seen[column]} and {kind} in model.features")
+            seen[column] = kind
+    if target in seen:
+        raise ConfigError(f"the target {target!r} is also listed as a {seen[target]} feature in model.features")
+
+
+def validate_estimator_params(task: str, estimator: str, params: dict[str, Any]) -> None:
+    """Fail at start on a parameter the chosen estimator does not accept."""
+    accepted = set(inspect.signature(estimator_class(task, estimator).__init__).parameters) - {"self"}
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise ConfigError(
-            f"model.random_forest.{unknown[0]} is not a RandomForestClassifier parameter; "
+            f"model.{estimator}.{unknown[0]} is not a {estimator_class(task, estimator).__name__} parameter; "
             f"valid ones: {', '.join(sorted(accepted))}"
         )
 
 
-def build_pipeline(numeric: list[str], categorical: list[str], estimator_params: dict[str, Any]):  # type: ignore[no-untyped-def]
-    """Impute+scale numeric columns, impute+one-hot categorical ones, then the forest.
+def feature_spec(model: DictConfig) -> FeatureSpec:
+    features = model.features
+    return FeatureSpec(
+        numeric=list(features.numeric),
+        categorical=list(features.categorical),
+        text=list(features.text.columns),
+        datetime=list(features.datetime),
+    )
 
-    Columns not listed are dropped, so production input may carry extra columns.
+
+def preprocessing_options(model: DictConfig) -> PreprocessingOptions:
+    features = model.features
+    return PreprocessingOptions(
+        numeric_imputation=features.imputation.numeric,
+        categorical_imputation=features.imputation.categorical,
+        categorical_encoding=features.categorical_encoding,
+        text_max_features=features.text.max_features,
+    )
+
+
+def infer_features(
+    frame: pd.DataFrame, target: str, max_categories: int = 50, min_text_values: int = 6
+) -> FeatureSpec:
+    """Guess each column's kind from its dtype and values; leave out the target, constant
+    and id-like columns.
+
+    - numbers (not booleans) -> numeric; booleans -> categorical;
+    - strings that mostly parse as dates -> datetime;
+    - strings averaging three or more words, with at least ``min_text_values`` distinct
+      values -> text (a few long labels, like species names, are categories);
+    - other strings: categorical, unless nearly every value is distinct (an id).
     """
+    spec = FeatureSpec()
+    for column in frame.columns:
+        if column == target:
+            continue
+        values = frame[column].dropna()
+        if values.nunique() <= 1:
+            continue
+        distinct_ratio = values.nunique() / len(values)
+        if pd.api.types.is_bool_dtype(values):
+            spec.categorical.append(column)
+        elif pd.api.types.is_numeric_dtype(values):
+            if pd.api.types.is_integer_dtype(values) and distinct_ratio > 0.95:
+                continue  # a row number or id
+            spec.numeric.append(column)
+        elif pd.api.types.is_datetime64_any_dtype(values) or _mostly_dates(values):
+            spec.datetime.append(column)
+        elif values.nunique() >= min_text_values and values.astype(str).str.split().str.len().mean() >= 3:
+            spec.text.append(column)
+        elif values.nunique() <= max_categories or distinct_ratio < 0.5:
+            spec.categorical.append(column)
+    return spec
+
+
+def _mostly_dates(values: pd.Series) -> bool:
+    sample = values.astype(str).head(200)
+    if not sample.str.contains(r"\d", regex=True).all():
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+    return bool(parsed.notna().mean() >= 0.9)
+
+
+def build_preprocessor(spec: FeatureSpec, options: PreprocessingOptions, dense: bool = False) -> Any:
+    """The ``ColumnTransformer``: numeric impute+scale; categorical impute+encode;
+    each text column its own TF-IDF; dates to numbers, imputed and scaled."""
     from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-    transformers = []
-    if numeric:
-        transformers.append(
-            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), list(numeric))
+    from trainflow_inference import DatetimeFeatures, TextColumn
+
+    transformers: list[tuple[str, Any, Any]] = []
+    if spec.numeric:
+        numeric = Pipeline([("impute", SimpleImputer(strategy=options.numeric_imputation)), ("scale", StandardScaler())])
+        transformers.append(("numeric", numeric, spec.numeric))
+    if spec.categorical:
+        encoder = (
+            OneHotEncoder(handle_unknown="ignore")
+            if options.categorical_encoding == "onehot"
+            else OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
         )
-    if categorical:
-        transformers.append(
-            (
-                "categorical",
-                Pipeline(
-                    [
-                        ("impute", SimpleImputer(strategy="most_frequent")),
-                        ("onehot", OneHotEncoder(handle_unknown="ignore")),
-                    ]
-                ),
-                list(categorical),
-            )
+        categorical = Pipeline(
+            [("impute", SimpleImputer(strategy=options.categorical_imputation)), ("encode", encoder)]
         )
+        transformers.append(("categorical", categorical, spec.categorical))
+    for column in spec.text:
+        text = Pipeline([("fill", TextColumn()), ("tfidf", TfidfVectorizer(max_features=options.text_max_features))])
+        transformers.append((f"text:{column}", text, [column]))
+    if spec.datetime:
+        dates = Pipeline(
+            [("parse", DatetimeFeatures()), ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+             ("scale", StandardScaler())]
+        )
+        transformers.append(("datetime", dates, spec.datetime))
+    return ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0 if dense else 0.3)
+
+
+def build_pipeline(
+    spec: FeatureSpec, options: PreprocessingOptions, task: str, estimator: str, params: dict[str, Any]
+) -> Any:
+    """Preprocessing followed by the model; classifiers answer ``predict_proba`` with labelled columns."""
+    from sklearn.pipeline import Pipeline
+
+    from trainflow_inference import LabelledProbabilities
+
     try:
-        estimator = _random_forest_class()(**estimator_params)
-    except TypeError as error:
-        raise ConfigError(f"model.random_forest: {error}") from None
-    return Pipeline([("preprocess", ColumnTransformer(transformers, remainder="drop")), ("model", estimator)])
+        model = estimator_class(task, estimator)(**params)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"model.{estimator}: {error}") from None
+    if task == "classification":
+        model = LabelledProbabilities(model)
+    return Pipeline(
+        [("preprocess", build_preprocessor(spec, options, dense=estimator in DENSE_INPUT)), ("model", model)]
+    )
 
 
 @dataclass
 class TrainResult:
     pipeline: Any
-    validation_metrics: dict[str, float]
-    features: pd.DataFrame  # the raw feature columns of the training rows, for the signature
+    task: str
+    estimator: str
     target: str
+    features: FeatureSpec
     estimator_params: dict[str, Any]
-    n_train: int
-    n_validation: int
+    validation_metrics: dict[str, float]
+    train_rows: pd.DataFrame  # raw feature columns of the training rows: signature and input example
+    validation: tuple[pd.DataFrame, pd.Series]  # raw validation rows and labels, for plots
 
     def summary(self) -> dict[str, Any]:
         """What a reader of the exported artifact needs to know, as JSON-friendly metadata."""
-        return {
+        summary: dict[str, Any] = {
+            "task": self.task,
             "target": self.target,
-            "classes": [str(c) for c in self.pipeline.classes_],
-            "features": [str(c) for c in self.features.columns],
-            "estimator": "random_forest",
+            "estimator": self.estimator,
             "estimator_params": self.estimator_params,
-            "rows": {"train": self.n_train, "validation": self.n_validation},
+            "features": self.features.as_dict(),
+            "rows": {"train": len(self.train_rows), "validation": len(self.validation[0])},
             "validation": self.validation_metrics,
         }
+        if self.task == "classification":
+            summary["classes"] = [str(c) for c in self.pipeline.classes_]
+        return summary
 
 
 def train(
     trainval: pd.DataFrame,
     target: str,
-    numeric: list[str],
-    categorical: list[str],
+    task: str,
+    estimator: str,
     estimator_params: dict[str, Any],
+    spec: FeatureSpec | None,
+    options: PreprocessingOptions,
     val_size: float,
     random_seed: int,
     stratify_by: str | None,
 ) -> TrainResult:
-    """Fit the inference pipeline on a train part of ``trainval``; score it on the rest."""
+    """Fit the inference pipeline on a train part of ``trainval``; score it on the rest.
+
+    ``spec=None`` infers the feature kinds from the data.
+    """
     from sklearn.model_selection import train_test_split
 
-    from trainflow.evaluate import classification_metrics
+    from trainflow.evaluate import score_predictions
 
-    columns = list(numeric) + list(categorical)
-    require_columns(trainval, columns + [target] + ([stratify_by] if stratify_by else []), "train_model")
-    features, labels = trainval[columns], trainval[target]
-    if labels.nunique() < 2:
+    require_columns(trainval, [target] + ([stratify_by] if stratify_by else []), "train_model")
+    trainval = trainval.dropna(subset=[target])
+    spec = spec or infer_features(trainval, target)
+    if not spec.columns:
+        raise DataError(f"no usable feature column in the data besides the target {target!r}")
+    require_columns(trainval, spec.columns, "train_model")
+    labels = trainval[target]
+    if task == "classification" and labels.nunique() < 2:
         raise DataError(f"the target {target!r} has a single class {labels.iloc[0]!r}: nothing to learn")
+    if task == "regression" and not pd.api.types.is_numeric_dtype(labels):
+        raise DataError(f"model.task=regression needs a numeric target; {target!r} has dtype {labels.dtype}")
+    features = trainval[spec.columns]
     try:
         x_train, x_val, y_train, y_val = train_test_split(
             features, labels, test_size=val_size, random_state=random_seed,
@@ -129,23 +334,30 @@ def train(
         )
     except ValueError as error:
         raise DataError(f"cannot make a validation split: {error}; lower split.val_size") from None
-    pipeline = build_pipeline(numeric, categorical, estimator_params)
+    pipeline = build_pipeline(spec, options, task, estimator, estimator_params)
     pipeline.fit(x_train, y_train)
-    metrics = classification_metrics(y_val, pipeline.predict_proba(x_val), pipeline.classes_)
-    return TrainResult(pipeline, metrics, x_train, target, dict(estimator_params), len(x_train), len(x_val))
+    metrics = score_predictions(pipeline, x_val, y_val, task)
+    return TrainResult(
+        pipeline, task, estimator, target, spec, dict(estimator_params), metrics, x_train, (x_val, y_val)
+    )
 
 
 def train_from_config(trainval: pd.DataFrame, cfg: DictConfig) -> TrainResult:
     """:func:`train` with the ``data``, ``split`` and ``model`` sections of the config."""
+    from trainflow.config import stratify_column
+
+    model = cfg.model
     return train(
         trainval,
         target=cfg.data.target,
-        numeric=list(cfg.model.features.numeric),
-        categorical=list(cfg.model.features.categorical),
-        estimator_params=OmegaConf.to_container(cfg.model.random_forest, resolve=True),
+        task=model.task,
+        estimator=model.estimator,
+        estimator_params=OmegaConf.to_container(model[model.estimator], resolve=True),
+        spec=None if model.features.infer else feature_spec(model),
+        options=preprocessing_options(model),
         val_size=cfg.split.val_size,
         random_seed=cfg.split.random_seed,
-        stratify_by=cfg.split.stratify_by,
+        stratify_by=stratify_column(cfg),
     )
 
 
@@ -153,28 +365,45 @@ def pinned_requirements() -> list[str]:
     return [f"{package}=={installed_version(package)}" for package in MODEL_REQUIREMENTS]
 
 
-def export(pipeline: Any, features: pd.DataFrame, path: Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Save the fitted pipeline as an MLflow model with signature and input example.
+def export(
+    result: TrainResult, path: Path, serialization: str = "skops", metadata: dict[str, Any] | None = None
+) -> Path:
+    """Save the fitted pipeline as an MLflow model: signature on raw input columns, input
+    example, pinned requirements, and the inference code it needs (``code_paths``).
 
-    The signature is inferred from raw training rows (missing values included) so
-    that MLflow enforces the columns production must send.
+    skops is the default and loads only reviewed types; cloudpickle can run arbitrary
+    code when loaded and is used only when asked for.
     """
     import mlflow.sklearn
     from mlflow.models import infer_signature
+    from mlflow.types.schema import ColSpec, Schema
 
-    with warnings.catch_warnings():
-        # Integer columns without missing values: a hint MLflow prints on every export.
-        warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values.*")
-        signature = infer_signature(features, pipeline.predict(features))
+    # Numeric features travel as doubles: an integer column without gaps in training
+    # would otherwise be typed `long`, and a missing value at serving time refused.
+    rows = result.train_rows.astype({c: "float64" for c in result.features.numeric})
+    classifier = result.task == "classification"
+    outputs = result.pipeline.predict_proba(rows.head(100)) if classifier else result.pipeline.predict(rows.head(100))
+    signature = infer_signature(rows, outputs)
+    # Every input column is required: the ColumnTransformer needs each one, and a
+    # missing column should be MLflow's schema error naming it, not a sklearn error.
+    # Missing values inside a column stay allowed.
+    signature.inputs = Schema([ColSpec(type=c.type, name=c.name, required=True) for c in signature.inputs.inputs])
+    if serialization == "cloudpickle":
+        warnings.warn(
+            "model.serialization=cloudpickle: loading this artifact can run arbitrary code; "
+            "prefer the default skops", UserWarning, stacklevel=2,
+        )
     mlflow.sklearn.save_model(
-        pipeline,
+        result.pipeline,
         str(path),
         signature=signature,
-        input_example=features.head(5),
+        input_example=rows.head(5),
         pip_requirements=pinned_requirements(),
-        serialization_format="skops",
-        skops_trusted_types=SKOPS_TRUSTED_TYPES,
-        metadata=metadata,
+        serialization_format=serialization,
+        skops_trusted_types=SKOPS_TRUSTED_TYPES if serialization == "skops" else None,
+        pyfunc_predict_fn="predict_proba" if classifier else "predict",
+        code_paths=[str(Path(trainflow_inference.__file__).parent)],
+        metadata={**result.summary(), **(metadata or {})},
     )
     return path
 

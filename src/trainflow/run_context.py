@@ -88,6 +88,22 @@ class StepRun:
         self.say(f"logged {version.ref} ({version.size:,} bytes, aliases: {', '.join(version.aliases)})")
         return version
 
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Record values the step decided (not configured) as MLflow params."""
+        import mlflow
+
+        mlflow.log_params({key: _param_value(value) for key, value in params.items()})
+
+    def log_figures(self, figures: Mapping[str, Any], folder: str = "plots") -> None:
+        """Save matplotlib figures as PNGs in the MLflow run (the UI shows them)."""
+        import matplotlib.pyplot as plt
+        import mlflow
+
+        for name, figure in figures.items():
+            mlflow.log_figure(figure, f"{folder}/{name}")
+            plt.close(figure)
+        self.say(f"logged plots: {', '.join(figures)}")
+
     def log_metrics(self, metrics: Mapping[str, float], prefix: str = "") -> None:
         import mlflow
 
@@ -132,13 +148,22 @@ def step_main(step: str, body: Callable[[StepRun], None], component_file: str) -
         use_tracking(store.root)
         start = start_run_args(cfg.main.experiment_name, store.root, step)
         with mlflow.start_run(**start) as active, tempfile.TemporaryDirectory(dir=store.tmp, prefix=f"{step}-") as tmp:
-            params = {k: v for section in spec.config_sections for k, v in flatten(cfg[section], f"{section}.").items()}
+            params = step_params(cfg, spec)
             commit = active.data.tags.get("mlflow.source.git.commit") or git_commit(project_dir)
             mlflow.set_tags({"trainflow.step": step, **({"trainflow.git_commit": commit} if commit else {})})
             mlflow.log_params({k: _param_value(v) for k, v in params.items()})
             mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "resolved_config.yaml")
             record = RunRecord(active.info.run_id, step, commit, params)
             body(StepRun(spec, cfg, store, record, input_refs, Path(tmp)))
+
+
+def step_params(cfg: DictConfig, spec: StepSpec) -> dict[str, Any]:
+    """The resolved config values the step uses, as flat dotted keys."""
+    params: dict[str, Any] = {}
+    for key in spec.config_sections:
+        node = OmegaConf.select(cfg, key, throw_on_missing=True)
+        params.update(flatten(node, f"{key}.") if isinstance(node, DictConfig) else {key: node})
+    return params
 
 
 def _param_value(value: Any) -> str:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from trainflow.config import resolve_paths, validate
 from trainflow.errors import TrainflowError, exit_on_user_error
+from trainflow.evaluate import headline
 from trainflow.steps import STEPS, select_steps
 from trainflow.store import LocalArtifactStore
 
@@ -134,8 +135,7 @@ class Pipeline:
             lines.append(f"  no model has alias {alias!r} yet: run the whole pipeline (-P steps=all)")
         else:
             metrics = (prod.metadata.get("test") or {}).get("metrics", {})
-            shown = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
-            lines.append(f"  production model: {prod.ref} (alias {alias!r}); test metrics: {shown or 'none'}")
+            lines.append(f"  production model: {prod.ref} (alias {alias!r}); test metrics: {headline(metrics)}")
             lines.append(f"  get it with: trainflow artifacts get model_export:{alias} <dir>")
         lines.append(f"  artifact store: {self.store.root}")
         lines.append(f"  MLflow tracking: {tracking}")

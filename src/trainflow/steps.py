@@ -34,7 +34,7 @@ class StepSpec:
     description: str
     inputs: tuple[StepInput, ...]
     outputs: tuple[str, ...]
-    config_sections: tuple[str, ...]
+    config_sections: tuple[str, ...]  # sections or dotted keys whose values the step uses
 
 
 STEPS: dict[str, StepSpec] = {
@@ -52,7 +52,7 @@ STEPS: dict[str, StepSpec] = {
             "split the raw table into trainval and held-out test sets",
             inputs=(StepInput("raw_artifact", "raw_data"),),
             outputs=("trainval_data.parquet", "test_data.parquet"),
-            config_sections=("data", "split"),
+            config_sections=("data", "split", "model.task"),
         ),
         StepSpec(
             "train_model",

@@ -1,0 +1,116 @@
+"""Evaluation plots as matplotlib figures: confusion matrix, ROC curves, feature
+importance, residuals. Pure: data in, figures out; the components log them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+IMPORTANCE_SAMPLE_ROWS = 2000
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: steps run without a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_matrix_figure(y_true: Any, predicted: Any, classes: list[str]) -> Any:
+    """Confusion matrix normalised over true classes (each row sums to 1)."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(1.2 * len(classes) + 3, 1.2 * len(classes) + 2.5))
+    ConfusionMatrixDisplay.from_predictions(
+        np.asarray(y_true).astype(str), np.asarray(predicted).astype(str), labels=classes, normalize="true",
+        ax=axes, colorbar=False, values_format=".2f",
+    )
+    axes.set_title("Confusion matrix (normalised by true class)")
+    figure.tight_layout()
+    return figure
+
+
+def roc_figure(y_true: Any, probabilities: Any, classes: list[str]) -> Any:
+    """One-vs-rest ROC curve per class, with its AUC."""
+    from sklearn.metrics import auc, roc_curve
+
+    plt = _pyplot()
+    probabilities = np.asarray(probabilities, dtype="float64")
+    truth = np.asarray(y_true).astype(str)
+    figure, axes = plt.subplots(figsize=(6, 5))
+    for index, label in enumerate(classes):
+        if len(classes) == 2 and index == 0:
+            continue  # with two classes one curve says everything
+        positives = truth == label
+        if positives.all() or not positives.any():
+            continue
+        fpr, tpr, _ = roc_curve(positives, probabilities[:, index])
+        axes.plot(fpr, tpr, label=f"{label} (AUC {auc(fpr, tpr):.3f})")
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    axes.set_xlabel("False positive rate")
+    axes.set_ylabel("True positive rate")
+    axes.set_title("ROC curves (one vs rest)")
+    axes.legend(loc="lower right", fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def feature_importance(model: Any, features: pd.DataFrame, labels: pd.Series, seed: int = 0) -> pd.Series:
+    """Permutation importance of each raw input column on (a sample of) labelled rows.
+
+    Measured on raw columns, so a text column's TF-IDF terms count as one feature and a
+    categorical column's one-hot columns as one: the grouping users reason in. Works
+    for every estimator, with or without ``feature_importances_``.
+    """
+    from sklearn.inspection import permutation_importance
+
+    if len(features) > IMPORTANCE_SAMPLE_ROWS:
+        sample = features.sample(IMPORTANCE_SAMPLE_ROWS, random_state=seed).index
+        features, labels = features.loc[sample], labels.loc[sample]
+    result = permutation_importance(model, features, labels, n_repeats=5, random_state=seed)
+    return pd.Series(result.importances_mean, index=[str(c) for c in features.columns]).sort_values()
+
+
+def importance_figure(importance: pd.Series) -> Any:
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 0.35 * len(importance) + 1.5))
+    axes.barh(importance.index, importance.to_numpy())
+    axes.set_xlabel("Mean drop in score when the column is shuffled")
+    axes.set_title("Feature importance (permutation, raw columns)")
+    figure.tight_layout()
+    return figure
+
+
+def residuals_figure(y_true: Any, predicted: Any) -> Any:
+    """Residuals against predictions: structure here is signal the model missed."""
+    plt = _pyplot()
+    predicted = np.asarray(predicted, dtype="float64")
+    residuals = np.asarray(y_true, dtype="float64") - predicted
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    axes.scatter(predicted, residuals, s=8, alpha=0.5)
+    axes.axhline(0.0, color="grey", linestyle="--", linewidth=1)
+    axes.set_xlabel("Predicted")
+    axes.set_ylabel("Actual - predicted")
+    axes.set_title("Residuals")
+    figure.tight_layout()
+    return figure
+
+
+def evaluation_figures(model: Any, features: pd.DataFrame, labels: pd.Series, task: str, seed: int = 0) -> dict[str, Any]:
+    """Every plot for a fitted pipeline on labelled rows, keyed by PNG file name."""
+    figures = {"feature_importance.png": importance_figure(feature_importance(model, features, labels, seed))}
+    if task == "classification":
+        classes = [str(c) for c in model.classes_]
+        probabilities = np.asarray(model.predict_proba(features), dtype="float64")
+        predicted = np.asarray(classes)[probabilities.argmax(axis=1)]
+        figures["confusion_matrix.png"] = confusion_matrix_figure(labels, predicted, classes)
+        figures["roc_curves.png"] = roc_figure(labels, probabilities, classes)
+    else:
+        figures["residuals.png"] = residuals_figure(labels, model.predict(features))
+    return figures

@@ -1,0 +1,85 @@
+"""The code an exported inference artifact runs in production, and nothing else.
+
+Every ``model_export`` carries this package (MLflow ``code_paths``), so the artifact
+loads and predicts where trainflow is not installed. It depends on numpy, pandas and
+scikit-learn only; keep it that way. Each class here is on the skops trusted list in
+``trainflow.model``: review any change to it as you would review a deserialiser.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, TransformerMixin, clone
+
+_EPOCH = pd.Timestamp("1970-01-01")
+_DATE_PARTS = ("days_since_1970", "month", "day_of_week")
+
+
+def _as_frame(values: Any) -> pd.DataFrame:
+    return values if isinstance(values, pd.DataFrame) else pd.DataFrame(np.asarray(values, dtype=object))
+
+
+class DatetimeFeatures(TransformerMixin, BaseEstimator):
+    """Raw date/time columns (strings or datetimes) -> days since 1970-01-01, month, day of week.
+
+    Unparseable or missing values become NaN, for an imputer downstream. Parsing happens
+    inside the pipeline so production input can stay raw.
+    """
+
+    def fit(self, X: Any, y: Any = None) -> DatetimeFeatures:
+        frame = _as_frame(X)
+        self.columns_ = [str(c) for c in frame.columns]
+        self.n_features_in_ = frame.shape[1]
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        frame = _as_frame(X)
+        parts = []
+        for column in frame.columns:
+            parsed = pd.to_datetime(frame[column], errors="coerce", format="mixed", utc=True).dt.tz_convert(None)
+            parts += [
+                (parsed - _EPOCH) / pd.Timedelta(days=1),
+                parsed.dt.month.astype("float64"),
+                parsed.dt.day_of_week.astype("float64"),
+            ]
+        return np.column_stack([np.asarray(p, dtype="float64") for p in parts]) if parts else np.empty((len(frame), 0))
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.asarray([f"{c}_{part}" for c in self.columns_ for part in _DATE_PARTS], dtype=object)
+
+
+class TextColumn(TransformerMixin, BaseEstimator):
+    """One text column as a 1-D array of strings (missing -> ""), the input TF-IDF expects."""
+
+    def fit(self, X: Any, y: Any = None) -> TextColumn:
+        self.n_features_in_ = _as_frame(X).shape[1]
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        column = _as_frame(X).iloc[:, 0]
+        return column.astype(object).where(column.notna(), "").astype(str).to_numpy()
+
+
+class LabelledProbabilities(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
+    """A classifier whose ``predict_proba`` returns a DataFrame with one column per class.
+
+    MLflow's pyfunc flavour calls ``predict_proba``, so ``mlflow models serve`` answers
+    with labelled probabilities instead of a bare array.
+    """
+
+    def __init__(self, estimator: Any) -> None:
+        self.estimator = estimator
+
+    def fit(self, X: Any, y: Any, **fit_params: Any) -> LabelledProbabilities:
+        self.estimator_ = clone(self.estimator).fit(X, y, **fit_params)
+        self.classes_ = self.estimator_.classes_
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.estimator_.predict(X)
+
+    def predict_proba(self, X: Any) -> pd.DataFrame:
+        return pd.DataFrame(self.estimator_.predict_proba(X), columns=[str(c) for c in self.classes_])
