@@ -23,6 +23,7 @@ from pathlib import Path
 
 from trainflow.errors import TrainflowError, exit_on_user_error
 from trainflow.store import ArtifactVersion, LocalArtifactStore, lineage
+from trainflow.wandb_backend import WandbArtifactStore, choose_backend
 
 
 def default_root() -> Path:
@@ -53,6 +54,8 @@ def cmd_list(store: LocalArtifactStore, args: argparse.Namespace) -> None:
         for version in versions:
             print(f"{_describe(version)}  {version.size:,} bytes  {version.created_at}")
         return
+    if not isinstance(store, LocalArtifactStore):
+        raise TrainflowError("listing every artifact needs the local store; on W&B, give a NAME or use the W&B UI")
     names = store.list_names()
     if not names:
         print(f"no artifacts in {store.root}")
@@ -102,6 +105,12 @@ def cmd_lineage(store: LocalArtifactStore, args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=None, help="store root (default: $TRAINFLOW_HOME or ./.trainflow)")
+    parser.add_argument(
+        "--backend", choices=("local", "wandb", "auto"), default="local",
+        help="artifacts from the local store (default) or a W&B project (auto: W&B when logged in)",
+    )
+    parser.add_argument("--project", default=os.environ.get("WANDB_PROJECT", "trainflow"), help="W&B project")
+    parser.add_argument("--entity", default=os.environ.get("WANDB_ENTITY"), help="W&B entity")
     commands = parser.add_subparsers(dest="command", required=True)
 
     init = commands.add_parser("init", help="create the store and the MLflow experiment")
@@ -134,6 +143,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with exit_on_user_error("trainflow"):
         root = args.root or default_root()
+        if args.command == "artifacts" and choose_backend(args.backend)[0] == "wandb":
+            import wandb
+
+            store = WandbArtifactStore(wandb, wandb.Api(timeout=30), args.project, args.entity, download_root=root / "wandb")
+            args.handler(store, args)
+            return
         if args.command != "init" and not (root / "index.db").is_file():
             raise TrainflowError(f"no artifact store at {root.resolve()}: set TRAINFLOW_HOME or --root, or run the pipeline")
         args.handler(LocalArtifactStore(root), args)

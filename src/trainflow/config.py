@@ -19,7 +19,7 @@ from trainflow.errors import ConfigError
 
 SCHEMA_NAME = "trainflow_schema"
 ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
-BACKENDS = ("local",)
+BACKENDS = ("local", "wandb", "auto")
 
 
 @dataclass
@@ -34,6 +34,16 @@ class MainConfig:
 class ArtifactsConfig:
     backend: str = MISSING
     root: str = MISSING
+
+
+@dataclass
+class WandbConfig:
+    # Empty means: take WANDB_PROJECT / WANDB_ENTITY / WANDB_RUN_GROUP from the environment.
+    project: str = MISSING
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    offline_runs: bool = MISSING
+    timeout_seconds: int = MISSING
 
 
 @dataclass
@@ -101,6 +111,7 @@ class PromoteConfig:
 class TrainflowConfig:
     main: MainConfig = field(default_factory=MainConfig)
     artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -23,6 +23,7 @@ from trainflow.steps import STEPS, select_steps
 from trainflow.store import LocalArtifactStore
 
 OPTIONS_FLAG = "--hydra-options"
+OUTPUT_TAG = "trainflow.output."
 STEPS_FLAG = "--steps"
 
 
@@ -84,11 +85,24 @@ class Pipeline:
             start = start_run_args(pipeline.cfg.main.experiment_name, pipeline.store.root, "pipeline")
             with mlflow.start_run(**start) as parent:
                 pipeline.experiment_id = parent.info.experiment_id
+                pipeline.announce_backend(parent.info.run_id)
                 mlflow.set_tag("trainflow.step", "pipeline")
                 mlflow.log_params({"main.steps": ",".join(pipeline.steps), "overrides": pipeline.hydra_options})
                 began = time.perf_counter()
                 yield pipeline
                 pipeline.report(time.perf_counter() - began, tracking)
+
+    def announce_backend(self, pipeline_run_id: str) -> None:
+        """Say once which artifact backend the steps will use, and group their W&B runs."""
+        import os
+
+        from trainflow.wandb_backend import ANNOUNCED_ENV, choose_backend
+
+        backend, reason = choose_backend(self.cfg.artifacts.backend)
+        print(f"[pipeline] artifacts: {backend} ({reason})", flush=True)
+        os.environ[ANNOUNCED_ENV] = backend
+        # Steps' W&B runs share one group per pipeline unless the user chose one.
+        os.environ.setdefault("WANDB_RUN_GROUP", self.cfg.wandb.group or f"pipeline-{pipeline_run_id}")
 
     def run(self, step: str) -> None:
         """Run one component with ``mlflow.run``; remember the versions it logged."""
@@ -118,19 +132,24 @@ class Pipeline:
                 f"after fixing it, resume with -P steps={','.join(self.steps[self.steps.index(step):])}"
             ) from None
         seconds = time.perf_counter() - began
-        for version in self.store.versions_logged_by(submitted.run_id):
-            self.outputs[version.name] = version.ref
+        # Each component tags its run with what it logged, whichever backend holds it.
+        tags = mlflow.MlflowClient().get_run(submitted.run_id).data.tags
+        for key, ref in tags.items():
+            if key.startswith(OUTPUT_TAG):
+                self.outputs[key.removeprefix(OUTPUT_TAG)] = ref
         self.finished.append((step, submitted.run_id, seconds))
         print(f"[pipeline] {step} done in {seconds:.1f} s (MLflow run {submitted.run_id})", flush=True)
 
     def report(self, seconds: float, tracking: str) -> None:
         """The closing lines: what was produced, what is in production, where it all lives."""
+        from trainflow.wandb_backend import read_store
+
         alias = self.cfg.promote.alias
         lines = [f"[pipeline] finished {len(self.finished)} step(s) in {seconds:.1f} s"]
         if self.outputs:
             lines.append(f"  logged: {', '.join(self.outputs.values())}")
         try:
-            prod = self.store.get(f"model_export:{alias}")
+            prod = read_store(self.cfg, self.store).get(f"model_export:{alias}")
         except TrainflowError:
             lines.append(f"  no model has alias {alias!r} yet: run the whole pipeline (-P steps=all)")
         else:
