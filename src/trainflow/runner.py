@@ -137,6 +137,12 @@ class Pipeline:
             shown = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
             lines.append(f"  production model: {prod.ref} (alias {alias!r}); test metrics: {shown or 'none'}")
             lines.append(f"  get it with: trainflow artifacts get model_export:{alias} <dir>")
+            registered = self.cfg.promote.registered_model_name
+            if registered in (prod.metadata.get("registry") or {}):
+                lines.append(
+                    f"  registry: models:/{registered}@{alias} (version {prod.metadata['registry'][registered]}); "
+                    f'serve it with: mlflow models serve -m "models:/{registered}@{alias}" --env-manager local'
+                )
         lines.append(f"  artifact store: {self.store.root}")
         lines.append(f"  MLflow tracking: {tracking}")
         print("\n".join(lines), flush=True)

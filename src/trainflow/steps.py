@@ -79,7 +79,7 @@ STEPS: dict[str, StepSpec] = {
                 StepInput("test_artifact", "test_data.parquet"),
             ),
             outputs=(),
-            config_sections=("promote",),
+            config_sections=("data", "promote"),
         ),
     )
 }
