@@ -97,7 +97,7 @@ class Pipeline:
         spec = STEPS[step]
         parameters = {"hydra_options": self.hydra_options}
         for step_input in spec.inputs:
-            parameters[step_input.param] = self.outputs.get(step_input.artifact, "")
+            parameters[step_input.param] = self.outputs.get(step_input.artifact, "") if step_input.chained else ""
         print(f"[pipeline] {step}: {spec.description}", flush=True)
         began = time.perf_counter()
         try:
