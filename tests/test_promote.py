@@ -19,9 +19,11 @@ import pytest
 from conftest import PROJECT_DIR, error_lines, run_command
 
 from trainflow.data import split_dataset
+from trainflow.errors import TrainflowError
 from trainflow.evaluate import score_exported_model
 from trainflow.model import export, train
-from trainflow.store import LocalArtifactStore, file_sha256
+from trainflow.registry import move_production_alias
+from trainflow.store import LocalArtifactStore, RunRecord, file_sha256
 
 TARGET = "species"
 NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
@@ -266,3 +268,22 @@ def test_rollback_moves_store_and_registry_back_and_is_recorded(bench: Bench, tm
     lines = listed.stdout.splitlines()
     assert len(lines) == 4 and lines[0].split()[:4] == ["#", "at", "(UTC)", "action"]
     assert "rollback  rolled_back" in lines[3] and "prod: v1 -> v0" in lines[3]
+    verbose = run_command([TRAINFLOW, "promotions", "-v"], bench.env).stdout
+    assert "roc_auc_ovo vs champion model_export:v0" in verbose and "previous champion" in verbose
+    assert f"registry: alias 'prod' -> models:/{REGISTERED}/1" in verbose
+
+
+def test_a_move_decided_against_a_stale_champion_moves_neither_alias(bench: Bench) -> None:
+    """Another promotion won the race: the store refuses the move and the registry alias is put back."""
+    weak, strong = bench.add("weak"), bench.add("strong")
+    assert bench.promote(weak)[0] == 0
+    mlflow.set_tracking_uri(bench.env["MLFLOW_TRACKING_URI"])
+    with mlflow.start_run() as active:
+        with pytest.raises(TrainflowError, match=f"model_export:prod changed to {weak} while this decision was made"):
+            move_production_alias(
+                bench.store, bench.store.get(strong), "prod", expected=None, registered_name=REGISTERED,
+                model_dir=bench.store.use_artifact(strong), action="promote", outcome="promoted", details={},
+                run=RunRecord(active.info.run_id, "promote_model"),
+            )
+    assert bench.prod() == bench.registry_prod() == weak
+    assert [e.outcome for e in bench.store.promotions()] == ["promoted"]

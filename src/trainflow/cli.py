@@ -137,7 +137,7 @@ def cmd_promotions(store: LocalArtifactStore, args: argparse.Namespace) -> None:
             print(format_table(table, indent="    "))
         registry = entry.details.get("registry")
         if registry:
-            print(f"    registry: models:/{registry['name']}/{registry['version']} has alias {entry.alias!r}")
+            print(f"    registry: alias {entry.alias!r} -> models:/{registry['name']}/{registry['version']}")
         print()
 
 

@@ -186,9 +186,24 @@ def move_production_alias(
             actor=current_actor(), move=True, expected=expected, run=run,
         )
     except BaseException:
-        set_alias(registered_name, alias, previous)
+        _realign(store, target.name, alias, registered_name, fallback=previous)
         raise
     return entry, registered
+
+
+def _realign(store: LocalArtifactStore, name: str, alias: str, registered_name: str, fallback: int | None) -> None:
+    """After a failed store move, point the registry alias where the store's alias points
+    (another promotion may have won the race), else back where it was.
+    """
+    from trainflow.errors import ArtifactNotFound
+
+    try:
+        holder = store.get(f"{name}:{alias}")
+    except ArtifactNotFound:
+        set_alias(registered_name, alias, fallback)
+        return
+    version = (holder.metadata.get("registry") or {}).get(registered_name)
+    set_alias(registered_name, alias, version if version is not None else fallback)
 
 
 def rollback(
