@@ -117,6 +117,25 @@ def test_lineage_follows_the_producing_run(new_step: NewStep, tmp_path: Path) ->
     assert [(depth, v.ref) for depth, v in lineage(store, split.ref)] == [(0, split.ref), (1, "raw_data:v0")]
 
 
+def test_promotion_moves_the_alias_only_from_the_expected_holder(new_step: NewStep, tmp_path: Path) -> None:
+    source = tmp_path / "m.txt"
+    for content in ("one", "two"):
+        source.write_text(content)
+        store, run = new_step("train_model")
+        store.log_artifact(source, "model_export", "model_export", run=run)
+    store, run = new_step("promote_model")
+    first = store.record_promotion("model_export", "prod", "promote", "promoted", "model_export:v0", {"m": 1},
+                                   "me", move=True, expected=None, run=run)
+    assert (first.before, first.after) == (None, "model_export:v0")
+    with pytest.raises(TrainflowError, match="model_export:v0"):
+        store.record_promotion("model_export", "prod", "promote", "promoted", "model_export:v1", {}, "me",
+                               move=True, expected=None, run=run)
+    assert store.get("model_export:prod").version == 0  # prod did not move on the refusal
+    kept = store.record_promotion("model_export", "prod", "promote", "champion_kept", "model_export:v1", {}, "me",
+                                  run=run)
+    assert (kept.before, kept.after) == ("model_export:v0", "model_export:v0")
+
+
 # What only the W&B backend does ------------------------------------------------------
 
 

@@ -253,7 +253,8 @@ def test_a_regression_target_runs_end_to_end(tmp_path: Path) -> None:
     overrides = (
         "data.target=body_mass_g model.task=regression "
         "model.features.numeric=[bill_length_mm,bill_depth_mm,flipper_length_mm] "
-        "model.features.categorical=[island,sex,species] model.random_forest.n_estimators=50"
+        "model.features.categorical=[island,sex,species] model.random_forest.n_estimators=50 "
+        "promote.metric=r2 ~promote.thresholds.roc_auc_ovo +promote.thresholds.r2=0.5"
     )
     result = run_command([MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow",
                           "-P", f"hydra_options={overrides}"], env)

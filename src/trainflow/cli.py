@@ -6,6 +6,8 @@
     trainflow artifacts get NAME:REF DIR    copy a version's files into DIR
     trainflow artifacts alias NAME:REF ALIAS
     trainflow artifacts lineage NAME:REF    the chain back to the raw data
+    trainflow promotions [--name NAME]      every promotion decision and rollback
+    trainflow rollback [--alias prod]       move prod back to the previous champion
 
 The store is ``--root``, else ``$TRAINFLOW_HOME``, else ``.trainflow`` in the current
 directory, the same default ``config.yaml`` uses when run from the project folder.
@@ -102,6 +104,72 @@ def cmd_lineage(store: LocalArtifactStore, args: argparse.Namespace) -> None:
         print(line)
 
 
+def _short(ref: str | None) -> str:
+    return ref.rsplit(":", 1)[1] if ref else "-"
+
+
+def cmd_promotions(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    from trainflow.promotion import format_table
+
+    entries = store.promotions(args.name, args.alias)
+    if not entries:
+        print(f"no promotion decisions for {args.name} in {store.root}")
+        return
+    rows = [
+        ("#", "at (UTC)", "action", "outcome", "candidate", "alias: before -> after", "metric", "forced", "who", "run")
+    ]
+    metric = "roc_auc_ovo"
+    for entry in entries:
+        details = entry.details
+        metric = (details.get("policy") or {}).get("metric", metric)
+        value = (details.get("metrics") or {}).get(metric)
+        rows.append((
+            str(entry.id), entry.at[:19].replace("T", " "), entry.action, entry.outcome, entry.candidate or "-",
+            f"{entry.alias}: {_short(entry.before)} -> {_short(entry.after)}",
+            f"{metric}={value:.4f}" if isinstance(value, (int, float)) else "-",
+            "yes" if details.get("forced") else "no", entry.actor, (entry.run_id or "-")[:12],
+        ))
+    if not args.verbose:
+        print(format_table(rows, indent=""))
+        return
+    for header, entry in zip(rows[1:], entries):
+        print(format_table([rows[0], header], indent=""))
+        criteria = entry.details.get("criteria") or []
+        if criteria:
+            table = [("criterion", "value", "bound", "verdict")] + [
+                (c.get("criterion", ""), c.get("value", ""), c.get("bound", ""), _verdict(c)) for c in criteria
+            ]
+            print(format_table(table, indent="    "))
+        registry = entry.details.get("registry")
+        if registry:
+            print(f"    registry: alias {entry.alias!r} -> models:/{registry['name']}/{registry['version']}")
+        print()
+
+
+def _verdict(criterion: dict) -> str:
+    if "verdict" in criterion:
+        return str(criterion["verdict"])
+    if criterion.get("passed") is None:
+        return "-"
+    if criterion.get("forced"):
+        return "FAIL (forced)"
+    return "pass" if criterion["passed"] else "FAIL"
+
+
+def cmd_rollback(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    from trainflow.registry import rollback
+
+    entry, registered, table = rollback(
+        store, args.name, args.alias, registered_name=args.registered_model_name, experiment_name=args.experiment_name
+    )
+    print(f"rollback of {args.name}:{args.alias}:\n{table}")
+    print(f"{args.name}:{args.alias}: {entry.before} -> {entry.after} (rolled back; recorded as decision #{entry.id})")
+    if registered is None:
+        print("registry: none recorded for the current champion; moved the store alias only")
+    else:
+        print(f"registry: models:/{registered.name}@{args.alias} -> version {registered.version}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=None, help="store root (default: $TRAINFLOW_HOME or ./.trainflow)")
@@ -136,6 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
     trace = verbs.add_parser("lineage", help="the chain of versions behind REF")
     trace.add_argument("ref")
     trace.set_defaults(handler=cmd_lineage)
+
+    history = commands.add_parser("promotions", help="the promotion history: every gate decision and rollback")
+    history.add_argument("--name", default="model_export", help="artifact name (default: model_export)")
+    history.add_argument("--alias", default=None, help="only decisions about this alias")
+    history.add_argument("-v", "--verbose", action="store_true", help="also print each decision's criteria")
+    history.set_defaults(handler=cmd_promotions)
+
+    back = commands.add_parser(
+        "rollback", help="move the production alias back to the previous champion, in the store and the registry"
+    )
+    back.add_argument("--name", default="model_export", help="artifact name (default: model_export)")
+    back.add_argument("--alias", default="prod", help="the alias to move back (default: prod)")
+    back.add_argument(
+        "--registered-model-name", default=None,
+        help="MLflow registered model (default: the one the current champion was registered in)",
+    )
+    back.add_argument("--experiment-name", default="trainflow", help="MLflow experiment of the rollback run")
+    back.set_defaults(handler=cmd_rollback)
     return parser
 
 

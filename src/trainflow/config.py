@@ -105,6 +105,20 @@ class TestConfig:
 class PromoteConfig:
     model: str = MISSING
     alias: str = MISSING
+    # The promotion gate (trainflow.promotion) and the MLflow Model Registry
+    metric: str = MISSING
+    higher_is_better: bool = MISSING
+    thresholds: dict[str, float] = MISSING
+    min_improvement: float = MISSING
+    force: bool = MISSING
+    fail_if_not_promoted: bool = MISSING
+    registered_model_name: str = MISSING
+
+
+@dataclass
+class BatchPredictConfig:
+    model: str = MISSING
+    input: str = MISSING
 
 
 @dataclass
@@ -117,6 +131,7 @@ class TrainflowConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     test: TestConfig = field(default_factory=TestConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    batch_predict: BatchPredictConfig = field(default_factory=BatchPredictConfig)
 
 
 def register_schema() -> None:
@@ -194,6 +209,10 @@ def validate(cfg: DictConfig) -> None:
     validate_alias(cfg.promote.alias)
     parse_ref(cfg.test.model)
     parse_ref(cfg.promote.model)
+    from trainflow.promotion import validate_promote
+
+    validate_promote(cfg.promote)
+    parse_ref(cfg.batch_predict.model)
 
 
 def stratify_column(cfg: DictConfig) -> str | None:

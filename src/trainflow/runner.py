@@ -56,6 +56,10 @@ class Pipeline:
         self.cfg = resolve_paths(cfg, project_dir)
         validate(self.cfg)
         self.steps = select_steps(self.cfg.main.steps)
+        if "promote_model" in self.steps:
+            from trainflow.promotion import check_gate_fits_task
+
+            check_gate_fits_task(self.cfg.promote, self.cfg.model.task)
         self.components_dir = Path(self.cfg.main.components_dir)
         missing = [s for s in self.steps if not (self.components_dir / s / "MLproject").is_file()]
         if missing:
@@ -112,7 +116,7 @@ class Pipeline:
         spec = STEPS[step]
         parameters = {"hydra_options": self.hydra_options}
         for step_input in spec.inputs:
-            parameters[step_input.param] = self.outputs.get(step_input.artifact, "")
+            parameters[step_input.param] = self.outputs.get(step_input.artifact, "") if step_input.chained else ""
         print(f"[pipeline] {step}: {spec.description}", flush=True)
         began = time.perf_counter()
         try:
@@ -156,6 +160,12 @@ class Pipeline:
             metrics = (prod.metadata.get("test") or {}).get("metrics", {})
             lines.append(f"  production model: {prod.ref} (alias {alias!r}); test metrics: {headline(metrics)}")
             lines.append(f"  get it with: trainflow artifacts get model_export:{alias} <dir>")
+            registered = self.cfg.promote.registered_model_name
+            if registered in (prod.metadata.get("registry") or {}):
+                lines.append(
+                    f"  registry: models:/{registered}@{alias} (version {prod.metadata['registry'][registered]}); "
+                    f'serve it with: mlflow models serve -m "models:/{registered}@{alias}" --env-manager local'
+                )
         lines.append(f"  artifact store: {self.store.root}")
         lines.append(f"  MLflow tracking: {tracking}")
         print("\n".join(lines), flush=True)

@@ -13,9 +13,11 @@ when in offline mode"), which is why the local store is the default without an a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from trainflow.errors import ArtifactNotFound, TrainflowError
 from trainflow.store import (
     ArtifactVersion,
     LocalArtifactStore,
+    PromotionEntry,
     RunRecord,
     StoredFile,
     parse_ref,
@@ -179,6 +182,46 @@ class WandbArtifactStore:
         artifact.metadata.update(dict(updates))
         artifact.save()
         return self._version(artifact)
+
+    def record_promotion(
+        self,
+        name: str,
+        alias: str,
+        action: str,
+        outcome: str,
+        candidate: str | None,
+        details: Mapping[str, Any],
+        actor: str,
+        move: bool = False,
+        expected: str | None = None,
+        run: RunRecord | None = None,
+    ) -> PromotionEntry:
+        """The local store's promotion record, on W&B: with ``move``, point ``alias`` at
+        ``candidate`` only if it still names ``expected``; keep the decision in the
+        candidate's metadata (``promotions``), where the W&B UI shows it. The history
+        commands (`trainflow promotions`, `rollback`) read the local store only.
+        """
+        try:
+            before: str | None = self.get(f"{name}:{alias}").ref
+        except ArtifactNotFound:
+            before = None
+        after = before
+        if move and candidate:
+            if before != expected:
+                raise TrainflowError(
+                    f"{name}:{alias} is {before or 'unset'}, not {expected or 'unset'} as the decision assumed: "
+                    "another promotion moved it meanwhile; re-run promote_model"
+                )
+            after = self.set_alias(candidate, alias).ref
+        entry = PromotionEntry(
+            id=0, name=name, alias=alias, action=action, outcome=outcome, candidate=candidate, before=before,
+            after=after, run_id=run.run_id if run else None, actor=actor, details=dict(details),
+            at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        if candidate:
+            history = list(self.get(candidate).metadata.get("promotions") or [])
+            self.update_metadata(candidate, {"promotions": [*history, dataclasses.asdict(entry)]})
+        return entry
 
     def inputs_of(self, version: ArtifactVersion) -> list[ArtifactVersion]:
         producer = self._artifact(version.ref).logged_by()
