@@ -24,26 +24,29 @@ def project_dir() -> Path:
     return PROJECT_DIR
 
 
-@pytest.fixture
-def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """An environment pointing trainflow and MLflow at a fresh store under ``tmp_path``.
-
-    Also applied to this process, for tests that call the library directly.
-    """
-    home = tmp_path / "trainflow_home"
-    env = dict(os.environ)
-    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(leaked, None)
-        monkeypatch.delenv(leaked, raising=False)
+def pipeline_env(home: Path) -> dict[str, str]:
+    """The environment of a user whose store is ``home``, prepared as `trainflow init`
+    (and so `make run`) prepares it: the store's MLflow database and experiment exist."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
     env.update(
         TRAINFLOW_HOME=str(home),
         MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
         PATH=f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
     )
+    create_store_database(home, "trainflow")
+    return env
+
+
+@pytest.fixture
+def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """:func:`pipeline_env` for a fresh store under ``tmp_path``, also applied to this
+    process for tests that call the library directly."""
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(leaked, raising=False)
+    env = pipeline_env(tmp_path / "trainflow_home")
     for key in ("TRAINFLOW_HOME", "MLFLOW_TRACKING_URI"):
         monkeypatch.setenv(key, env[key])
-    create_store_database(home)  # as `trainflow init` (and so `make run`) does
     yield env
 
 

@@ -26,10 +26,9 @@ import mlflow
 import mlflow.sklearn
 import pandas as pd
 import pytest
-from conftest import BIN_DIR, PROJECT_DIR, run_command
+from conftest import BIN_DIR, PROJECT_DIR, pipeline_env, run_command
 
 from trainflow.store import LocalArtifactStore, file_sha256
-from trainflow.tracking import create_store_database
 
 MLFLOW = str(BIN_DIR / "mlflow")
 TRAINFLOW = str(BIN_DIR / "trainflow")
@@ -54,18 +53,6 @@ def table_rows(stdout: str) -> list[str]:
     return [" ".join(line.split()) for line in stdout.splitlines()]
 
 
-def make_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
-    env.update(
-        TRAINFLOW_HOME=str(home),
-        MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
-        PATH=f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}",
-        PYTHONUNBUFFERED="1",
-    )
-    create_store_database(home)
-    return env
-
-
 def snapshot(result: subprocess.CompletedProcess[str], home: Path, env: dict[str, str]) -> Stage:
     registered = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(REGISTERED, "prod")
     return Stage(
@@ -79,7 +66,7 @@ def snapshot(result: subprocess.CompletedProcess[str], home: Path, env: dict[str
 @pytest.fixture(scope="module")
 def story(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], dict[str, Stage]]:
     home = tmp_path_factory.mktemp("promotion") / "home"
-    env = make_env(home)
+    env = pipeline_env(home)
     assert run_command([TRAINFLOW, "init"], env).returncode == 0
     commands = {
         "first": [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow",
@@ -220,7 +207,7 @@ def test_batch_predict_is_optional_and_scores_with_prod(story, tmp_path: Path) -
     """`-P steps=batch_predict` scores the test set with prod (v0), not with the newest model (v2)."""
     home = tmp_path / "home"
     shutil.copytree(story[0], home, ignore=shutil.ignore_patterns("checkouts", "tmp", "hydra"))
-    env = make_env(home)
+    env = pipeline_env(home)
     result = run_command([MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=batch_predict"], env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[pipeline] finished 1 step(s)" in result.stdout
