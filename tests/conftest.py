@@ -6,6 +6,7 @@ tests never see each other's runs and can run in parallel.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from trainflow.tracking import create_store_database
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(sys.executable).parent
+MLFLOW = str(BIN_DIR / "mlflow")
 
 
 @pytest.fixture
@@ -24,26 +26,38 @@ def project_dir() -> Path:
     return PROJECT_DIR
 
 
-@pytest.fixture
-def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """An environment pointing trainflow and MLflow at a fresh store under ``tmp_path``.
-
-    Also applied to this process, for tests that call the library directly.
-    """
-    home = tmp_path / "trainflow_home"
-    env = dict(os.environ)
-    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        env.pop(leaked, None)
-        monkeypatch.delenv(leaked, raising=False)
+def pipeline_env(home: Path) -> dict[str, str]:
+    """The environment of a user whose store is ``home``, prepared as `trainflow init`
+    (and so `make run`) prepares it: the store's MLflow database and experiment exist."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
     env.update(
         TRAINFLOW_HOME=str(home),
         MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
         PATH=f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
     )
+    create_store_database(home, "trainflow")
+    return env
+
+
+def copy_of(home: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A private copy of a finished pipeline's state (store + MLflow database)."""
+    target = tmp_path / "home"
+    shutil.copytree(home, target, ignore=shutil.ignore_patterns("checkouts", "tmp", "hydra"))
+    # The MLflow database records absolute artifact locations; the copy keeps the
+    # original's, which is fine for these tests: they read metrics and tags only.
+    return target, pipeline_env(target)
+
+
+@pytest.fixture
+def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """:func:`pipeline_env` for a fresh store under ``tmp_path``, also applied to this
+    process for tests that call the library directly."""
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(leaked, raising=False)
+    env = pipeline_env(tmp_path / "trainflow_home")
     for key in ("TRAINFLOW_HOME", "MLFLOW_TRACKING_URI"):
         monkeypatch.setenv(key, env[key])
-    create_store_database(home)  # as `trainflow init` (and so `make run`) does
     yield env
 
 

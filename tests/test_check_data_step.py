@@ -14,8 +14,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import BIN_DIR, PROJECT_DIR, error_lines, run_command
-from test_pipeline import MLFLOW, copy_of, make_env
+from conftest import MLFLOW, PROJECT_DIR, copy_of, error_lines, pipeline_env, run_command
 
 from trainflow.store import LocalArtifactStore
 
@@ -42,7 +41,7 @@ def step_run(env: dict[str, str], step: str, index: int = 0):  # type: ignore[no
 def checked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
     """A fresh store: fetch and check the embedded penguins."""
     home = tmp_path_factory.mktemp("check_data") / "home"
-    env = make_env(home)
+    env = pipeline_env(home)
     result = run_steps("fetch_data,check_data", env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return home, env, result.stdout

@@ -117,7 +117,8 @@ def test_remote_uris_are_left_alone(project_dir: Path) -> None:
 
 
 def test_select_steps_all_subset_and_order() -> None:
-    assert select_steps("all") == list(STEPS)
+    assert select_steps("all") == [s for s in STEPS if s != "batch_predict"]  # optional steps run only when named
+    assert select_steps("promote_model,batch_predict") == ["promote_model", "batch_predict"]
     assert select_steps("train_model,split_data") == ["split_data", "train_model"]
     assert select_steps(" test_model ") == ["test_model"]
 
@@ -176,3 +177,12 @@ def test_bad_override_fails_in_one_line(store_env: dict[str, str]) -> None:
     [line] = error_lines(result.stderr)
     assert "n_estimatorz" in line
     assert "Traceback" not in result.stderr
+
+
+def test_a_gate_for_the_other_task_fails_before_anything_runs(store_env: dict[str, str]) -> None:
+    result = run_command([sys.executable, "main.py", "model.task=regression", "model.estimator=ridge",
+                          "data.target=body_mass_g", "model.features.numeric=[bill_length_mm]"], store_env)
+    assert result.returncode == 1
+    [line] = error_lines(result.stderr)
+    assert "roc_auc_ovo" in line and "promote.metric=r2" in line
+    assert "[pipeline] fetch_data" not in result.stdout

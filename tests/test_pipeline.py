@@ -6,7 +6,6 @@ work on a copy of its store, so each stays independent.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -14,41 +13,17 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import BIN_DIR, PROJECT_DIR, error_lines, run_command
+from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, error_lines, pipeline_env, run_command
 
 from trainflow.store import LocalArtifactStore, lineage
-from trainflow.tracking import create_store_database
 
-MLFLOW = str(BIN_DIR / "mlflow")
-
-
-def make_env(home: Path) -> dict[str, str]:
-    """Environment for a pipeline in ``home``, prepared as `trainflow init` would."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
-    env.update(
-        TRAINFLOW_HOME=str(home),
-        MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
-        PATH=f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}",
-        PYTHONUNBUFFERED="1",
-    )
-    create_store_database(home, "trainflow")  # as `trainflow init` does
-    return env
-
-
-def copy_of(home: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """A private copy of a finished pipeline's state (store + MLflow database)."""
-    target = tmp_path / "home"
-    shutil.copytree(home, target, ignore=shutil.ignore_patterns("checkouts", "tmp", "hydra"))
-    # The MLflow database records absolute artifact locations; the copy keeps the
-    # original's, which is fine for these tests: they read metrics and tags only.
-    return target, make_env(target)
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
     """Run `mlflow run .` once on the embedded default data, as `make run` does."""
     home = tmp_path_factory.mktemp("pipeline") / "home"
-    env = make_env(home)
+    env = pipeline_env(home)
     init = run_command([str(BIN_DIR / "trainflow"), "init"], env)
     assert init.returncode == 0, init.stderr
     result = run_command([MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow"], env)
@@ -212,7 +187,7 @@ def test_plain_hydra_runs_one_step(pipeline: tuple[Path, dict[str, str], str], t
 
 def test_empty_hydra_options_and_quoted_paths_with_spaces(tmp_path: Path) -> None:
     """`-P hydra_options=""` works, and a quoted value with spaces survives intact."""
-    env = make_env(tmp_path / "home")
+    env = pipeline_env(tmp_path / "home")
     spaced = tmp_path / "my data" / "penguins copy.csv"
     spaced.parent.mkdir()
     shutil.copy(PROJECT_DIR / "data" / "penguins.csv", spaced)
@@ -231,7 +206,7 @@ def test_empty_hydra_options_and_quoted_paths_with_spaces(tmp_path: Path) -> Non
 
 
 def test_unknown_step_through_mlflow_run_lists_valid_steps(tmp_path: Path) -> None:
-    env = make_env(tmp_path / "home")
+    env = pipeline_env(tmp_path / "home")
     result = run_command([MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=fetch_data,trian_model"], env)
     assert result.returncode != 0
     [line] = error_lines(result.stderr)
@@ -241,7 +216,7 @@ def test_unknown_step_through_mlflow_run_lists_valid_steps(tmp_path: Path) -> No
 
 def test_a_messier_table_runs_through_overrides_alone(tmp_path: Path) -> None:
     """penguins-raw: a binary target, free text, dates, many gaps; features inferred; no code change."""
-    env = make_env(tmp_path / "home")
+    env = pipeline_env(tmp_path / "home")
     overrides = (
         "data.uri=data/penguins-raw.csv 'data.target=Clutch Completion' model.features.infer=true "
         "model.estimator=hist_gradient_boosting data_check.expectations=null"
@@ -266,11 +241,12 @@ def test_a_messier_table_runs_through_overrides_alone(tmp_path: Path) -> None:
 
 def test_a_regression_target_runs_end_to_end(tmp_path: Path) -> None:
     """Body mass as a regression target: r2/mae/rmse, residual plot, values from pyfunc."""
-    env = make_env(tmp_path / "home")
+    env = pipeline_env(tmp_path / "home")
     overrides = (
         "data.target=body_mass_g model.task=regression "
         "model.features.numeric=[bill_length_mm,bill_depth_mm,flipper_length_mm] "
-        "model.features.categorical=[island,sex,species] model.random_forest.n_estimators=50"
+        "model.features.categorical=[island,sex,species] model.random_forest.n_estimators=50 "
+        "promote.metric=r2 ~promote.thresholds.roc_auc_ovo +promote.thresholds.r2=0.5"
     )
     result = run_command([MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow",
                           "-P", f"hydra_options={overrides}"], env)

@@ -6,7 +6,6 @@ real child processes that write into it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import queue

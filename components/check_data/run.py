@@ -60,7 +60,7 @@ def check_data(run: StepRun) -> None:
     (folder / f"{REPORT}.json").write_text(report.to_json())
     (folder / f"{REPORT}.md").write_text(report.to_markdown(title=f"Data check report: {checked.ref}"))
     mlflow.log_artifacts(str(folder))
-    mlflow.log_metrics(report.metrics())
+    run.log_metrics(report.metrics(), show=False)
     mlflow.set_tag("trainflow.data_check", "failed" if failed else "passed")
     version = run.log_artifact(
         folder,

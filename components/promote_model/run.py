@@ -1,23 +1,122 @@
-"""promote_model: move the production alias to a tested model that passes the gate."""
+"""promote_model: move the production alias, in the store and the MLflow Model Registry,
+to a tested model that passes the gate (trainflow.promotion); record every decision.
+"""
 
-from trainflow.errors import TrainflowError
-from trainflow.promotion import decide
+from trainflow.data import read_table
+from trainflow.errors import DataError, TrainflowError
+from trainflow.evaluate import score_exported_model
+from trainflow.promotion import (
+    CHAMPION_KEPT,
+    PROMOTED,
+    REFUSED,
+    Decision,
+    GatePolicy,
+    decide,
+    needs_rescore,
+    tested_metrics,
+)
+from trainflow.registry import current_actor, move_production_alias
 from trainflow.run_context import StepRun, step_main
+from trainflow.store import ArtifactVersion
+
+
+def champion_of(run: StepRun, name: str, alias: str) -> ArtifactVersion | None:
+    try:
+        return run.store.get(f"{name}:{alias}")
+    except TrainflowError:
+        return None
+
+
+def rescore(run: StepRun, champion: ArtifactVersion, test_set: ArtifactVersion, force: bool) -> ArtifactVersion:
+    """Score the champion on the current test set and record it on its version, as test_model does."""
+    model_dir = run.store.use_artifact(champion.ref, run=run.record)
+    test = read_table(run.store.use_artifact(test_set.ref))
+    try:
+        metrics = score_exported_model(model_dir, test, run.cfg.data.target)
+    except DataError as error:
+        if force:
+            run.say(f"champion {champion.ref} cannot be scored on {test_set.ref} ({error}); promote.force=true")
+            return champion
+        raise TrainflowError(
+            f"the champion {champion.ref} cannot be scored on the current test set {test_set.ref} to compare it: "
+            f"{error}; promote with promote.force=true to replace it without the comparison"
+        ) from None
+    run.say(f"re-scored champion {champion.ref} on {test_set.ref} (its metrics were for another test set)")
+    run.log_metrics(metrics, prefix="champion_test_")
+    return run.store.update_metadata(
+        champion.ref,
+        {"test": {"test_data": test_set.ref, "metrics": metrics, "run_id": run.run_id, "scored_by": "promote_model"}},
+    )
+
+
+def log_decision(run: StepRun, decision: Decision) -> None:
+    import mlflow
+
+    mlflow.set_tags({
+        "trainflow.promotion.outcome": decision.outcome,
+        "trainflow.promotion.champion": decision.champion or "",
+        "trainflow.promotion.forced": str(decision.forced).lower(),
+    })
+    mlflow.log_dict(decision.as_record(), "promotion_decision.json")
+    mlflow.log_text(decision.table() + "\n", "promotion_decision.txt")
+    if decision.metrics and decision.test_set and decision.criteria[0].passed:
+        run.log_metrics(decision.metrics, prefix="test_")
 
 
 def promote_model(run: StepRun) -> None:
+    cfg = run.cfg.promote
+    policy = GatePolicy.from_config(cfg)
     model = run.resolve("model_artifact")
-    decision = decide(model, run.resolve("test_artifact"))
-    alias = run.cfg.promote.alias
-    run.say(f"promotion gate for {model.ref}:\n{decision.table()}")
-    if not decision.promote:
-        raise TrainflowError(
-            f"{model.ref} not promoted, {alias!r} unchanged: {decision.failures()}; "
-            "run test_model on this model first (-P steps=test_model,promote_model)"
+    test_set = run.resolve("test_artifact")
+    alias = cfg.alias
+    champion = champion_of(run, model.name, alias)
+    # The champion is compared on the current test set: re-score it if its metrics are for
+    # another one (only for a candidate tested on the current set: others are refused anyway).
+    comparable = tested_metrics(model)[0] == test_set.ref and champion is not None and champion.ref != model.ref
+    if comparable and needs_rescore(champion, test_set.ref, policy):
+        champion = rescore(run, champion, test_set, policy.force)
+    decision = decide(model, test_set, policy, champion)
+    run.say(
+        f"promotion gate for {model.ref} (champion: {champion.ref if champion else 'none'}, "
+        f"test set {test_set.ref}): {decision.outcome}\n{decision.table()}"
+    )
+    log_decision(run, decision)
+    record = decision.as_record()
+
+    if decision.outcome == PROMOTED:
+        _, registered = move_production_alias(
+            run.store, model, alias, expected=champion.ref if champion else None,
+            registered_name=cfg.registered_model_name, model_dir=run.store.use_artifact(model.ref),
+            action="promote", outcome=PROMOTED, details=record, run=run.record,
         )
-    promoted = run.store.set_alias(model.ref, alias, run_id=run.run_id)
-    run.log_metrics(model.metadata["test"]["metrics"], prefix="test_")
-    run.say(f"promoted {promoted.ref} to {alias!r}")
+        forced = ""
+        if decision.forced:
+            forced = f" (promote.force=true overrode the comparison with champion {champion.ref})"
+        run.say(
+            f"promoted {model.ref} to {alias!r}{forced}; registered as models:/{registered.name}/{registered.version} "
+            f"with alias {alias!r} (serve: models:/{registered.name}@{alias})"
+        )
+        return
+
+    run.store.record_promotion(
+        model.name, alias, "promote", decision.outcome, model.ref, details=record, actor=current_actor(), run=run.record
+    )
+    held = f"{alias!r} stays {champion.ref}" if champion else f"no version has {alias!r}"
+    if decision.outcome == REFUSED:
+        untested = not decision.criteria[0].passed
+        fix = (
+            "run test_model on this model first (-P steps=test_model,promote_model)"
+            if untested
+            else "train a better model, or change promote.thresholds if the bound is wrong"
+        )
+        raise TrainflowError(f"{model.ref} not promoted, {held}: {decision.failures()}; {fix}")
+    assert decision.outcome == CHAMPION_KEPT and champion is not None
+    run.say(f"{model.ref} not promoted: champion v{champion.version} kept ({held}): {decision.failures()}")
+    if cfg.fail_if_not_promoted:
+        raise TrainflowError(
+            f"{model.ref} not promoted: champion {champion.ref} kept ({decision.failures()}); "
+            "failing because promote.fail_if_not_promoted=true"
+        )
 
 
 if __name__ == "__main__":

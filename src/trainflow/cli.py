@@ -8,6 +8,8 @@
     trainflow artifacts lineage NAME:REF    the chain back to the raw data
     trainflow data-schema infer NAME:REF|FILE [--target T] [--out FILE]
                                             a starting data_check.expectations section
+    trainflow promotions [--name NAME]      every promotion decision and rollback
+    trainflow rollback [--alias prod]       move prod back to the previous champion
 
 The store is ``--root``, else ``$TRAINFLOW_HOME``, else ``.trainflow`` in the current
 directory, the same default ``config.yaml`` uses when run from the project folder.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from trainflow.errors import TrainflowError, exit_on_user_error
 from trainflow.store import ArtifactVersion, LocalArtifactStore, lineage
+from trainflow.wandb_backend import WandbArtifactStore, choose_backend
 
 
 def default_root() -> Path:
@@ -55,6 +58,8 @@ def cmd_list(store: LocalArtifactStore, args: argparse.Namespace) -> None:
         for version in versions:
             print(f"{_describe(version)}  {version.size:,} bytes  {version.created_at}")
         return
+    if not isinstance(store, LocalArtifactStore):
+        raise TrainflowError("listing every artifact needs the local store; on W&B, give a NAME or use the W&B UI")
     names = store.list_names()
     if not names:
         print(f"no artifacts in {store.root}")
@@ -133,11 +138,81 @@ def cmd_data_schema_infer(root: Path, args: argparse.Namespace) -> None:
     else:
         Path(args.out).write_text(text)
         print(f"wrote data_check.expectations for {len(frame.columns)} columns of {source} to {args.out}")
+def _short(ref: str | None) -> str:
+    return ref.rsplit(":", 1)[1] if ref else "-"
+
+
+def cmd_promotions(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    from trainflow.promotion import format_table
+
+    entries = store.promotions(args.name, args.alias)
+    if not entries:
+        print(f"no promotion decisions for {args.name} in {store.root}")
+        return
+    rows = [
+        ("#", "at (UTC)", "action", "outcome", "candidate", "alias: before -> after", "metric", "forced", "who", "run")
+    ]
+    metric = "roc_auc_ovo"
+    for entry in entries:
+        details = entry.details
+        metric = (details.get("policy") or {}).get("metric", metric)
+        value = (details.get("metrics") or {}).get(metric)
+        rows.append((
+            str(entry.id), entry.at[:19].replace("T", " "), entry.action, entry.outcome, entry.candidate or "-",
+            f"{entry.alias}: {_short(entry.before)} -> {_short(entry.after)}",
+            f"{metric}={value:.4f}" if isinstance(value, (int, float)) else "-",
+            "yes" if details.get("forced") else "no", entry.actor, (entry.run_id or "-")[:12],
+        ))
+    if not args.verbose:
+        print(format_table(rows, indent=""))
+        return
+    for header, entry in zip(rows[1:], entries):
+        print(format_table([rows[0], header], indent=""))
+        criteria = entry.details.get("criteria") or []
+        if criteria:
+            table = [("criterion", "value", "bound", "verdict")] + [
+                (c.get("criterion", ""), c.get("value", ""), c.get("bound", ""), _verdict(c)) for c in criteria
+            ]
+            print(format_table(table, indent="    "))
+        registry = entry.details.get("registry")
+        if registry:
+            print(f"    registry: alias {entry.alias!r} -> models:/{registry['name']}/{registry['version']}")
+        print()
+
+
+def _verdict(criterion: dict) -> str:
+    if "verdict" in criterion:
+        return str(criterion["verdict"])
+    if criterion.get("passed") is None:
+        return "-"
+    if criterion.get("forced"):
+        return "FAIL (forced)"
+    return "pass" if criterion["passed"] else "FAIL"
+
+
+def cmd_rollback(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    from trainflow.registry import rollback
+
+    entry, registered, table = rollback(
+        store, args.name, args.alias, registered_name=args.registered_model_name, experiment_name=args.experiment_name
+    )
+    print(f"rollback of {args.name}:{args.alias}:\n{table}")
+    print(f"{args.name}:{args.alias}: {entry.before} -> {entry.after} (rolled back; recorded as decision #{entry.id})")
+    if registered is None:
+        print("registry: none recorded for the current champion; moved the store alias only")
+    else:
+        print(f"registry: models:/{registered.name}@{args.alias} -> version {registered.version}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=None, help="store root (default: $TRAINFLOW_HOME or ./.trainflow)")
+    parser.add_argument(
+        "--backend", choices=("local", "wandb", "auto"), default="local",
+        help="artifacts from the local store (default) or a W&B project (auto: W&B when logged in)",
+    )
+    parser.add_argument("--project", default=os.environ.get("WANDB_PROJECT", "trainflow"), help="W&B project")
+    parser.add_argument("--entity", default=os.environ.get("WANDB_ENTITY"), help="W&B entity")
     commands = parser.add_subparsers(dest="command", required=True)
 
     init = commands.add_parser("init", help="create the store and the MLflow experiment")
@@ -177,6 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--margin", type=float, default=0.1,
                        help="widen numeric ranges by this fraction of the observed range (default 0.1)")
     infer.set_defaults(handler=cmd_data_schema_infer)
+    history = commands.add_parser("promotions", help="the promotion history: every gate decision and rollback")
+    history.add_argument("--name", default="model_export", help="artifact name (default: model_export)")
+    history.add_argument("--alias", default=None, help="only decisions about this alias")
+    history.add_argument("-v", "--verbose", action="store_true", help="also print each decision's criteria")
+    history.set_defaults(handler=cmd_promotions)
+
+    back = commands.add_parser(
+        "rollback", help="move the production alias back to the previous champion, in the store and the registry"
+    )
+    back.add_argument("--name", default="model_export", help="artifact name (default: model_export)")
+    back.add_argument("--alias", default="prod", help="the alias to move back (default: prod)")
+    back.add_argument(
+        "--registered-model-name", default=None,
+        help="MLflow registered model (default: the one the current champion was registered in)",
+    )
+    back.add_argument("--experiment-name", default="trainflow", help="MLflow experiment of the rollback run")
+    back.set_defaults(handler=cmd_rollback)
     return parser
 
 
@@ -186,6 +278,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         root = args.root or default_root()
         if args.command == "data-schema":  # may read a plain file: opens the store only if it needs it
             args.handler(root, args)
+            return
+        if args.command == "artifacts" and choose_backend(args.backend)[0] == "wandb":
+            import wandb
+
+            store = WandbArtifactStore(wandb, wandb.Api(timeout=30), args.project, args.entity, download_root=root / "wandb")
+            args.handler(store, args)
             return
         if args.command != "init" and not (root / "index.db").is_file():
             raise TrainflowError(f"no artifact store at {root.resolve()}: set TRAINFLOW_HOME or --root, or run the pipeline")

@@ -19,7 +19,7 @@ from trainflow.errors import ConfigError
 
 SCHEMA_NAME = "trainflow_schema"
 ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
-BACKENDS = ("local",)
+BACKENDS = ("local", "wandb", "auto")
 
 
 @dataclass
@@ -34,6 +34,16 @@ class MainConfig:
 class ArtifactsConfig:
     backend: str = MISSING
     root: str = MISSING
+
+
+@dataclass
+class WandbConfig:
+    # Empty means: take WANDB_PROJECT / WANDB_ENTITY / WANDB_RUN_GROUP from the environment.
+    project: str = MISSING
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    offline_runs: bool = MISSING
+    timeout_seconds: int = MISSING
 
 
 @dataclass
@@ -95,6 +105,20 @@ class TestConfig:
 class PromoteConfig:
     model: str = MISSING
     alias: str = MISSING
+    # The promotion gate (trainflow.promotion) and the MLflow Model Registry
+    metric: str = MISSING
+    higher_is_better: bool = MISSING
+    thresholds: dict[str, float] = MISSING
+    min_improvement: float = MISSING
+    force: bool = MISSING
+    fail_if_not_promoted: bool = MISSING
+    registered_model_name: str = MISSING
+
+
+@dataclass
+class BatchPredictConfig:
+    model: str = MISSING
+    input: str = MISSING
 
 
 @dataclass
@@ -141,12 +165,14 @@ class DataCheckConfig:
 class TrainflowConfig:
     main: MainConfig = field(default_factory=MainConfig)
     artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     test: TestConfig = field(default_factory=TestConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     data_check: DataCheckConfig = field(default_factory=DataCheckConfig)
+    batch_predict: BatchPredictConfig = field(default_factory=BatchPredictConfig)
 
 
 def register_schema() -> None:
@@ -227,6 +253,10 @@ def validate(cfg: DictConfig) -> None:
     from trainflow.datacheck import validate_data_check_config
 
     validate_data_check_config(OmegaConf.to_container(cfg.data_check, resolve=True))
+    from trainflow.promotion import validate_promote
+
+    validate_promote(cfg.promote)
+    parse_ref(cfg.batch_predict.model)
 
 
 def stratify_column(cfg: DictConfig) -> str | None:

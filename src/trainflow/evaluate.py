@@ -16,6 +16,13 @@ import pandas as pd
 HEADLINE_METRICS = {"classification": ("roc_auc_ovo", "accuracy", "f1_macro"), "regression": ("r2", "mae", "rmse")}
 
 
+def is_task_metric(name: str, task: str) -> bool:
+    """Whether ``name`` is a metric trainflow reports for ``task``."""
+    if task == "regression":
+        return name in HEADLINE_METRICS["regression"]
+    return name in (*HEADLINE_METRICS["classification"], "log_loss") or name.startswith(("precision_", "recall_"))
+
+
 def headline(metrics: dict[str, float]) -> str:
     """``roc_auc_ovo=0.9876 accuracy=...``: the headline metrics present in ``metrics``."""
     keys = [k for names in HEADLINE_METRICS.values() for k in names if k in metrics]

@@ -1,14 +1,117 @@
 """The promotion gate: whether a tested model version may become the production model.
 
-Pure: it reads versions' metadata and returns a decision; the step applies it.
+Pure: it reads versions' metadata and a policy and returns a :class:`Decision`; the
+``promote_model`` step applies it (moves the alias, registers the model, records the
+decision). Nothing here touches MLflow, the store or the disk.
+
+A candidate is promoted only when
+
+1. ``test_model`` scored it on the current test set, with finite metrics;
+2. every absolute threshold in ``promote.thresholds`` holds (minimums when
+   ``promote.higher_is_better``, maximums otherwise, so error metrics work too);
+3. it beats the champion (the version holding the alias) on ``promote.metric``, on the
+   same test set, strictly and by at least ``promote.min_improvement``. With no
+   champion the thresholds alone decide; ``promote.force`` overrides this comparison
+   only, and the decision says so.
+
+A failure of (1) or (2) is a refusal; a failure of (3) alone keeps the champion.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+from trainflow.errors import ConfigError
 from trainflow.store import ArtifactVersion
+
+PROMOTED = "promoted"
+CHAMPION_KEPT = "champion_kept"
+REFUSED = "refused"
+ROLLED_BACK = "rolled_back"
+
+ELIGIBILITY = "eligibility"
+THRESHOLD = "threshold"
+CHAMPION = "champion"
+
+_REGISTERED_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,255}")
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """``promote.*``: what a candidate must reach, and by how much it must beat the champion."""
+
+    metric: str = "roc_auc_ovo"
+    higher_is_better: bool = True
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    min_improvement: float = 0.0
+    force: bool = False
+
+    @classmethod
+    def from_config(cls, promote: Any) -> GatePolicy:
+        """From the ``promote`` config section (a DictConfig or a mapping)."""
+        return cls(
+            metric=str(promote["metric"]),
+            higher_is_better=bool(promote["higher_is_better"]),
+            thresholds={str(k): float(v) for k, v in dict(promote["thresholds"]).items()},
+            min_improvement=float(promote["min_improvement"]),
+            force=bool(promote["force"]),
+        )
+
+    @property
+    def comparison(self) -> str:
+        return ">=" if self.higher_is_better else "<="
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "higher_is_better": self.higher_is_better,
+            "thresholds": dict(self.thresholds),
+            "min_improvement": self.min_improvement,
+            "force": self.force,
+        }
+
+
+def check_gate_fits_task(promote: Any, task: str) -> None:
+    """Fail before training when the gate names metrics the task never reports."""
+    from trainflow.evaluate import is_task_metric
+
+    policy = GatePolicy.from_config(promote)
+    foreign = [m for m in (policy.metric, *policy.thresholds) if not is_task_metric(m, task)]
+    if foreign:
+        example = (
+            "promote.metric=r2 ~promote.thresholds.roc_auc_ovo +promote.thresholds.r2=0.5"
+            if task == "regression"
+            else "promote.metric=roc_auc_ovo"
+        )
+        raise ConfigError(
+            f"promote gate uses {', '.join(sorted(set(foreign)))}, which model.task={task} does not report; "
+            f"set the gate for this task, e.g. {example}"
+        )
+
+
+def validate_promote(promote: Any) -> None:
+    """Checks on the ``promote`` section the schema's types cannot express."""
+    policy = GatePolicy.from_config(promote)
+    if not policy.metric:
+        raise ConfigError("promote.metric is empty: name the test metric to compare models by, e.g. roc_auc_ovo")
+    if not math.isfinite(policy.min_improvement) or policy.min_improvement < 0:
+        raise ConfigError(
+            f"promote.min_improvement={policy.min_improvement} must be a finite number >= 0 (the margin, in "
+            f"units of {policy.metric}, by which a candidate must beat the champion), e.g. 0.005"
+        )
+    for name, bound in policy.thresholds.items():
+        if not math.isfinite(bound):
+            raise ConfigError(f"promote.thresholds.{name}={bound} must be a finite number")
+    name = str(promote["registered_model_name"])
+    if not _REGISTERED_NAME_RE.fullmatch(name):
+        raise ConfigError(
+            f"promote.registered_model_name={name!r} is not a usable MLflow registered model name: use letters, "
+            "digits, '.', '_' and '-' (it appears in URIs like models:/<name>@prod), e.g. trainflow-model"
+        )
 
 
 @dataclass(frozen=True)
@@ -16,43 +119,219 @@ class Criterion:
     name: str
     value: str
     bound: str
-    passed: bool
+    passed: bool | None  # None: not evaluated (an earlier criterion already refused)
+    kind: str = ELIGIBILITY
+    forced: bool = False  # failed, but promote.force overrode it
+
+    @property
+    def verdict(self) -> str:
+        if self.passed is None:
+            return "-"
+        if self.forced:
+            return "FAIL (forced)"
+        return "pass" if self.passed else "FAIL"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "criterion": self.name, "value": self.value, "bound": self.bound,
+            "passed": self.passed, "kind": self.kind, "forced": self.forced,
+        }
+
+
+def format_table(rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
+    """Left-aligned columns; the first row is the header."""
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        indent + "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows
+    )
 
 
 @dataclass(frozen=True)
 class Decision:
     model: str
     criteria: tuple[Criterion, ...]
+    outcome: str = PROMOTED
+    test_set: str = ""
+    champion: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    champion_metrics: Mapping[str, float] = field(default_factory=dict)
+    forced: bool = False  # promoted only because promote.force overrode the champion comparison
+    policy: GatePolicy = field(default_factory=GatePolicy)
 
     @property
     def promote(self) -> bool:
-        return all(c.passed for c in self.criteria)
+        return self.outcome == PROMOTED
 
     def table(self) -> str:
         rows = [("criterion", "value", "bound", "verdict")]
-        rows += [(c.name, c.value, c.bound, "pass" if c.passed else "FAIL") for c in self.criteria]
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        return "\n".join("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+        rows += [(c.name, c.value, c.bound, c.verdict) for c in self.criteria]
+        return format_table(rows)
 
     def failures(self) -> str:
-        return "; ".join(f"{c.name} is {c.value}, needs {c.bound}" for c in self.criteria if not c.passed)
+        """The failed criteria that decided the outcome, as ``name is value, needs bound``."""
+        failed = [c for c in self.criteria if c.passed is False]
+        if self.outcome == REFUSED:
+            failed = [c for c in failed if c.kind != CHAMPION]
+        return "; ".join(f"{c.name} is {c.value}, needs {c.bound}" for c in failed)
+
+    def as_record(self) -> dict[str, Any]:
+        """JSON-friendly: what the promotion history keeps."""
+        return {
+            "outcome": self.outcome,
+            "model": self.model,
+            "test_set": self.test_set,
+            "champion": self.champion,
+            "metrics": dict(self.metrics),
+            "champion_metrics": dict(self.champion_metrics),
+            "forced": self.forced,
+            "policy": self.policy.as_dict(),
+            "criteria": [c.as_dict() for c in self.criteria],
+        }
 
 
-def decide(model: ArtifactVersion, current_test_set: ArtifactVersion) -> Decision:
-    """Promote only a model that ``test_model`` scored on the current test set with finite metrics."""
-    test = model.metadata.get("test") or {}
-    tested_on = test.get("test_data", "never tested")
-    metrics = test.get("metrics", {})
-    finite = bool(metrics) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in metrics.values())
+def tested_metrics(version: ArtifactVersion) -> tuple[str | None, dict[str, Any]]:
+    """``(test set ref, metrics)`` that ``test_model`` recorded on a version, or ``(None, {})``."""
+    record = version.metadata.get("test") or {}
+    return record.get("test_data"), dict(record.get("metrics") or {})
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _show(value: Any) -> str:
+    number = _number(value)
+    return "missing" if value is None else (f"{number:.4f}" if number is not None else repr(value))
+
+
+def needs_rescore(champion: ArtifactVersion, test_set: str, policy: GatePolicy) -> bool:
+    """Whether the champion's stored metrics cannot be compared on ``test_set``."""
+    tested_on, metrics = tested_metrics(champion)
+    value = _number(metrics.get(policy.metric))
+    return tested_on != test_set or value is None or not math.isfinite(value)
+
+
+def decide(
+    model: ArtifactVersion,
+    current_test_set: ArtifactVersion | str,
+    policy: GatePolicy | None = None,
+    champion: ArtifactVersion | None = None,
+) -> Decision:
+    """The gate. ``champion`` is the version holding the alias now (None if none does);
+    its metrics must be on ``current_test_set`` to be compared (see :func:`needs_rescore`).
+    """
+    policy = policy or GatePolicy()
+    test_set = current_test_set if isinstance(current_test_set, str) else current_test_set.ref
+    tested_on, metrics = tested_metrics(model)
+    criteria: list[Criterion] = [
+        Criterion("tested on current test set", tested_on or "never tested", test_set, tested_on == test_set),
+    ]
+    finite = bool(metrics) and all(
+        (n := _number(v)) is not None and math.isfinite(n) for v in metrics.values()
+    )
+    criteria.append(
+        Criterion(
+            "test metrics recorded and finite",
+            ", ".join(f"{k}={_show(v)}" for k, v in sorted(metrics.items())) or "none",
+            "all finite",
+            finite,
+        )
+    )
+    eligible = all(c.passed for c in criteria)
+
+    for name, bound in policy.thresholds.items():
+        value = _number(metrics.get(name))
+        if not eligible:
+            passed = None
+        elif value is None or not math.isfinite(value):
+            passed = False
+        else:
+            passed = value >= bound if policy.higher_is_better else value <= bound
+        criteria.append(
+            Criterion(
+                name, _show(metrics.get(name)) if eligible else "-", f"{policy.comparison} {bound:g}", passed, THRESHOLD
+            )
+        )
+
+    candidate_value = _number(metrics.get(policy.metric))
+    if eligible and (candidate_value is None or not math.isfinite(candidate_value)):
+        recorded = ", ".join(sorted(metrics)) or "none"
+        criteria.append(
+            Criterion(f"{policy.metric} recorded (promote.metric)", "missing", f"one of: {recorded}", False)
+        )
+        eligible = False
+
+    champion_metrics: dict[str, Any] = {}
+    forced = False
+    if champion is None:
+        criteria.append(Criterion("champion", "none yet", "thresholds decide", True if eligible else None, CHAMPION))
+    elif champion.ref == model.ref:
+        criteria.append(
+            Criterion(
+                "champion", f"{model.ref} (this model)", "a different version", False if eligible else None, CHAMPION
+            )
+        )
+    else:
+        champion_tested_on, champion_metrics = tested_metrics(champion)
+        champion_value = _number(champion_metrics.get(policy.metric))
+        name = f"{policy.metric} vs champion {champion.ref}"
+        if not eligible:
+            criteria.append(Criterion(name, "-", "-", None, CHAMPION))
+        elif champion_tested_on != test_set or champion_value is None or not math.isfinite(champion_value):
+            criteria.append(
+                Criterion(name, _show(candidate_value), f"champion scored on {test_set}", False, CHAMPION,
+                          forced=policy.force)
+            )
+        else:
+            gain = candidate_value - champion_value if policy.higher_is_better else champion_value - candidate_value
+            sign = "+" if policy.higher_is_better else "-"
+            margin = policy.min_improvement
+            if margin > 0:
+                target = champion_value + (margin if policy.higher_is_better else -margin)
+                bound = f"{policy.comparison} {target:.4f} (champion {champion_value:.4f} {sign} {margin:g})"
+            else:
+                bound = f"{'>' if policy.higher_is_better else '<'} {champion_value:.4f} (champion)"
+            # Strictly better, and by the margin; a tiny tolerance so 0.98 - 0.97 >= 0.01 holds.
+            passed = gain > 0 and gain >= policy.min_improvement - 1e-12
+            criteria.append(
+                Criterion(name, f"{candidate_value:.4f}", bound, passed, CHAMPION, forced=not passed and policy.force)
+            )
+
+    if any(c.passed is False for c in criteria if c.kind != CHAMPION):
+        outcome = REFUSED
+    elif any(c.passed is False for c in criteria if c.kind == CHAMPION):
+        if champion is not None and champion.ref != model.ref and policy.force:
+            outcome, forced = PROMOTED, True
+        else:
+            outcome = CHAMPION_KEPT
+    else:
+        outcome = PROMOTED
     return Decision(
         model=model.ref,
-        criteria=(
-            Criterion("tested on current test set", tested_on, current_test_set.ref, tested_on == current_test_set.ref),
-            Criterion(
-                "test metrics recorded and finite",
-                ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) or "none",
-                "all finite",
-                finite,
-            ),
-        ),
+        criteria=tuple(criteria),
+        outcome=outcome,
+        test_set=test_set,
+        champion=champion.ref if champion is not None else None,
+        metrics={k: v for k, v in metrics.items()},
+        champion_metrics=champion_metrics,
+        forced=forced,
+        policy=policy,
     )
+
+
+def rollback_target(moves: Iterable[tuple[int, int | None, str | None]], rollback_runs: set[str]) -> int | None:
+    """The version a rollback returns to, from an alias's moves ``(version, previous, run id)``, oldest first.
+
+    The alias's holders form a stack: a promotion (or a manual move) pushes the new
+    holder, a rollback pops the current one. So rolling back twice after promoting v0,
+    v1 and v2 returns to v1, then v0, instead of toggling between the last two.
+    """
+    stack: list[int] = []
+    for version, _previous, run_id in moves:
+        if run_id is not None and run_id in rollback_runs and len(stack) >= 2 and stack[-2] == version:
+            stack.pop()
+        elif not stack or stack[-1] != version:
+            stack.append(version)
+    return stack[-2] if len(stack) >= 2 else None

@@ -41,6 +41,7 @@ class StepRun:
     record: RunRecord
     input_refs: dict[str, str]
     workdir: Path
+    wandb_run: Any = None  # the step's W&B run, when W&B records it (see wandb_backend.step_backend)
     used: dict[str, ArtifactVersion] = field(default_factory=dict)
 
     @property
@@ -84,6 +85,11 @@ class StepRun:
         version = self.store.log_artifact(
             path, name, type, description=description, metadata=metadata, aliases=aliases, run=self.record
         )
+        if self.wandb_run is not None and isinstance(self.store, LocalArtifactStore):
+            # An offline W&B run keeps a copy for `wandb sync`; consumers read the local store.
+            from trainflow.wandb_backend import log_to_run
+
+            log_to_run(self.wandb_run, Path(path), name, type, description, metadata or {}, aliases)
         mlflow.set_tag(f"trainflow.output.{name}", version.ref)
         self.say(f"logged {version.ref} ({version.size:,} bytes, aliases: {', '.join(version.aliases)})")
         return version
@@ -93,6 +99,8 @@ class StepRun:
         import mlflow
 
         mlflow.log_params({key: _param_value(value) for key, value in params.items()})
+        if self.wandb_run is not None:
+            self.wandb_run.config.update(dict(params), allow_val_change=True)
 
     def log_figures(self, figures: Mapping[str, Any], folder: str = "plots") -> None:
         """Save matplotlib figures as PNGs in the MLflow run (the UI shows them)."""
@@ -101,13 +109,23 @@ class StepRun:
 
         for name, figure in figures.items():
             mlflow.log_figure(figure, f"{folder}/{name}")
+            if self.wandb_run is not None:
+                import wandb
+
+                self.wandb_run.log({f"{folder}/{name.removesuffix('.png')}": wandb.Image(figure)})
             plt.close(figure)
         self.say(f"logged plots: {', '.join(figures)}")
 
-    def log_metrics(self, metrics: Mapping[str, float], prefix: str = "") -> None:
+    def log_metrics(self, metrics: Mapping[str, float], prefix: str = "", show: bool = True) -> None:
+        """MLflow metrics and W&B summary values; ``show=False`` for many values that a
+        table printed by the step already shows."""
         import mlflow
 
         mlflow.log_metrics({f"{prefix}{key}": value for key, value in metrics.items()})
+        if self.wandb_run is not None:
+            self.wandb_run.summary.update({f"{prefix}{key}": value for key, value in metrics.items()})
+        if not show:
+            return
         shown = ", ".join(f"{prefix}{key}={value:.4f}" for key, value in metrics.items())
         self.say(f"metrics: {shown}")
 
@@ -137,6 +155,7 @@ def step_main(step: str, body: Callable[[StepRun], None], component_file: str) -
     import mlflow
 
     from trainflow.tracking import git_commit, start_run_args, use_tracking
+    from trainflow.wandb_backend import step_backend
 
     spec = STEPS[step]
     args = _parse_args(spec, sys.argv[1:])
@@ -144,17 +163,19 @@ def step_main(step: str, body: Callable[[StepRun], None], component_file: str) -
     with exit_on_user_error(step):
         cfg = step_config(project_dir, args.hydra_options)
         input_refs = {i.param: getattr(args, i.param) or i.default_ref(cfg) for i in spec.inputs}
-        store = LocalArtifactStore(cfg.artifacts.root)
-        use_tracking(store.root)
-        start = start_run_args(cfg.main.experiment_name, store.root, step)
-        with mlflow.start_run(**start) as active, tempfile.TemporaryDirectory(dir=store.tmp, prefix=f"{step}-") as tmp:
+        local = LocalArtifactStore(cfg.artifacts.root)
+        use_tracking(local.root)
+        start = start_run_args(cfg.main.experiment_name, local.root, step)
+        with mlflow.start_run(**start) as active, tempfile.TemporaryDirectory(dir=local.tmp, prefix=f"{step}-") as tmp:
             params = step_params(cfg, spec)
             commit = active.data.tags.get("mlflow.source.git.commit") or git_commit(project_dir)
             mlflow.set_tags({"trainflow.step": step, **({"trainflow.git_commit": commit} if commit else {})})
             mlflow.log_params({k: _param_value(v) for k, v in params.items()})
             mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "resolved_config.yaml")
             record = RunRecord(active.info.run_id, step, commit, params)
-            body(StepRun(spec, cfg, store, record, input_refs, Path(tmp)))
+            tracked = {**params, "git_commit": commit, "mlflow_run_id": active.info.run_id}
+            with step_backend(cfg, step, tracked, local) as (store, wandb_run):
+                body(StepRun(spec, cfg, store, record, input_refs, Path(tmp), wandb_run))
 
 
 def step_params(cfg: DictConfig, spec: StepSpec) -> dict[str, Any]:

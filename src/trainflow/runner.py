@@ -23,6 +23,7 @@ from trainflow.steps import STEPS, select_steps
 from trainflow.store import LocalArtifactStore
 
 OPTIONS_FLAG = "--hydra-options"
+OUTPUT_TAG = "trainflow.output."
 STEPS_FLAG = "--steps"
 
 
@@ -55,6 +56,10 @@ class Pipeline:
         self.cfg = resolve_paths(cfg, project_dir)
         validate(self.cfg)
         self.steps = select_steps(self.cfg.main.steps)
+        if "promote_model" in self.steps:
+            from trainflow.promotion import check_gate_fits_task
+
+            check_gate_fits_task(self.cfg.promote, self.cfg.model.task)
         self.components_dir = Path(self.cfg.main.components_dir)
         missing = [s for s in self.steps if not (self.components_dir / s / "MLproject").is_file()]
         if missing:
@@ -84,11 +89,24 @@ class Pipeline:
             start = start_run_args(pipeline.cfg.main.experiment_name, pipeline.store.root, "pipeline")
             with mlflow.start_run(**start) as parent:
                 pipeline.experiment_id = parent.info.experiment_id
+                pipeline.announce_backend(parent.info.run_id)
                 mlflow.set_tag("trainflow.step", "pipeline")
                 mlflow.log_params({"main.steps": ",".join(pipeline.steps), "overrides": pipeline.hydra_options})
                 began = time.perf_counter()
                 yield pipeline
                 pipeline.report(time.perf_counter() - began, tracking)
+
+    def announce_backend(self, pipeline_run_id: str) -> None:
+        """Say once which artifact backend the steps will use, and group their W&B runs."""
+        import os
+
+        from trainflow.wandb_backend import ANNOUNCED_ENV, choose_backend
+
+        backend, reason = choose_backend(self.cfg.artifacts.backend)
+        print(f"[pipeline] artifacts: {backend} ({reason})", flush=True)
+        os.environ[ANNOUNCED_ENV] = backend
+        # Steps' W&B runs share one group per pipeline unless the user chose one.
+        os.environ.setdefault("WANDB_RUN_GROUP", self.cfg.wandb.group or f"pipeline-{pipeline_run_id}")
 
     def run(self, step: str) -> None:
         """Run one component with ``mlflow.run``; remember the versions it logged."""
@@ -98,7 +116,7 @@ class Pipeline:
         spec = STEPS[step]
         parameters = {"hydra_options": self.hydra_options}
         for step_input in spec.inputs:
-            parameters[step_input.param] = self.outputs.get(step_input.artifact, "")
+            parameters[step_input.param] = self.outputs.get(step_input.artifact, "") if step_input.chained else ""
         print(f"[pipeline] {step}: {spec.description}", flush=True)
         began = time.perf_counter()
         try:
@@ -118,25 +136,36 @@ class Pipeline:
                 f"after fixing it, resume with -P steps={','.join(self.steps[self.steps.index(step):])}"
             ) from None
         seconds = time.perf_counter() - began
-        for version in self.store.versions_logged_by(submitted.run_id):
-            self.outputs[version.name] = version.ref
+        # Each component tags its run with what it logged, whichever backend holds it.
+        tags = mlflow.MlflowClient().get_run(submitted.run_id).data.tags
+        for key, ref in tags.items():
+            if key.startswith(OUTPUT_TAG):
+                self.outputs[key.removeprefix(OUTPUT_TAG)] = ref
         self.finished.append((step, submitted.run_id, seconds))
         print(f"[pipeline] {step} done in {seconds:.1f} s (MLflow run {submitted.run_id})", flush=True)
 
     def report(self, seconds: float, tracking: str) -> None:
         """The closing lines: what was produced, what is in production, where it all lives."""
+        from trainflow.wandb_backend import read_store
+
         alias = self.cfg.promote.alias
         lines = [f"[pipeline] finished {len(self.finished)} step(s) in {seconds:.1f} s"]
         if self.outputs:
             lines.append(f"  logged: {', '.join(self.outputs.values())}")
         try:
-            prod = self.store.get(f"model_export:{alias}")
+            prod = read_store(self.cfg, self.store).get(f"model_export:{alias}")
         except TrainflowError:
             lines.append(f"  no model has alias {alias!r} yet: run the whole pipeline (-P steps=all)")
         else:
             metrics = (prod.metadata.get("test") or {}).get("metrics", {})
             lines.append(f"  production model: {prod.ref} (alias {alias!r}); test metrics: {headline(metrics)}")
             lines.append(f"  get it with: trainflow artifacts get model_export:{alias} <dir>")
+            registered = self.cfg.promote.registered_model_name
+            if registered in (prod.metadata.get("registry") or {}):
+                lines.append(
+                    f"  registry: models:/{registered}@{alias} (version {prod.metadata['registry'][registered]}); "
+                    f'serve it with: mlflow models serve -m "models:/{registered}@{alias}" --env-manager local'
+                )
         lines.append(f"  artifact store: {self.store.root}")
         lines.append(f"  MLflow tracking: {tracking}")
         print("\n".join(lines), flush=True)

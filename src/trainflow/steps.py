@@ -21,6 +21,9 @@ class StepInput:
     param: str
     artifact: str
     config_key: str | None = None  # dotted key whose value is the default reference
+    # Whether the runner passes the version an earlier step of the same pipeline logged;
+    # False: always the parameter's own default (batch_predict scores with prod, not the newest model)
+    chained: bool = True
 
     def default_ref(self, cfg: DictConfig) -> str:
         if self.config_key is None:
@@ -35,6 +38,7 @@ class StepSpec:
     inputs: tuple[StepInput, ...]
     outputs: tuple[str, ...]
     config_sections: tuple[str, ...]  # sections or dotted keys whose values the step uses
+    in_all: bool = True  # False: an optional step that runs only when named in main.steps
 
 
 STEPS: dict[str, StepSpec] = {
@@ -97,7 +101,18 @@ STEPS: dict[str, StepSpec] = {
                 StepInput("test_artifact", "test_data.parquet"),
             ),
             outputs=(),
-            config_sections=("promote",),
+            config_sections=("data", "promote"),
+        ),
+        StepSpec(
+            "batch_predict",
+            "score a table with the production model and log the predictions",
+            inputs=(
+                StepInput("model_artifact", "model_export", config_key="batch_predict.model", chained=False),
+                StepInput("input_table", "test_data.parquet", config_key="batch_predict.input", chained=False),
+            ),
+            outputs=("predictions.parquet",),
+            config_sections=("batch_predict",),
+            in_all=False,
         ),
     )
 }
@@ -109,7 +124,7 @@ def select_steps(steps: str) -> list[str]:
     if not requested:
         raise ConfigError(f"main.steps is empty: use 'all' or some of: {', '.join(STEPS)}")
     if requested == ["all"]:
-        return list(STEPS)
+        return [name for name, spec in STEPS.items() if spec.in_all]
     unknown = [s for s in requested if s not in STEPS]
     if unknown:
         raise ConfigError(

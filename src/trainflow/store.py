@@ -4,7 +4,8 @@ content-addressed files. It needs no account and no network.
 Layout under the store root::
 
     index.db                    SQLite (WAL): artifacts, versions, files, aliases,
-                                runs, usages and the alias history
+                                runs, usages, the alias history and the promotion
+                                history (every gate decision and rollback)
     blobs/<2 hex>/<sha256>      file contents, stored once per digest
     checkouts/<name>/v<N>/      verified copies handed to consumers by use_artifact
     tmp/                        writes in flight; a crash leaves only garbage here
@@ -90,6 +91,20 @@ CREATE TABLE IF NOT EXISTS usages (
     used_at     TEXT NOT NULL,
     PRIMARY KEY (run_id, version_id)
 );
+CREATE TABLE IF NOT EXISTS promotions (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    alias       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    candidate_id INTEGER REFERENCES versions(id),
+    before_id   INTEGER REFERENCES versions(id),
+    after_id    INTEGER REFERENCES versions(id),
+    run_id      TEXT,
+    actor       TEXT NOT NULL,
+    details     TEXT NOT NULL DEFAULT '{}',
+    at          TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS versions_by_run ON versions(run_id);
 CREATE INDEX IF NOT EXISTS files_by_blob ON files(sha256);
 """
@@ -105,6 +120,24 @@ class ArtifactRef:
 
     def __str__(self) -> str:
         return f"{self.name}:v{self.version}" if self.version is not None else f"{self.name}:{self.alias}"
+
+
+@dataclass(frozen=True)
+class PromotionEntry:
+    """One promotion decision or rollback, as the history keeps it."""
+
+    id: int
+    name: str
+    alias: str
+    action: str  # promote | rollback
+    outcome: str  # promoted | champion_kept | refused | rolled_back
+    candidate: str | None  # the version considered (name:vN)
+    before: str | None  # the alias's holder before
+    after: str | None  # the alias's holder after
+    run_id: str | None
+    actor: str
+    details: dict[str, Any]  # metrics, criteria, policy, registry
+    at: str
 
 
 @dataclass(frozen=True)
@@ -394,6 +427,85 @@ class LocalArtifactStore:
             db.execute("UPDATE versions SET metadata = ? WHERE id = ?", (json.dumps(current, sort_keys=True), version_id))
             row = db.execute("SELECT name, version FROM versions WHERE id = ?", (version_id,)).fetchone()
         return self.get(f"{row['name']}:v{row['version']}")
+
+    def record_promotion(
+        self,
+        name: str,
+        alias: str,
+        action: str,
+        outcome: str,
+        candidate: str | None,
+        details: Mapping[str, Any],
+        actor: str,
+        move: bool = False,
+        expected: str | None = None,
+        run: RunRecord | None = None,
+    ) -> PromotionEntry:
+        """Append a decision to the promotion history; with ``move``, also point ``alias`` at
+        ``candidate``, in the same transaction.
+
+        A move happens only if the alias still names ``expected`` (None: no version), the
+        holder the decision was made against; otherwise nothing changes and
+        :class:`TrainflowError` says who moved it.
+        """
+        validate_alias(alias)
+        with self._transaction() as db:
+            if run is not None:
+                self._insert_run(db, run)
+            row = db.execute("SELECT version_id FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+            current_id = row[0] if row else None
+            candidate_id = self._resolve_id(db, parse_ref(candidate)) if candidate else None
+            after_id = current_id
+            if move:
+                if alias == LATEST:
+                    raise TrainflowError("'latest' is managed by the store and always names the newest version")
+                if candidate_id is None:
+                    raise TrainflowError(f"cannot move {name}:{alias} without a version to move it to")
+                expected_id = self._resolve_id(db, parse_ref(expected)) if expected else None
+                if current_id != expected_id:
+                    holder = self._ref_of(db, current_id) if current_id is not None else "no version"
+                    raise TrainflowError(
+                        f"{name}:{alias} changed to {holder} while this decision was made against "
+                        f"{expected or 'no version'}: nothing was moved; run the step again"
+                    )
+                self._move_alias(db, name, alias, candidate_id, run.run_id if run else None)
+                after_id = candidate_id
+            cursor = db.execute(
+                "INSERT INTO promotions (name, alias, action, outcome, candidate_id, before_id, after_id, run_id,"
+                " actor, details, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, alias, action, outcome, candidate_id, current_id, after_id, run.run_id if run else None,
+                 actor, json.dumps(dict(details), sort_keys=True, default=str), _now()),
+            )
+            return self._promotion(db, cursor.lastrowid)
+
+    @staticmethod
+    def _ref_of(db: sqlite3.Connection, version_id: int) -> str:
+        row = db.execute("SELECT name, version FROM versions WHERE id = ?", (version_id,)).fetchone()
+        return f"{row[0]}:v{row[1]}"
+
+    def _promotion(self, db: sqlite3.Connection, entry_id: int) -> PromotionEntry:
+        row = db.execute("SELECT * FROM promotions WHERE id = ?", (entry_id,)).fetchone()
+
+        def ref(version_id: int | None) -> str | None:
+            return self._ref_of(db, version_id) if version_id is not None else None
+
+        return PromotionEntry(
+            id=row["id"], name=row["name"], alias=row["alias"], action=row["action"], outcome=row["outcome"],
+            candidate=ref(row["candidate_id"]), before=ref(row["before_id"]), after=ref(row["after_id"]),
+            run_id=row["run_id"], actor=row["actor"], details=json.loads(row["details"]), at=row["at"],
+        )
+
+    def promotions(self, name: str | None = None, alias: str | None = None) -> list[PromotionEntry]:
+        """The promotion history, oldest first, optionally for one name and alias."""
+        with self._reading() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM promotions WHERE (? IS NULL OR name = ?) AND (? IS NULL OR alias = ?) ORDER BY id",
+                    (name, name, alias, alias),
+                )
+            ]
+            return [self._promotion(db, i) for i in ids]
 
     # -- reading --------------------------------------------------------------------
 

@@ -1,0 +1,69 @@
+"""Batch inference with an exported model: the rows in, the rows plus predictions out.
+
+The model is loaded the way ``mlflow models serve`` loads it (pyfunc, the signature
+enforced), so batch and online predictions agree. No training code, no MLflow run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trainflow.data import require_columns
+
+PREDICTION = "prediction"
+
+
+def _free(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_1``, ``name_2``... if the input already has such a column."""
+    candidate, n = name, 0
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}_{n}"
+    return candidate
+
+
+def predict_table(model_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a ``prediction`` column (and ``proba_<class>`` columns for a classifier).
+
+    The model sees only the columns of its signature; the others (a target column, ids)
+    are kept in the output untouched. A missing required column is a :class:`DataError`.
+    """
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    schema = Model.load(str(model_dir)).get_input_schema()
+    if schema is not None:
+        require_columns(frame, list(schema.required_input_names()), "batch_predict")
+        features = frame[[c for c in schema.input_names() if c in frame.columns]]
+    else:
+        features = frame
+    model = mlflow.pyfunc.load_model(str(model_dir))
+    predicted = model.predict(features)
+    out = frame.copy()
+    taken = set(map(str, out.columns))
+
+    def add(name: str, values: np.ndarray) -> None:
+        column = _free(name, taken)
+        out[column] = values
+        taken.add(column)
+
+    if isinstance(predicted, pd.DataFrame):
+        # A classifier's pyfunc answers with one labelled probability column per class.
+        add(PREDICTION, predicted.columns.to_numpy()[predicted.to_numpy().argmax(axis=1)])
+        for label in predicted.columns:
+            add(f"proba_{label}", predicted[label].to_numpy())
+    else:
+        add(PREDICTION, np.asarray(predicted).reshape(len(frame), -1)[:, 0])
+    return out
+
+
+def is_location(value: str) -> bool:
+    """Whether a ``batch_predict.input`` value is a path or URL rather than an artifact reference.
+
+    Artifact names cannot contain '/', so anything with one (``./new.csv``,
+    ``/data/x.parquet``, ``file://...``, ``https://...``) is a location.
+    """
+    return "/" in value or "\\" in value

@@ -1,0 +1,273 @@
+"""The MLflow Model Registry side of a promotion: register a store version, tag it, and
+point the registry alias (``prod``) at it, so ``models:/<name>@prod`` serves the same
+bytes as the store's ``model_export:prod``.
+
+MLflow 3 deprecates stages; trainflow uses registered model aliases only. A store
+version remembers its registry version in its metadata (``registry: {name: version}``),
+so a version promoted again, or rolled back to, is not registered twice.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainflow.errors import TrainflowError
+from trainflow.store import ArtifactVersion, LocalArtifactStore, PromotionEntry, RunRecord, lineage
+
+# Where a registered version's files live inside the run that registered it.
+ARTIFACT_PATH = "model"
+TAG_PREFIX = "trainflow."
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: int
+    source: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@contextmanager
+def _registry_errors(what: str) -> Iterator[None]:
+    """MLflow's exceptions as one-line TrainflowErrors (the registry is the user's server or file)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as error:
+        message = " ".join(str(error.message if hasattr(error, "message") else error).split())[:500]
+        raise TrainflowError(f"MLflow Model Registry: cannot {what}: {message}") from None
+
+
+def version_tags(store: LocalArtifactStore, version: ArtifactVersion) -> dict[str, str]:
+    """What a registered version carries back to the store: the artifact, its digest, its
+    test metrics and its lineage down to the raw data's source and sha256.
+    """
+    test = version.metadata.get("test") or {}
+    tags = {
+        "artifact": version.ref,
+        "digest": version.digest,
+        "test_data": str(test.get("test_data", "")),
+        "test_run": str(test.get("run_id", "")),
+    }
+    for metric, value in sorted((test.get("metrics") or {}).items()):
+        tags[f"test.{metric}"] = f"{value:.6g}" if isinstance(value, (int, float)) else str(value)
+    chain = lineage(store, version.ref)
+    tags["lineage"] = " <- ".join(v.ref for _, v in chain)
+    if version.run is not None:
+        tags["train_run"] = version.run.run_id
+        if version.run.git_commit:
+            tags["git_commit"] = version.run.git_commit
+    for _, ancestor in chain:
+        if "source" in ancestor.metadata:
+            tags["raw_data.source"] = str(ancestor.metadata["source"])
+            tags["raw_data.sha256"] = str(ancestor.metadata.get("sha256", ""))
+    return {TAG_PREFIX + key: value[:5000] for key, value in tags.items() if value}
+
+
+def registered_version(name: str, version: ArtifactVersion) -> RegisteredVersion | None:
+    """The registry version this store version was registered as under ``name``, if it
+    still exists there and still carries the same bytes (its digest tag matches).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    number = (version.metadata.get("registry") or {}).get(name)
+    if number is None:
+        return None
+    try:
+        found = mlflow.MlflowClient().get_model_version(name, str(number))
+    except MlflowException:
+        return None  # another registry (tracking URI), or deleted there
+    if found.tags.get(TAG_PREFIX + "digest") != version.digest:
+        return None
+    return RegisteredVersion(name, int(found.version), found.source)
+
+
+def register(
+    store: LocalArtifactStore, name: str, version: ArtifactVersion, model_dir: Path, tags: Mapping[str, str]
+) -> RegisteredVersion:
+    """Register ``version`` under ``name`` (or reuse its earlier registration) and tag it.
+
+    A new registration logs the model directory as the ``model`` artifact of the active
+    MLflow run and registers ``runs:/<run>/model``: the registered source is the run's
+    artifact location (``<store>/mlartifacts/...`` for the store's own database), which
+    outlives the step's process, unlike its working directory.
+    """
+    import mlflow
+
+    existing = registered_version(name, version)
+    with _registry_errors(f"register {version.ref} as {name!r}"):
+        client = mlflow.MlflowClient()
+        if existing is None:
+            active = mlflow.active_run()
+            if active is None:
+                raise TrainflowError(f"registering {version.ref} needs an active MLflow run")
+            mlflow.log_artifacts(str(model_dir), ARTIFACT_PATH)
+            created = mlflow.register_model(f"runs:/{active.info.run_id}/{ARTIFACT_PATH}", name)
+            existing = RegisteredVersion(name, int(created.version), created.source)
+            client.update_model_version(
+                name, str(existing.version), description=f"trainflow {version.ref}: {version.description}"[:5000]
+            )
+        for key, value in {**version_tags(store, version), **tags}.items():
+            client.set_model_version_tag(name, str(existing.version), key, value)
+    registry = {**(version.metadata.get("registry") or {}), name: existing.version}
+    store.update_metadata(version.ref, {"registry": registry})
+    return existing
+
+
+def alias_holder(name: str, alias: str) -> int | None:
+    """The registry version ``name@alias`` names now, or None."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def set_alias(name: str, alias: str, version: int | None) -> None:
+    """Point ``name@alias`` at ``version``; None removes the alias (undoing a first promotion)."""
+    import mlflow
+
+    with _registry_errors(f"set alias {alias!r} of {name!r}"):
+        client = mlflow.MlflowClient()
+        if version is None:
+            client.delete_registered_model_alias(name, alias)
+        else:
+            client.set_registered_model_alias(name, alias, str(version))
+
+
+def current_actor() -> str:
+    """Who is deciding: ``user@host``, for the promotion history."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def move_production_alias(
+    store: LocalArtifactStore,
+    target: ArtifactVersion,
+    alias: str,
+    expected: str | None,
+    registered_name: str,
+    model_dir: Path,
+    action: str,
+    outcome: str,
+    details: Mapping[str, object],
+    run: RunRecord,
+) -> tuple[PromotionEntry, RegisteredVersion]:
+    """Point ``alias`` at ``target`` in the store and in the registry, and record it.
+
+    Order: register (or reuse) the version, move the registry alias, then move the store
+    alias and append the history in one store transaction, which also checks that the
+    store alias still names ``expected``. If that transaction fails, the registry alias
+    is put back, so a failure leaves both where they were.
+    """
+    registered = register(store, registered_name, target, model_dir, {TAG_PREFIX + "promotion_run": run.run_id})
+    previous = alias_holder(registered_name, alias)
+    set_alias(registered_name, alias, registered.version)
+    try:
+        entry = store.record_promotion(
+            target.name, alias, action, outcome, target.ref,
+            details={**details, "registry": {"name": registered_name, "version": registered.version,
+                                             "previous_version": previous, "source": registered.source}},
+            actor=current_actor(), move=True, expected=expected, run=run,
+        )
+    except BaseException:
+        _realign(store, target.name, alias, registered_name, fallback=previous)
+        raise
+    return entry, registered
+
+
+def _realign(store: LocalArtifactStore, name: str, alias: str, registered_name: str, fallback: int | None) -> None:
+    """After a failed store move, point the registry alias where the store's alias points
+    (another promotion may have won the race), else back where it was.
+    """
+    from trainflow.errors import ArtifactNotFound
+
+    try:
+        holder = store.get(f"{name}:{alias}")
+    except ArtifactNotFound:
+        set_alias(registered_name, alias, fallback)
+        return
+    version = (holder.metadata.get("registry") or {}).get(registered_name)
+    set_alias(registered_name, alias, version if version is not None else fallback)
+
+
+def rollback(
+    store: LocalArtifactStore,
+    name: str,
+    alias: str,
+    registered_name: str | None = None,
+    experiment_name: str = "trainflow",
+) -> tuple[PromotionEntry, RegisteredVersion | None, str]:
+    """Move ``name:alias`` back to the previous champion, in the store and the registry.
+
+    The previous champion is the holder before the current one's promotion (rollbacks
+    pop, see :func:`trainflow.promotion.rollback_target`). The registry is the one the
+    current champion was registered in (its metadata), or ``registered_name``. Runs as
+    an MLflow run ``rollback`` and is recorded in the promotion history. Returns the
+    history entry, the registry version and the criteria table that was printed.
+    """
+    import mlflow
+
+    from trainflow.promotion import ROLLED_BACK, format_table, rollback_target, tested_metrics
+    from trainflow.tracking import experiment_id, use_tracking
+
+    current = store.get(f"{name}:{alias}")
+    rollbacks = {e.run_id for e in store.promotions(name, alias) if e.action == "rollback" and e.run_id}
+    moves = [(version, previous, run_id) for version, previous, run_id, _ in store.alias_history(name, alias)]
+    number = rollback_target(moves, rollbacks)
+    if number is None:
+        raise TrainflowError(
+            f"{name}:{alias} is {current.ref}, which has no previous champion to roll back to "
+            f"(`trainflow promotions --name {name}` shows the history)"
+        )
+    target = store.get(f"{name}:v{number}")
+    known = list((current.metadata.get("registry") or {}))
+    if registered_name is None and len(known) > 1:
+        raise TrainflowError(
+            f"{current.ref} is registered under {', '.join(known)}: choose one with --registered-model-name"
+        )
+    registered_name = registered_name or (known[0] if known else None)
+    test_set, metrics = tested_metrics(target)
+    rows = [
+        ("criterion", "value", "bound", "verdict"),
+        ("previous champion", target.ref, f"held {alias!r} before {current.ref}", "pass"),
+        ("its test metrics", ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) or "none",
+         f"on {test_set or 'no test set'}", "recorded"),
+    ]
+    table = format_table(rows)
+    details = {
+        "outcome": ROLLED_BACK, "model": target.ref, "champion": current.ref, "test_set": test_set,
+        "metrics": metrics, "criteria": [dict(zip(rows[0], row)) for row in rows[1:]],
+    }
+    use_tracking(store.root)
+    with mlflow.start_run(experiment_id=experiment_id(experiment_name, store.root), run_name="rollback") as active:
+        mlflow.set_tags({"trainflow.step": "rollback", "trainflow.rollback.from": current.ref,
+                         "trainflow.rollback.to": target.ref})
+        mlflow.log_text(table + "\n", "rollback.txt")
+        run = RunRecord(active.info.run_id, "rollback", params={"name": name, "alias": alias})
+        if registered_name is None:
+            entry = store.record_promotion(
+                name, alias, "rollback", ROLLED_BACK, target.ref, details=details, actor=current_actor(),
+                move=True, expected=current.ref, run=run,
+            )
+            return entry, None, table
+        entry, registered = move_production_alias(
+            store, target, alias, expected=current.ref, registered_name=registered_name,
+            model_dir=store.use_artifact(target.ref), action="rollback", outcome=ROLLED_BACK, details=details, run=run,
+        )
+        return entry, registered, table

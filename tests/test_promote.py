@@ -1,0 +1,292 @@
+"""promote_model and rollback against a real store and a real MLflow registry (SQLite).
+
+The component runs in this process through its real entry point (``run.py`` as a
+script, arguments included), which is what ``mlflow run`` starts, minus the process
+start-up; one test goes through the ``trainflow`` command. Models are trained once
+per module with the library: penguins forests from weak to strong.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from conftest import PROJECT_DIR, error_lines, run_command
+
+from trainflow.data import split_dataset
+from trainflow.errors import TrainflowError
+from trainflow.evaluate import score_exported_model
+from trainflow.model import FeatureSpec, PreprocessingOptions, export, train
+from trainflow.registry import move_production_alias
+from trainflow.store import LocalArtifactStore, RunRecord, file_sha256
+
+TARGET = "species"
+NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+CATEGORICAL = ["island", "sex"]
+REGISTERED = "trainflow-model"  # config.yaml's promote.registered_model_name
+TRAINFLOW = str(Path(sys.executable).parent / "trainflow")
+# Test ROC AUC (ovo) on the default split, for the gate's default roc_auc_ovo >= 0.9, margin 0.005:
+FORESTS = {
+    "weak": {"max_depth": 2, "n_estimators": 1},  # 0.972: passes the threshold
+    "lower": {"max_depth": 1, "n_estimators": 2},  # 0.966: passes, but does not beat "weak"
+    "crippled": {"max_depth": 1, "n_estimators": 1},  # 0.777: below the threshold
+    "strong": {"n_estimators": 30},  # 1.0
+}
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each forest trained on penguins' default trainval split and exported; plus two test sets."""
+    root = tmp_path_factory.mktemp("exports")
+    raw = pd.read_csv(PROJECT_DIR / "data" / "penguins.csv")
+    trainval, test = split_dataset(raw, TARGET, 0.2, 42, TARGET)
+    paths = {}
+    for name, params in FORESTS.items():
+        result = train(
+            trainval, TARGET, "classification", "random_forest", {**params, "random_state": 42},
+            FeatureSpec(numeric=NUMERIC, categorical=CATEGORICAL), PreprocessingOptions(), 0.2, 42, TARGET,
+        )
+        paths[name] = export(result, root / name)
+    test.to_parquet(root / "test.parquet", index=False)
+    _, other = split_dataset(raw, TARGET, 0.2, 7, TARGET)
+    other.to_parquet(root / "other_test.parquet", index=False)
+    return {**paths, "test": root / "test.parquet", "other_test": root / "other_test.parquet"}
+
+
+@dataclass
+class Bench:
+    """A fresh store and registry, the module's models, and the promote step."""
+
+    store: LocalArtifactStore
+    env: dict[str, str]
+    exports: dict[str, Path]
+    capsys: pytest.CaptureFixture[str]
+    refs: dict[str, str] = field(default_factory=dict)
+
+    def log_test_set(self, which: str = "test") -> str:
+        return self.store.log_artifact(self.exports[which], "test_data.parquet", "split_data").ref
+
+    def add(self, forest: str, tested_on: str | None = "test_data.parquet:latest") -> str:
+        """Log a forest as the next model_export; score it as test_model does unless tested_on is None."""
+        version = self.store.log_artifact(self.exports[forest], "model_export", "model_export", description=forest)
+        if tested_on is not None:
+            self.test(version.ref, tested_on)
+        self.refs[forest] = version.ref
+        return version.ref
+
+    def test(self, ref: str, test_set: str) -> None:
+        test_version = self.store.get(test_set)
+        frame = pd.read_parquet(self.store.use_artifact(test_version.ref))
+        metrics = score_exported_model(self.store.use_artifact(ref), frame, TARGET)
+        self.store.update_metadata(ref, {"test": {"test_data": test_version.ref, "metrics": metrics, "run_id": "t"}})
+
+    def promote(self, ref: str, *overrides: str) -> tuple[int, str, str]:
+        """``python components/promote_model/run.py --model-artifact REF --hydra-options ...``."""
+        argv = ["run.py", "--model-artifact", ref, "--test-artifact", "", "--hydra-options", " ".join(overrides)]
+        saved = sys.argv
+        sys.argv = argv
+        try:
+            runpy.run_path(str(PROJECT_DIR / "components" / "promote_model" / "run.py"), run_name="__main__")
+            code = 0
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+        finally:
+            sys.argv = saved
+        captured = self.capsys.readouterr()
+        return code, captured.out, captured.err
+
+    def prod(self) -> str | None:
+        try:
+            return self.store.get("model_export:prod").ref
+        except Exception:
+            return None
+
+    def registry_prod(self) -> str | None:
+        """The store version the registry's prod alias names (from its tags), or None."""
+        client = mlflow.MlflowClient(self.env["MLFLOW_TRACKING_URI"])
+        try:
+            version = client.get_model_version_by_alias(REGISTERED, "prod")
+        except mlflow.exceptions.MlflowException:
+            return None
+        return version.tags["trainflow.artifact"]
+
+    def registry_files(self, tmp: Path) -> dict[str, str]:
+        """What ``models:/<name>@prod`` downloads, minus the name/version note MLflow adds on download."""
+        from mlflow.store.artifact.models_artifact_repo import REGISTERED_MODEL_META_FILE_NAME
+
+        mlflow.set_tracking_uri(self.env["MLFLOW_TRACKING_URI"])
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{REGISTERED}@prod", dst_path=str(tmp)))
+        return {
+            p.relative_to(local).as_posix(): file_sha256(p)
+            for p in local.rglob("*")
+            if p.is_file() and p.name != REGISTERED_MODEL_META_FILE_NAME
+        }
+
+    def store_files(self) -> dict[str, str]:
+        return {f.path: f.sha256 for f in self.store.get("model_export:prod").files}
+
+
+@pytest.fixture
+def bench(store_env: dict[str, str], exports: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> Bench:
+    store = LocalArtifactStore(store_env["TRAINFLOW_HOME"])
+    bench = Bench(store, store_env, exports, capsys)
+    bench.log_test_set()
+    return bench
+
+
+def test_first_model_goes_to_store_and_registry_with_the_same_bytes(bench: Bench, tmp_path: Path) -> None:
+    weak = bench.add("weak")
+    code, out, _ = bench.promote(weak)
+    assert code == 0
+    assert "champion                          none yet" in out and "thresholds decide" in out
+    assert f"promoted {weak} to 'prod'" in out and f"models:/{REGISTERED}@prod" in out
+    assert bench.prod() == bench.registry_prod() == weak
+    assert bench.registry_files(tmp_path / "registry") == bench.store_files()
+    # The registered version carries the artifact, its digest, metrics and lineage; its
+    # source is the promote run's artifacts in the store, not a temporary directory.
+    client = mlflow.MlflowClient(bench.env["MLFLOW_TRACKING_URI"])
+    registered = client.get_model_version_by_alias(REGISTERED, "prod")
+    assert registered.tags["trainflow.digest"] == bench.store.get(weak).digest
+    assert registered.tags["trainflow.test_data"] == "test_data.parquet:v0"
+    assert float(registered.tags["trainflow.test.roc_auc_ovo"]) == pytest.approx(0.9722, abs=1e-3)
+    assert registered.tags["trainflow.lineage"].startswith(weak)
+    assert registered.source.startswith((bench.store.root / "mlartifacts").as_uri())
+    assert bench.store.get(weak).metadata["registry"] == {REGISTERED: int(registered.version)}
+    [entry] = bench.store.promotions("model_export")
+    assert (entry.outcome, entry.before, entry.after, entry.details["registry"]["version"]) == (
+        "promoted", None, weak, int(registered.version),
+    )
+
+
+def test_below_threshold_is_refused_and_neither_alias_moves(bench: Bench) -> None:
+    weak, crippled = bench.add("weak"), bench.add("crippled")
+    assert bench.promote(weak)[0] == 0
+    code, out, err = bench.promote(crippled)
+    assert code == 1
+    [line] = error_lines(err)
+    assert line.startswith(f"promote_model: error: {crippled} not promoted, 'prod' stays {weak}: roc_auc_ovo is 0.7")
+    assert "needs >= 0.9" in line
+    assert "roc_auc_ovo                              0.7" in out  # the table was printed before the refusal
+    assert bench.prod() == bench.registry_prod() == weak
+    assert [e.outcome for e in bench.store.promotions()] == ["promoted", "refused"]
+
+
+def test_not_beating_the_champion_keeps_it_and_exits_zero_unless_ci_asks(bench: Bench) -> None:
+    weak, lower = bench.add("weak"), bench.add("lower")
+    assert bench.promote(weak)[0] == 0
+    code, out, err = bench.promote(lower)
+    assert code == 0, err
+    assert f"{lower} not promoted: champion v0 kept ('prod' stays {weak})" in out
+    assert f"roc_auc_ovo vs champion {weak}" in out and ">= 0.9772 (champion 0.9722 + 0.005)" in out
+    assert bench.prod() == bench.registry_prod() == weak
+
+    code, _, err = bench.promote(lower, "promote.fail_if_not_promoted=true")
+    assert code == 1
+    [line] = error_lines(err)
+    assert f"champion {weak} kept" in line and "promote.fail_if_not_promoted=true" in line
+    assert bench.prod() == bench.registry_prod() == weak
+    kept = [e for e in bench.store.promotions() if e.outcome == "champion_kept"]
+    assert len(kept) == 2 and all(e.before == e.after == weak for e in kept)
+
+
+def test_untested_model_is_refused(bench: Bench) -> None:
+    weak, untested = bench.add("weak"), bench.add("strong", tested_on=None)
+    assert bench.promote(weak)[0] == 0
+    code, _, err = bench.promote(untested)
+    assert code == 1
+    [line] = error_lines(err)
+    assert "never tested" in line and "run test_model on this model first" in line
+    assert bench.prod() == bench.registry_prod() == weak
+
+
+def test_stale_test_set_is_refused_then_the_champion_is_rescored(bench: Bench) -> None:
+    weak = bench.add("weak")
+    strong = bench.add("strong")  # tested on test_data.parquet:v0
+    assert bench.promote(weak)[0] == 0
+    new_test_set = bench.log_test_set("other_test")  # test_data.parquet:v1 becomes current
+    code, _, err = bench.promote(strong)
+    assert code == 1
+    [line] = error_lines(err)
+    assert "tested on current test set is test_data.parquet:v0, needs test_data.parquet:v1" in line
+    assert bench.prod() == bench.registry_prod() == weak
+
+    bench.test(strong, new_test_set)
+    code, out, err = bench.promote(strong)
+    assert code == 0, err
+    assert f"re-scored champion {weak} on {new_test_set}" in out
+    rescored = bench.store.get(weak).metadata["test"]
+    assert rescored["test_data"] == new_test_set and rescored["scored_by"] == "promote_model"
+    assert bench.prod() == bench.registry_prod() == strong
+
+
+def test_force_overrides_the_champion_only_and_is_recorded(bench: Bench, tmp_path: Path) -> None:
+    strong, lower, crippled = bench.add("strong"), bench.add("lower"), bench.add("crippled")
+    assert bench.promote(strong)[0] == 0
+    code, out, err = bench.promote(lower, "promote.force=true")
+    assert code == 0, err
+    assert "FAIL (forced)" in out and f"overrode the comparison with champion {strong}" in out
+    assert bench.prod() == bench.registry_prod() == lower
+    assert bench.registry_files(tmp_path / "registry") == bench.store_files()
+    code, _, _ = bench.promote(crippled, "promote.force=true")
+    assert code == 1
+    assert bench.prod() == bench.registry_prod() == lower
+    history = bench.store.promotions()
+    assert [(e.outcome, e.details["forced"]) for e in history] == [
+        ("promoted", False), ("promoted", True), ("refused", False)
+    ]
+
+
+def test_rollback_moves_store_and_registry_back_and_is_recorded(bench: Bench, tmp_path: Path) -> None:
+    weak, strong = bench.add("weak"), bench.add("strong")
+    assert bench.promote(weak)[0] == 0
+    weak_files = bench.store_files()
+    assert bench.promote(strong)[0] == 0
+    assert bench.prod() == bench.registry_prod() == strong
+
+    result = run_command([TRAINFLOW, "rollback"], bench.env)
+    assert result.returncode == 0, result.stderr
+    assert f"model_export:prod: {strong} -> {weak} (rolled back" in result.stdout
+    assert bench.prod() == bench.registry_prod() == weak
+    assert bench.registry_files(tmp_path / "registry") == bench.store_files() == weak_files
+    history = bench.store.promotions()
+    assert [(e.action, e.outcome, e.after) for e in history][-1] == ("rollback", "rolled_back", weak)
+    # The weak model was registered once: the rollback re-pointed its registry version.
+    assert history[-1].details["registry"]["version"] == history[0].details["registry"]["version"]
+
+    again = run_command([TRAINFLOW, "rollback"], bench.env)
+    assert again.returncode == 1
+    [line] = error_lines(again.stderr)
+    assert line == (
+        f"trainflow: error: model_export:prod is {weak}, which has no previous champion to roll back to "
+        "(`trainflow promotions --name model_export` shows the history)"
+    )
+    assert bench.prod() == bench.registry_prod() == weak
+    listed = run_command([TRAINFLOW, "promotions"], bench.env)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 4 and lines[0].split()[:4] == ["#", "at", "(UTC)", "action"]
+    assert "rollback  rolled_back" in lines[3] and "prod: v1 -> v0" in lines[3]
+    verbose = run_command([TRAINFLOW, "promotions", "-v"], bench.env).stdout
+    assert "roc_auc_ovo vs champion model_export:v0" in verbose and "previous champion" in verbose
+    assert f"registry: alias 'prod' -> models:/{REGISTERED}/1" in verbose
+
+
+def test_a_move_decided_against_a_stale_champion_moves_neither_alias(bench: Bench) -> None:
+    """Another promotion won the race: the store refuses the move and the registry alias is put back."""
+    weak, strong = bench.add("weak"), bench.add("strong")
+    assert bench.promote(weak)[0] == 0
+    mlflow.set_tracking_uri(bench.env["MLFLOW_TRACKING_URI"])
+    with mlflow.start_run() as active:
+        with pytest.raises(TrainflowError, match=f"model_export:prod changed to {weak} while this decision was made"):
+            move_production_alias(
+                bench.store, bench.store.get(strong), "prod", expected=None, registered_name=REGISTERED,
+                model_dir=bench.store.use_artifact(strong), action="promote", outcome="promoted", details={},
+                run=RunRecord(active.info.run_id, "promote_model"),
+            )
+    assert bench.prod() == bench.registry_prod() == weak
+    assert [e.outcome for e in bench.store.promotions()] == ["promoted"]

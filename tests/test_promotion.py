@@ -1,0 +1,274 @@
+"""The promotion gate (pure: constructed versions in, a Decision out), the rollback order,
+the promote config checks, and the store's promotion history. No MLflow, no models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainflow.config import load_config, resolve_paths, validate
+from trainflow.errors import ConfigError, TrainflowError
+from trainflow.promotion import (
+    CHAMPION_KEPT,
+    PROMOTED,
+    REFUSED,
+    GatePolicy,
+    decide,
+    needs_rescore,
+    rollback_target,
+    validate_promote,
+)
+from trainflow.store import ArtifactVersion, LocalArtifactStore
+
+TEST_SET = "test_data.parquet:v3"
+POLICY = GatePolicy(metric="roc_auc_ovo", thresholds={"roc_auc_ovo": 0.9}, min_improvement=0.005)
+
+
+def model(version: int, metrics: dict[str, float] | None = None, tested_on: str | None = TEST_SET) -> ArtifactVersion:
+    """A model_export version as test_model leaves it (no test record when metrics is None)."""
+    metadata: dict[str, Any] = {}
+    if metrics is not None:
+        metadata["test"] = {"test_data": tested_on, "metrics": metrics, "run_id": f"run-{version}"}
+    return ArtifactVersion(
+        name="model_export", version=version, type="model_export", kind="dir", digest=f"d{version}", size=1,
+        description="", metadata=metadata, aliases=(), created_at="", run=None, files=(),
+    )
+
+
+def rows(decision) -> dict[str, tuple[str, str, str]]:
+    return {c.name: (c.value, c.bound, c.verdict) for c in decision.criteria}
+
+
+def test_first_model_is_promoted_on_thresholds_alone() -> None:
+    decision = decide(model(0, {"roc_auc_ovo": 0.97, "accuracy": 0.95}), TEST_SET, POLICY, champion=None)
+    assert decision.outcome == PROMOTED and decision.promote and not decision.forced
+    assert rows(decision)["roc_auc_ovo"] == ("0.9700", ">= 0.9", "pass")
+    assert rows(decision)["champion"] == ("none yet", "thresholds decide", "pass")
+    table = decision.table()
+    assert table.splitlines()[0].split() == ["criterion", "value", "bound", "verdict"]
+    assert "roc_auc_ovo" in table and ">= 0.9" in table
+
+
+def test_below_threshold_is_refused_even_without_champion() -> None:
+    decision = decide(model(1, {"roc_auc_ovo": 0.777}), TEST_SET, POLICY)
+    assert decision.outcome == REFUSED
+    assert rows(decision)["roc_auc_ovo"] == ("0.7770", ">= 0.9", "FAIL")
+    assert decision.failures() == "roc_auc_ovo is 0.7770, needs >= 0.9"
+
+
+def test_not_better_than_champion_keeps_it() -> None:
+    champion = model(0, {"roc_auc_ovo": 0.9722})
+    decision = decide(model(1, {"roc_auc_ovo": 0.9763}), TEST_SET, POLICY, champion)  # +0.0041 < 0.005
+    assert decision.outcome == CHAMPION_KEPT and decision.champion == "model_export:v0"
+    value, bound, verdict = rows(decision)["roc_auc_ovo vs champion model_export:v0"]
+    assert (value, verdict) == ("0.9763", "FAIL")
+    assert bound == ">= 0.9772 (champion 0.9722 + 0.005)"
+    assert decision.champion_metrics == {"roc_auc_ovo": 0.9722}
+
+
+def test_beating_the_champion_by_the_margin_promotes() -> None:
+    champion = model(0, {"roc_auc_ovo": 0.97})
+    exactly_the_margin = model(1, {"roc_auc_ovo": 0.975})
+    assert decide(exactly_the_margin, TEST_SET, POLICY, champion).outcome == PROMOTED
+    assert decide(model(1, {"roc_auc_ovo": 1.0}), TEST_SET, POLICY, champion).outcome == PROMOTED
+
+
+def test_a_tie_never_replaces_the_champion_even_with_zero_margin() -> None:
+    policy = GatePolicy(thresholds={}, min_improvement=0.0)
+    champion = model(0, {"roc_auc_ovo": 1.0})
+    decision = decide(model(1, {"roc_auc_ovo": 1.0}), TEST_SET, policy, champion)
+    assert decision.outcome == CHAMPION_KEPT
+    assert rows(decision)["roc_auc_ovo vs champion model_export:v0"][1] == "> 1.0000 (champion)"
+
+
+def test_untested_model_is_refused_and_nothing_else_is_judged() -> None:
+    decision = decide(model(2), TEST_SET, POLICY, champion=model(0, {"roc_auc_ovo": 0.97}))
+    assert decision.outcome == REFUSED
+    assert rows(decision)["tested on current test set"] == ("never tested", TEST_SET, "FAIL")
+    assert rows(decision)["roc_auc_ovo"] == ("-", ">= 0.9", "-")
+    assert "never tested" in decision.failures()
+
+
+def test_model_tested_on_another_test_set_is_refused() -> None:
+    stale = model(2, {"roc_auc_ovo": 1.0}, tested_on="test_data.parquet:v2")
+    decision = decide(stale, TEST_SET, POLICY, champion=None)
+    assert decision.outcome == REFUSED
+    assert rows(decision)["tested on current test set"] == ("test_data.parquet:v2", TEST_SET, "FAIL")
+
+
+def test_force_overrides_the_champion_comparison_only() -> None:
+    champion = model(0, {"roc_auc_ovo": 1.0})
+    forced = GatePolicy(thresholds={"roc_auc_ovo": 0.9}, min_improvement=0.005, force=True)
+    decision = decide(model(1, {"roc_auc_ovo": 0.9663}), TEST_SET, forced, champion)
+    assert decision.outcome == PROMOTED and decision.forced
+    assert rows(decision)["roc_auc_ovo vs champion model_export:v0"][2] == "FAIL (forced)"
+    assert decision.as_record()["forced"] is True and decision.as_record()["policy"]["force"] is True
+    # Thresholds still hold under force.
+    assert decide(model(2, {"roc_auc_ovo": 0.777}), TEST_SET, forced, champion).outcome == REFUSED
+    # Force that was not needed is not a forced promotion.
+    assert not decide(model(3, {"roc_auc_ovo": 1.0}), TEST_SET, forced, model(0, {"roc_auc_ovo": 0.9})).forced
+
+
+def test_error_metrics_lower_is_better_and_thresholds_are_maximums() -> None:
+    policy = GatePolicy(
+        metric="rmse", higher_is_better=False, thresholds={"rmse": 0.5, "mae": 0.4}, min_improvement=0.01
+    )
+    champion = model(0, {"rmse": 0.30, "mae": 0.2})
+    better = decide(model(1, {"rmse": 0.28, "mae": 0.2}), TEST_SET, policy, champion)
+    assert better.outcome == PROMOTED
+    assert rows(better)["rmse"] == ("0.2800", "<= 0.5", "pass")
+    assert rows(better)["rmse vs champion model_export:v0"][1] == "<= 0.2900 (champion 0.3000 - 0.01)"
+    assert decide(model(2, {"rmse": 0.295, "mae": 0.2}), TEST_SET, policy, champion).outcome == CHAMPION_KEPT
+    assert decide(model(3, {"rmse": 0.6, "mae": 0.2}), TEST_SET, policy, None).outcome == REFUSED
+
+
+def test_threshold_on_a_metric_the_model_lacks_is_refused() -> None:
+    policy = GatePolicy(thresholds={"r2": 0.8})
+    decision = decide(model(1, {"roc_auc_ovo": 0.99}), TEST_SET, policy)
+    assert decision.outcome == REFUSED and rows(decision)["r2"][0] == "missing"
+
+
+def test_comparison_metric_missing_is_refused_naming_the_recorded_ones() -> None:
+    decision = decide(model(1, {"accuracy": 0.99}), TEST_SET, GatePolicy(metric="log_loss", higher_is_better=False))
+    assert decision.outcome == REFUSED
+    assert "one of: accuracy" in decision.failures()
+
+
+def test_non_finite_metric_is_refused() -> None:
+    decision = decide(model(1, {"roc_auc_ovo": math.nan, "accuracy": 1.0}), TEST_SET, GatePolicy())
+    assert decision.outcome == REFUSED
+    assert rows(decision)["test metrics recorded and finite"][2] == "FAIL"
+
+
+def test_the_champion_itself_is_kept() -> None:
+    champion = model(0, {"roc_auc_ovo": 0.99})
+    decision = decide(champion, TEST_SET, POLICY, champion)
+    assert decision.outcome == CHAMPION_KEPT
+    assert rows(decision)["champion"] == ("model_export:v0 (this model)", "a different version", "FAIL")
+
+
+def test_a_champion_scored_on_another_test_set_needs_rescoring_and_is_never_compared() -> None:
+    champion = model(0, {"roc_auc_ovo": 0.5}, tested_on="test_data.parquet:v1")
+    assert needs_rescore(champion, TEST_SET, POLICY)
+    assert not needs_rescore(model(0, {"roc_auc_ovo": 0.5}), TEST_SET, POLICY)
+    assert needs_rescore(model(0, {"accuracy": 0.5}), TEST_SET, POLICY)  # lacks the comparison metric
+    # Given one anyway, the gate does not compare across test sets: the champion stays.
+    assert decide(model(1, {"roc_auc_ovo": 1.0}), TEST_SET, POLICY, champion).outcome == CHAMPION_KEPT
+
+
+@pytest.mark.parametrize(
+    ("moves", "rollbacks", "target"),
+    [
+        ([], set(), None),
+        ([(0, None, "p0")], set(), None),
+        ([(0, None, "p0"), (2, 0, "p2")], set(), 0),
+        # promote v0, v1, v2; roll back twice: v1, then v0 (a stack, not a toggle)
+        ([(0, None, "p0"), (1, 0, "p1"), (2, 1, "p2"), (1, 2, "r1")], {"r1"}, 0),
+        ([(0, None, "p0"), (1, 0, "p1"), (2, 1, "p2"), (1, 2, "r1"), (0, 1, "r2")], {"r1", "r2"}, None),
+        # a rollback, then a new promotion: rolling back returns to the rolled-back-to version
+        ([(0, None, "p0"), (1, 0, "p1"), (0, 1, "r1"), (3, 0, "p3")], {"r1"}, 0),
+        # a manual move counts as a promotion
+        ([(0, None, "p0"), (4, 0, None)], set(), 0),
+    ],
+)
+def test_rollback_target_pops_the_champions_stack(moves, rollbacks, target) -> None:
+    assert rollback_target(moves, rollbacks) == target
+
+
+def promote_section(**changes: Any) -> dict[str, Any]:
+    section = {
+        "metric": "roc_auc_ovo", "higher_is_better": True, "thresholds": {"roc_auc_ovo": 0.9},
+        "min_improvement": 0.005, "force": False, "registered_model_name": "trainflow-model",
+    }
+    return {**section, **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"min_improvement": -0.1}, "promote.min_improvement"),
+        ({"metric": ""}, "promote.metric"),
+        ({"registered_model_name": "my/model"}, "promote.registered_model_name"),
+        ({"registered_model_name": ""}, "promote.registered_model_name"),
+        ({"thresholds": {"accuracy": math.inf}}, "promote.thresholds.accuracy"),
+    ],
+)
+def test_invalid_promote_settings_name_the_key(changes: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        validate_promote(promote_section(**changes))
+
+
+def test_default_config_gate_and_overrides(project_dir: Path) -> None:
+    """config.yaml's gate lets the default penguins model (roc_auc_ovo ~1.0) through; keys are typed."""
+    cfg = resolve_paths(load_config(project_dir), project_dir)
+    validate(cfg)
+    policy = GatePolicy.from_config(cfg.promote)
+    assert decide(model(0, {"roc_auc_ovo": 1.0, "accuracy": 0.98, "f1_macro": 0.98}), TEST_SET, policy).promote
+    assert cfg.batch_predict.model == "model_export:prod"
+    cfg = load_config(project_dir, ["+promote.thresholds.accuracy=0.95", "promote.force=true"])
+    assert GatePolicy.from_config(cfg.promote).thresholds == {"roc_auc_ovo": 0.9, "accuracy": 0.95}
+    with pytest.raises(ConfigError, match="promote.min_improvement"):
+        validate(resolve_paths(load_config(project_dir, ["promote.min_improvement=-1"]), project_dir))
+    with pytest.raises(ConfigError, match="promote.force"):
+        load_config(project_dir, ["promote.force=maybe"])
+
+
+# -- the store's promotion history ---------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalArtifactStore:
+    store = LocalArtifactStore(tmp_path / "store")
+    source = tmp_path / "model.bin"
+    for content in (b"zero", b"one", b"two"):
+        source.write_bytes(content)
+        store.log_artifact(source, "model_export", "model_export")
+    return store
+
+
+def test_a_promotion_moves_the_alias_and_appends_history_together(store: LocalArtifactStore) -> None:
+    first = store.record_promotion(
+        "model_export", "prod", "promote", PROMOTED, "model_export:v0", {"metrics": {"auc": 0.9}}, "me@here",
+        move=True, expected=None,
+    )
+    assert (first.before, first.after, first.candidate) == (None, "model_export:v0", "model_export:v0")
+    kept = store.record_promotion("model_export", "prod", "promote", CHAMPION_KEPT, "model_export:v1", {}, "me@here")
+    assert (kept.before, kept.after) == ("model_export:v0", "model_export:v0")
+    assert store.get("model_export:prod").version == 0
+    history = store.promotions("model_export")
+    assert [(e.id, e.outcome, e.actor) for e in history] == [(1, PROMOTED, "me@here"), (2, CHAMPION_KEPT, "me@here")]
+    assert history[0].details == {"metrics": {"auc": 0.9}}
+    assert store.promotions("other") == [] and store.promotions(alias="staging") == []
+
+
+def test_a_move_against_a_stale_champion_changes_nothing(store: LocalArtifactStore) -> None:
+    store.set_alias("model_export:v1", "prod")
+    stale = r"model_export:prod changed to model_export:v1 .* against model_export:v0"
+    with pytest.raises(TrainflowError, match=stale):
+        store.record_promotion(
+            "model_export", "prod", "promote", PROMOTED, "model_export:v2", {}, "me",
+            move=True, expected="model_export:v0",
+        )
+    assert store.get("model_export:prod").version == 1
+    assert store.promotions() == []
+    assert [move[0] for move in store.alias_history("model_export", "prod")] == [1]
+
+
+def test_existing_store_without_the_history_table_gains_it(store: LocalArtifactStore) -> None:
+    """A store created before promotions existed keeps working: the table is added on open."""
+    store.set_alias("model_export:v0", "prod")
+    with sqlite3.connect(store.index_path) as db:
+        db.execute("DROP TABLE promotions")
+    reopened = LocalArtifactStore(store.root)
+    assert reopened.get("model_export:prod").version == 0
+    assert reopened.promotions() == []
+    entry = reopened.record_promotion("model_export", "prod", "promote", REFUSED, "model_export:v2", {"x": 1}, "me")
+    with sqlite3.connect(store.index_path) as db:
+        assert json.loads(db.execute("SELECT details FROM promotions").fetchone()[0]) == {"x": 1}
+    assert entry.outcome == REFUSED
