@@ -22,12 +22,15 @@ from omegaconf import OmegaConf
 from trainflow.config import DataCheckConfig, load_config, resolve_paths, validate
 from trainflow.datacheck import (
     CheckReport,
+    DataCheckFailed,
     check_table,
     corrected_alpha,
     dtype_kind,
     infer_expectations,
     metric_key,
+    refuse_failed_data,
     validate_data_check_config,
+    verdict_metadata,
 )
 from trainflow.errors import ConfigError
 from trainflow.store import LocalArtifactStore
@@ -437,3 +440,11 @@ def test_claim_alias_sets_a_first_reference_only(tmp_path: Path) -> None:
     assert store.get("raw_data:reference").ref == "raw_data:v1"
     assert [h[0] for h in store.alias_history("raw_data", "reference")] == [1]
     assert [v.aliases for v in store.list_versions("raw_data")] == [(), ("latest", "reference")]
+
+
+def test_a_table_that_failed_check_data_is_refused_and_others_pass() -> None:
+    refuse_failed_data({}, "raw_data:v0")  # never checked: -P steps=fetch_data,split_data
+    refuse_failed_data(verdict_metadata(True, "data_check_report:v1"), "raw_data:v1")
+    with pytest.raises(DataCheckFailed) as error:
+        refuse_failed_data(verdict_metadata(False, "data_check_report:v2"), "raw_data:v2")
+    assert "raw_data:v2 failed check_data (report data_check_report:v2)" in str(error.value)

@@ -18,7 +18,6 @@ from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, error_lines, pipelin
 from trainflow.store import LocalArtifactStore, lineage
 
 
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
     """Run `mlflow run .` once on the embedded default data, as `make run` does."""

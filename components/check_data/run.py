@@ -10,7 +10,7 @@ import sys
 from omegaconf import OmegaConf
 
 from trainflow.data import read_table
-from trainflow.datacheck import DataCheckFailed, check_table
+from trainflow.datacheck import DataCheckFailed, check_table, verdict_metadata
 from trainflow.errors import ArtifactNotFound
 from trainflow.run_context import StepRun, step_main
 from trainflow.store import ArtifactVersion
@@ -78,6 +78,8 @@ def check_data(run: StepRun) -> None:
             "became_reference": became_reference,
         },
     )
+    # split_data refuses a raw_data version recorded as failed, however it is asked for
+    run.store.update_metadata(checked.ref, verdict_metadata(not failed, version.ref))
     if warnings:
         run.say(f"{len(warnings)} warning(s) (not stopping the pipeline):\n{report.table(warnings)}")
     if failed:

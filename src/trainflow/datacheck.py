@@ -60,6 +60,22 @@ class DataCheckFailed(DataError):
     """The data failed checks that stop the pipeline (the message summarises them)."""
 
 
+def verdict_metadata(passed: bool, report_ref: str) -> dict[str, Any]:
+    """What check_data records on the ``raw_data`` version it checked."""
+    return {"data_check": {"passed": passed, "report": report_ref}}
+
+
+def refuse_failed_data(metadata: Mapping[str, Any], ref: str) -> None:
+    """Stop a step from using a table that check_data failed (unchecked tables pass:
+    ``-P steps=fetch_data,split_data`` skips the check on purpose)."""
+    verdict = metadata.get("data_check") or {}
+    if verdict.get("passed") is False:
+        raise DataCheckFailed(
+            f"{ref} failed check_data (report {verdict.get('report')}): fix the data and run "
+            "-P steps=fetch_data,check_data,..., or pass a version that passed, e.g. -P raw_artifact=raw_data:reference"
+        )
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """One check on one column (or on the whole table when ``column`` is None).
