@@ -6,6 +6,7 @@ tests never see each other's runs and can run in parallel.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from trainflow.tracking import create_store_database
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(sys.executable).parent
+MLFLOW = str(BIN_DIR / "mlflow")
 
 
 @pytest.fixture
@@ -36,6 +38,15 @@ def pipeline_env(home: Path) -> dict[str, str]:
     )
     create_store_database(home, "trainflow")
     return env
+
+
+def copy_of(home: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A private copy of a finished pipeline's state (store + MLflow database)."""
+    target = tmp_path / "home"
+    shutil.copytree(home, target, ignore=shutil.ignore_patterns("checkouts", "tmp", "hydra"))
+    # The MLflow database records absolute artifact locations; the copy keeps the
+    # original's, which is fine for these tests: they read metrics and tags only.
+    return target, pipeline_env(target)
 
 
 @pytest.fixture

@@ -90,6 +90,21 @@ def test_alias_moves_and_metadata_merges(new_step: NewStep, tmp_path: Path) -> N
     assert [v.version for v in store.list_versions("model_export")] == [0, 1]
 
 
+def test_claim_alias_sets_a_first_alias_only(new_step: NewStep, tmp_path: Path) -> None:
+    """check_data's first ``reference``: the first claim wins, a later one leaves it."""
+    source = tmp_path / "d.csv"
+    for content in ("a\n1\n", "a\n2\n"):
+        source.write_text(content)
+        store, run = new_step("fetch_data")
+        store.log_artifact(source, "raw_data", "raw_data", run=run)
+    store, _ = new_step("check_data")
+    version, claimed = store.claim_alias("raw_data:v0", "reference")
+    assert claimed and version.version == 0
+    version, claimed = store.claim_alias("raw_data:v1", "reference")
+    assert not claimed and version.version == 0
+    assert store.get("raw_data:reference").version == 0 and "reference" not in store.get("raw_data:v1").aliases
+
+
 def test_unknown_references_fail_clearly(new_step: NewStep, tmp_path: Path) -> None:
     source = tmp_path / "f.txt"
     source.write_text("x")

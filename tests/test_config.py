@@ -127,7 +127,7 @@ def test_select_steps_all_subset_and_order() -> None:
 def test_select_steps_rejects_unknown_or_empty(steps: str) -> None:
     with pytest.raises(ConfigError) as error:
         select_steps(steps)
-    assert "fetch_data, split_data, train_model, test_model, promote_model" in str(error.value)
+    assert "fetch_data, check_data, split_data, train_model, test_model, promote_model" in str(error.value)
 
 
 def test_mlproject_args_become_hydra_overrides() -> None:
@@ -166,7 +166,7 @@ def test_unknown_step_fails_before_anything_runs(store_env: dict[str, str], proj
     result = run_command([sys.executable, "main.py", "main.steps='fetch_data,bogus'"], store_env)
     assert result.returncode == 1
     [line] = error_lines(result.stderr)
-    assert "'bogus'" in line and "fetch_data, split_data" in line
+    assert "'bogus'" in line and "fetch_data, check_data, split_data" in line
     assert "[pipeline]" not in result.stdout
     assert not (Path(store_env["TRAINFLOW_HOME"]) / "index.db").exists(), "the store was touched"
 

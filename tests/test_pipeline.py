@@ -13,20 +13,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import BIN_DIR, PROJECT_DIR, error_lines, pipeline_env, run_command
+from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, error_lines, pipeline_env, run_command
 
 from trainflow.store import LocalArtifactStore, lineage
-
-MLFLOW = str(BIN_DIR / "mlflow")
-
-
-def copy_of(home: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """A private copy of a finished pipeline's state (store + MLflow database)."""
-    target = tmp_path / "home"
-    shutil.copytree(home, target, ignore=shutil.ignore_patterns("checkouts", "tmp", "hydra"))
-    # The MLflow database records absolute artifact locations; the copy keeps the
-    # original's, which is fine for these tests: they read metrics and tags only.
-    return target, pipeline_env(target)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +34,9 @@ def test_every_step_logged_its_artifacts(pipeline: tuple[Path, dict[str, str], s
     home, _, _ = pipeline
     store = LocalArtifactStore(home)
     names = {name: count for name, _, count in store.list_names()}
-    assert names == {"raw_data": 1, "trainval_data.parquet": 1, "test_data.parquet": 1, "model_export": 1}
+    assert names == {
+        "raw_data": 1, "data_check_report": 1, "trainval_data.parquet": 1, "test_data.parquet": 1, "model_export": 1
+    }
     trainval = pd.read_parquet(store.use_artifact("trainval_data.parquet:latest"))
     test = pd.read_parquet(store.use_artifact("test_data.parquet:latest"))
     raw = pd.read_csv(PROJECT_DIR / "data" / "penguins.csv")
@@ -55,6 +46,12 @@ def test_every_step_logged_its_artifacts(pipeline: tuple[Path, dict[str, str], s
     raw_version = store.get("raw_data:v0")
     assert raw_version.metadata["source"] == (PROJECT_DIR / "data" / "penguins.csv").as_uri()
     assert raw_version.metadata["rows"] == len(raw)
+    # check_data passed the first data this store saw, so it became the drift reference
+    assert set(raw_version.aliases) == {"latest", "reference"}
+    report = store.get("data_check_report:v0")
+    assert report.type == "data_check" and report.metadata["raw_data"] == "raw_data:v0"
+    assert report.metadata["passed"] is True and report.metadata["failed"] == [] and report.metadata["became_reference"]
+    assert [v.ref for v in store.inputs_of(report)] == ["raw_data:v0"]
 
 
 def test_model_was_tested_promoted_and_is_servable(pipeline: tuple[Path, dict[str, str], str]) -> None:
@@ -112,12 +109,18 @@ def test_mlflow_records_one_nested_run_per_step(pipeline: tuple[Path, dict[str, 
     parents = [run for run in runs if run.data.tags.get("trainflow.step") == "pipeline"]
     assert len(parents) == 1
     steps = {run.data.tags["trainflow.step"]: run for run in runs if run is not parents[0]}
-    assert set(steps) == {"fetch_data", "split_data", "train_model", "test_model", "promote_model"}
+    assert set(steps) == {"fetch_data", "check_data", "split_data", "train_model", "test_model", "promote_model"}
     for run in steps.values():
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
     assert 0.9 <= steps["test_model"].data.metrics["test_roc_auc_ovo"] <= 1.0
     assert steps["train_model"].data.params["model.random_forest.n_estimators"] == "100"
     assert steps["train_model"].data.tags["trainflow.output.model_export"] == "model_export:v0"
+    checked = steps["check_data"].data
+    assert checked.tags["trainflow.data_check"] == "passed" and checked.metrics["checks_failed"] == 0
+    assert checked.metrics["schema.allowed_values.island.passed"] == 1.0
+    assert {a.path for a in client.list_artifacts(steps["check_data"].info.run_id)} >= {
+        "data_check_report.json", "data_check_report.md"
+    }
     for step, expected in (("train_model", "val_log_loss"), ("test_model", "test_precision_Adelie")):
         assert expected in steps[step].data.metrics, step
         plots = {Path(a.path).name for a in client.list_artifacts(steps[step].info.run_id, "plots")}
@@ -215,7 +218,7 @@ def test_a_messier_table_runs_through_overrides_alone(tmp_path: Path) -> None:
     env = pipeline_env(tmp_path / "home")
     overrides = (
         "data.uri=data/penguins-raw.csv 'data.target=Clutch Completion' model.features.infer=true "
-        "model.estimator=hist_gradient_boosting"
+        "model.estimator=hist_gradient_boosting data_check.expectations=null"
     )
     result = run_command(
         [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow", "-P", f"hydra_options={overrides}"],
@@ -230,6 +233,9 @@ def test_a_messier_table_runs_through_overrides_alone(tmp_path: Path) -> None:
     assert prod.metadata["estimator"] == "hist_gradient_boosting"
     assert sorted(prod.metadata["classes"]) == ["No", "Yes"]
     assert 0.5 <= prod.metadata["test"]["metrics"]["roc_auc_ovo"] <= 1.0
+    # expectations off: check_data ran its generic checks only, and passed
+    report = store.get("data_check_report:v0").metadata
+    assert report["passed"] is True and report["checks"] == 5
 
 
 def test_a_regression_target_runs_end_to_end(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,11 +25,10 @@ import mlflow
 import mlflow.sklearn
 import pandas as pd
 import pytest
-from conftest import BIN_DIR, PROJECT_DIR, pipeline_env, run_command
+from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, pipeline_env, run_command
 
 from trainflow.store import LocalArtifactStore, file_sha256
 
-MLFLOW = str(BIN_DIR / "mlflow")
 TRAINFLOW = str(BIN_DIR / "trainflow")
 REGISTERED = "trainflow-model"
 WEAK = "model.random_forest.max_depth=2 model.random_forest.n_estimators=1"  # test roc_auc_ovo 0.972
@@ -205,9 +203,7 @@ def test_mlflow_models_serve_answers_with_the_promoted_model(story, tmp_path: Pa
 
 def test_batch_predict_is_optional_and_scores_with_prod(story, tmp_path: Path) -> None:
     """`-P steps=batch_predict` scores the test set with prod (v0), not with the newest model (v2)."""
-    home = tmp_path / "home"
-    shutil.copytree(story[0], home, ignore=shutil.ignore_patterns("checkouts", "tmp", "hydra"))
-    env = pipeline_env(home)
+    home, env = copy_of(story[0], tmp_path)
     result = run_command([MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=batch_predict"], env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[pipeline] finished 1 step(s)" in result.stdout

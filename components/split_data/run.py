@@ -1,12 +1,15 @@
 """split_data: split the raw table into ``trainval_data.parquet`` and ``test_data.parquet``."""
 
 from trainflow.config import stratify_column
-from trainflow.data import split_dataset, target_summary
+from trainflow.data import read_table, split_dataset, target_summary
+from trainflow.datacheck import refuse_failed_data
 from trainflow.run_context import StepRun, step_main
 
 
 def split_data(run: StepRun) -> None:
-    raw = run.read_table("raw_artifact")
+    raw_version = run.resolve("raw_artifact")
+    refuse_failed_data(raw_version.metadata, raw_version.ref)
+    raw = read_table(run.store.use_artifact(raw_version.ref))
     cfg = run.cfg
     trainval, test = split_dataset(
         raw, cfg.data.target, cfg.split.test_size, cfg.split.random_seed, stratify_column(cfg)

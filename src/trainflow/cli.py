@@ -6,6 +6,8 @@
     trainflow artifacts get NAME:REF DIR    copy a version's files into DIR
     trainflow artifacts alias NAME:REF ALIAS
     trainflow artifacts lineage NAME:REF    the chain back to the raw data
+    trainflow data-schema infer NAME:REF|FILE [--target T] [--out FILE]
+                                            a starting data_check.expectations section
     trainflow promotions [--name NAME]      every promotion decision and rollback
     trainflow rollback [--alias prod]       move prod back to the previous champion
 
@@ -104,6 +106,38 @@ def cmd_lineage(store: LocalArtifactStore, args: argparse.Namespace) -> None:
         print(line)
 
 
+def cmd_data_schema_infer(root: Path, args: argparse.Namespace) -> None:
+    """Write ``data_check.expectations`` inferred from a stored version or a CSV/Parquet file."""
+    import yaml
+
+    from trainflow.data import read_table
+    from trainflow.datacheck import infer_expectations
+
+    if Path(args.source).is_file():
+        path, source = Path(args.source), str(Path(args.source).resolve())
+    else:
+        if not (root / "index.db").is_file():
+            raise TrainflowError(
+                f"{args.source!r} is not a file, and there is no artifact store at {root.resolve()} to resolve it in: "
+                "set TRAINFLOW_HOME or --root, or pass a CSV/Parquet path"
+            )
+        store = LocalArtifactStore(root)
+        path, source = store.use_artifact(args.source), store.get(args.source).ref
+    frame = read_table(path)
+    if args.target is not None and args.target not in frame.columns:
+        raise TrainflowError(f"--target {args.target!r} is not a column of {source}: it has {', '.join(map(str, frame.columns))}")
+    expectations = infer_expectations(frame, target=args.target, max_categories=args.max_categories, margin=args.margin)
+    text = (
+        f"# data_check.expectations inferred by `trainflow data-schema infer` from {source}\n"
+        f"# ({len(frame):,} rows). It describes this table: review the categories, ranges and row\n"
+        "# count, then put the section in config.yaml.\n"
+        + yaml.safe_dump({"data_check": {"expectations": expectations}}, sort_keys=False, allow_unicode=True)
+    )
+    if args.out is None:
+        print(text, end="")
+    else:
+        Path(args.out).write_text(text)
+        print(f"wrote data_check.expectations for {len(frame.columns)} columns of {source} to {args.out}")
 def _short(ref: str | None) -> str:
     return ref.rsplit(":", 1)[1] if ref else "-"
 
@@ -205,6 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("ref")
     trace.set_defaults(handler=cmd_lineage)
 
+    data_schema = commands.add_parser("data-schema", help="expectations for the data_check step")
+    schema_verbs = data_schema.add_subparsers(dest="verb", required=True)
+    infer = schema_verbs.add_parser(
+        "infer", help="write a data_check.expectations section inferred from a dataset (NAME:REF or a file)"
+    )
+    infer.add_argument("source", help="a stored version (raw_data:latest, raw_data:v3) or a CSV/Parquet file")
+    infer.add_argument("--target", default=None, help="the target column: its values become the expected classes")
+    infer.add_argument("--out", default=None, help="write to this YAML file instead of standard output")
+    infer.add_argument("--max-categories", type=int, default=20,
+                       help="string columns with at most this many distinct values get allowed values (default 20)")
+    infer.add_argument("--margin", type=float, default=0.1,
+                       help="widen numeric ranges by this fraction of the observed range (default 0.1)")
+    infer.set_defaults(handler=cmd_data_schema_infer)
     history = commands.add_parser("promotions", help="the promotion history: every gate decision and rollback")
     history.add_argument("--name", default="model_export", help="artifact name (default: model_export)")
     history.add_argument("--alias", default=None, help="only decisions about this alias")
@@ -229,6 +276,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with exit_on_user_error("trainflow"):
         root = args.root or default_root()
+        if args.command == "data-schema":  # may read a plain file: opens the store only if it needs it
+            args.handler(root, args)
+            return
         if args.command == "artifacts" and choose_backend(args.backend)[0] == "wandb":
             import wandb
 

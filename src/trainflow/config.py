@@ -122,6 +122,46 @@ class BatchPredictConfig:
 
 
 @dataclass
+class RowCountExpectation:
+    min: Optional[int] = None
+    max: Optional[int] = None
+
+
+@dataclass
+class ExpectationsConfig:
+    # column -> {dtype, nullable, allowed, min, max}; checked by trainflow.datacheck, not typed
+    # here, so that a column can be added on the command line: +data_check...columns.x={dtype:int}
+    columns: dict[str, Any] = field(default_factory=dict)
+    row_count: RowCountExpectation = field(default_factory=RowCountExpectation)
+    classes: Optional[list[Any]] = None
+    extra_columns: str = "warn"
+
+
+@dataclass
+class DriftConfig:
+    alpha: float = MISSING
+    correction: str = MISSING
+    max_categories: int = MISSING
+
+
+@dataclass
+class FailOnConfig:
+    schema: str = MISSING
+    generic: str = MISSING
+    drift: str = MISSING
+
+
+@dataclass
+class DataCheckConfig:
+    expectations: Optional[ExpectationsConfig] = None
+    min_class_count: int = MISSING
+    max_duplicate_fraction: float = MISSING
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    fail_on: FailOnConfig = field(default_factory=FailOnConfig)
+    reference_alias: str = MISSING
+
+
+@dataclass
 class TrainflowConfig:
     main: MainConfig = field(default_factory=MainConfig)
     artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
@@ -131,6 +171,7 @@ class TrainflowConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     test: TestConfig = field(default_factory=TestConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    data_check: DataCheckConfig = field(default_factory=DataCheckConfig)
     batch_predict: BatchPredictConfig = field(default_factory=BatchPredictConfig)
 
 
@@ -209,6 +250,9 @@ def validate(cfg: DictConfig) -> None:
     validate_alias(cfg.promote.alias)
     parse_ref(cfg.test.model)
     parse_ref(cfg.promote.model)
+    from trainflow.datacheck import validate_data_check_config
+
+    validate_data_check_config(OmegaConf.to_container(cfg.data_check, resolve=True))
     from trainflow.promotion import validate_promote
 
     validate_promote(cfg.promote)

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-
 # The metrics a summary line shows first, per task.
 HEADLINE_METRICS = {"classification": ("roc_auc_ovo", "accuracy", "f1_macro"), "regression": ("r2", "mae", "rmse")}
 

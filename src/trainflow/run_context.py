@@ -116,12 +116,16 @@ class StepRun:
             plt.close(figure)
         self.say(f"logged plots: {', '.join(figures)}")
 
-    def log_metrics(self, metrics: Mapping[str, float], prefix: str = "") -> None:
+    def log_metrics(self, metrics: Mapping[str, float], prefix: str = "", show: bool = True) -> None:
+        """MLflow metrics and W&B summary values; ``show=False`` for many values that a
+        table printed by the step already shows."""
         import mlflow
 
         mlflow.log_metrics({f"{prefix}{key}": value for key, value in metrics.items()})
         if self.wandb_run is not None:
             self.wandb_run.summary.update({f"{prefix}{key}": value for key, value in metrics.items()})
+        if not show:
+            return
         shown = ", ".join(f"{prefix}{key}={value:.4f}" for key, value in metrics.items())
         self.say(f"metrics: {shown}")
 

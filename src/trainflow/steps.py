@@ -52,6 +52,24 @@ STEPS: dict[str, StepSpec] = {
             config_sections=("data",),
         ),
         StepSpec(
+            "check_data",
+            "check the raw table's schema and distributions; stop the pipeline on a failed check",
+            inputs=(StepInput("raw_artifact", "raw_data"),),
+            outputs=("data_check_report",),
+            # data_check.expectations is left out of the params (column names may hold
+            # characters MLflow refuses in a param key); the report and the run's
+            # resolved_config.yaml record it.
+            config_sections=(
+                "data",
+                "data_check.min_class_count",
+                "data_check.max_duplicate_fraction",
+                "data_check.drift",
+                "data_check.fail_on",
+                "data_check.reference_alias",
+                "model.task",
+            ),
+        ),
+        StepSpec(
             "split_data",
             "split the raw table into trainval and held-out test sets",
             inputs=(StepInput("raw_artifact", "raw_data"),),

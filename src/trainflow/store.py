@@ -401,6 +401,23 @@ class LocalArtifactStore:
             self._move_alias(db, name, alias, version_id, run_id)
         return self.get(ref if parse_ref(ref).version is not None else f"{name}:{alias}")
 
+    def claim_alias(self, ref: str, alias: str, run_id: str | None = None) -> tuple[ArtifactVersion, bool]:
+        """Point ``alias`` at ``ref`` only if no version of that name has it yet, atomically.
+
+        Returns the version the alias names afterwards and whether this call set it, so
+        two writers racing for a first ``reference`` cannot both win.
+        """
+        if alias == LATEST:
+            raise TrainflowError("'latest' is managed by the store and always names the newest version")
+        validate_alias(alias)
+        with self._transaction() as db:
+            version_id = self._resolve_id(db, parse_ref(ref))
+            name = db.execute("SELECT name FROM versions WHERE id = ?", (version_id,)).fetchone()[0]
+            existing = db.execute("SELECT version_id FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+            if existing is None:
+                self._move_alias(db, name, alias, version_id, run_id)
+            return self._load(db, version_id if existing is None else existing[0]), existing is None
+
     def update_metadata(self, ref: str, updates: Mapping[str, Any]) -> ArtifactVersion:
         """Merge ``updates`` into a version's metadata (top-level keys are replaced)."""
         with self._transaction() as db:

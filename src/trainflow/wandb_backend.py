@@ -177,6 +177,18 @@ class WandbArtifactStore:
             artifact.save()
         return self._version(artifact)
 
+    def claim_alias(self, ref: str, alias: str, run_id: str | None = None) -> tuple[ArtifactVersion, bool]:
+        """Point ``alias`` at ``ref`` only if no version of that name has it yet.
+
+        W&B has no compare-and-set on aliases, so two writers racing for a first
+        ``reference`` could both set it; the later one wins, as in the W&B UI.
+        """
+        name = parse_ref(ref).name
+        try:
+            return self.get(f"{name}:{alias}"), False
+        except ArtifactNotFound:
+            return self.set_alias(ref, alias, run_id), True
+
     def update_metadata(self, ref: str, updates: Mapping[str, Any]) -> ArtifactVersion:
         artifact = self._artifact(ref)
         artifact.metadata.update(dict(updates))
