@@ -6,6 +6,7 @@
     trainflow artifacts get NAME:REF DIR    copy a version's files into DIR
     trainflow artifacts alias NAME:REF ALIAS
     trainflow artifacts lineage NAME:REF    the chain back to the raw data
+    trainflow artifacts verify [--repair]   check every blob and the index; remove garbage
     trainflow data-schema infer NAME:REF|FILE [--target T] [--out FILE]
                                             a starting data_check.expectations section
     trainflow promotions [--name NAME]      every promotion decision and rollback
@@ -25,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from trainflow.errors import TrainflowError, exit_on_user_error
+from trainflow.errors import CorruptArtifact, TrainflowError, exit_on_user_error
 from trainflow.store import ArtifactVersion, LocalArtifactStore, lineage
 from trainflow.wandb_backend import WandbArtifactStore, choose_backend
 
@@ -94,6 +95,33 @@ def cmd_get(store: LocalArtifactStore, args: argparse.Namespace) -> None:
 def cmd_alias(store: LocalArtifactStore, args: argparse.Namespace) -> None:
     version = store.set_alias(args.ref, args.alias)
     print(f"{version.name}:{args.alias} -> {version.ref}")
+
+
+def cmd_verify(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    """Every blob against its digest, the index against itself; garbage reported or removed."""
+    if not isinstance(store, LocalArtifactStore):
+        raise TrainflowError("artifacts verify checks the local store; W&B verifies its own storage: drop --backend")
+    report = store.verify(repair=args.repair, grace_seconds=args.grace_seconds)
+    print(
+        f"checked {report.versions} version(s), {report.blobs} blob(s), {report.bytes_checked:,} bytes in {store.root}"
+    )
+    for problem in report.problems:
+        print(f"  PROBLEM {problem}")
+    garbage = len(report.orphans) + len(report.stale_tmp)
+    if args.repair:
+        print(f"  removed {len(report.removed)} orphaned blob(s) and stale temporary file(s)")
+    elif garbage:
+        print(f"  {len(report.orphans)} orphaned blob(s), {len(report.stale_tmp)} stale temporary file(s): "
+              "remove them with `trainflow artifacts verify --repair`")
+    if report.recent_orphans:
+        print(f"  {len(report.recent_orphans)} unreferenced blob(s) younger than {args.grace_seconds:g} s kept "
+              "(a step may be writing them)")
+    if not report.ok:
+        raise CorruptArtifact(
+            f"{len(report.problems)} problem(s) in the store at {store.root} (listed above): the versions named "
+            "cannot be read; re-run the steps that produced them"
+        )
+    print("store OK")
 
 
 def cmd_lineage(store: LocalArtifactStore, args: argparse.Namespace) -> None:
@@ -235,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     alias.add_argument("ref")
     alias.add_argument("alias")
     alias.set_defaults(handler=cmd_alias)
+    verify = verbs.add_parser("verify", help="check every blob's digest and the index; find orphaned blobs")
+    verify.add_argument("--repair", action="store_true", help="remove orphaned blobs and stale temporary files")
+    verify.add_argument(
+        "--grace-seconds", type=float, default=3600.0,
+        help="unreferenced blobs younger than this may belong to a running step: never removed (default 3600)",
+    )
+    verify.set_defaults(handler=cmd_verify)
     trace = verbs.add_parser("lineage", help="the chain of versions behind REF")
     trace.add_argument("ref")
     trace.set_defaults(handler=cmd_lineage)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 from collections.abc import Iterator
 
@@ -30,6 +31,28 @@ class ConfigError(TrainflowError):
     """A configuration value is invalid or contradicts another one."""
 
 
+class DiskFull(TrainflowError):
+    """The disk filled up while writing; what was being written was not kept."""
+
+
+# Out of space, or over a quota: the machine's state, not a bug, so one line, not a traceback.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """An OSError for a full disk or quota, or SQLite's "database or disk is full"."""
+    if isinstance(error, OSError):
+        return error.errno in _NO_SPACE
+    return type(error).__name__ == "OperationalError" and "disk is full" in str(error)
+
+
+def disk_full(error: BaseException, where: str) -> DiskFull:
+    return DiskFull(
+        f"no space left on the device ({error.__class__.__name__}: {error}) while writing {where}: "
+        "nothing partial was kept; free space there, or point TRAINFLOW_HOME at a larger disk, and re-run the step"
+    )
+
+
 @contextlib.contextmanager
 def exit_on_user_error(prefix: str) -> Iterator[None]:
     """Turn a :class:`TrainflowError` into one line on stderr and exit status 1.
@@ -37,7 +60,12 @@ def exit_on_user_error(prefix: str) -> Iterator[None]:
     Bugs (any other exception) keep their traceback: they are ours to fix.
     """
     try:
-        yield
+        try:
+            yield
+        except Exception as error:
+            if is_disk_full(error):
+                raise disk_full(error, getattr(error, "filename", None) or "step output") from None
+            raise
     except TrainflowError as error:
         message = " ".join(str(error).split())
         print(f"{prefix}: error: {message}", file=sys.stderr, flush=True)

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from trainflow.errors import ArtifactNotFound, CorruptArtifact, TrainflowError
+from trainflow.errors import ArtifactNotFound, CorruptArtifact, TrainflowError, disk_full, is_disk_full
 
 LATEST = "latest"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -352,10 +352,36 @@ class LocalArtifactStore:
                 validate_alias(alias)
         metadata_json = json.dumps(dict(metadata or {}), sort_keys=True)
         kind, entries = self._walk(Path(path))
-        files = [
-            StoredFile(relative, stored.sha256, stored.size)
-            for relative, stored in ((rel, self._put_blob(src)) for rel, src in entries)
-        ]
+        with self._space_checked(f"{name} into the artifact store at {self.root}"):
+            files = [
+                StoredFile(relative, stored.sha256, stored.size)
+                for relative, stored in ((rel, self._put_blob(src)) for rel, src in entries)
+            ]
+            return self._insert_version(name, type, kind, files, description, metadata_json, aliases, run)
+
+    @contextlib.contextmanager
+    def _space_checked(self, where: str) -> Iterator[None]:
+        """A full disk becomes one clear error; the blobs already written are orphans that
+        ``verify --repair`` removes, and no version refers to them."""
+        try:
+            yield
+        except Exception as error:
+            if is_disk_full(error):
+                raise disk_full(error, where) from None
+            raise
+
+    def _insert_version(
+        self,
+        name: str,
+        type: str,
+        kind: str,
+        files: list[StoredFile],
+        description: str,
+        metadata_json: str,
+        aliases: Sequence[str],
+        run: RunRecord | None,
+    ) -> ArtifactVersion:
+        """The next version of ``name`` over blobs already in place, in one transaction."""
         digest = _digest_manifest(kind, files)
         with self._transaction() as db:
             if run is not None:
@@ -619,7 +645,8 @@ class LocalArtifactStore:
         resolves to the directory.
         """
         version = self.record_usage(ref, run) if run is not None else self.get(ref)
-        directory = self._checkout(version)
+        with self._space_checked(f"a checkout of {version.ref} under {self.checkouts}"):
+            directory = self._checkout(version)
         return directory / version.files[0].path if version.kind == "file" else directory
 
     def _checkout(self, version: ArtifactVersion) -> Path:
@@ -630,7 +657,7 @@ class LocalArtifactStore:
         staging = Path(tempfile.mkdtemp(dir=self.tmp, prefix="checkout-"))
         try:
             for stored in version.files:
-                destination = staging / stored.path
+                destination = _inside(staging, stored.path, version)
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 self._copy_verified(stored, destination, version)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -669,6 +696,81 @@ class LocalArtifactStore:
                 "on disk); run `trainflow artifacts verify` and re-run the step that produced it"
             )
 
+    # -- integrity ------------------------------------------------------------------
+
+    def verify(self, repair: bool = False, grace_seconds: float = 3600.0) -> VerifyReport:
+        """Check every blob against its digest and the index against itself; find garbage.
+
+        A blob is written before the transaction that references it, so a blob nobody
+        references may belong to a writer still running: orphans younger than
+        ``grace_seconds`` are reported but never removed. ``repair`` removes the older
+        orphans and stale files under ``tmp/``; it never touches a referenced blob.
+        """
+        report = VerifyReport()
+        with self._reading() as db:
+            integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+            if integrity != "ok":
+                report.problems.append(f"index.db fails SQLite's integrity check: {integrity}")
+            for table, rowid, parent, _ in db.execute("PRAGMA foreign_key_check").fetchall():
+                report.problems.append(f"index.db: {table} row {rowid} points at a missing {parent} row")
+            versions = db.execute("SELECT id, name, version, kind, digest, size FROM versions").fetchall()
+            files_by_version: dict[int, list[StoredFile]] = {}
+            for row in db.execute("SELECT version_id, path, sha256, size FROM files"):
+                files_by_version.setdefault(row[0], []).append(StoredFile(row[1], row[2], row[3]))
+            newest = dict(db.execute("SELECT name, MAX(version) FROM versions GROUP BY name").fetchall())
+            latest = {
+                row[0]: row[1]
+                for row in db.execute(
+                    "SELECT a.name, v.version FROM aliases a JOIN versions v ON v.id = a.version_id WHERE a.alias = ?",
+                    (LATEST,),
+                )
+            }
+        report.versions = len(versions)
+        users: dict[str, list[str]] = {}  # blob digest -> "name:vN 'path'" referencing it
+        for version_id, name, number, kind, digest, size in versions:
+            ref = f"{name}:v{number}"
+            files = files_by_version.get(version_id, [])
+            if not files or (kind == "file" and len(files) != 1):
+                report.problems.append(f"{ref}: the index lists {len(files)} file(s) for a {kind} artifact")
+            elif _digest_manifest(kind, files) != digest or sum(f.size for f in files) != size:
+                report.problems.append(f"{ref}: its file list does not match its recorded digest and size")
+            for stored in files:
+                users.setdefault(stored.sha256, []).append(f"{ref} {stored.path!r}")
+                if Path(stored.path).is_absolute() or ".." in Path(stored.path).parts:
+                    report.problems.append(f"{ref}: recorded file path {stored.path!r} points outside the artifact")
+        for name, number in newest.items():
+            if latest.get(name) != number:
+                report.problems.append(f"{name}:latest names v{latest.get(name)}, not the newest version v{number}")
+        for sha, referenced_by in sorted(users.items()):
+            blob = self.blob_path(sha)
+            report.blobs += 1
+            try:
+                actual = file_sha256(blob)
+                report.bytes_checked += blob.stat().st_size
+            except FileNotFoundError:
+                report.problems.append(f"blob {sha[:12]} is missing: {', '.join(referenced_by)} cannot be read")
+                continue
+            if actual != sha:
+                report.problems.append(
+                    f"blob {sha[:12]} was modified on disk (its sha256 is now {actual[:12]}): {', '.join(referenced_by)}"
+                )
+        now = datetime.now(timezone.utc).timestamp()
+        for blob in sorted(p for p in self.blobs.rglob("*") if p.is_file() or p.is_symlink()):
+            if blob.name in users and blob == self.blob_path(blob.name):
+                continue
+            recent = now - blob.lstat().st_mtime < grace_seconds
+            (report.recent_orphans if recent else report.orphans).append(blob)
+        report.stale_tmp = sorted(p for p in self.tmp.iterdir() if now - p.lstat().st_mtime >= grace_seconds)
+        if repair:
+            for garbage in report.orphans + report.stale_tmp:
+                if garbage.is_dir() and not garbage.is_symlink():
+                    shutil.rmtree(garbage, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        garbage.unlink()
+                report.removed.append(garbage)
+        return report
+
     @staticmethod
     def _matches(directory: Path, files: Sequence[StoredFile]) -> bool:
         """Whether ``directory`` holds exactly ``files`` with their recorded digests."""
@@ -682,6 +784,39 @@ class LocalArtifactStore:
             if file_sha256(candidate) != stored.sha256:
                 return False
         return True
+
+
+@dataclass
+class VerifyReport:
+    """What :meth:`LocalArtifactStore.verify` found: ``problems`` are damage (a missing or
+    modified blob, an index that contradicts itself); orphans and stale temporary files
+    are only garbage a killed writer left, removed by ``repair``."""
+
+    versions: int = 0
+    blobs: int = 0
+    bytes_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+    orphans: list[Path] = field(default_factory=list)
+    recent_orphans: list[Path] = field(default_factory=list)
+    stale_tmp: list[Path] = field(default_factory=list)
+    removed: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _inside(directory: Path, relative: str, version: ArtifactVersion) -> Path:
+    """``directory / relative``, refusing a recorded path that would land outside it
+    (an index edited to hold ``../`` or an absolute path must not write elsewhere)."""
+    candidate = Path(relative)
+    resolved = (directory / candidate).resolve()
+    if candidate.is_absolute() or ".." in candidate.parts or not resolved.is_relative_to(directory.resolve()):
+        raise CorruptArtifact(
+            f"{version.ref}: recorded file path {relative!r} points outside the artifact; the index was edited: "
+            "run `trainflow artifacts verify` and re-run the step that produced it"
+        )
+    return directory / candidate
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
