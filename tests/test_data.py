@@ -188,3 +188,24 @@ def test_class_counts_numeric_labels_and_missing() -> None:
     """Integer classes become string keys; missing targets are not counted."""
     frame = pd.DataFrame({"y": pd.array([1, 0, 1, None, 1], dtype="Int64"), "x": [1.0, 2.0, 3.0, 4.0, 5.0]})
     assert class_counts(frame, "y") == {"0": 1, "1": 3}
+
+
+@pytest.mark.parametrize("separator", [";", "\t", "|"])
+def test_read_table_names_another_delimiter(tmp_path: Path, penguins: pd.DataFrame, separator: str) -> None:
+    path = tmp_path / "penguins.csv"
+    penguins.to_csv(path, sep=separator, index=False)
+    with pytest.raises(DataError) as error:
+        read_table(path)
+    message = str(error.value)
+    assert f"looks {separator!r}-separated" in message and "comma-separated" in message and "Parquet" in message
+
+
+def test_read_table_names_a_non_utf8_encoding(tmp_path: Path, penguins: pd.DataFrame) -> None:
+    path = tmp_path / "penguins.csv"
+    frame = penguins.head(20).copy()
+    frame["island"] = "Bíscoe"
+    frame.to_csv(path, index=False, encoding="latin-1")
+    with pytest.raises(DataError) as error:
+        read_table(path)
+    assert "is not UTF-8 text" in str(error.value) and "b'\\xed'" in str(error.value)
+    assert "encoding='latin-1'" in str(error.value)

@@ -121,11 +121,25 @@ def read_table(path: Path) -> pd.DataFrame:
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_csv(path)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, OSError) as error:
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path.name} is not UTF-8 text (byte {error.object[error.start:error.start + 1]!r} at offset "
+            f"{error.start}): save it as UTF-8 (e.g. pandas: pd.read_csv(f, encoding='latin-1').to_csv(out, "
+            "index=False)) or as Parquet"
+        ) from None
+    except (ValueError, pd.errors.ParserError, OSError) as error:
         raise DataError(
             f"{path.name} is neither a readable CSV nor Parquet file ({error.__class__.__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}); check data.uri"
         ) from None
+    if len(frame.columns) == 1:
+        delimiter = next((d for d in (";", "\t", "|") if d in str(frame.columns[0])), None)
+        if delimiter is not None:
+            raise DataError(
+                f"{path.name} looks {delimiter!r}-separated (one column named {str(frame.columns[0])[:60]!r}): "
+                f"trainflow reads comma-separated CSV; convert it (pd.read_csv(f, sep={delimiter!r}).to_csv(out, "
+                "index=False)) or save it as Parquet"
+            )
     if frame.empty or len(frame.columns) < 2:
         raise DataError(
             f"{path.name} has {len(frame)} rows and {len(frame.columns)} columns: a training table needs "
