@@ -80,7 +80,7 @@ def test_the_default_expectations_describe_the_embedded_penguins(penguins: pd.Da
     assert report.failed() == [] and report.warnings() == [], report.table(report.failed() + report.warnings())
     names = {r.name for r in report.results}
     assert {"columns_present", "dtype", "not_null", "allowed_values", "value_range", "row_count", "expected_classes",
-            "extra_columns", "non_empty", "target_present", "min_class_count", "all_null_columns", "duplicate_rows",
+            "extra_columns", "non_empty", "target_present", "two_classes", "min_class_count", "all_null_columns", "duplicate_rows",
             "reference_columns", "ks", "chi_square"} <= names
     # every declared column is checked, and every numeric column gets a KS test, every categorical a chi-square
     assert {r.column for r in report.by_name("columns_present")} == set(penguins.columns)
@@ -237,6 +237,15 @@ def test_without_expectations_the_generic_and_drift_checks_still_run(settings: d
     report = check(raw.drop(columns=["Comments"]), loose, target="Clutch")
     assert failed_keys(report) == {"generic.target_present.Clutch"}
     assert "target column 'Clutch' is missing" in report.failed()[0].message
+
+
+def test_a_target_with_one_class_fails_two_classes(penguins: pd.DataFrame, settings: dict[str, Any]) -> None:
+    adelie = penguins[penguins["species"] == "Adelie"]
+    report = check(adelie, with_(settings, expectations=None))
+    assert "generic.two_classes.species" in failed_keys(report)
+    failure = next(r for r in report.failed() if r.name == "two_classes")
+    assert "one class only ('Adelie')" in failure.message and "model.task=regression" in failure.message
+    assert next(r for r in check(penguins, settings).results if r.name == "two_classes").passed
 
 
 def test_too_small_a_class_fails_min_class_count(penguins: pd.DataFrame, settings: dict[str, Any]) -> None:

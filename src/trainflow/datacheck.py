@@ -8,7 +8,7 @@ groups of checks, each result a :class:`CheckResult` with a name a user can look
     ``columns_present``, ``extra_columns``, ``dtype``, ``not_null``, ``allowed_values``,
     ``value_range``, ``row_count``, ``expected_classes``
 ``generic`` (always on)
-    ``non_empty``, ``target_present``, ``min_class_count``, ``all_null_columns``,
+    ``non_empty``, ``target_present``, ``two_classes``, ``min_class_count``, ``all_null_columns``,
     ``duplicate_rows``
 ``drift`` (against a reference version of the data)
     ``reference_columns``, ``ks`` per numeric column (two-sample Kolmogorov-Smirnov),
@@ -559,6 +559,16 @@ def generic_checks(
     )
     if task == "classification" and labelled:
         counts = frame[target].value_counts()
+        results.append(
+            CheckResult(
+                "generic", "two_classes", target, float(len(counts)), 2.0, len(counts) >= 2,
+                message=(
+                    f"{len(counts)} classes" if len(counts) >= 2
+                    else f"target {target!r} holds one class only ({counts.index[0]!r}): nothing to learn to tell "
+                    "apart; check data.target, or use model.task=regression for a numeric target"
+                ),
+            )
+        )
         rare = counts[counts < min_class_count]
         results.append(
             CheckResult(
