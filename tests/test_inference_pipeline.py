@@ -511,3 +511,27 @@ def test_synthetic_rejects_bad_arguments(kwargs: dict[str, Any]) -> None:
     arguments: dict[str, Any] = {"n_rows": 10, **kwargs}
     with pytest.raises(ValueError):
         make_table(**arguments)
+
+
+@pytest.mark.parametrize("task", list(ESTIMATORS))
+def test_pyfunc_refuses_an_empty_frame_naming_it(exports: ExportCache, task: str) -> None:
+    """Zero rows is an error that says so (batch_predict refuses an empty table before this)."""
+    exported = exports.get(task, "random_forest")
+    model = mlflow.pyfunc.load_model(str(exported.path))
+    with pytest.raises(ValueError, match=r"0 sample\(s\)"):
+        model.predict(exported.held_out_frame().head(0))
+
+
+@pytest.mark.parametrize("task", list(ESTIMATORS))
+def test_pyfunc_answers_rows_that_are_nan_everywhere_as_the_pipeline_does(exports: ExportCache, task: str) -> None:
+    """Every value missing: the exported imputers fill them, exactly as in training."""
+    exported = exports.get(task, "random_forest")
+    model = mlflow.pyfunc.load_model(str(exported.path))
+    frame = exported.held_out_frame().head(3)
+    empty = pd.DataFrame(
+        {c: pd.Series([np.nan] * 3, dtype="float64" if frame[c].dtype.kind == "f" else object) for c in frame.columns}
+    )
+    served = np.asarray(model.predict(empty), dtype="float64")
+    assert np.isfinite(served).all()
+    expected = _in_memory_outputs(exported, empty)["proba" if task == "classification" else "predict"]
+    assert np.allclose(served, expected)

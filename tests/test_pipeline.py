@@ -17,17 +17,41 @@ from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, error_lines, pipelin
 
 from trainflow.store import LocalArtifactStore, lineage
 
+SECRETS = {
+    "WANDB_API_KEY": "local-0123456789abcdef0123456789abcdef01234567",
+    "MLFLOW_TRACKING_PASSWORD": "tracking-password-5f1e2d",
+    "MLFLOW_TRACKING_TOKEN": "tracking-token-9c8b7a",
+}
+
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], str]:
     """Run `mlflow run .` once on the embedded default data, as `make run` does."""
     home = tmp_path_factory.mktemp("pipeline") / "home"
-    env = pipeline_env(home)
+    # Credentials a user may have exported: none may end up in anything the run writes
+    # (test_no_secret_reaches_logs_params_or_artifacts). WANDB_MODE=offline keeps W&B local.
+    env = {**pipeline_env(home), **SECRETS, "WANDB_MODE": "offline"}
     init = run_command([str(BIN_DIR / "trainflow"), "init"], env)
     assert init.returncode == 0, init.stderr
     result = run_command([MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow"], env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (home / "pipeline-output.log").write_text(result.stdout + result.stderr)
     return home, env, result.stdout
+
+
+def test_no_secret_reaches_logs_params_or_artifacts(pipeline: tuple[Path, dict[str, str], str]) -> None:
+    """Every byte the pipeline wrote (store, blobs, MLflow database and artifacts, its
+    output) is searched for the credentials in its environment."""
+    home, _, _ = pipeline
+    files = [path for path in home.rglob("*") if path.is_file()]
+    assert len(files) > 20 and any(path.name == "mlflow.db" for path in files)
+    leaks = {
+        str(path.relative_to(home)): name
+        for path in files
+        for name, secret in SECRETS.items()
+        if secret.encode() in path.read_bytes()
+    }
+    assert leaks == {}, f"secrets found: {leaks}"
 
 
 def test_every_step_logged_its_artifacts(pipeline: tuple[Path, dict[str, str], str]) -> None:

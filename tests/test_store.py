@@ -485,7 +485,7 @@ def test_unknown_version_names_the_reference_and_what_exists(two_names: LocalArt
         two_names.record_usage("data:v5", RunRecord("r", "s"))
 
 
-BAD_NAMES = ["../escape", "..", "a..b", "a/b", "/abs/path", "a;b", "x;rm -rf", "has space", "-leading-dash", "", "a" * 129]
+BAD_NAMES = ["../escape", "..", "a..b", "a/b", "/abs/path", "a;b", "x;rm -rf", "$(id)", "a`id`", "a|b", "a&b", "a>b", "has space", "-leading-dash", "", "a" * 129]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
