@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 
 import trainflow_inference
 from trainflow.config import load_config
-from trainflow.errors import ConfigError, DataError
+from trainflow.errors import ConfigError, DataError, TrainflowError
 from trainflow.model import (
     ESTIMATORS,
     FeatureSpec,
@@ -535,3 +535,22 @@ def test_pyfunc_answers_rows_that_are_nan_everywhere_as_the_pipeline_does(export
     assert np.isfinite(served).all()
     expected = _in_memory_outputs(exported, empty)["proba" if task == "classification" else "predict"]
     assert np.allclose(served, expected)
+
+
+def test_a_model_with_unreviewed_types_is_refused(exports: ExportCache, tmp_path: Path) -> None:
+    """skops loads only the reviewed types: an export whose MLmodel no longer trusts the
+    forest's Tree (as if the file came from elsewhere) is refused, naming the type."""
+    import shutil
+
+    exported = exports.get("classification", "random_forest")
+    edited = tmp_path / "edited"
+    shutil.copytree(exported.path, edited)
+    mlmodel = yaml.safe_load((edited / "MLmodel").read_text())
+    flavor = mlmodel["flavors"]["sklearn"]
+    assert "sklearn.tree._tree.Tree" in flavor["skops_trusted_types"]
+    flavor["skops_trusted_types"].remove("sklearn.tree._tree.Tree")
+    (edited / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    with pytest.raises(TrainflowError) as error:
+        load_exported(edited)
+    assert "['sklearn.tree._tree.Tree']" in str(error.value) and "SKOPS_TRUSTED_TYPES" in str(error.value)
+    assert load_exported(exported.path) is not None  # the untouched export still loads

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import trainflow_inference
 from trainflow.data import require_columns
-from trainflow.errors import ConfigError, DataError
+from trainflow.errors import ConfigError, DataError, TrainflowError
 
 TASKS = ("classification", "regression")
 ESTIMATORS: dict[str, dict[str, str]] = {
@@ -412,4 +412,14 @@ def load_exported(path: Path) -> Any:
     """Load an exported inference pipeline: MLflow and the artifact only, no training code."""
     import mlflow.sklearn
 
-    return mlflow.sklearn.load_model(str(path))
+    try:
+        return mlflow.sklearn.load_model(str(path))
+    except Exception as error:
+        if type(error).__name__ != "UntrustedTypesFoundException":  # skops.io.exceptions
+            raise
+        untrusted = str(error).splitlines()[0].removeprefix("Untrusted types found in the file: ").rstrip(".")
+        raise TrainflowError(
+            f"the model at {path} holds types outside its reviewed skops list {untrusted}: it was not loaded. "
+            "A model trainflow exported never does this, so it was edited or made elsewhere: re-export it with "
+            "train_model, or review those types and add them to SKOPS_TRUSTED_TYPES in trainflow/model.py"
+        ) from None
