@@ -9,15 +9,22 @@ MLFLOW_TRACKING_URI ?= sqlite:///$(TRAINFLOW_HOME)/mlflow.db
 RUN_ENV := TRAINFLOW_HOME="$(TRAINFLOW_HOME)" MLFLOW_TRACKING_URI="$(MLFLOW_TRACKING_URI)" PATH="$(CURDIR)/$(BIN):$$PATH"
 # Two workers; a test file stays on one worker so module fixtures (one full pipeline) run once.
 PYTEST_ARGS ?= -n 2 --dist loadfile
+# The pyproject extras installed into .venv: `make test EXTRAS=dev,torch` adds torch, so
+# the PyTorch demo's tests run instead of being skipped (CI does this).
+EXTRAS ?= dev
+# One stamp per extras set, so asking for other extras installs them; the stamp also
+# depends on the pins, so changing either reinstalls.
+comma := ,
+INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: run test test-slow setup lock clean
 
-setup: $(VENV)/.installed
+setup: $(INSTALLED)
 
-$(VENV)/.installed: pyproject.toml requirements.lock
+$(INSTALLED): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[$(EXTRAS)]"
 	touch $@
 
 run: setup
@@ -32,11 +39,12 @@ test: setup
 test-slow: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
-# Re-resolve requirements.lock from pyproject.toml in a scratch environment.
+# Re-resolve requirements.lock from pyproject.toml in a scratch environment, every extra
+# included so that the lock pins torch's dependencies too.
 lock:
 	rm -rf /tmp/trainflow-lock && $(PYTHON) -m venv /tmp/trainflow-lock
 	/tmp/trainflow-lock/bin/python -m pip install --quiet --upgrade pip==26.3
-	/tmp/trainflow-lock/bin/python -m pip install --quiet -e ".[dev]"
+	/tmp/trainflow-lock/bin/python -m pip install --quiet -e ".[dev,torch]"
 	/tmp/trainflow-lock/bin/python -m pip freeze --exclude-editable > requirements.lock
 
 clean:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.version import Version
 
 from trainflow.steps import STEPS
 
@@ -57,14 +58,31 @@ def test_conda_files_agree_with_pyproject(pyproject: dict, project_dir: Path) ->
         assert _pins(pip_section) == runtime, path
 
 
+def _declared_pins(pyproject: dict) -> dict[str, str]:
+    """Runtime pins and every extra's (dev, torch)."""
+    extras = pyproject["project"]["optional-dependencies"].values()
+    return _pins(pyproject["project"]["dependencies"] + [requirement for extra in extras for requirement in extra])
+
+
 def test_lock_file_agrees_with_pyproject(pyproject: dict, project_dir: Path) -> None:
     lines = [
         line for line in (project_dir / "requirements.lock").read_text().splitlines() if line and not line.startswith("#")
     ]
     locked = _pins(lines)
-    declared = _pins(pyproject["project"]["dependencies"] + pyproject["project"]["optional-dependencies"]["dev"])
-    for name, pinned in declared.items():
-        assert locked.get(name) == pinned, f"{name}: pyproject {pinned}, requirements.lock {locked.get(name)}"
+    for name, pinned in _declared_pins(pyproject).items():
+        assert name in locked, f"{name}: pinned {pinned} in pyproject, missing from requirements.lock"
+        # pip freeze records the build's local label (torch 2.13.0+cpu); pyproject pins the release.
+        assert Version(locked[name]).public == pinned, f"{name}: pyproject {pinned}, requirements.lock {locked[name]}"
+
+
+def test_installed_extras_are_the_pinned_ones(pyproject: dict) -> None:
+    """Every pinned package that is installed is the pinned version; extras (torch) may be absent."""
+    for name, pinned in _declared_pins(pyproject).items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            continue
+        assert Version(installed).public == pinned, f"{name} {installed} installed, {pinned} pinned: run `make setup`"
 
 
 def test_installed_versions_are_the_pinned_ones(pyproject: dict) -> None:
