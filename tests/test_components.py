@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from trainflow.components import ComponentSource, is_repository_uri
+from trainflow.components import CONFIG_DIR_ENV, ComponentSource, is_repository_uri, prepare_steps
 from trainflow.config import load_config, resolve_paths
 from trainflow.errors import ConfigError
 from trainflow.steps import STEPS
@@ -76,3 +77,16 @@ def test_config_keeps_a_repository_and_resolves_a_folder(project_dir: Path) -> N
         load_config(project_dir, [f"main.components_repository='{uri}'", "main.components_version=v1.0.0"]), project_dir
     )
     assert (pinned.main.components_repository, pinned.main.components_version) == (uri, "v1.0.0")
+
+
+def test_steps_inherit_the_config_folder_and_uv_compiles_bytecode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (CONFIG_DIR_ENV, "UV_COMPILE_BYTECODE"):
+        monkeypatch.delenv(name, raising=False)
+    prepare_steps(tmp_path, "virtualenv")  # pip compiles bytecode on its own
+    assert os.environ[CONFIG_DIR_ENV] == str(tmp_path) and "UV_COMPILE_BYTECODE" not in os.environ
+    monkeypatch.setenv("UV_COMPILE_BYTECODE", "0")  # a user's choice stands
+    prepare_steps(tmp_path, "uv")
+    assert os.environ["UV_COMPILE_BYTECODE"] == "0"
+    monkeypatch.delenv("UV_COMPILE_BYTECODE")
+    prepare_steps(tmp_path, "uv")
+    assert os.environ["UV_COMPILE_BYTECODE"] == "1"

@@ -9,6 +9,7 @@ step's MLflow run records the commit it ran (``mlflow.source.git.commit``).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from trainflow.errors import ConfigError
 _REPOSITORY_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[\w.-]+@[\w.-]+:")
 # The components folder inside a repository named without '#<folder>': this project's layout.
 DEFAULT_FOLDER = "components"
+# Set by the pipeline for its steps: the folder whose config.yaml they compose (see run_context).
+CONFIG_DIR_ENV = "TRAINFLOW_CONFIG_DIR"
 
 
 def is_repository_uri(location: str) -> bool:
@@ -72,3 +75,17 @@ class ComponentSource:
                 f"(file://{parsed.path.removesuffix('.git')}, git finds the .git folder) or use a git://, "
                 "ssh:// or https:// URI"
             )
+
+
+def prepare_steps(project_dir: Path, env_manager: str) -> None:
+    """Set what every step this process starts inherits through ``mlflow.run``.
+
+    - The pipeline's project folder: steps compose its ``config.yaml`` and resolve relative
+      paths against it, wherever their code comes from.
+    - With uv: compile bytecode when the environment is built. uv does not by default (pip
+      does), and where ``PYTHONDONTWRITEBYTECODE`` is set, as in many CI images, every step
+      would compile all its imports again: 20-30 s a step instead of 5-10 s here.
+    """
+    os.environ[CONFIG_DIR_ENV] = str(project_dir)
+    if env_manager == "uv":
+        os.environ.setdefault("UV_COMPILE_BYTECODE", "1")

@@ -19,8 +19,6 @@ from trainflow.components import is_repository_uri
 from trainflow.errors import ConfigError
 
 SCHEMA_NAME = "trainflow_schema"
-# Set by the pipeline for its steps: the folder whose config.yaml they compose (see run_context).
-CONFIG_DIR_ENV = "TRAINFLOW_CONFIG_DIR"
 ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
 BACKENDS = ("local", "wandb", "auto")
 

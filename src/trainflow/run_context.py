@@ -26,7 +26,8 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from trainflow.config import CONFIG_DIR_ENV, flatten, load_config, resolve_paths, split_overrides, validate
+from trainflow.components import CONFIG_DIR_ENV
+from trainflow.config import flatten, load_config, resolve_paths, split_overrides, validate
 from trainflow.errors import exit_on_user_error
 from trainflow.steps import STEPS, StepSpec
 from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord

@@ -8,7 +8,6 @@ consistent even when another pipeline logs to the same store at the same time.
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
 import sys
 import time
@@ -17,8 +16,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from trainflow.components import ComponentSource
-from trainflow.config import CONFIG_DIR_ENV, resolve_paths, validate
+from trainflow.components import ComponentSource, prepare_steps
+from trainflow.config import resolve_paths, validate
 from trainflow.errors import TrainflowError, exit_on_user_error
 from trainflow.evaluate import headline
 from trainflow.steps import STEPS, select_steps
@@ -64,8 +63,7 @@ class Pipeline:
             check_gate_fits_task(self.cfg.promote, self.cfg.model.task)
         self.components = ComponentSource(self.cfg.main.components_repository, self.cfg.main.components_version)
         self.components.check(self.steps)
-        # Steps compose this project's config.yaml, wherever their code comes from.
-        os.environ[CONFIG_DIR_ENV] = str(project_dir)
+        prepare_steps(project_dir, self.cfg.main.env_manager)
         # Components compose the same config from these; which steps run is not their concern.
         self.hydra_options = shlex.join(o for o in overrides if not o.startswith("main.steps="))
         self.store = LocalArtifactStore(self.cfg.artifacts.root)
@@ -98,6 +96,8 @@ class Pipeline:
 
     def announce_backend(self, pipeline_run_id: str) -> None:
         """Say once which artifact backend the steps will use, and group their W&B runs."""
+        import os
+
         from trainflow.wandb_backend import ANNOUNCED_ENV, choose_backend
 
         backend, reason = choose_backend(self.cfg.artifacts.backend)
