@@ -35,7 +35,8 @@ run: setup
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# Long loops (fault injection, scale); CI runs them after `make test`. Exit 5 means none exist yet.
+# Long loops (fault injection, scale) and the pipeline in isolated uv/virtualenv environments;
+# CI runs them before `make test`. Exit 5 means none exist yet.
 test-slow: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from trainflow.data import fetch, read_table
 from trainflow.inference import PREDICTION, is_location, predict_table
-from trainflow.run_context import StepRun, step_main
+from trainflow.run_context import StepRun, step_config_dir, step_main
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+PROJECT_DIR = step_config_dir(__file__)
 
 
 def batch_predict(run: StepRun) -> None:
@@ -16,7 +16,7 @@ def batch_predict(run: StepRun) -> None:
     model = run.used["model_artifact"]
     source = run.input_refs["input_table"]
     if is_location(source):
-        # A relative path is relative to the project, like data.uri.
+        # A relative path is relative to the project's config.yaml, like data.uri.
         uri = source if "://" in source else str((PROJECT_DIR / Path(source).expanduser()).resolve())
         fetched = fetch(uri, run.workdir / "input")
         frame = read_table(fetched.path)

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from trainflow.components import is_repository_uri
 from trainflow.errors import ConfigError
 
 SCHEMA_NAME = "trainflow_schema"
@@ -27,7 +28,8 @@ class MainConfig:
     steps: str = MISSING
     experiment_name: str = MISSING
     env_manager: str = MISSING
-    components_dir: str = MISSING
+    components_repository: str = MISSING
+    components_version: Optional[str] = None
 
 
 @dataclass
@@ -225,7 +227,8 @@ def resolve_paths(cfg: DictConfig, project_dir: Path) -> DictConfig:
     cfg.artifacts.root = str((project_dir / os.path.expanduser(cfg.artifacts.root)).resolve())
     if "://" not in cfg.data.uri:
         cfg.data.uri = str((project_dir / os.path.expanduser(cfg.data.uri)).resolve())
-    cfg.main.components_dir = str((project_dir / cfg.main.components_dir).resolve())
+    if not is_repository_uri(cfg.main.components_repository):
+        cfg.main.components_repository = str((project_dir / cfg.main.components_repository).resolve())
     return cfg
 
 

@@ -15,6 +15,7 @@ A component is then only::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from trainflow.components import CONFIG_DIR_ENV
 from trainflow.config import flatten, load_config, resolve_paths, split_overrides, validate
 from trainflow.errors import exit_on_user_error
 from trainflow.steps import STEPS, StepSpec
@@ -150,6 +152,18 @@ def step_config(project_dir: Path, hydra_options: str) -> DictConfig:
     return cfg
 
 
+def component_checkout(component_file: str) -> Path:
+    """The checkout a ``components/<step>/run.py`` belongs to (a clone, for a git repository)."""
+    return Path(component_file).resolve().parents[2]
+
+
+def step_config_dir(component_file: str) -> Path:
+    """The folder whose ``config.yaml`` a step composes, and relative paths are relative to:
+    the pipeline's project when a pipeline started the step (its components may come from
+    a git repository), else the component's own checkout."""
+    return Path(os.environ.get(CONFIG_DIR_ENV) or component_checkout(component_file))
+
+
 def step_main(step: str, body: Callable[[StepRun], None], component_file: str) -> None:
     """Run ``body`` as step ``step``: the entry point of every ``components/<step>/run.py``."""
     import mlflow
@@ -159,16 +173,15 @@ def step_main(step: str, body: Callable[[StepRun], None], component_file: str) -
 
     spec = STEPS[step]
     args = _parse_args(spec, sys.argv[1:])
-    project_dir = Path(component_file).resolve().parents[2]
     with exit_on_user_error(step):
-        cfg = step_config(project_dir, args.hydra_options)
+        cfg = step_config(step_config_dir(component_file), args.hydra_options)
         input_refs = {i.param: getattr(args, i.param) or i.default_ref(cfg) for i in spec.inputs}
         local = LocalArtifactStore(cfg.artifacts.root)
         use_tracking(local.root)
         start = start_run_args(cfg.main.experiment_name, local.root, step)
         with mlflow.start_run(**start) as active, tempfile.TemporaryDirectory(dir=local.tmp, prefix=f"{step}-") as tmp:
             params = step_params(cfg, spec)
-            commit = active.data.tags.get("mlflow.source.git.commit") or git_commit(project_dir)
+            commit = active.data.tags.get("mlflow.source.git.commit") or git_commit(component_checkout(component_file))
             mlflow.set_tags({"trainflow.step": step, **({"trainflow.git_commit": commit} if commit else {})})
             mlflow.log_params({k: _param_value(v) for k, v in params.items()})
             mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "resolved_config.yaml")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from trainflow.components import ComponentSource, prepare_steps
 from trainflow.config import resolve_paths, validate
 from trainflow.errors import TrainflowError, exit_on_user_error
 from trainflow.evaluate import headline
@@ -60,12 +61,9 @@ class Pipeline:
             from trainflow.promotion import check_gate_fits_task
 
             check_gate_fits_task(self.cfg.promote, self.cfg.model.task)
-        self.components_dir = Path(self.cfg.main.components_dir)
-        missing = [s for s in self.steps if not (self.components_dir / s / "MLproject").is_file()]
-        if missing:
-            raise TrainflowError(
-                f"no MLproject for step(s) {', '.join(missing)} under {self.components_dir}: check main.components_dir"
-            )
+        self.components = ComponentSource(self.cfg.main.components_repository, self.cfg.main.components_version)
+        self.components.check(self.steps)
+        prepare_steps(project_dir, self.cfg.main.env_manager)
         # Components compose the same config from these; which steps run is not their concern.
         self.hydra_options = shlex.join(o for o in overrides if not o.startswith("main.steps="))
         self.store = LocalArtifactStore(self.cfg.artifacts.root)
@@ -123,7 +121,8 @@ class Pipeline:
             # Synchronous: MLflow waits in this process (an asynchronous run costs an extra
             # `mlflow run` subprocess) and cancels the step on Ctrl-C.
             submitted = mlflow.run(
-                str(self.components_dir / step),
+                self.components.uri(step),
+                version=self.components.version,
                 entry_point="main",
                 parameters=parameters,
                 env_manager=self.cfg.main.env_manager,
