@@ -25,7 +25,9 @@ from conftest import PROJECT_DIR, run_command
 
 SKLEARN_DEMO = PROJECT_DIR / "demo" / "sklearn_pipeline" / "run.py"
 PYTORCH_DEMO = PROJECT_DIR / "demo" / "pytorch" / "run.py"
-TORCH_MISSING = "torch is not installed: it is the optional extra (pip install -e '.[torch]', or make test EXTRAS=dev,torch)"
+TORCH_MISSING = (
+    "torch is not installed: it is the optional extra (pip install -e '.[torch]', or make test EXTRAS=dev,torch)"
+)
 # Each demo takes well under a minute on 2 cores; the generous bound only stops a hang.
 DEMO_TIMEOUT_SECONDS = 180
 
@@ -38,7 +40,8 @@ class DemoRun:
 
 
 def _run_demo(script: Path, root: Path) -> DemoRun:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
+    leaked = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+    env = {k: v for k, v in os.environ.items() if k not in leaked}
     env.update(
         MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
         PYTHONUNBUFFERED="1",
@@ -47,7 +50,8 @@ def _run_demo(script: Path, root: Path) -> DemoRun:
         PYTHONWARNINGS="always::DeprecationWarning",
     )
     output_dir = root / "output"
-    result = run_command([sys.executable, str(script), "--output-dir", str(output_dir)], env=env, timeout=DEMO_TIMEOUT_SECONDS)
+    command = [sys.executable, str(script), "--output-dir", str(output_dir)]
+    result = run_command(command, env=env, timeout=DEMO_TIMEOUT_SECONDS)
     assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
     return DemoRun(output_dir, result, env)
 
@@ -163,7 +167,9 @@ def test_pytorch_demo_learns(pytorch_demo: DemoRun) -> None:
     assert accuracy >= 0.9  # three well separated species: a working network gets most right
 
 
-def test_pytorch_demo_logged_model_loads_by_uri_and_checks_its_inputs(pytorch_demo: DemoRun, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pytorch_demo_logged_model_loads_by_uri_and_checks_its_inputs(
+    pytorch_demo: DemoRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 

@@ -85,7 +85,9 @@ class TabularNetwork(nn.Module):
     (rows, categorical columns) int64 from ``serving.category_code``.
     """
 
-    def __init__(self, preprocessing: FittedPreprocessing, n_classes: int, hidden: int = 32, embedding_dim: int = 4) -> None:
+    def __init__(
+        self, preprocessing: FittedPreprocessing, n_classes: int, hidden: int = 32, embedding_dim: int = 4
+    ) -> None:
         super().__init__()
         # Buffers, not parameters: saved and exported with the module, never trained.
         self.register_buffer("numeric_mean", torch.tensor(preprocessing.numeric_mean, dtype=torch.float32))
@@ -241,7 +243,8 @@ def main() -> None:
     in_memory = predict(model, rows, classes)
     program_path = output_dir / "tabular_network.pt2"
     export(model, rows, program_path)
-    print(f"exported program: {program_path} ({program_path.stat().st_size:,} bytes: graph, weights, statistics, vocabularies)")
+    size = program_path.stat().st_size
+    print(f"exported program: {program_path} ({size:,} bytes: graph, weights, statistics, vocabularies)")
     model_uri = log_to_mlflow(
         program_path, rows, in_memory, classes,
         params={"epochs": args.epochs, "hidden": 32, "numeric": NUMERIC, "categorical": CATEGORICAL},

@@ -38,7 +38,9 @@ def category_code(value: Any) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
-def encode_raw_rows(rows: pd.DataFrame, numeric: list[str], categorical: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_raw_rows(
+    rows: pd.DataFrame, numeric: list[str], categorical: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw rows -> the program's two inputs: numbers as float32 (missing stays NaN; the
     program fills it) and one category code per categorical column."""
     numbers = np.array(rows[numeric].to_numpy(dtype=np.float32, na_value=np.nan))  # a writable copy for torch
@@ -55,7 +57,9 @@ class TabularClassifier(PythonModel):
         config = context.model_config
         self.numeric, self.categorical, self.classes = config["numeric"], config["categorical"], config["classes"]
 
-    def predict(self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         numbers, codes = encode_raw_rows(model_input, self.numeric, self.categorical)
         with torch.no_grad():
             probabilities = self.program(numbers, codes)

@@ -86,9 +86,14 @@ def why_a_pipeline() -> None:
         print(f"a raw row with a missing value (imputer forgotten):           ValueError: {str(error).splitlines()[0]}")
 
     # The fix: the fitted preprocessing travels with the model, as one estimator.
-    pipeline = Pipeline(steps=[("imputer", SimpleImputer()), ("scaler", StandardScaler()), ("model", LogisticRegression())])
+    pipeline = Pipeline(steps=[
+        ("imputer", SimpleImputer()),
+        ("scaler", StandardScaler()),
+        ("model", LogisticRegression()),
+    ])
     pipeline.fit(x_train, y_train)
-    print(f"accuracy, Pipeline on raw rows (missing values included):    {accuracy_score(y_test, pipeline.predict(x_test)):.3f}")
+    with_pipeline = accuracy_score(y_test, pipeline.predict(x_test))
+    print(f"accuracy, Pipeline on raw rows (missing values included):    {with_pipeline:.3f}")
     print(f"Pipeline on the row with a missing value: {pipeline.predict(row_with_gap)[0]}")
 
     # make_pipeline is the same thing with step names derived from the classes.
@@ -105,7 +110,8 @@ def build_classifier() -> Pipeline:
             ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), RAW_NUMERIC),
             # Categories: fill gaps with the most frequent value, then one column per value;
             # a value never seen in training becomes all zeros instead of an error.
-            ("categorical", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")),
+            ("categorical",
+             make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")),
              RAW_CATEGORICAL),
             # Free text: missing comments become "", then TF-IDF weights of its words.
             ("text", make_pipeline(TextColumn(), TfidfVectorizer(max_features=50)), [RAW_TEXT]),
@@ -150,7 +156,8 @@ def column_transformer() -> tuple[Pipeline, pd.DataFrame]:
     probabilities = pd.DataFrame(classifier.predict_proba(examples), columns=classifier.classes_).round(3)
     shown = examples[["Culmen Length (mm)", "Body Mass (g)", "Delta 15 N (o/oo)", "Island", "Sex", RAW_TEXT]]
     print("predict and predict_proba on raw rows:")
-    print(pd.concat([shown, probabilities, pd.Series(classifier.predict(examples), name="predict")], axis=1).to_string())
+    predicted = pd.Series(classifier.predict(examples), name="predict")
+    print(pd.concat([shown, probabilities, predicted], axis=1).to_string())
     print("row 3: an island never seen in training and no body mass; the encoder ignores the island, "
           "the imputer fills the mass")
     return classifier, x_test
