@@ -17,7 +17,7 @@ EXTRAS ?= dev
 comma := ,
 INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: run test test-slow setup lock clean
+.PHONY: run test test-slow test-torch setup lock clean
 
 setup: $(INSTALLED)
 
@@ -39,6 +39,13 @@ test: setup
 # CI runs them before `make test`. Exit 5 means none exist yet.
 test-slow: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# The PyTorch demo's tests with the torch extra installed. CI runs this last: once torch
+# is installed, every process that imports skops.io also imports torch (through
+# scikit-learn's array-API shim), about 1.5 s more per pipeline step.
+test-torch:
+	$(MAKE) setup EXTRAS=dev,torch
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests/test_demos.py $(PYTEST_ARGS)
 
 # Re-resolve requirements.lock from pyproject.toml in a scratch environment, every extra
 # included so that the lock pins torch's dependencies too.

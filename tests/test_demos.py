@@ -26,7 +26,7 @@ from conftest import PROJECT_DIR, run_command
 SKLEARN_DEMO = PROJECT_DIR / "demo" / "sklearn_pipeline" / "run.py"
 PYTORCH_DEMO = PROJECT_DIR / "demo" / "pytorch" / "run.py"
 TORCH_MISSING = (
-    "torch is not installed: it is the optional extra (pip install -e '.[torch]', or make test EXTRAS=dev,torch)"
+    "torch is not installed: it is the optional extra (pip install -e '.[torch]', or make test-torch)"
 )
 # Each demo takes well under a minute on 2 cores; the generous bound only stops a hang.
 DEMO_TIMEOUT_SECONDS = 180
