@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from trainflow.components import CONFIG_DIR_ENV
 from trainflow.tracking import create_store_database
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -29,7 +30,9 @@ def project_dir() -> Path:
 def pipeline_env(home: Path) -> dict[str, str]:
     """The environment of a user whose store is ``home``, prepared as `trainflow init`
     (and so `make run`) prepares it: the store's MLflow database and experiment exist."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
+    # A pipeline's variables for its steps (a run, an experiment, its config folder) must not leak in.
+    leaked = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", CONFIG_DIR_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in leaked}
     env.update(
         TRAINFLOW_HOME=str(home),
         MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def test_a_file_uri_naming_an_existing_folder_cannot_take_a_version(tmp_path: Pa
     """MLflow would `git init` inside the bare repository; the error says what works instead."""
     bare = tmp_path / "trainflow.git"
     bare.mkdir()
-    with pytest.raises(ConfigError, match=rf"without its .git suffix \(file://{tmp_path}/trainflow, git finds"):
+    with pytest.raises(ConfigError, match=rf"without its .git suffix \(file://{re.escape(str(tmp_path))}/trainflow, git finds"):
         ComponentSource(f"file://{bare}#components", "v1").check(STEPS)
     ComponentSource(f"file://{tmp_path}/trainflow#components", "v1").check(STEPS)
 
@@ -81,7 +82,8 @@ def test_config_keeps_a_repository_and_resolves_a_folder(project_dir: Path) -> N
 
 def test_steps_inherit_the_config_folder_and_uv_compiles_bytecode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (CONFIG_DIR_ENV, "UV_COMPILE_BYTECODE"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # so that monkeypatch restores them after prepare_steps sets them
+        monkeypatch.delenv(name)
     prepare_steps(tmp_path, "virtualenv")  # pip compiles bytecode on its own
     assert os.environ[CONFIG_DIR_ENV] == str(tmp_path) and "UV_COMPILE_BYTECODE" not in os.environ
     monkeypatch.setenv("UV_COMPILE_BYTECODE", "0")  # a user's choice stands

@@ -228,7 +228,9 @@ def resolve_paths(cfg: DictConfig, project_dir: Path) -> DictConfig:
     if "://" not in cfg.data.uri:
         cfg.data.uri = str((project_dir / os.path.expanduser(cfg.data.uri)).resolve())
     if not is_repository_uri(cfg.main.components_repository):
-        cfg.main.components_repository = str((project_dir / cfg.main.components_repository).resolve())
+        cfg.main.components_repository = str(
+            (project_dir / os.path.expanduser(cfg.main.components_repository)).resolve()
+        )
     return cfg
 
 
