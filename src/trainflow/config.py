@@ -28,6 +28,8 @@ class MainConfig:
     experiment_name: str = MISSING
     env_manager: str = MISSING
     components_dir: str = MISSING
+    # false: run every step even when an earlier run could stand in for it (trainflow.cache)
+    cache: bool = MISSING
 
 
 @dataclass
@@ -51,6 +53,8 @@ class DataConfig:
     uri: str = MISSING
     sha256: Optional[str] = None
     target: str = MISSING
+    # true: a URL without data.sha256 counts as unchanged while its ETag/Last-Modified are
+    cache_remote: bool = MISSING
 
 
 @dataclass

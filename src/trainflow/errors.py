@@ -30,6 +30,11 @@ class ConfigError(TrainflowError):
     """A configuration value is invalid or contradicts another one."""
 
 
+def user_error_line(prefix: str, error: TrainflowError) -> str:
+    """``<prefix>: error: <message on one line>``, as every trainflow command reports an error."""
+    return f"{prefix}: error: {' '.join(str(error).split())}"
+
+
 @contextlib.contextmanager
 def exit_on_user_error(prefix: str) -> Iterator[None]:
     """Turn a :class:`TrainflowError` into one line on stderr and exit status 1.
@@ -39,6 +44,5 @@ def exit_on_user_error(prefix: str) -> Iterator[None]:
     try:
         yield
     except TrainflowError as error:
-        message = " ".join(str(error).split())
-        print(f"{prefix}: error: {message}", file=sys.stderr, flush=True)
+        print(user_error_line(prefix, error), file=sys.stderr, flush=True)
         raise SystemExit(1) from None
