@@ -5,6 +5,7 @@ tests/test_cache_pipeline.py drives the cache through `mlflow run`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import threading
@@ -215,6 +216,26 @@ def test_same_content_in_a_new_version_keeps_the_key_unless_the_step_records_on_
     assert key_of("test_model", base_cfg, project, {**inputs, "test_artifact": same_test}).digest != tested.digest
 
 
+def test_metadata_a_step_reads_is_in_its_key(base_cfg, project: Path, inputs, store) -> None:
+    """A step whose result depends on a record on its input (reads_metadata) misses when it changes."""
+    spec = dataclasses.replace(STEPS["split_data"], reads_metadata=(("raw_artifact", "verdict"),))
+    versions = {"raw_artifact": inputs["raw_artifact"]}
+    component = project / "components" / "split_data"
+
+    def key() -> CacheKey:
+        current = {"raw_artifact": store.get(inputs["raw_artifact"].ref)}
+        return step_key(spec, base_cfg, current, component, "local", packages_of(project))
+
+    unchecked = key()
+    assert unchecked.parts["inputs"]["raw_artifact"]["metadata"] == {"verdict": None}
+    store.update_metadata(versions["raw_artifact"].ref, {"verdict": {"passed": False}})
+    assert key().digest != unchecked.digest
+    store.update_metadata(versions["raw_artifact"].ref, {"unrelated": 1})
+    failed = key()
+    store.update_metadata(versions["raw_artifact"].ref, {"another": 2})
+    assert key().digest == failed.digest  # other metadata is not the step's business
+
+
 def test_the_environment_spec_is_in_the_key(base_cfg, project: Path, inputs, monkeypatch: pytest.MonkeyPatch) -> None:
     local = key_of("train_model", base_cfg, project, inputs)
     assert local.parts["environment"]["packages"]["scikit-learn"] == "1.9.1"
@@ -395,7 +416,7 @@ def test_a_test_record_replaced_on_the_model_invalidates_test_model(store: Local
     assert reusable_run(store, STEPS["test_model"], CacheKey("k", {}), versions)[0] is not None
     store.update_metadata(model.ref, {"test": {"test_data": "test_data.parquet:v9", "run_id": "promote-7"}})
     found, why = reusable_run(store, STEPS["test_model"], CacheKey("k", {}), versions)
-    assert found is None and "'test' record was replaced" in why
+    assert found is None and "model_export:v0's 'test' record is not run test-1's" in why
 
 
 def test_reuse_moves_aliases_as_the_producing_run_did(store: LocalArtifactStore, tmp_path: Path) -> None:
@@ -428,6 +449,10 @@ def test_every_component_names_its_step_function_after_the_step() -> None:
         assert name in functions, name
 
 
-def test_steps_that_always_run_are_not_cacheable() -> None:
+def test_caching_is_opt_in_per_step() -> None:
+    """A new step is never cached by accident: the key would not see what else it reads."""
     assert not STEPS["promote_model"].cacheable and not STEPS["batch_predict"].cacheable
     assert all(not spec.cacheable for spec in STEPS.values() if spec.in_pipeline_process)
+    new_step = dataclasses.replace(STEPS["split_data"], name="new_step")
+    assert new_step.cacheable  # replace keeps it; a fresh StepSpec does not:
+    assert not type(new_step)("x", "d", inputs=(), outputs=(), config_sections=()).cacheable

@@ -10,7 +10,8 @@ decides what the step produces:
 - ``params``: the resolved values of the step's config sections (``StepSpec.config_sections``);
 - ``inputs``: per input parameter, the artifact name and the content digest of the exact
   version the step will be given, plus the version itself for a step whose result is
-  recorded on that version (``StepSpec.annotates``);
+  recorded on that version (``StepSpec.annotates``) and the metadata values the step
+  reads (``StepSpec.reads_metadata``);
 - ``sources``: per location outside the store (``StepSpec.sources``): a local file's
   sha256, a declared sha256, or a URL's ETag/Last-Modified from one HEAD request;
 - ``environment``: the env manager and the component's ``conda.yml`` (a code file); with
@@ -20,7 +21,8 @@ decides what the step produces:
 An earlier run is re-used only if it succeeded with the same key (only the runner's
 successful runs are recorded), every output it logged still resolves and its blobs
 still hash to their recorded digests, and every record it wrote on an input version is
-still in place. Nothing here touches MLflow: ``trainflow.runner`` decides and logs.
+still its own. Only steps marked ``cacheable`` in the step table are keyed at all.
+Nothing here touches MLflow: ``trainflow.runner`` decides and logs.
 """
 
 from __future__ import annotations
@@ -213,11 +215,12 @@ def _installed_version(package: str) -> str | None:
 # -- params, inputs and sources ---------------------------------------------------------
 
 
-def input_state(spec: StepSpec, versions: Mapping[str, ArtifactVersion]) -> dict[str, dict[str, str]]:
+def input_state(spec: StepSpec, versions: Mapping[str, ArtifactVersion]) -> dict[str, dict[str, Any]]:
     """Per input parameter: the artifact and its content digest; the exact version too
-    when the step records its result on its inputs (content-equal versions differ then)."""
+    when the step records its result on its inputs (content-equal versions differ then);
+    the metadata values the step reads."""
     by_version = bool(spec.annotates)
-    state = {}
+    state: dict[str, dict[str, Any]] = {}
     for step_input in spec.inputs:
         version = versions[step_input.param]
         state[step_input.param] = {
@@ -225,6 +228,8 @@ def input_state(spec: StepSpec, versions: Mapping[str, ArtifactVersion]) -> dict
             "digest": version.digest,
             **({"version": version.ref} if by_version else {}),
         }
+    for param, key in spec.reads_metadata:
+        state[param].setdefault("metadata", {})[key] = versions[param].metadata.get(key)
     return state
 
 
@@ -313,8 +318,16 @@ def _still_in_place(
             return f"its output {ref} is gone"
         if problem:
             return problem
+    return annotations_problem(store, spec, versions, record.run_id)
+
+
+def annotations_problem(
+    store: LocalArtifactStore, spec: StepSpec, versions: Mapping[str, ArtifactVersion], run_id: str
+) -> str | None:
+    """Why the records ``spec`` writes on its input versions are not ``run_id``'s now, or None."""
     for param, metadata_key in spec.annotates:
-        current = store.get(versions[param].ref).metadata.get(metadata_key) or {}
-        if current.get("run_id") != record.run_id:
-            return f"{versions[param].ref}'s {metadata_key!r} record was replaced since"
+        ref = versions[param].ref
+        current = store.get(ref).metadata.get(metadata_key)
+        if not isinstance(current, Mapping) or current.get("run_id") != run_id:
+            return f"{ref}'s {metadata_key!r} record is not run {run_id}'s"
     return None

@@ -51,13 +51,18 @@ class StepSpec:
     config_sections: tuple[str, ...]  # sections or dotted keys whose values the step uses
     in_all: bool = True  # False: an optional step that runs only when named in main.steps
     # Whether the runner may re-use an earlier successful run with the same cache key
-    # instead of running the step (trainflow.cache). Each step's entry says why.
-    cacheable: bool = True
+    # instead of running the step (trainflow.cache). Opt-in, with the reason beside it:
+    # the key sees only the inputs, config_sections, sources and metadata named here, so
+    # a step that reads anything else (another alias, a file, the clock) must not be cached.
+    cacheable: bool = False
     # Metadata the step writes onto the version of one of its inputs, as (input param,
-    # metadata key); the record holds the writer's run_id and names the exact versions it
-    # used. Such a step is keyed by exact input versions, not only their content, and an
-    # earlier run stands in only while its record is still the one on the version.
+    # metadata key); the value is a mapping that names the writer's run_id. The result
+    # then belongs to that exact version: the step is keyed by exact input versions, not
+    # only their content, and an earlier run stands in only while its value is still there.
     annotates: tuple[tuple[str, str], ...] = ()
+    # Metadata of an input version the step's result depends on, as (input param,
+    # metadata key): its value goes into the cache key.
+    reads_metadata: tuple[tuple[str, str], ...] = ()
     # Locations outside the store the step reads (their content goes into the cache key).
     sources: tuple[ExternalSource, ...] = ()
     # Run inside the pipeline's own process (env manager local only) instead of as an
@@ -75,6 +80,7 @@ STEPS: dict[str, StepSpec] = {
             inputs=(),
             outputs=("raw_data",),
             config_sections=("data",),
+            cacheable=True,
             # Cached: the source's content is in the key (a local file's sha256, a declared
             # data.sha256, or with data.cache_remote=true the URL's ETag/Last-Modified); a URL
             # with neither is fetched every time, since nothing cheaper says it is unchanged.
@@ -86,7 +92,7 @@ STEPS: dict[str, StepSpec] = {
             inputs=(StepInput("raw_artifact", "raw_data"),),
             outputs=("trainval_data.parquet", "test_data.parquet"),
             config_sections=("data", "split", "model.task"),
-            # Cached: a seeded split of the same table is the same split.
+            cacheable=True,  # a seeded split of the same table is the same split
         ),
         StepSpec(
             "train_model",
@@ -94,7 +100,7 @@ STEPS: dict[str, StepSpec] = {
             inputs=(StepInput("trainval_artifact", "trainval_data.parquet"),),
             outputs=("model_export",),
             config_sections=("data", "split", "model"),
-            # Cached: a re-run with the same data, config and code refits the same pipeline.
+            cacheable=True,  # the same data, config, code and environment fit the same pipeline
         ),
         StepSpec(
             "test_model",
@@ -105,8 +111,9 @@ STEPS: dict[str, StepSpec] = {
             ),
             outputs=(),
             config_sections=("data", "test"),
-            # Cached, per exact version: its result is the `test` record on the model version,
+            # Cached per exact version: its result is the `test` record on the model version,
             # naming the test set version, which promote_model compares by reference.
+            cacheable=True,
             annotates=(("model_artifact", "test"),),
         ),
         StepSpec(
@@ -121,7 +128,6 @@ STEPS: dict[str, StepSpec] = {
             # Never cached: its point is a decision against the champion of now, appended to
             # the promotion history every time. Cheap (no training), so it runs in the
             # pipeline's process and a warm pipeline needs no step process at all.
-            cacheable=False,
             in_pipeline_process=True,
         ),
         StepSpec(
@@ -136,7 +142,6 @@ STEPS: dict[str, StepSpec] = {
             in_all=False,
             # Never cached: it runs only when asked for, and it may score a path or URL outside
             # the store whose content the key cannot see without reading all of it.
-            cacheable=False,
         ),
     )
 }
