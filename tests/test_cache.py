@@ -21,6 +21,7 @@ import trainflow.cache as cache
 from trainflow.cache import CacheKey, Uncacheable, library_modules, reusable_run, step_key
 from trainflow.config import load_config, resolve_paths
 from trainflow.errors import TrainflowError
+from trainflow.runner import Pipeline
 from trainflow.steps import STEPS
 from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord
 
@@ -439,6 +440,91 @@ def _file(tmp_path: Path, content: str) -> Path:
     return path
 
 
+# -- the runner's rules: what it records --------------------------------------------------
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh store root for a Pipeline whose `execute` the test replaces: no MLflow needed."""
+    monkeypatch.setenv("TRAINFLOW_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def pipeline(home: Path) -> Pipeline:
+    return Pipeline(load_config(PROJECT_DIR, ["artifacts.backend=local"]), PROJECT_DIR, overrides=[])
+
+
+def fake_fetch(pipeline: Pipeline, run_ids: list[str], fail: bool = False):  # type: ignore[no-untyped-def]
+    """An `execute` that logs raw_data as fetch_data would (or fails like a crashed step)."""
+
+    def execute(spec, parameters, began):  # type: ignore[no-untyped-def]
+        run_id = f"fetch-{len(run_ids)}"
+        run_ids.append(run_id)
+        if fail:
+            raise TrainflowError("step fetch_data failed")
+        version = pipeline.store.log_artifact(PENGUINS, "raw_data", "raw_data", run=RunRecord(run_id, "fetch_data"))
+        return run_id, {"raw_data": version.ref}
+
+    return execute
+
+
+def test_a_failed_run_is_never_a_cache_source(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[str] = []
+    monkeypatch.setattr(pipeline, "execute", fake_fetch(pipeline, runs, fail=True))
+    with pytest.raises(TrainflowError):
+        pipeline.run("fetch_data")
+    key = pipeline.plan(STEPS["fetch_data"]).key
+    assert key is not None and pipeline.store.cached_runs("fetch_data", key.digest) == []
+    monkeypatch.setattr(pipeline, "execute", fake_fetch(pipeline, runs))
+    pipeline.run("fetch_data")
+    assert runs == ["fetch-0", "fetch-1"]  # the failure did not stand in for the second run
+    assert [r.run_id for r in pipeline.store.cached_runs("fetch_data", key.digest)] == ["fetch-1"]
+
+
+def test_main_cache_false_runs_the_step_and_still_records_it(home: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    pipeline = Pipeline(load_config(PROJECT_DIR, ["main.cache=false", "artifacts.backend=local"]), PROJECT_DIR, [])
+    runs: list[str] = []
+    monkeypatch.setattr(pipeline, "execute", fake_fetch(pipeline, runs))
+    pipeline.run("fetch_data")
+    pipeline.run("fetch_data")
+    assert runs == ["fetch-0", "fetch-1"]
+    key = pipeline.plan(STEPS["fetch_data"]).key
+    assert key is not None and [r.run_id for r in pipeline.store.cached_runs("fetch_data", key.digest)] == ["fetch-1", "fetch-0"]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[pipeline] fetch_data: ran")]
+    assert len(lines) == 2 and all("cache: main.cache=false" in line for line in lines)
+
+
+def test_a_key_that_changed_while_the_step_ran_is_not_recorded(pipeline: Pipeline, monkeypatch, tmp_path: Path) -> None:
+    data = tmp_path / "penguins.csv"
+    shutil.copy(PENGUINS, data)
+    pipeline.cfg.data.uri = str(data)
+    runs: list[str] = []
+    fetch = fake_fetch(pipeline, runs)
+
+    def edit_while_running(spec, parameters, began):  # type: ignore[no-untyped-def]
+        result = fetch(spec, parameters, began)
+        append_byte(data)
+        return result
+
+    key = pipeline.plan(STEPS["fetch_data"]).key
+    monkeypatch.setattr(pipeline, "execute", edit_while_running)
+    pipeline.run("fetch_data")
+    assert key is not None and pipeline.store.cached_runs("fetch_data", key.digest) == []
+
+
+def test_a_cacheable_step_is_given_exact_versions(pipeline: Pipeline, monkeypatch) -> None:
+    runs: list[str] = []
+    monkeypatch.setattr(pipeline, "execute", fake_fetch(pipeline, runs))
+    pipeline.run("fetch_data")
+    pipeline.outputs.clear()  # as if split_data ran alone: its input is raw_data:latest
+    plan = pipeline.plan(STEPS["split_data"])
+    assert plan.parameters["raw_artifact"] == "raw_data:v0"
+    assert plan.key is not None and plan.key.parts["inputs"]["raw_artifact"]["artifact"] == "raw_data"
+    promote = pipeline.plan(STEPS["promote_model"])
+    assert promote.key is None and promote.parameters["model_artifact"] == ""  # never cached: resolved by the step
+
+
 def test_every_component_names_its_step_function_after_the_step() -> None:
     """The runner finds the function of an in-pipeline-process step by the step's name."""
     import ast
@@ -456,3 +542,26 @@ def test_caching_is_opt_in_per_step() -> None:
     new_step = dataclasses.replace(STEPS["split_data"], name="new_step")
     assert new_step.cacheable  # replace keeps it; a fresh StepSpec does not:
     assert not type(new_step)("x", "d", inputs=(), outputs=(), config_sections=()).cacheable
+
+
+def test_a_run_whose_record_was_overwritten_meanwhile_is_not_recorded(pipeline: Pipeline, monkeypatch, tmp_path) -> None:
+    model = log(pipeline.store, tmp_path, "model_export", b"a fitted pipeline")
+    log(pipeline.store, tmp_path, "test_data.parquet", b"test rows")
+
+    def test_then_overwritten(spec, parameters, began):  # type: ignore[no-untyped-def]
+        pipeline.store.update_metadata(model.ref, {"test": {"run_id": "test-1"}})
+        pipeline.store.update_metadata(model.ref, {"test": {"run_id": "a-concurrent-rescore"}})
+        return "test-1", {}
+
+    monkeypatch.setattr(pipeline, "execute", test_then_overwritten)
+    pipeline.run("test_model")
+    key = pipeline.plan(STEPS["test_model"]).key
+    assert key is not None and pipeline.store.cached_runs("test_model", key.digest) == []
+
+    def test_in_place(spec, parameters, began):  # type: ignore[no-untyped-def]
+        pipeline.store.update_metadata(model.ref, {"test": {"run_id": "test-2"}})
+        return "test-2", {}
+
+    monkeypatch.setattr(pipeline, "execute", test_in_place)
+    pipeline.run("test_model")
+    assert [r.run_id for r in pipeline.store.cached_runs("test_model", key.digest)] == ["test-2"]
