@@ -495,6 +495,26 @@ def test_main_cache_false_runs_the_step_and_still_records_it(home: Path, monkeyp
     assert len(lines) == 2 and all("cache: main.cache=false" in line for line in lines)
 
 
+def test_a_deleted_output_makes_the_step_run_again(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    runs: list[str] = []
+    monkeypatch.setattr(pipeline, "execute", fake_fetch(pipeline, runs))
+    pipeline.run("fetch_data")
+    [stored] = pipeline.store.get("raw_data:v0").files
+    pipeline.store.blob_path(stored.sha256).unlink()  # e.g. someone cleaned blobs/
+    pipeline.run("fetch_data")
+    assert runs == ["fetch-0", "fetch-1"]
+    second = capsys.readouterr().out.strip().splitlines()[-1]
+    assert second.startswith("[pipeline] fetch_data: ran in") and "raw_data:v0: the blob of 'penguins.csv' is missing" in second
+
+
+def test_with_wandb_artifacts_the_cache_is_off_and_says_why(home: Path) -> None:
+    pipeline = Pipeline(load_config(PROJECT_DIR, ["artifacts.backend=wandb"]), PROJECT_DIR, [])
+    assert (pipeline.cache_records, pipeline.cache_lookup) == (False, False)
+    assert pipeline.cache_off_reason.startswith("artifacts on W&B")
+    plan = pipeline.plan(STEPS["train_model"])
+    assert plan.key is None and plan.parameters["trainval_artifact"] == ""  # resolved by the step, on W&B
+
+
 def test_a_key_that_changed_while_the_step_ran_is_not_recorded(pipeline: Pipeline, monkeypatch, tmp_path: Path) -> None:
     data = tmp_path / "penguins.csv"
     shutil.copy(PENGUINS, data)
