@@ -79,10 +79,15 @@ def package_dirs() -> dict[str, Path]:
 
 def module_file(name: str, packages: Mapping[str, Path]) -> Path | None:
     """The source file of library module ``name`` (``trainflow.store``), or None if it is not one."""
-    top, *rest = name.split(".")
-    if top not in packages:
-        return None
-    base = packages[top].joinpath(*rest)
+    top = name.partition(".")[0]
+    return _module_file(name, packages[top]) if top in packages else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _module_file(name: str, package_dir: Path) -> Path | None:
+    # Remembered for the process: a module appearing or vanishing matters only once a file
+    # imports it, and that file's own bytes are in the key.
+    base = package_dir.joinpath(*name.split(".")[1:])
     for candidate in (base / "__init__.py", base.with_suffix(".py")):
         if candidate.is_file():
             return candidate

@@ -205,13 +205,18 @@ class Pipeline:
         the versions it logged (artifact name -> name:vN)."""
         import mlflow
 
-        if spec.in_pipeline_process and self.cfg.main.env_manager == "local":
+        if self.runs_here(spec):
             run_id = self.execute_here(spec, parameters, began)
         else:
             run_id = self.execute_component(spec, parameters, began)
         # Each component tags its run with what it logged, whichever backend holds it.
         tags = mlflow.MlflowClient().get_run(run_id).data.tags
         return run_id, {key.removeprefix(OUTPUT_TAG): ref for key, ref in tags.items() if key.startswith(OUTPUT_TAG)}
+
+    def runs_here(self, spec: StepSpec) -> bool:
+        """Whether the step runs in this process: marked so, and this process's environment
+        is the one it would get (env manager local)."""
+        return spec.in_pipeline_process and self.cfg.main.env_manager == "local"
 
     def execute_component(self, spec: StepSpec, parameters: dict[str, str], began: float) -> str:
         import mlflow
@@ -265,8 +270,7 @@ class Pipeline:
         at its start anyway). A pipeline of cache hits and in-process steps never needs them."""
         if self.estimator_checked:
             return
-        in_here = spec.in_pipeline_process and self.cfg.main.env_manager == "local"
-        if not in_here or any(s == "model" or s.startswith("model.") for s in spec.config_sections):
+        if not self.runs_here(spec) or any(s == "model" or s.startswith("model.") for s in spec.config_sections):
             from trainflow.model import validate_estimator_config
 
             validate_estimator_config(self.cfg.model)
