@@ -194,16 +194,21 @@ def test_single_component_run_as_ci_would(pipeline: tuple[Path, dict[str, str], 
 
 
 def test_plain_hydra_runs_one_step(pipeline: tuple[Path, dict[str, str], str], tmp_path: Path) -> None:
-    """`python main.py main.steps=test_model` tests the latest model again and records it."""
+    """`python main.py main.steps=test_model` is served from the cache (the latest model was
+    tested on the latest test set); with main.cache=false it tests it again and records it."""
     home, env = copy_of(pipeline[0], tmp_path)
-    result = run_command([sys.executable, "main.py", "main.steps=test_model"], env)
+    cached = run_command([sys.executable, "main.py", "main.steps=test_model"], env)
+    assert cached.returncode == 0, cached.stderr[-3000:]
+    assert "[pipeline] finished 1 step(s)" in cached.stdout and "[pipeline] test_model: cached (from run" in cached.stdout
+    result = run_command([sys.executable, "main.py", "main.steps=test_model", "main.cache=false"], env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "[pipeline] finished 1 step(s)" in result.stdout
+    assert "[pipeline] test_model: ran in" in result.stdout
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
-    tested = client.search_runs(
+    runs = client.search_runs(
         [client.get_experiment_by_name("trainflow").experiment_id], "tags.`trainflow.step` = 'test_model'"
     )
-    assert len(tested) == 2  # the original pipeline's and this one
+    tested = [run for run in runs if run.data.tags.get("trainflow.cached") != "true"]
+    assert len(runs) == 3 and len(tested) == 2  # the original pipeline's, the cache hit's, the forced one
     metadata = LocalArtifactStore(home).get("model_export:v0").metadata
     assert metadata["test"]["run_id"] == max(tested, key=lambda r: r.info.start_time).info.run_id
 

@@ -20,6 +20,8 @@ def fetch_data(run: StepRun) -> None:
             "size": fetched.size,
             "rows": len(table),
             "columns": [str(c) for c in table.columns],
+            # What the server said about this content (ETag, Last-Modified): data.cache_remote keys on them
+            **({"http_validators": fetched.validators} if fetched.validators else {}),
         },
     )
 

@@ -30,6 +30,8 @@ class MainConfig:
     env_manager: str = MISSING
     components_repository: str = MISSING
     components_version: Optional[str] = None
+    # false: run every step even when an earlier run could stand in for it (trainflow.cache)
+    cache: bool = MISSING
 
 
 @dataclass
@@ -53,6 +55,8 @@ class DataConfig:
     uri: str = MISSING
     sha256: Optional[str] = None
     target: str = MISSING
+    # true: a URL without data.sha256 counts as unchanged while its ETag/Last-Modified are
+    cache_remote: bool = MISSING
 
 
 @dataclass
@@ -234,8 +238,12 @@ def resolve_paths(cfg: DictConfig, project_dir: Path) -> DictConfig:
     return cfg
 
 
-def validate(cfg: DictConfig) -> None:
-    """Checks the schema's types cannot express; raises :class:`ConfigError` naming the key."""
+def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
+    """Checks the schema's types cannot express; raises :class:`ConfigError` naming the key.
+
+    ``estimator_params=False`` leaves out the one check that imports scikit-learn (the
+    estimator's parameter names, see :func:`trainflow.model.validate_estimator_config`).
+    """
     if cfg.main.env_manager not in ENV_MANAGERS:
         raise ConfigError(f"main.env_manager={cfg.main.env_manager!r} is not one of {', '.join(ENV_MANAGERS)}")
     if cfg.artifacts.backend not in BACKENDS:
@@ -251,7 +259,7 @@ def validate(cfg: DictConfig) -> None:
     from trainflow.model import validate_model_config
     from trainflow.store import parse_ref, validate_alias
 
-    validate_model_config(cfg.model, cfg.data.target)
+    validate_model_config(cfg.model, cfg.data.target, estimator_params=estimator_params)
     validate_alias(cfg.promote.alias)
     parse_ref(cfg.test.model)
     parse_ref(cfg.promote.model)

@@ -8,7 +8,8 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -19,12 +20,18 @@ _CHUNK = 1 << 20
 HTTP_TIMEOUT_SECONDS = 30
 
 
+# The HTTP response headers that say whether a remote file changed, as a server sends them.
+VALIDATOR_HEADERS = ("ETag", "Last-Modified")
+
+
 @dataclass(frozen=True)
 class FetchedFile:
     path: Path
     source: str
     sha256: str
     size: int
+    # ETag / Last-Modified of the response a URL was downloaded from (empty for files)
+    validators: dict[str, str] = field(default_factory=dict)
 
 
 def fetch(uri: str, destination_dir: Path, expected_sha256: str | None = None) -> FetchedFile:
@@ -51,9 +58,10 @@ def fetch(uri: str, destination_dir: Path, expected_sha256: str | None = None) -
     destination_dir.mkdir(parents=True, exist_ok=True)
     target = destination_dir / name
     partial = destination_dir / f".{name}.partial"
+    validators: dict[str, str] = {}
     try:
         if scheme in ("http", "https"):
-            digest, size = _download(uri, partial)
+            digest, size, validators = _download(uri, partial)
         else:
             digest, size = _copy_hashing(local, partial)
         if size == 0:
@@ -66,7 +74,7 @@ def fetch(uri: str, destination_dir: Path, expected_sha256: str | None = None) -
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
-    return FetchedFile(path=target, source=source, sha256=digest, size=size)
+    return FetchedFile(path=target, source=source, sha256=digest, size=size, validators=validators)
 
 
 def _copy_hashing(source: Path, target: Path) -> tuple[str, int]:
@@ -84,11 +92,12 @@ def _stream(reader, writer) -> tuple[str, int]:  # type: ignore[no-untyped-def]
     return digest.hexdigest(), size
 
 
-def _download(url: str, target: Path) -> tuple[str, int]:
+def _download(url: str, target: Path) -> tuple[str, int, dict[str, str]]:
     request = urllib.request.Request(url, headers={"User-Agent": "trainflow"})
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:
             expected = response.headers.get("Content-Length")
+            validators = _validators(response.headers)
             with open(target, "wb") as writer:
                 digest, size = _stream(response, writer)
     except urllib.error.HTTPError as error:
@@ -103,7 +112,26 @@ def _download(url: str, target: Path) -> tuple[str, int]:
         raise DataError(f"download of {url} failed ({error.__class__.__name__}: {error}): retry") from None
     if expected is not None and expected.isdigit() and int(expected) != size:
         raise DataError(f"download of {url} was cut off: got {size} of {expected} bytes; retry")
-    return digest, size
+    return digest, size, validators
+
+
+def _validators(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name: headers[name] for name in VALIDATOR_HEADERS if headers.get(name)}
+
+
+def remote_validators(url: str, timeout: float = HTTP_TIMEOUT_SECONDS) -> dict[str, str]:
+    """The ETag and Last-Modified a server reports for ``url`` now, from one HEAD request.
+
+    Empty when the server sends neither. Raises :class:`DataError` when it cannot be asked.
+    """
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "trainflow"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return _validators(response.headers)
+    except urllib.error.HTTPError as error:
+        raise DataError(f"HTTP {error.code} {error.reason} asking {url} whether it changed") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as error:
+        raise DataError(f"cannot ask {url} whether it changed ({error.__class__.__name__}: {error})") from None
 
 
 def read_table(path: Path) -> pd.DataFrame:

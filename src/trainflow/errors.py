@@ -53,6 +53,11 @@ def disk_full(error: BaseException, where: str) -> DiskFull:
     )
 
 
+def user_error_line(prefix: str, error: TrainflowError) -> str:
+    """``<prefix>: error: <message on one line>``, as every trainflow command reports an error."""
+    return f"{prefix}: error: {' '.join(str(error).split())}"
+
+
 @contextlib.contextmanager
 def exit_on_user_error(prefix: str) -> Iterator[None]:
     """Turn a :class:`TrainflowError` into one line on stderr and exit status 1.
@@ -67,6 +72,5 @@ def exit_on_user_error(prefix: str) -> Iterator[None]:
                 raise disk_full(error, getattr(error, "filename", None) or "step output") from None
             raise
     except TrainflowError as error:
-        message = " ".join(str(error).split())
-        print(f"{prefix}: error: {message}", file=sys.stderr, flush=True)
+        print(user_error_line(prefix, error), file=sys.stderr, flush=True)
         raise SystemExit(1) from None

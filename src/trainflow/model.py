@@ -4,7 +4,6 @@ config, trained, exported with MLflow and loaded back without any training code.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import warnings
 from dataclasses import dataclass, field
@@ -15,7 +14,6 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-import trainflow_inference
 from trainflow.data import require_columns
 from trainflow.errors import ConfigError, DataError, TrainflowError
 
@@ -89,12 +87,20 @@ class PreprocessingOptions:
 
 
 def estimator_class(task: str, estimator: str) -> type:
+    # Imported by name, not through importlib: trainflow.cache's import walk then sees that
+    # this loads no trainflow code. Here, not at module level: sklearn takes a second.
+    from sklearn import ensemble, linear_model
+
     module, _, name = ESTIMATORS[task][estimator].rpartition(".")
-    return getattr(importlib.import_module(module), name)
+    return getattr({"sklearn.ensemble": ensemble, "sklearn.linear_model": linear_model}[module], name)
 
 
-def validate_model_config(model: DictConfig, target: str) -> None:
-    """Fail at start on a task/estimator mismatch, an unknown parameter or contradictory features."""
+def validate_model_config(model: DictConfig, target: str, estimator_params: bool = True) -> None:
+    """Fail at start on a task/estimator mismatch, an unknown parameter or contradictory features.
+
+    ``estimator_params=False`` skips :func:`validate_estimator_config`, the one check that
+    imports scikit-learn, for a caller that makes it later (the pipeline, before real work).
+    """
     if model.task not in TASKS:
         raise ConfigError(f"model.task={model.task!r} is not one of {', '.join(TASKS)}")
     choices = ESTIMATORS[model.task]
@@ -119,7 +125,8 @@ def validate_model_config(model: DictConfig, target: str) -> None:
         )
     if features.text.max_features < 1:
         raise ConfigError("model.features.text.max_features must be at least 1")
-    validate_estimator_params(model.task, model.estimator, OmegaConf.to_container(model[model.estimator], resolve=True))
+    if estimator_params:
+        validate_estimator_config(model)
     if features.infer:
         return
     spec = feature_spec(model)
@@ -133,6 +140,11 @@ def validate_model_config(model: DictConfig, target: str) -> None:
             seen[column] = kind
     if target in seen:
         raise ConfigError(f"the target {target!r} is also listed as a {seen[target]} feature in model.features")
+
+
+def validate_estimator_config(model: DictConfig) -> None:
+    """Fail on a ``model.<estimator>`` parameter the chosen sklearn class does not accept."""
+    validate_estimator_params(model.task, model.estimator, OmegaConf.to_container(model[model.estimator], resolve=True))
 
 
 def validate_estimator_params(task: str, estimator: str, params: dict[str, Any]) -> None:
@@ -377,6 +389,8 @@ def export(
     import mlflow.sklearn
     from mlflow.models import infer_signature
     from mlflow.types.schema import ColSpec, Schema
+
+    import trainflow_inference
 
     # Numeric features travel as doubles: an integer column without gaps in training
     # would otherwise be typed `long`, and a missing value at serving time refused.

@@ -27,9 +27,9 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from trainflow.components import CONFIG_DIR_ENV
-from trainflow.config import flatten, load_config, resolve_paths, split_overrides, validate
+from trainflow.config import load_config, resolve_paths, split_overrides, validate
 from trainflow.errors import exit_on_user_error
-from trainflow.steps import STEPS, StepSpec
+from trainflow.steps import STEPS, StepSpec, step_params
 from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord
 
 
@@ -100,7 +100,7 @@ class StepRun:
         """Record values the step decided (not configured) as MLflow params."""
         import mlflow
 
-        mlflow.log_params({key: _param_value(value) for key, value in params.items()})
+        mlflow.log_params({key: param_value(value) for key, value in params.items()})
         if self.wandb_run is not None:
             self.wandb_run.config.update(dict(params), allow_val_change=True)
 
@@ -166,39 +166,54 @@ def step_config_dir(component_file: str) -> Path:
 
 def step_main(step: str, body: Callable[[StepRun], None], component_file: str) -> None:
     """Run ``body`` as step ``step``: the entry point of every ``components/<step>/run.py``."""
-    import mlflow
-
-    from trainflow.tracking import git_commit, start_run_args, use_tracking
-    from trainflow.wandb_backend import step_backend
+    from trainflow.tracking import start_run_args, use_tracking
 
     spec = STEPS[step]
     args = _parse_args(spec, sys.argv[1:])
     with exit_on_user_error(step):
         cfg = step_config(step_config_dir(component_file), args.hydra_options)
-        input_refs = {i.param: getattr(args, i.param) or i.default_ref(cfg) for i in spec.inputs}
         local = LocalArtifactStore(cfg.artifacts.root)
         use_tracking(local.root)
         start = start_run_args(cfg.main.experiment_name, local.root, step)
-        with mlflow.start_run(**start) as active, tempfile.TemporaryDirectory(dir=local.tmp, prefix=f"{step}-") as tmp:
-            params = step_params(cfg, spec)
-            commit = active.data.tags.get("mlflow.source.git.commit") or git_commit(component_checkout(component_file))
-            mlflow.set_tags({"trainflow.step": step, **({"trainflow.git_commit": commit} if commit else {})})
-            mlflow.log_params({k: _param_value(v) for k, v in params.items()})
-            mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "resolved_config.yaml")
-            record = RunRecord(active.info.run_id, step, commit, params)
-            tracked = {**params, "git_commit": commit, "mlflow_run_id": active.info.run_id}
-            with step_backend(cfg, step, tracked, local) as (store, wandb_run):
-                body(StepRun(spec, cfg, store, record, input_refs, Path(tmp), wandb_run))
+        run_step(spec, body, cfg, input_refs(spec, cfg, vars(args)), component_checkout(component_file), start, local)
 
 
-def step_params(cfg: DictConfig, spec: StepSpec) -> dict[str, Any]:
-    """The resolved config values the step uses, as flat dotted keys."""
-    params: dict[str, Any] = {}
-    for key in spec.config_sections:
-        node = OmegaConf.select(cfg, key, throw_on_missing=True)
-        params.update(flatten(node, f"{key}.") if isinstance(node, DictConfig) else {key: node})
-    return params
+def input_refs(spec: StepSpec, cfg: DictConfig, given: Mapping[str, str]) -> dict[str, str]:
+    """Each input's reference: the one given (a component parameter), else its configured default."""
+    return {i.param: given.get(i.param) or i.default_ref(cfg) for i in spec.inputs}
 
 
-def _param_value(value: Any) -> str:
+def run_step(
+    spec: StepSpec,
+    body: Callable[[StepRun], None],
+    cfg: DictConfig,
+    refs: Mapping[str, str],
+    project_dir: Path,
+    start: Mapping[str, Any],
+    local: LocalArtifactStore,
+) -> str:
+    """Open the step's MLflow run with ``mlflow.start_run(**start)``, log what it uses, and
+    call ``body``; return the run id. A component's process runs its step through here, and
+    so does the pipeline's own process for a step marked ``in_pipeline_process``.
+    """
+    import mlflow
+
+    from trainflow.tracking import git_commit
+    from trainflow.wandb_backend import step_backend
+
+    step = spec.name
+    with mlflow.start_run(**start) as active, tempfile.TemporaryDirectory(dir=local.tmp, prefix=f"{step}-") as tmp:
+        params = step_params(cfg, spec)
+        commit = active.data.tags.get("mlflow.source.git.commit") or git_commit(project_dir)
+        mlflow.set_tags({"trainflow.step": step, **({"trainflow.git_commit": commit} if commit else {})})
+        mlflow.log_params({k: param_value(v) for k, v in params.items()})
+        mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "resolved_config.yaml")
+        record = RunRecord(active.info.run_id, step, commit, params)
+        tracked = {**params, "git_commit": commit, "mlflow_run_id": active.info.run_id}
+        with step_backend(cfg, step, tracked, local) as (store, wandb_run):
+            body(StepRun(spec, cfg, store, record, dict(refs), Path(tmp), wandb_run))
+    return active.info.run_id
+
+
+def param_value(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)

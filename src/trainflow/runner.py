@@ -3,6 +3,12 @@ passes each step's exact output versions to the steps after it.
 
 Pinning versions (``trainval_data.parquet:v7``, not ``:latest``) keeps a pipeline
 consistent even when another pipeline logs to the same store at the same time.
+
+Before running a cacheable step, the runner resolves every input to the exact version
+the step would use, computes the step's cache key (``trainflow.cache``) and, when an
+earlier successful run with that key still has its results in place, re-uses them
+instead: aliases move as the run would have moved them, and an MLflow run tagged
+``trainflow.cached`` records the hit. After a real run, the run is recorded under its key.
 """
 
 from __future__ import annotations
@@ -12,19 +18,24 @@ import shlex
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from trainflow.cache import CacheKey, Uncacheable, annotations_problem, reusable_run, step_key
 from trainflow.components import ComponentSource, prepare_steps
 from trainflow.config import resolve_paths, validate
-from trainflow.errors import TrainflowError, exit_on_user_error
-from trainflow.evaluate import headline
-from trainflow.steps import STEPS, select_steps
-from trainflow.store import LocalArtifactStore
+from trainflow.errors import TrainflowError, exit_on_user_error, user_error_line
+from trainflow.steps import STEPS, StepSpec, select_steps
+from trainflow.store import ArtifactVersion, CachedRun, LocalArtifactStore
 
 OPTIONS_FLAG = "--hydra-options"
 OUTPUT_TAG = "trainflow.output."
+INPUT_TAG = "trainflow.input."
+CACHED_TAG = "trainflow.cached"
+CACHED_FROM_TAG = "trainflow.cached_from"
+CACHE_KEY_TAG = "trainflow.cache_key"
 STEPS_FLAG = "--steps"
 
 
@@ -50,12 +61,26 @@ def expand_mlproject_args(argv: list[str]) -> list[str]:
     return expanded
 
 
+@dataclass
+class StepPlan:
+    """How a step will be started: its component parameters and, when it can be cached, its key."""
+
+    parameters: dict[str, str]
+    versions: dict[str, ArtifactVersion] = field(default_factory=dict)  # input param -> exact version
+    key: CacheKey | None = None
+    why_not_cached: str = ""  # when key is None, or when an existing record could not be used
+
+
 class Pipeline:
     """One pipeline run: the parent MLflow run and the step runs nested under it."""
 
     def __init__(self, cfg: DictConfig, project_dir: Path, overrides: list[str]) -> None:
         self.cfg = resolve_paths(cfg, project_dir)
-        validate(self.cfg)
+        self.project_dir = project_dir
+        # The estimator's parameter names need scikit-learn, a second of imports: they are
+        # checked before the first step that could build an estimator (see before_real_work).
+        validate(self.cfg, estimator_params=False)
+        self.estimator_checked = False
         self.steps = select_steps(self.cfg.main.steps)
         if "promote_model" in self.steps:
             from trainflow.promotion import check_gate_fits_task
@@ -67,9 +92,11 @@ class Pipeline:
         # Components compose the same config from these; which steps run is not their concern.
         self.hydra_options = shlex.join(o for o in overrides if not o.startswith("main.steps="))
         self.store = LocalArtifactStore(self.cfg.artifacts.root)
-        self.outputs: dict[str, str] = {}  # artifact name -> exact version logged by this pipeline
-        self.finished: list[tuple[str, str, float]] = []  # (step, MLflow run id, seconds)
+        self.outputs: dict[str, str] = {}  # artifact name -> exact version logged (or re-used) by this pipeline
+        self.finished: list[tuple[str, str, float, str | None]] = []  # (step, MLflow run id, seconds, cached from)
         self.experiment_id = ""  # the parent run's experiment, set by open()
+        self.parent_run_id = ""
+        self.cache_records, self.cache_lookup, self.cache_off_reason = self.cache_policy()
 
     @classmethod
     @contextlib.contextmanager
@@ -87,6 +114,7 @@ class Pipeline:
             start = start_run_args(pipeline.cfg.main.experiment_name, pipeline.store.root, "pipeline")
             with mlflow.start_run(**start) as parent:
                 pipeline.experiment_id = parent.info.experiment_id
+                pipeline.parent_run_id = parent.info.run_id
                 pipeline.announce_backend(parent.info.run_id)
                 mlflow.set_tag("trainflow.step", "pipeline")
                 mlflow.log_params({"main.steps": ",".join(pipeline.steps), "overrides": pipeline.hydra_options})
@@ -102,53 +130,226 @@ class Pipeline:
 
         backend, reason = choose_backend(self.cfg.artifacts.backend)
         print(f"[pipeline] artifacts: {backend} ({reason})", flush=True)
+        if self.cache_off_reason:
+            print(f"[pipeline] cache: off ({self.cache_off_reason})", flush=True)
         os.environ[ANNOUNCED_ENV] = backend
         # Steps' W&B runs share one group per pipeline unless the user chose one.
         os.environ.setdefault("WANDB_RUN_GROUP", self.cfg.wandb.group or f"pipeline-{pipeline_run_id}")
 
-    def run(self, step: str) -> None:
-        """Run one component with ``mlflow.run``; remember the versions it logged."""
-        import mlflow
-        from mlflow.exceptions import ExecutionException
+    def cache_policy(self) -> tuple[bool, bool, str]:
+        """``(record successful runs, look up earlier runs, why lookups are off)``. Runs are
+        recorded even with ``main.cache=false``, so that a forced run refreshes the cache."""
+        from trainflow.wandb_backend import choose_backend
 
-        spec = STEPS[step]
+        if choose_backend(self.cfg.artifacts.backend)[0] != "local":
+            # Records, outputs and their digests live in the local store; W&B versions are not checked.
+            return False, False, "artifacts on W&B: the cache re-uses and verifies local-store versions only"
+        if self.components.is_repository:
+            # The key digests the component's files, which here are fetched by mlflow.run.
+            return False, False, "components from a git repository: the cache keys on local component code only"
+        if not self.cfg.main.cache:
+            return True, False, "main.cache=false"
+        return True, True, ""
+
+    def plan(self, spec: StepSpec) -> StepPlan:
+        """The step's component parameters; for a cacheable step, its exact input versions,
+        passed to the component as ``name:vN`` so that the key and the run agree, and its key."""
         parameters = {"hydra_options": self.hydra_options}
         for step_input in spec.inputs:
             parameters[step_input.param] = self.outputs.get(step_input.artifact, "") if step_input.chained else ""
-        print(f"[pipeline] {step}: {spec.description}", flush=True)
+        if not spec.cacheable:
+            return StepPlan(parameters, why_not_cached="never cached (steps.py says why)")
+        if not self.cache_records:
+            return StepPlan(parameters, why_not_cached=self.cache_off_reason)
+        versions = {}
+        for step_input in spec.inputs:
+            ref = parameters[step_input.param] or step_input.default_ref(self.cfg)
+            try:
+                versions[step_input.param] = self.store.get(ref)
+            except TrainflowError:
+                return StepPlan(parameters, why_not_cached=f"{ref} does not resolve")
+            parameters[step_input.param] = versions[step_input.param].ref
+        try:
+            key = self.key(spec, versions)
+        except Uncacheable as reason:
+            return StepPlan(parameters, versions, why_not_cached=str(reason))
+        return StepPlan(parameters, versions, key)
+
+    def key(self, spec: StepSpec, versions: dict[str, ArtifactVersion]) -> CacheKey:
+        return step_key(spec, self.cfg, versions, Path(self.components.location) / spec.name, self.cfg.main.env_manager)
+
+    def run(self, step: str) -> None:
+        """Re-use an earlier run of the step when the cache allows, else run it; one line says which."""
+        spec = STEPS[step]
         began = time.perf_counter()
+        plan = self.plan(spec)
+        if plan.key is not None:
+            if self.cache_lookup:
+                source, plan.why_not_cached = reusable_run(self.store, spec, plan.key, plan.versions)
+                if source is not None and self.reuse(spec, plan, source, began):
+                    return
+            else:
+                plan.why_not_cached = self.cache_off_reason
+        print(f"[pipeline] {step}: {spec.description}", flush=True)
+        self.before_real_work(spec)
+        run_id, outputs = self.execute(spec, plan.parameters, began)
+        self.outputs.update(outputs)
+        if plan.key is not None:
+            self.record(spec, plan, run_id, outputs)
+        self.finish(step, run_id, began, note=plan.why_not_cached)
+
+    def execute(self, spec: StepSpec, parameters: dict[str, str], began: float) -> tuple[str, dict[str, str]]:
+        """Run the step for real: in this process when it is marked so and the environment
+        is this one, else as ``mlflow run components/<step>``. Returns its MLflow run id and
+        the versions it logged (artifact name -> name:vN)."""
+        import mlflow
+
+        if self.runs_here(spec):
+            run_id = self.execute_here(spec, parameters, began)
+        else:
+            run_id = self.execute_component(spec, parameters, began)
+        # Each component tags its run with what it logged, whichever backend holds it.
+        tags = mlflow.MlflowClient().get_run(run_id).data.tags
+        return run_id, {key.removeprefix(OUTPUT_TAG): ref for key, ref in tags.items() if key.startswith(OUTPUT_TAG)}
+
+    def runs_here(self, spec: StepSpec) -> bool:
+        """Whether the step runs in this process: marked so, and this process's environment
+        is the one it would get (env manager local)."""
+        # A step from a git repository runs that repository's code: only mlflow.run fetches it.
+        return spec.in_pipeline_process and self.cfg.main.env_manager == "local" and not self.components.is_repository
+
+    def execute_component(self, spec: StepSpec, parameters: dict[str, str], began: float) -> str:
+        import mlflow
+        from mlflow.exceptions import ExecutionException
+
         try:
             # Synchronous: MLflow waits in this process (an asynchronous run costs an extra
             # `mlflow run` subprocess) and cancels the step on Ctrl-C.
             submitted = mlflow.run(
-                self.components.uri(step),
+                self.components.uri(spec.name),
                 version=self.components.version,
                 entry_point="main",
                 parameters=parameters,
                 env_manager=self.cfg.main.env_manager,
                 experiment_id=self.experiment_id,
-                run_name=step,
+                run_name=spec.name,
             )
         except ExecutionException as error:
-            raise TrainflowError(
-                f"step {step} failed ({error}) after {time.perf_counter() - began:.1f} s: see its error above; "
-                f"after fixing it, resume with -P steps={','.join(self.steps[self.steps.index(step):])}"
-            ) from None
+            raise self.failed(spec, f"({error})", began) from None
+        return submitted.run_id
+
+    def execute_here(self, spec: StepSpec, parameters: dict[str, str], began: float) -> str:
+        """Run the component's step function in this process, as a run nested under the
+        pipeline's, the way its own process would (same helper, same config, same store)."""
+        import importlib.util
+
+        from trainflow.run_context import input_refs, run_step
+
+        component = Path(self.components.location) / spec.name / "run.py"
+        loader = importlib.util.spec_from_file_location(f"trainflow_component_{spec.name}", component)
+        assert loader is not None and loader.loader is not None
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)
+        body = getattr(module, spec.name)  # every component names its step function after the step
+        start = {"run_name": spec.name, "nested": True, "experiment_id": self.experiment_id}
+        try:
+            return run_step(spec, body, self.cfg, input_refs(spec, self.cfg, parameters), self.project_dir, start,
+                            self.store)
+        except TrainflowError as error:
+            print(user_error_line(spec.name, error), file=sys.stderr, flush=True)
+            raise self.failed(spec, "", began) from None
+
+    def failed(self, spec: StepSpec, detail: str, began: float) -> TrainflowError:
+        return TrainflowError(
+            f"step {spec.name} failed {detail + ' ' if detail else ''}after {time.perf_counter() - began:.1f} s: "
+            f"see its error above; after fixing it, resume with -P steps={','.join(self.steps[self.steps.index(spec.name):])}"
+        )
+
+    def before_real_work(self, spec: StepSpec) -> None:
+        """Check the estimator's parameters before a step that could build an estimator: one
+        that uses the model config, or starts a process of its own (which would check them
+        at its start anyway). A pipeline of cache hits and in-process steps never needs them."""
+        if self.estimator_checked:
+            return
+        if not self.runs_here(spec) or any(s == "model" or s.startswith("model.") for s in spec.config_sections):
+            from trainflow.model import validate_estimator_config
+
+            validate_estimator_config(self.cfg.model)
+            self.estimator_checked = True
+
+    def record(self, spec: StepSpec, plan: StepPlan, run_id: str, outputs: dict[str, str]) -> None:
+        """Record a successful run under its key, unless the key changed while it ran (a file
+        edited, a remote source updated): then nobody knows which state it saw."""
+        assert plan.key is not None
+        try:
+            unchanged = self.key(spec, plan.versions).digest == plan.key.digest
+        except Uncacheable:
+            unchanged = False
+        try:
+            if not unchanged:
+                raise TrainflowError("its code, environment or source changed while it ran")
+            overwritten = annotations_problem(self.store, spec, plan.versions, run_id)
+            if overwritten:  # another run wrote over it meanwhile: this run's result is not in place
+                raise TrainflowError(overwritten)
+            self.store.record_cached_run(spec.name, plan.key.digest, run_id, outputs, plan.key.parts)
+        except TrainflowError as reason:
+            plan.why_not_cached = f"run not recorded: {reason}"
+
+    def reuse(self, spec: StepSpec, plan: StepPlan, source: CachedRun, began: float) -> bool:
+        """Stand in for running the step with ``source``'s results: log a cached run under the
+        pipeline's, move aliases as the source run did, and take its outputs. False (and
+        nothing changed) if an output vanished between the check and the move."""
+        from mlflow import MlflowClient
+        from mlflow.entities import Param
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        from trainflow.errors import ArtifactNotFound
+        from trainflow.run_context import param_value
+
+        assert plan.key is not None
+        client = MlflowClient()
+        tags = {
+            MLFLOW_PARENT_RUN_ID: self.parent_run_id,
+            "trainflow.step": spec.name,
+            CACHED_TAG: "true",
+            CACHED_FROM_TAG: source.run_id,
+            CACHE_KEY_TAG: plan.key.digest,
+            **{f"{OUTPUT_TAG}{name}": ref for name, ref in source.outputs.items()},
+            **{f"{INPUT_TAG}{param}": version.ref for param, version in plan.versions.items()},
+        }
+        run = client.create_run(self.experiment_id, run_name=spec.name, tags=tags)
+        try:
+            self.store.reuse_outputs(source.run_id, list(source.outputs.values()), run.info.run_id)
+        except ArtifactNotFound as error:
+            client.set_tag(run.info.run_id, "trainflow.cache_miss", str(error)[:5000])
+            client.set_terminated(run.info.run_id, "FAILED")
+            plan.why_not_cached = f"run {source.run_id}'s outputs vanished while being re-used"
+            return False
+        params = [Param(k, param_value(v)) for k, v in plan.key.parts["params"].items()]
+        client.log_batch(run.info.run_id, params=params)
+        client.set_terminated(run.info.run_id, "FINISHED")
+        self.outputs.update(source.outputs)
+        self.finish(spec.name, run.info.run_id, began, cached_from=source.run_id)
+        return True
+
+    def finish(self, step: str, run_id: str, began: float, cached_from: str | None = None, note: str = "") -> None:
+        """The step's one line: ``ran`` or ``cached (from run <id>)``, with its time."""
         seconds = time.perf_counter() - began
-        # Each component tags its run with what it logged, whichever backend holds it.
-        tags = mlflow.MlflowClient().get_run(submitted.run_id).data.tags
-        for key, ref in tags.items():
-            if key.startswith(OUTPUT_TAG):
-                self.outputs[key.removeprefix(OUTPUT_TAG)] = ref
-        self.finished.append((step, submitted.run_id, seconds))
-        print(f"[pipeline] {step} done in {seconds:.1f} s (MLflow run {submitted.run_id})", flush=True)
+        self.finished.append((step, run_id, seconds, cached_from))
+        if cached_from:
+            line = f"cached (from run {cached_from}) in {seconds:.1f} s (MLflow run {run_id})"
+        else:
+            line = f"ran in {seconds:.1f} s (MLflow run {run_id}; cache: {note})"
+        print(f"[pipeline] {step}: {line}", flush=True)
 
     def report(self, seconds: float, tracking: str) -> None:
         """The closing lines: what was produced, what is in production, where it all lives."""
+        from trainflow.evaluate import headline
         from trainflow.wandb_backend import read_store
 
         alias = self.cfg.promote.alias
-        lines = [f"[pipeline] finished {len(self.finished)} step(s) in {seconds:.1f} s"]
+        cached = sum(1 for *_, cached_from in self.finished if cached_from)
+        lines = [f"[pipeline] finished {len(self.finished)} step(s) in {seconds:.1f} s ({cached} cached)"]
         if self.outputs:
             lines.append(f"  logged: {', '.join(self.outputs.values())}")
         try:

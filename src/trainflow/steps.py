@@ -8,6 +8,7 @@ component builds its command line from it. To add a step, add an entry here, a f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -32,6 +33,16 @@ class StepInput:
 
 
 @dataclass(frozen=True)
+class ExternalSource:
+    """A location outside the store that a step reads, named by config keys, so that the
+    step cache (trainflow.cache) can key what is there without fetching it."""
+
+    uri_key: str  # dotted key of the location: a path, file:// or http(s):// URL
+    sha256_key: str | None = None  # dotted key of a declared sha256 that pins a remote source's content
+    cache_remote_key: str | None = None  # dotted bool key: key a remote source by its ETag/Last-Modified
+
+
+@dataclass(frozen=True)
 class StepSpec:
     name: str
     description: str
@@ -39,6 +50,25 @@ class StepSpec:
     outputs: tuple[str, ...]
     config_sections: tuple[str, ...]  # sections or dotted keys whose values the step uses
     in_all: bool = True  # False: an optional step that runs only when named in main.steps
+    # Whether the runner may re-use an earlier successful run with the same cache key
+    # instead of running the step (trainflow.cache). Opt-in, with the reason beside it:
+    # the key sees only the inputs, config_sections, sources and metadata named here, so
+    # a step that reads anything else (another alias, a file, the clock) must not be cached.
+    cacheable: bool = False
+    # Metadata the step writes onto the version of one of its inputs, as (input param,
+    # metadata key); the value is a mapping that names the writer's run_id. The result
+    # then belongs to that exact version: the step is keyed by exact input versions, not
+    # only their content, and an earlier run stands in only while its value is still there.
+    annotates: tuple[tuple[str, str], ...] = ()
+    # Metadata of an input version the step's result depends on, as (input param,
+    # metadata key): its value goes into the cache key.
+    reads_metadata: tuple[tuple[str, str], ...] = ()
+    # Locations outside the store the step reads (their content goes into the cache key).
+    sources: tuple[ExternalSource, ...] = ()
+    # Run inside the pipeline's own process (env manager local only) instead of as an
+    # `mlflow run` of the component: for a cheap step that always runs, so that a pipeline
+    # whose other steps are cache hits starts no process beyond its own.
+    in_pipeline_process: bool = False
 
 
 STEPS: dict[str, StepSpec] = {
@@ -50,6 +80,11 @@ STEPS: dict[str, StepSpec] = {
             inputs=(),
             outputs=("raw_data",),
             config_sections=("data",),
+            cacheable=True,
+            # Cached: the source's content is in the key (a local file's sha256, a declared
+            # data.sha256, or with data.cache_remote=true the URL's ETag/Last-Modified); a URL
+            # with neither is fetched every time, since nothing cheaper says it is unchanged.
+            sources=(ExternalSource("data.uri", sha256_key="data.sha256", cache_remote_key="data.cache_remote"),),
         ),
         StepSpec(
             "check_data",
@@ -75,6 +110,7 @@ STEPS: dict[str, StepSpec] = {
             inputs=(StepInput("raw_artifact", "raw_data"),),
             outputs=("trainval_data.parquet", "test_data.parquet"),
             config_sections=("data", "split", "model.task"),
+            cacheable=True,  # a seeded split of the same table is the same split
         ),
         StepSpec(
             "train_model",
@@ -82,6 +118,7 @@ STEPS: dict[str, StepSpec] = {
             inputs=(StepInput("trainval_artifact", "trainval_data.parquet"),),
             outputs=("model_export",),
             config_sections=("data", "split", "model"),
+            cacheable=True,  # the same data, config, code and environment fit the same pipeline
         ),
         StepSpec(
             "test_model",
@@ -92,6 +129,10 @@ STEPS: dict[str, StepSpec] = {
             ),
             outputs=(),
             config_sections=("data", "test"),
+            # Cached per exact version: its result is the `test` record on the model version,
+            # naming the test set version, which promote_model compares by reference.
+            cacheable=True,
+            annotates=(("model_artifact", "test"),),
         ),
         StepSpec(
             "promote_model",
@@ -102,6 +143,10 @@ STEPS: dict[str, StepSpec] = {
             ),
             outputs=(),
             config_sections=("data", "promote"),
+            # Never cached: its point is a decision against the champion of now, appended to
+            # the promotion history every time. Cheap (no training), so it runs in the
+            # pipeline's process and a warm pipeline needs no step process at all.
+            in_pipeline_process=True,
         ),
         StepSpec(
             "batch_predict",
@@ -113,9 +158,23 @@ STEPS: dict[str, StepSpec] = {
             outputs=("predictions.parquet",),
             config_sections=("batch_predict",),
             in_all=False,
+            # Never cached: it runs only when asked for, and it may score a path or URL outside
+            # the store whose content the key cannot see without reading all of it.
         ),
     )
 }
+
+
+def step_params(cfg: DictConfig, spec: StepSpec) -> dict[str, Any]:
+    """The resolved config values the step uses, as flat dotted keys: what its MLflow run
+    logs as params and what its cache key holds."""
+    from trainflow.config import flatten
+
+    params: dict[str, Any] = {}
+    for key in spec.config_sections:
+        node = OmegaConf.select(cfg, key, throw_on_missing=True)
+        params.update(flatten(node, f"{key}.") if isinstance(node, DictConfig) else {key: node})
+    return params
 
 
 def select_steps(steps: str) -> list[str]:

@@ -4,8 +4,9 @@ content-addressed files. It needs no account and no network.
 Layout under the store root::
 
     index.db                    SQLite (WAL): artifacts, versions, files, aliases,
-                                runs, usages, the alias history and the promotion
-                                history (every gate decision and rollback)
+                                runs, usages, the alias history, the promotion
+                                history (every gate decision and rollback) and the
+                                step cache (successful step runs by cache key)
     blobs/<2 hex>/<sha256>      file contents, stored once per digest
     checkouts/<name>/v<N>/      verified copies handed to consumers by use_artifact
     tmp/                        writes in flight; a crash leaves only garbage here
@@ -13,8 +14,9 @@ Layout under the store root::
 A version is inserted in one transaction after all its blobs are in place, so a
 writer killed at any point leaves no partial version behind. Versions are numbered
 ``v0, v1, ...`` per name inside that transaction (``BEGIN IMMEDIATE``), so concurrent
-writers get unique numbers. ``latest`` always names the newest version; every other
-alias is unique per name and moves atomically.
+writers get unique numbers. ``latest`` names the version logged last, or re-used last
+by a cache hit (which moves aliases exactly as the run it stands in for would have);
+every other alias is unique per name and moves atomically.
 """
 
 from __future__ import annotations
@@ -105,7 +107,18 @@ CREATE TABLE IF NOT EXISTS promotions (
     details     TEXT NOT NULL DEFAULT '{}',
     at          TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS step_cache (
+    id          INTEGER PRIMARY KEY,
+    step        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    run_id      TEXT NOT NULL,
+    outputs     TEXT NOT NULL DEFAULT '{}',
+    parts       TEXT NOT NULL DEFAULT '{}',
+    created_at  TEXT NOT NULL,
+    UNIQUE (step, key, run_id)
+);
 CREATE INDEX IF NOT EXISTS versions_by_run ON versions(run_id);
+CREATE INDEX IF NOT EXISTS step_cache_by_key ON step_cache(step, key);
 CREATE INDEX IF NOT EXISTS files_by_blob ON files(sha256);
 """
 
@@ -138,6 +151,18 @@ class PromotionEntry:
     actor: str
     details: dict[str, Any]  # metrics, criteria, policy, registry
     at: str
+
+
+@dataclass(frozen=True)
+class CachedRun:
+    """A successful step run recorded under its cache key (trainflow.cache)."""
+
+    step: str
+    key: str
+    run_id: str
+    outputs: dict[str, str]  # artifact name -> the exact version the run logged (name:vN)
+    parts: dict[str, Any]  # what the key was made of
+    created_at: str
 
 
 @dataclass(frozen=True)
@@ -532,6 +557,77 @@ class LocalArtifactStore:
                 )
             ]
             return [self._promotion(db, i) for i in ids]
+
+    # -- the step cache -------------------------------------------------------------
+
+    def record_cached_run(
+        self, step: str, key: str, run_id: str, outputs: Mapping[str, str], parts: Mapping[str, Any]
+    ) -> CachedRun:
+        """Record that ``run_id``, a successful run of ``step``, produced ``outputs`` under ``key``.
+
+        Each output must be a version that run logged, so a record can never point at
+        someone else's result; one transaction, like every other write.
+        """
+        with self._transaction() as db:
+            for name, ref in outputs.items():
+                version_id = self._resolve_id(db, parse_ref(ref))
+                row = db.execute("SELECT name, run_id FROM versions WHERE id = ?", (version_id,)).fetchone()
+                if row["name"] != name or row["run_id"] != run_id:
+                    raise TrainflowError(f"{ref} was not logged as {name!r} by run {run_id}: not recording it as its output")
+            db.execute(
+                "INSERT OR IGNORE INTO step_cache (step, key, run_id, outputs, parts, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (step, key, run_id, json.dumps(dict(outputs), sort_keys=True), json.dumps(dict(parts), sort_keys=True),
+                 _now()),
+            )
+        return self.cached_runs(step, key, run_id=run_id)[0]
+
+    def cached_runs(self, step: str, key: str, run_id: str | None = None) -> list[CachedRun]:
+        """Recorded runs of ``step`` under ``key``, newest first."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT * FROM step_cache WHERE step = ? AND key = ? AND (? IS NULL OR run_id = ?) ORDER BY id DESC",
+                (step, key, run_id, run_id),
+            ).fetchall()
+        return [
+            CachedRun(r["step"], r["key"], r["run_id"], json.loads(r["outputs"]), json.loads(r["parts"]), r["created_at"])
+            for r in rows
+        ]
+
+    def reuse_outputs(self, source_run_id: str, refs: Sequence[str], run_id: str) -> list[ArtifactVersion]:
+        """Move onto each version in ``refs`` the aliases its producing run ``source_run_id``
+        moved onto it (``latest``, and any given at log time), recorded as moves by ``run_id``:
+        what a fresh run of the same step would have done with its new versions. One
+        transaction; :class:`ArtifactNotFound` if a version is gone.
+        """
+        with self._transaction() as db:
+            ids = [self._resolve_id(db, parse_ref(ref)) for ref in refs]
+            for version_id in ids:
+                name = db.execute("SELECT name FROM versions WHERE id = ?", (version_id,)).fetchone()[0]
+                aliases = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT DISTINCT alias FROM alias_history WHERE version_id = ? AND run_id = ? ORDER BY alias",
+                        (version_id, source_run_id),
+                    )
+                ]
+                for alias in dict.fromkeys([LATEST, *aliases]):
+                    holder = db.execute("SELECT version_id FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+                    if holder is None or holder[0] != version_id:  # the history keeps moves, not no-ops
+                        self._move_alias(db, name, alias, version_id, run_id)
+            return [self._load(db, version_id) for version_id in ids]
+
+    def verify_version(self, ref: str) -> str | None:
+        """What is wrong with the stored bytes of ``ref`` (a blob missing or not matching its
+        sha256), or None when every file verifies. :class:`ArtifactNotFound` if it does not resolve.
+        """
+        version = self.get(ref)
+        for stored in version.files:
+            blob = self.blob_path(stored.sha256)
+            if not blob.is_file():
+                return f"{version.ref}: the blob of {stored.path!r} is missing"
+            if blob.stat().st_size != stored.size or file_sha256(blob) != stored.sha256:
+                return f"{version.ref}: the blob of {stored.path!r} does not match its sha256"
+        return None
 
     # -- reading --------------------------------------------------------------------
 

@@ -1,0 +1,338 @@
+"""Step caching: when an earlier run of a step can stand in for running it again.
+
+A step's cache key is the sha256 of a canonical JSON document of everything that
+decides what the step produces:
+
+- ``code``: every file of ``components/<step>/`` and every ``trainflow`` /
+  ``trainflow_inference`` module its ``run.py`` can import, found by a static walk of
+  import statements (module level and inside functions) with :mod:`ast`; a dynamic
+  import the walk cannot follow makes it take both packages whole;
+- ``params``: the resolved values of the step's config sections (``StepSpec.config_sections``);
+- ``inputs``: per input parameter, the artifact name and the content digest of the exact
+  version the step will be given, plus the version itself for a step whose result is
+  recorded on that version (``StepSpec.annotates``) and the metadata values the step
+  reads (``StepSpec.reads_metadata``);
+- ``sources``: per location outside the store (``StepSpec.sources``): a local file's
+  sha256, a declared sha256, or a URL's ETag/Last-Modified from one HEAD request;
+- ``environment``: the env manager and the component's ``conda.yml`` (a code file); with
+  ``local``, also the Python version and the installed versions of the packages that
+  ``conda.yml`` pins, since that is the environment the step then runs in.
+
+An earlier run is re-used only if it succeeded with the same key (only the runner's
+successful runs are recorded), every output it logged still resolves and its blobs
+still hash to their recorded digests, and every record it wrote on an input version is
+still its own. Only steps marked ``cacheable`` in the step table are keyed at all.
+Nothing here touches MLflow: ``trainflow.runner`` decides and logs.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import importlib.util
+import json
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from trainflow.errors import ArtifactNotFound, TrainflowError
+from trainflow.steps import ExternalSource, StepSpec, step_params
+from trainflow.store import ArtifactVersion, CachedRun, LocalArtifactStore, file_sha256
+
+# Bump when what goes into a key changes, so that records made the old way stop matching.
+KEY_FORMAT = 1
+LIBRARY_PACKAGES = ("trainflow", "trainflow_inference")
+# Calls that import a module named by their first argument.
+_DYNAMIC_IMPORTS = {"import_module", "__import__", "run_module"}
+_SKIPPED_PARTS = {"__pycache__"}
+
+
+class Uncacheable(TrainflowError):
+    """No key can be made for this run of a step; the message says why (it is then run)."""
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    digest: str
+    parts: dict[str, Any]  # what the digest was made of, kept with the record to explain it
+
+
+# -- code: the component's files and the library modules it can import ----------------
+
+
+@functools.cache
+def package_dirs() -> dict[str, Path]:
+    """Where each library package's source is, as the component's interpreter imports it."""
+    dirs = {}
+    for package in LIBRARY_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            raise TrainflowError(f"cannot locate the {package} package to key the step cache: reinstall trainflow")
+        dirs[package] = Path(spec.origin).resolve().parent
+    return dirs
+
+
+def module_file(name: str, packages: Mapping[str, Path]) -> Path | None:
+    """The source file of library module ``name`` (``trainflow.store``), or None if it is not one."""
+    top = name.partition(".")[0]
+    return _module_file(name, packages[top]) if top in packages else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _module_file(name: str, package_dir: Path) -> Path | None:
+    # Remembered for the process: a module appearing or vanishing matters only once a file
+    # imports it, and that file's own bytes are in the key.
+    base = package_dir.joinpath(*name.split(".")[1:])
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class _ModuleImports:
+    names: frozenset[str]  # every dotted name imported, or named by a string constant
+    dynamic: bool  # an import_module/__import__ whose module the source does not spell out
+
+
+@functools.lru_cache(maxsize=512)
+def _imports_of(source: bytes, package: str) -> _ModuleImports:
+    """What a module's source imports, anywhere in it; ``package`` resolves relative imports."""
+    names: set[str] = set()
+    dynamic = False
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            # A module named in a string (an import_module argument kept in a table) counts too.
+            names.add(node.value)
+        elif isinstance(node, ast.Call):
+            function = node.func
+            called = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", "")
+            if called in _DYNAMIC_IMPORTS and not (node.args and isinstance(node.args[0], ast.Constant)):
+                dynamic = True
+    return _ModuleImports(frozenset(names), dynamic)
+
+
+def library_modules(entry: Path, packages: Mapping[str, Path] | None = None) -> list[Path] | None:
+    """The library source files ``entry`` can import, directly or through each other,
+    package ``__init__`` files included; None when a dynamic import hides what they are.
+    """
+    packages = packages or package_dirs()
+    found: set[Path] = set()
+    pending: list[tuple[Path, str]] = [(entry, "")]
+    while pending:
+        path, package = pending.pop()
+        imports = _imports_of(path.read_bytes(), package)
+        if imports.dynamic:
+            return None
+        for name in imports.names:
+            parts = name.split(".")
+            if parts[0] not in packages:
+                continue
+            # Importing a.b.c runs a/__init__, a/b/__init__ and a/b/c; a trailing part may be
+            # an attribute (from a.b import Class), which has no file of its own.
+            for depth in range(1, len(parts) + 1):
+                module = ".".join(parts[:depth])
+                source = module_file(module, packages)
+                if source is not None and source not in found:
+                    found.add(source)
+                    pending.append((source, module if source.name == "__init__.py" else module.rpartition(".")[0]))
+    return sorted(found)
+
+
+def whole_packages(packages: Mapping[str, Path]) -> list[Path]:
+    return sorted(p for directory in packages.values() for p in directory.rglob("*.py") if not _skipped(p))
+
+
+def _skipped(path: Path) -> bool:
+    return bool(_SKIPPED_PARTS & set(path.parts)) or path.suffix in (".pyc", ".pyo")
+
+
+def code_digests(component_dir: Path, packages: Mapping[str, Path] | None = None) -> dict[str, str]:
+    """sha256 of every file the step's code consists of, by a stable name:
+    ``component/<relative path>`` and ``<package>/<relative path>``.
+    """
+    packages = packages or package_dirs()
+    digests = {
+        f"component/{path.relative_to(component_dir).as_posix()}": file_sha256(path)
+        for path in sorted(component_dir.rglob("*"))
+        if path.is_file() and not _skipped(path.relative_to(component_dir))
+    }
+    modules = library_modules(component_dir / "run.py", packages)
+    for path in modules if modules is not None else whole_packages(packages):
+        package, directory = next((p, d) for p, d in packages.items() if path.is_relative_to(d))
+        digests[f"{package}/{path.relative_to(directory).as_posix()}"] = file_sha256(path)
+    return digests
+
+
+# -- environment ------------------------------------------------------------------------
+
+
+def environment_spec(component_dir: Path, env_manager: str) -> dict[str, Any]:
+    """The environment the step runs in, beyond its ``conda.yml`` (which is a code file).
+
+    With ``local`` the component runs in this interpreter's environment whatever
+    ``conda.yml`` says, so the installed versions of the packages it pins are part of it.
+    """
+    spec: dict[str, Any] = {"env_manager": env_manager}
+    if env_manager == "local":
+        spec["python"] = platform.python_version()
+        spec["packages"] = {name: _installed_version(name) for name in _pinned_packages(component_dir / "conda.yml")}
+    return spec
+
+
+def _pinned_packages(conda_file: Path) -> list[str]:
+    import yaml
+
+    if not conda_file.is_file():
+        return []
+    document = yaml.safe_load(conda_file.read_text()) or {}
+    pins: list[str] = []
+    for dependency in document.get("dependencies") or []:
+        if isinstance(dependency, dict):
+            pins += [str(p) for p in dependency.get("pip") or []]
+    return sorted({pin.split("==")[0].split(">")[0].split("<")[0].split("[")[0].strip() for pin in pins})
+
+
+@functools.cache
+def _installed_version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+# -- params, inputs and sources ---------------------------------------------------------
+
+
+def input_state(spec: StepSpec, versions: Mapping[str, ArtifactVersion]) -> dict[str, dict[str, Any]]:
+    """Per input parameter: the artifact and its content digest; the exact version too
+    when the step records its result on its inputs (content-equal versions differ then);
+    the metadata values the step reads."""
+    by_version = bool(spec.annotates)
+    state: dict[str, dict[str, Any]] = {}
+    for step_input in spec.inputs:
+        version = versions[step_input.param]
+        state[step_input.param] = {
+            "artifact": version.name,
+            "digest": version.digest,
+            **({"version": version.ref} if by_version else {}),
+        }
+    for param, key in spec.reads_metadata:
+        state[param].setdefault("metadata", {})[key] = versions[param].metadata.get(key)
+    return state
+
+
+def source_state(source: ExternalSource, cfg: DictConfig) -> dict[str, Any]:
+    """What says the content at ``source`` is unchanged; :class:`Uncacheable` if nothing cheap does."""
+    import urllib.parse
+
+    uri = str(OmegaConf.select(cfg, source.uri_key, throw_on_missing=True))
+    declared = OmegaConf.select(cfg, source.sha256_key) if source.sha256_key else None
+    parsed = urllib.parse.urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme in ("", "file"):
+        path = Path(urllib.parse.unquote(parsed.path) if scheme == "file" else uri).expanduser()
+        if not path.is_file():
+            raise Uncacheable(f"{source.uri_key} is not a file ({path})")
+        return {"uri": uri, "sha256": file_sha256(path)}
+    if declared:
+        # The step refuses any other content, so the declared digest pins what it produces.
+        return {"uri": uri, "sha256": str(declared).lower()}
+    if source.cache_remote_key and OmegaConf.select(cfg, source.cache_remote_key):
+        from trainflow.data import remote_validators
+        from trainflow.errors import DataError
+
+        try:
+            validators = remote_validators(uri)
+        except DataError as error:
+            raise Uncacheable(str(error)) from None
+        if not validators:
+            raise Uncacheable(f"{uri} sends no ETag or Last-Modified to tell whether it changed")
+        return {"uri": uri, "validators": validators}
+    pins = [f"{key} set" for key in (source.sha256_key,) if key] + [
+        f"{key}=true" for key in (source.cache_remote_key,) if key
+    ]
+    raise Uncacheable(f"{uri} is fetched on every run{' without ' + ' or '.join(pins) if pins else ''}")
+
+
+def step_key(
+    spec: StepSpec,
+    cfg: DictConfig,
+    versions: Mapping[str, ArtifactVersion],
+    component_dir: Path,
+    env_manager: str,
+    packages: Mapping[str, Path] | None = None,
+) -> CacheKey:
+    """The cache key of running ``spec`` with this config on these exact input versions."""
+    parts = {
+        "format": KEY_FORMAT,
+        "step": spec.name,
+        "code": code_digests(component_dir, packages),
+        "params": step_params(cfg, spec),
+        "inputs": input_state(spec, versions),
+        "sources": [source_state(source, cfg) for source in spec.sources],
+        "environment": environment_spec(component_dir, env_manager),
+    }
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return CacheKey(hashlib.sha256(canonical.encode()).hexdigest(), json.loads(canonical))
+
+
+# -- finding a run to re-use ----------------------------------------------------------
+
+
+def reusable_run(
+    store: LocalArtifactStore, spec: StepSpec, key: CacheKey, versions: Mapping[str, ArtifactVersion]
+) -> tuple[CachedRun | None, str]:
+    """The newest recorded run of ``spec`` with ``key`` whose results are all still in
+    place, or None and why not (for the step's one line)."""
+    records = store.cached_runs(spec.name, key.digest)
+    if not records:
+        return None, "no earlier run with this key"
+    problems = []
+    for record in records:
+        problem = _still_in_place(store, spec, record, versions)
+        if problem is None:
+            return record, ""
+        problems.append(f"run {record.run_id}: {problem}")
+    return None, "; ".join(problems[:2])
+
+
+def _still_in_place(
+    store: LocalArtifactStore, spec: StepSpec, record: CachedRun, versions: Mapping[str, ArtifactVersion]
+) -> str | None:
+    for ref in record.outputs.values():
+        try:
+            problem = store.verify_version(ref)
+        except ArtifactNotFound:
+            return f"its output {ref} is gone"
+        if problem:
+            return problem
+    return annotations_problem(store, spec, versions, record.run_id)
+
+
+def annotations_problem(
+    store: LocalArtifactStore, spec: StepSpec, versions: Mapping[str, ArtifactVersion], run_id: str
+) -> str | None:
+    """Why the records ``spec`` writes on its input versions are not ``run_id``'s now, or None."""
+    for param, metadata_key in spec.annotates:
+        ref = versions[param].ref
+        current = store.get(ref).metadata.get(metadata_key)
+        if not isinstance(current, Mapping) or current.get("run_id") != run_id:
+            return f"{ref}'s {metadata_key!r} record is not run {run_id}'s"
+    return None
