@@ -6,6 +6,7 @@
     trainflow artifacts get NAME:REF DIR    copy a version's files into DIR
     trainflow artifacts alias NAME:REF ALIAS
     trainflow artifacts lineage NAME:REF    the chain back to the raw data
+    trainflow artifacts verify              check the index and every blob
     trainflow data-schema infer NAME:REF|FILE [--target T] [--out FILE]
                                             a starting data_check.expectations section
     trainflow promotions [--name NAME]      every promotion decision and rollback
@@ -104,6 +105,17 @@ def cmd_lineage(store: LocalArtifactStore, args: argparse.Namespace) -> None:
         if "source" in version.metadata:
             line += f" source {version.metadata['source']} sha256 {version.metadata.get('sha256')}"
         print(line)
+
+
+def cmd_verify(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    if not isinstance(store, LocalArtifactStore):
+        raise TrainflowError("verify checks the local store; W&B checks its own artifacts' digests")
+    problems = store.verify()
+    for problem in problems:
+        print(problem)
+    if problems:
+        raise TrainflowError(f"{len(problems)} problem(s) in the store at {store.root}: see above")
+    print(f"store at {store.root} is sound: index, versions, aliases and every blob check out")
 
 
 def cmd_data_schema_infer(root: Path, args: argparse.Namespace) -> None:
@@ -238,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     trace = verbs.add_parser("lineage", help="the chain of versions behind REF")
     trace.add_argument("ref")
     trace.set_defaults(handler=cmd_lineage)
+    check = verbs.add_parser("verify", help="check the index and every blob; non-zero exit on a problem")
+    check.set_defaults(handler=cmd_verify)
 
     data_schema = commands.add_parser("data-schema", help="expectations for the data_check step")
     schema_verbs = data_schema.add_subparsers(dest="verb", required=True)

@@ -507,6 +507,61 @@ class LocalArtifactStore:
             ]
             return [self._promotion(db, i) for i in ids]
 
+    # -- checking -------------------------------------------------------------------
+
+    def verify(self) -> list[str]:
+        """Every problem found in the index and the blobs, one line each; empty when sound.
+
+        Checks SQLite's own integrity and foreign keys; that each name's versions are
+        numbered v0, v1, ... without gaps or duplicates; that ``latest`` names the newest
+        version and every alias a version of its own name; that each version's digest and
+        size match its manifest; and that every blob exists and hashes to its name.
+        """
+        problems: list[str] = []
+        with self._reading() as db:
+            integrity = [row[0] for row in db.execute("PRAGMA integrity_check")]
+            if integrity != ["ok"]:
+                problems += [f"index.db: {line}" for line in integrity]
+            for table, rowid, parent, _ in db.execute("PRAGMA foreign_key_check"):
+                problems.append(f"index.db: {table} row {rowid} refers to a missing {parent} row")
+            for name, numbers in db.execute(
+                "SELECT name, group_concat(version) FROM (SELECT name, version FROM versions ORDER BY version) GROUP BY name"
+            ):
+                found = [int(n) for n in numbers.split(",")]
+                if found != list(range(len(found))):
+                    problems.append(f"{name}: versions are {found}, expected v0..v{len(found) - 1} without gaps")
+            for name, alias, owner, newest in db.execute(
+                "SELECT a.name, a.alias, v.name, (SELECT MAX(version) FROM versions w WHERE w.name = a.name) = v.version"
+                " FROM aliases a JOIN versions v ON v.id = a.version_id"
+            ):
+                if owner != name:
+                    problems.append(f"{name}:{alias} names a version of {owner}")
+                elif alias == LATEST and not newest:
+                    problems.append(f"{name}:latest does not name the newest version")
+            blobs: dict[str, int] = {}
+            for version_id, ref_name, number, kind, digest, size in db.execute(
+                "SELECT id, name, version, kind, digest, size FROM versions ORDER BY id"
+            ):
+                files = [
+                    StoredFile(r["path"], r["sha256"], r["size"])
+                    for r in db.execute("SELECT path, sha256, size FROM files WHERE version_id = ?", (version_id,))
+                ]
+                ref = f"{ref_name}:v{number}"
+                if not files or (kind == "file" and len(files) != 1):
+                    problems.append(f"{ref}: a {kind} version with {len(files)} file(s)")
+                if _digest_manifest(kind, files) != digest:
+                    problems.append(f"{ref}: its digest does not match its manifest")
+                if sum(f.size for f in files) != size:
+                    problems.append(f"{ref}: its size does not match its files")
+                blobs.update((f.sha256, f.size) for f in files)
+        for sha256, size in sorted(blobs.items()):
+            blob = self.blob_path(sha256)
+            if not blob.is_file():
+                problems.append(f"blob {sha256} is missing")
+            elif blob.stat().st_size != size or file_sha256(blob) != sha256:
+                problems.append(f"blob {sha256} does not hash to its name (modified on disk)")
+        return problems
+
     # -- reading --------------------------------------------------------------------
 
     def _resolve_id(self, db: sqlite3.Connection, ref: ArtifactRef) -> int:
