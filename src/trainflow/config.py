@@ -28,6 +28,14 @@ class MainConfig:
     experiment_name: str = MISSING
     env_manager: str = MISSING
     components_dir: str = MISSING
+    select_best: bool = MISSING
+
+
+@dataclass
+class SweepConfig:
+    metric: str = MISSING
+    higher_is_better: bool = MISSING
+    n_jobs: int = MISSING
 
 
 @dataclass
@@ -173,6 +181,7 @@ class TrainflowConfig:
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     data_check: DataCheckConfig = field(default_factory=DataCheckConfig)
     batch_predict: BatchPredictConfig = field(default_factory=BatchPredictConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def register_schema() -> None:
@@ -257,6 +266,8 @@ def validate(cfg: DictConfig) -> None:
 
     validate_promote(cfg.promote)
     parse_ref(cfg.batch_predict.model)
+    if cfg.sweep.n_jobs < 1:
+        raise ConfigError(f"sweep.n_jobs={cfg.sweep.n_jobs} must be at least 1 (trials at once with hydra/launcher=joblib)")
 
 
 def stratify_column(cfg: DictConfig) -> str | None:
