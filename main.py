@@ -2,6 +2,7 @@
 
     mlflow run . -P steps=split_data,train_model -P hydra_options="split.test_size=0.25"
     python main.py main.steps=test_model
+    python main.py -m main.steps=train_model model.random_forest.max_depth=5,10   # a sweep
 
 The step table lives in ``src/trainflow/steps.py``; each step's logic in the library.
 """
@@ -13,6 +14,7 @@ from omegaconf import DictConfig
 
 from trainflow.config import register_schema
 from trainflow.runner import Pipeline, main_argv
+from trainflow.sweeps import sweep_trial
 
 register_schema()
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -20,7 +22,9 @@ PROJECT_DIR = Path(__file__).resolve().parent
 
 @hydra.main(config_path=".", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with Pipeline.open(cfg, project_dir=PROJECT_DIR) as pipeline:
+    # In a sweep (-m) each job is a trial: its outcome is recorded, and a failed trial
+    # does not stop the others. Outside a sweep this adds nothing.
+    with sweep_trial(), Pipeline.open(cfg, project_dir=PROJECT_DIR) as pipeline:
         for step in pipeline.steps:
             pipeline.run(step)
 

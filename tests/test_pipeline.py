@@ -83,7 +83,8 @@ def test_model_was_tested_promoted_and_is_servable(pipeline: tuple[Path, dict[st
     store = LocalArtifactStore(home)
     prod = store.get("model_export:prod")
     assert prod.ref == "model_export:v0"
-    assert set(prod.aliases) == {"latest", "prod"}
+    # train_model nominated it for testing (candidate); promote_model made it the champion (prod)
+    assert set(prod.aliases) == {"latest", "prod", "candidate"}
     test_record = prod.metadata["test"]
     assert test_record["test_data"] == "test_data.parquet:v0"
     assert 0.9 <= test_record["metrics"]["roc_auc_ovo"] <= 1.0
@@ -168,6 +169,7 @@ def test_selected_steps_with_overrides_then_promotion_refuses_untested_model(
     assert abs(len(test) / 344 - 0.25) < 0.01
     model = store.get("model_export:latest")
     assert model.version == 1 and model.metadata["estimator_params"]["n_estimators"] == 50
+    assert "candidate" in model.aliases  # the model promote_model alone considers below
     assert [v.ref for v in store.inputs_of(model)] == ["trainval_data.parquet:v1"]
 
     refused = run_command([MLFLOW, "run", "components/promote_model", "--env-manager", "local"], env)
@@ -194,8 +196,9 @@ def test_single_component_run_as_ci_would(pipeline: tuple[Path, dict[str, str], 
 
 
 def test_plain_hydra_runs_one_step(pipeline: tuple[Path, dict[str, str], str], tmp_path: Path) -> None:
-    """`python main.py main.steps=test_model` is served from the cache (the latest model was
-    tested on the latest test set); with main.cache=false it tests it again and records it."""
+    """`python main.py main.steps=test_model` tests the candidate (the model just trained): served
+    from the cache (it was tested on the latest test set); with main.cache=false it tests it
+    again and records it."""
     home, env = copy_of(pipeline[0], tmp_path)
     cached = run_command([sys.executable, "main.py", "main.steps=test_model"], env)
     assert cached.returncode == 0, cached.stderr[-3000:]

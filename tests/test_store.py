@@ -759,6 +759,7 @@ def test_concurrent_writers_get_unique_contiguous_versions(tmp_path: Path) -> No
     assert {(v.metadata["worker"], v.metadata["index"]) for v in versions} == {(w, i) for w in range(4) for i in range(5)}
     assert store.get("shared:latest").version == 19
     assert [v.version for v in versions if "latest" in v.aliases] == [19]
+    assert store.verify().ok
     # Each version's content is the one its writer logged.
     for version in versions:
         payload = (store.use_artifact(version.ref) / "payload.txt").read_text()
@@ -767,3 +768,64 @@ def test_concurrent_writers_get_unique_contiguous_versions(tmp_path: Path) -> No
     for worker in range(4):
         mine = [v for v in versions if v.metadata["worker"] == worker]
         assert [v.metadata["index"] for v in mine] == list(range(5))
+
+
+# -- 11. integrity check ------------------------------------------------------------------
+
+
+def _damaged_store(root: Path, damage: str) -> LocalArtifactStore:
+    """A small sound store, then one kind of damage done behind the store's back."""
+    import sqlite3
+
+    store = LocalArtifactStore(root)
+    source = write_tree(root.parent / f"source-{damage}", {"a.txt": b"alpha\n", "sub/b.txt": b"beta\n"})
+    first = store.log_artifact(source, "model", "model")
+    (source / "a.txt").write_bytes(b"alpha, again\n")
+    store.log_artifact(source, "model", "model")
+    store.log_artifact(source / "a.txt", "notes", "text")
+    blob = store.blob_path(first.files[0].sha256)
+    with sqlite3.connect(store.index_path) as db:
+        if damage == "modified blob":
+            blob.chmod(0o644)
+            blob.write_bytes(b"tampered\n")
+        elif damage == "missing blob":
+            blob.unlink()
+        elif damage == "alias across names":
+            db.execute(
+                "UPDATE aliases SET version_id = (SELECT id FROM versions WHERE name = 'notes')"
+                " WHERE alias = 'latest' AND name = 'model'"
+            )
+        elif damage == "version gap":
+            db.execute("UPDATE versions SET version = 5 WHERE name = 'model' AND version = 1")
+        elif damage == "manifest":
+            db.execute("UPDATE files SET size = size + 1 WHERE path = 'sub/b.txt'")
+    return store
+
+
+def test_verify_passes_a_sound_store(tmp_path: Path) -> None:
+    assert _damaged_store(tmp_path / "store", "none").verify().problems == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        ("modified blob", "was modified on disk"),
+        ("missing blob", "is missing"),
+        ("alias across names", "model:latest names a version of notes"),
+        ("version gap", "model: versions are [0, 5]"),
+        ("manifest", "model:v0: its file list does not match its recorded digest"),
+    ],
+)
+def test_verify_names_each_kind_of_damage(tmp_path: Path, damage: str, named: str) -> None:
+    problems = _damaged_store(tmp_path / "store", damage).verify().problems
+    assert problems and any(named in problem for problem in problems), problems
+
+
+def test_verify_command_exits_non_zero_on_damage(tmp_path: Path) -> None:
+    store = _damaged_store(tmp_path / "store", "missing blob")
+    result = subprocess.run(
+        [sys.executable, "-m", "trainflow.cli", "--root", str(store.root), "artifacts", "verify"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 1
+    assert "is missing" in result.stdout and "trainflow: error: " in result.stderr

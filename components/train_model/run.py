@@ -3,6 +3,7 @@
 from trainflow.model import export, train_from_config
 from trainflow.plots import evaluation_figures
 from trainflow.run_context import StepRun, step_main
+from trainflow.sweeps import CANDIDATE_ALIAS
 
 
 def train_model(run: StepRun) -> None:
@@ -22,6 +23,8 @@ def train_model(run: StepRun) -> None:
         type="model_export",
         description=f"Inference pipeline (preprocessing + {result.estimator}) trained on {run.used['trainval_artifact'].ref}",
         metadata=result.summary(),
+        # The model to test and promote next; a sweep nominates its best trial instead.
+        aliases=() if run.sweep else (CANDIDATE_ALIAS,),
     )
 
 

@@ -11,6 +11,10 @@
                                             a starting data_check.expectations section
     trainflow promotions [--name NAME]      every promotion decision and rollback
     trainflow rollback [--alias prod]       move prod back to the previous champion
+    trainflow sweeps list                   the sweeps whose trials logged models
+    trainflow sweeps show SWEEP_ID          their models, best first
+    trainflow sweeps best SWEEP_ID --metric M
+                                            alias the best trial's model as model_export:candidate
 
 The store is ``--root``, else ``$TRAINFLOW_HOME``, else ``.trainflow`` in the current
 directory, the same default ``config.yaml`` uses when run from the project folder.
@@ -132,6 +136,30 @@ def cmd_lineage(store: LocalArtifactStore, args: argparse.Namespace) -> None:
         if "source" in version.metadata:
             line += f" source {version.metadata['source']} sha256 {version.metadata.get('sha256')}"
         print(line)
+
+
+def cmd_sweeps_list(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    from trainflow.sweeps import list_sweeps
+
+    found = list_sweeps(store)
+    if not found:
+        print(f"no sweep has logged a model in {store.root}")
+    for sweep_id, models, first in found:
+        print(f"{sweep_id}  {models} model(s)  {first[:19].replace('T', ' ')}")
+
+
+def cmd_sweeps_show(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    from trainflow.sweeps import format_sweep
+
+    print(format_sweep(store, args.sweep_id, args.metric, not args.lower_is_better))
+
+
+def cmd_sweeps_best(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    from trainflow.sweeps import select_best
+
+    best, value = select_best(store, args.sweep_id, args.metric, not args.lower_is_better, args.alias)
+    trial, metric = best.metadata["sweep"].get("trial"), args.metric.removeprefix("val_")
+    print(f"model_export:{args.alias} -> {best.ref} (trial {trial} of sweep {args.sweep_id}, val_{metric} = {value:.4f})")
 
 
 def cmd_data_schema_infer(root: Path, args: argparse.Namespace) -> None:
@@ -304,6 +332,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     back.add_argument("--experiment-name", default="trainflow", help="MLflow experiment of the rollback run")
     back.set_defaults(handler=cmd_rollback)
+
+    sweeps = commands.add_parser("sweeps", help="hyperparameter sweeps (Hydra multirun): list, show, choose the best")
+    sweep_verbs = sweeps.add_subparsers(dest="verb", required=True)
+    sweep_verbs.add_parser("list", help="the sweeps whose trials logged models").set_defaults(handler=cmd_sweeps_list)
+    for verb, handler, help_text in (
+        ("show", cmd_sweeps_show, "the models a sweep's trials logged, best first"),
+        ("best", cmd_sweeps_best, "point model_export:candidate (--alias) at the sweep's best model"),
+    ):
+        command = sweep_verbs.add_parser(verb, help=help_text)
+        command.add_argument("sweep_id")
+        command.add_argument("--metric", required=verb == "best", default="roc_auc_ovo",
+                             help="the validation metric to compare (model_export metadata 'validation')")
+        command.add_argument("--lower-is-better", action="store_true", help="for error metrics: log_loss, mae, rmse")
+        if verb == "best":
+            command.add_argument("--alias", default="candidate", help="the alias to set (default: candidate)")
+        command.set_defaults(handler=handler)
     return parser
 
 
@@ -314,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "data-schema":  # may read a plain file: opens the store only if it needs it
             args.handler(root, args)
             return
-        if args.command == "artifacts" and choose_backend(args.backend)[0] == "wandb":
+        if args.command in ("artifacts", "sweeps") and choose_backend(args.backend)[0] == "wandb":
             import wandb
 
             store = WandbArtifactStore(wandb, wandb.Api(timeout=30), args.project, args.entity, download_root=root / "wandb")

@@ -32,6 +32,14 @@ class MainConfig:
     components_version: Optional[str] = None
     # false: run every step even when an earlier run could stand in for it (trainflow.cache)
     cache: bool = MISSING
+    select_best: bool = MISSING
+
+
+@dataclass
+class SweepConfig:
+    metric: str = MISSING
+    higher_is_better: bool = MISSING
+    n_jobs: int = MISSING
 
 
 @dataclass
@@ -179,6 +187,7 @@ class TrainflowConfig:
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     data_check: DataCheckConfig = field(default_factory=DataCheckConfig)
     batch_predict: BatchPredictConfig = field(default_factory=BatchPredictConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def register_schema() -> None:
@@ -270,6 +279,8 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
 
     validate_promote(cfg.promote)
     parse_ref(cfg.batch_predict.model)
+    if cfg.sweep.n_jobs < 1:
+        raise ConfigError(f"sweep.n_jobs={cfg.sweep.n_jobs} must be at least 1 (trials at once with hydra/launcher=joblib)")
 
 
 def stratify_column(cfg: DictConfig) -> str | None:

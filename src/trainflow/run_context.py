@@ -31,6 +31,7 @@ from trainflow.config import load_config, resolve_paths, split_overrides, valida
 from trainflow.errors import exit_on_user_error
 from trainflow.steps import STEPS, StepSpec, step_params
 from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord
+from trainflow.sweeps import SweepContext, current_trial, error_tagged_run, pinned_ref, trial_tags
 
 
 @dataclass
@@ -44,6 +45,7 @@ class StepRun:
     input_refs: dict[str, str]
     workdir: Path
     wandb_run: Any = None  # the step's W&B run, when W&B records it (see wandb_backend.step_backend)
+    sweep: SweepContext | None = None  # the sweep trial this step runs in, if any
     used: dict[str, ArtifactVersion] = field(default_factory=dict)
 
     @property
@@ -84,6 +86,8 @@ class StepRun:
     ) -> ArtifactVersion:
         import mlflow
 
+        if self.sweep is not None:  # a trial's outputs say which sweep, trial and parameters made them
+            metadata = {**(metadata or {}), "sweep": self.sweep.metadata()}
         version = self.store.log_artifact(
             path, name, type, description=description, metadata=metadata, aliases=aliases, run=self.record
         )
@@ -179,8 +183,9 @@ def step_main(step: str, body: Callable[[StepRun], None], component_file: str) -
 
 
 def input_refs(spec: StepSpec, cfg: DictConfig, given: Mapping[str, str]) -> dict[str, str]:
-    """Each input's reference: the one given (a component parameter), else its configured default."""
-    return {i.param: given.get(i.param) or i.default_ref(cfg) for i in spec.inputs}
+    """Each input's reference: the one given (a component parameter); in a sweep's trial, the
+    version the sweep pinned for all its trials; else the configured default."""
+    return {i.param: given.get(i.param) or pinned_ref(i.artifact) or i.default_ref(cfg) for i in spec.inputs}
 
 
 def run_step(
@@ -202,16 +207,23 @@ def run_step(
     from trainflow.wandb_backend import step_backend
 
     step = spec.name
+    trial = current_trial()
     with mlflow.start_run(**start) as active, tempfile.TemporaryDirectory(dir=local.tmp, prefix=f"{step}-") as tmp:
         params = step_params(cfg, spec)
         commit = active.data.tags.get("mlflow.source.git.commit") or git_commit(project_dir)
-        mlflow.set_tags({"trainflow.step": step, **({"trainflow.git_commit": commit} if commit else {})})
+        mlflow.set_tags({
+            "trainflow.step": step,
+            **({"trainflow.git_commit": commit} if commit else {}),
+            **(trial_tags(trial) if trial else {}),
+        })
         mlflow.log_params({k: param_value(v) for k, v in params.items()})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "resolved_config.yaml")
         record = RunRecord(active.info.run_id, step, commit, params)
         tracked = {**params, "git_commit": commit, "mlflow_run_id": active.info.run_id}
-        with step_backend(cfg, step, tracked, local) as (store, wandb_run):
-            body(StepRun(spec, cfg, store, record, dict(refs), Path(tmp), wandb_run))
+        if trial:
+            tracked.update(sweep_id=trial.id, sweep_trial=trial.trial)
+        with error_tagged_run(), step_backend(cfg, step, tracked, local) as (store, wandb_run):
+            body(StepRun(spec, cfg, store, record, dict(refs), Path(tmp), wandb_run, trial))
     return active.info.run_id
 
 

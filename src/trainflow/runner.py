@@ -105,6 +105,7 @@ class Pipeline:
         import mlflow
         from hydra.core.hydra_config import HydraConfig
 
+        from trainflow.sweeps import trial_run_args
         from trainflow.tracking import start_run_args, use_tracking
 
         with exit_on_user_error("trainflow"):
@@ -112,6 +113,7 @@ class Pipeline:
             pipeline = cls(cfg, project_dir, overrides)
             tracking = use_tracking(pipeline.store.root)
             start = start_run_args(pipeline.cfg.main.experiment_name, pipeline.store.root, "pipeline")
+            start |= trial_run_args()  # a sweep's trial nests its run under the sweep's (trainflow.sweeps)
             with mlflow.start_run(**start) as parent:
                 pipeline.experiment_id = parent.info.experiment_id
                 pipeline.parent_run_id = parent.info.run_id
@@ -376,9 +378,11 @@ def main_argv(project_dir: Path) -> None:
     overrides up front so a bad one fails in one line instead of Hydra's several.
     """
     from trainflow.config import load_config
+    from trainflow.sweeps import hydra_arguments
 
     with exit_on_user_error("trainflow"):
-        sys.argv[:] = expand_mlproject_args(sys.argv)
+        expanded = expand_mlproject_args(sys.argv)
+        sys.argv[:] = expanded[:1] + hydra_arguments(expanded[1:])
         arguments = sys.argv[1:]
         plain = all(not a.startswith("-") and not a.lstrip("+~").startswith("hydra") for a in arguments)
         if plain:  # sweeps (-m) and Hydra's own flags are left to Hydra

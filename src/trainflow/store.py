@@ -444,7 +444,7 @@ class LocalArtifactStore:
     def set_alias(self, ref: str, alias: str, run_id: str | None = None) -> ArtifactVersion:
         """Point ``alias`` at the version ``ref`` resolves to (moving it from any other)."""
         if alias == LATEST:
-            raise TrainflowError("'latest' is managed by the store and always names the newest version")
+            raise TrainflowError("'latest' is managed by the store: it names the version a step logged (or re-used from the cache) last")
         validate_alias(alias)
         with self._transaction() as db:
             version_id = self._resolve_id(db, parse_ref(ref))
@@ -459,7 +459,7 @@ class LocalArtifactStore:
         two writers racing for a first ``reference`` cannot both win.
         """
         if alias == LATEST:
-            raise TrainflowError("'latest' is managed by the store and always names the newest version")
+            raise TrainflowError("'latest' is managed by the store: it names the version a step logged (or re-used from the cache) last")
         validate_alias(alias)
         with self._transaction() as db:
             version_id = self._resolve_id(db, parse_ref(ref))
@@ -509,7 +509,7 @@ class LocalArtifactStore:
             after_id = current_id
             if move:
                 if alias == LATEST:
-                    raise TrainflowError("'latest' is managed by the store and always names the newest version")
+                    raise TrainflowError("'latest' is managed by the store: it names the version a step logged (or re-used from the cache) last")
                 if candidate_id is None:
                     raise TrainflowError(f"cannot move {name}:{alias} without a version to move it to")
                 expected_id = self._resolve_id(db, parse_ref(expected)) if expected else None
@@ -813,14 +813,17 @@ class LocalArtifactStore:
             files_by_version: dict[int, list[StoredFile]] = {}
             for row in db.execute("SELECT version_id, path, sha256, size FROM files"):
                 files_by_version.setdefault(row[0], []).append(StoredFile(row[1], row[2], row[3]))
-            newest = dict(db.execute("SELECT name, MAX(version) FROM versions GROUP BY name").fetchall())
-            latest = {
-                row[0]: row[1]
-                for row in db.execute(
-                    "SELECT a.name, v.version FROM aliases a JOIN versions v ON v.id = a.version_id WHERE a.alias = ?",
-                    (LATEST,),
-                )
-            }
+            numbers: dict[str, list[int]] = {}
+            for name, number in db.execute("SELECT name, version FROM versions ORDER BY name, version"):
+                numbers.setdefault(name, []).append(number)
+            for name, found in numbers.items():
+                if found != list(range(len(found))):
+                    report.problems.append(f"{name}: versions are {found}, expected v0..v{len(found) - 1} without gaps")
+            for name, alias, owner in db.execute(
+                "SELECT a.name, a.alias, v.name FROM aliases a JOIN versions v ON v.id = a.version_id"
+            ):
+                if owner != name:
+                    report.problems.append(f"{name}:{alias} names a version of {owner}")
         report.versions = len(versions)
         users: dict[str, list[str]] = {}  # blob digest -> "name:vN 'path'" referencing it
         for version_id, name, number, kind, digest, size in versions:
@@ -834,9 +837,6 @@ class LocalArtifactStore:
                 users.setdefault(stored.sha256, []).append(f"{ref} {stored.path!r}")
                 if Path(stored.path).is_absolute() or ".." in Path(stored.path).parts:
                     report.problems.append(f"{ref}: recorded file path {stored.path!r} points outside the artifact")
-        for name, number in newest.items():
-            if latest.get(name) != number:
-                report.problems.append(f"{name}:latest names v{latest.get(name)}, not the newest version v{number}")
         for sha, referenced_by in sorted(users.items()):
             blob = self.blob_path(sha)
             report.blobs += 1

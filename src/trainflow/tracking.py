@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -34,6 +35,23 @@ def use_tracking(store_root: Path) -> str:
     if is_store_database(uri, store_root):
         create_store_database(store_root)
     return uri
+
+
+def use_wal(uri: str) -> None:
+    """Put an SQLite tracking database in WAL mode (the mode is kept in the file).
+
+    Then readers never block writers, so concurrent writers (the trials of a parallel
+    sweep) wait only for each other's short transactions, which MLflow's 20 s busy
+    timeout covers, instead of failing with "database is locked" behind a long read.
+    Best effort: a process holding the database open (``mlflow ui``) can keep the old mode.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.is_file():
+        return
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as db, contextlib.suppress(sqlite3.OperationalError):
+        db.execute("PRAGMA journal_mode = WAL")
 
 
 def create_store_database(store_root: Path, experiment_name: str | None = None) -> None:
