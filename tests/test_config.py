@@ -57,6 +57,7 @@ def test_bad_override_names_the_key(project_dir: Path, override: str, named: str
         (["model.task=regression", "model.estimator=logistic_regression"], "model.estimator"),
         (["model.estimator=ridge"], "model.estimator"),
         (["model.task=ranking"], "model.task"),
+        (["data.max_bytes=0"], "data.max_bytes"),
         (["model.serialization=pickle"], "model.serialization"),
         (["model.features.imputation.numeric=zero"], "model.features.imputation.numeric"),
         (["model.features.categorical_encoding=target"], "model.features.categorical_encoding"),

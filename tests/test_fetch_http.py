@@ -57,6 +57,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         elif path == "/garbage.bin":
             self._send(200, GARBAGE_BYTES)
+        elif path == "/unsized.csv":
+            # No Content-Length: the body ends when the connection closes (HTTP/1.0).
+            self.close_connection = True
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.end_headers()
+            self.wfile.write(GOOD_BYTES * 400)
+            self.wfile.flush()
         else:
             self.send_error(404, "Not Found")
 
@@ -141,6 +149,37 @@ def test_fetch_truncated_download(server_url: str, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cut off") as caught:
         fetch(f"{server_url}/truncated.csv", tmp_path / "download")
     assert str(TRUNCATED_SENT) in str(caught.value)
+    assert _files_in(tmp_path / "download") == []
+
+
+def test_fetch_refuses_a_declared_size_over_the_limit_before_downloading(server_url: str, tmp_path: Path) -> None:
+    with pytest.raises(DataError) as caught:
+        fetch(f"{server_url}/penguins.csv", tmp_path / "download", max_bytes=1000)
+    message = str(caught.value)
+    assert f"larger than data.max_bytes=1,000 bytes ({len(GOOD_BYTES):,} bytes" in message and "nothing was kept" in message
+    assert _files_in(tmp_path / "download") == []
+
+
+def test_fetch_stops_an_unsized_stream_at_the_limit(server_url: str, tmp_path: Path) -> None:
+    """A server that does not say the size: the stream is cut as soon as it passes the limit,
+    not read to the end into memory or disk."""
+    limit = 2 * 1024 * 1024
+    body = len(GOOD_BYTES) * 400
+    assert body > limit + 2 * (1 << 20)  # longer than the limit plus two chunks
+    with pytest.raises(DataError, match=r"larger than data.max_bytes=2,097,152 bytes") as caught:
+        fetch(f"{server_url}/unsized.csv", tmp_path / "download", max_bytes=limit)
+    read = int(re.search(r"\(([\d,]+) bytes or more\)", str(caught.value)).group(1).replace(",", ""))
+    assert limit < read <= limit + (1 << 20) < body, "stopped within one chunk of the limit"
+    assert _files_in(tmp_path / "download") == []
+    whole = fetch(f"{server_url}/unsized.csv", tmp_path / "whole")
+    assert whole.size == body
+
+
+def test_fetch_refuses_a_local_file_over_the_limit(tmp_path: Path) -> None:
+    source = tmp_path / "big.csv"
+    source.write_bytes(b"a,b\n" + b"1,2\n" * 5000)
+    with pytest.raises(DataError, match="larger than data.max_bytes=100 bytes"):
+        fetch(str(source), tmp_path / "download", max_bytes=100)
     assert _files_in(tmp_path / "download") == []
 
 

@@ -6,7 +6,7 @@ from trainflow.run_context import StepRun, step_main
 
 def fetch_data(run: StepRun) -> None:
     data = run.cfg.data
-    fetched = fetch(data.uri, run.workdir / "download", expected_sha256=data.sha256)
+    fetched = fetch(data.uri, run.workdir / "download", expected_sha256=data.sha256, max_bytes=data.max_bytes)
     table = read_table(fetched.path)
     run.say(f"fetched {fetched.source}: {len(table)} rows x {len(table.columns)} columns, sha256 {fetched.sha256}")
     run.log_artifact(

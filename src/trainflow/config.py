@@ -65,6 +65,8 @@ class DataConfig:
     target: str = MISSING
     # true: a URL without data.sha256 counts as unchanged while its ETag/Last-Modified are
     cache_remote: bool = MISSING
+    # Larger sources are refused before or while they are fetched (trainflow.data.fetch)
+    max_bytes: int = MISSING
 
 
 @dataclass
@@ -257,6 +259,8 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
         raise ConfigError(f"main.env_manager={cfg.main.env_manager!r} is not one of {', '.join(ENV_MANAGERS)}")
     if cfg.artifacts.backend not in BACKENDS:
         raise ConfigError(f"artifacts.backend={cfg.artifacts.backend!r} is not one of {', '.join(BACKENDS)}")
+    if cfg.data.max_bytes <= 0:
+        raise ConfigError(f"data.max_bytes={cfg.data.max_bytes} must be a positive number of bytes, e.g. 2147483648")
     for key in ("test_size", "val_size"):
         value = cfg.split[key]
         if not 0.0 < value < 1.0:

@@ -17,6 +17,8 @@ import pandas as pd
 from trainflow.errors import DataError
 
 _CHUNK = 1 << 20
+# data.max_bytes' default: a table this size already needs several times as much memory once parsed.
+DEFAULT_MAX_BYTES = 2 * 1024**3
 HTTP_TIMEOUT_SECONDS = 30
 
 
@@ -34,12 +36,16 @@ class FetchedFile:
     validators: dict[str, str] = field(default_factory=dict)
 
 
-def fetch(uri: str, destination_dir: Path, expected_sha256: str | None = None) -> FetchedFile:
+def fetch(
+    uri: str, destination_dir: Path, expected_sha256: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> FetchedFile:
     """Copy or download ``uri`` (local path, ``file://`` or ``http(s)://``) into ``destination_dir``.
 
     Streams in chunks, hashing on the way; verifies ``expected_sha256`` when given.
     Raises :class:`DataError` for an unreachable source, an HTTP error, a truncated
-    download, an empty file or a digest mismatch. Nothing is left behind on failure.
+    download, an empty file, a file over ``max_bytes`` (found from Content-Length or the
+    file's size before reading, else while streaming) or a digest mismatch. Nothing is
+    left behind on failure.
     """
     parsed = urllib.parse.urlparse(uri)
     scheme = parsed.scheme.lower()
@@ -61,9 +67,10 @@ def fetch(uri: str, destination_dir: Path, expected_sha256: str | None = None) -
     validators: dict[str, str] = {}
     try:
         if scheme in ("http", "https"):
-            digest, size, validators = _download(uri, partial)
+            digest, size, validators = _download(uri, partial, max_bytes)
         else:
-            digest, size = _copy_hashing(local, partial)
+            _check_size(uri, local.stat().st_size, max_bytes)
+            digest, size = _copy_hashing(local, partial, max_bytes)
         if size == 0:
             raise DataError(f"{uri} is empty (0 bytes): point data.uri at a file with data")
         if expected_sha256 is not None and digest != expected_sha256.lower():
@@ -77,29 +84,41 @@ def fetch(uri: str, destination_dir: Path, expected_sha256: str | None = None) -
     return FetchedFile(path=target, source=source, sha256=digest, size=size, validators=validators)
 
 
-def _copy_hashing(source: Path, target: Path) -> tuple[str, int]:
+def _check_size(uri: str, size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise DataError(
+            f"{uri} is larger than data.max_bytes={max_bytes:,} bytes ({size:,} bytes or more): nothing was kept; "
+            "raise data.max_bytes if this machine has several times that in memory, or sample the table"
+        )
+
+
+def _copy_hashing(source: Path, target: Path, max_bytes: int) -> tuple[str, int]:
     with open(source, "rb") as reader, open(target, "wb") as writer:
-        return _stream(reader, writer)
+        return _stream(reader, writer, str(source), max_bytes)
 
 
-def _stream(reader, writer) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+def _stream(reader, writer, uri: str, max_bytes: int) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+    """Copy in chunks, hashing; stop as soon as the limit is passed (a server may not say the size)."""
     digest = hashlib.sha256()
     size = 0
     while chunk := reader.read(_CHUNK):
+        size += len(chunk)
+        _check_size(uri, size, max_bytes)
         digest.update(chunk)
         writer.write(chunk)
-        size += len(chunk)
     return digest.hexdigest(), size
 
 
-def _download(url: str, target: Path) -> tuple[str, int, dict[str, str]]:
+def _download(url: str, target: Path, max_bytes: int) -> tuple[str, int, dict[str, str]]:
     request = urllib.request.Request(url, headers={"User-Agent": "trainflow"})
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:
             expected = response.headers.get("Content-Length")
+            if expected is not None and expected.isdigit():
+                _check_size(url, int(expected), max_bytes)  # before downloading a byte
             validators = _validators(response.headers)
             with open(target, "wb") as writer:
-                digest, size = _stream(response, writer)
+                digest, size = _stream(response, writer, url, max_bytes)
     except urllib.error.HTTPError as error:
         raise DataError(f"HTTP {error.code} {error.reason} fetching {url}: check data.uri") from None
     except urllib.error.URLError as error:
