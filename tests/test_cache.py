@@ -56,7 +56,9 @@ def log(store: LocalArtifactStore, tmp_path: Path, name: str, content: bytes, ru
     source = tmp_path / "logged" / name
     source.parent.mkdir(exist_ok=True)
     source.write_bytes(content)
-    return store.log_artifact(source, name, type="test", run=RunRecord(run_id, "test_step"))
+    # train_model marks each model it trains outside a sweep as the candidate test_model takes
+    aliases = ["candidate"] if name == "model_export" else []
+    return store.log_artifact(source, name, type="test", aliases=aliases, run=RunRecord(run_id, "test_step"))
 
 
 @pytest.fixture

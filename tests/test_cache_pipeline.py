@@ -65,7 +65,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
 def test_a_cold_pipeline_runs_and_records_every_cacheable_step(story) -> None:
     home, _, stages = story
     cold = stages["cold"].lines
-    assert list(cold) == ["fetch_data", "split_data", "train_model", "test_model", "promote_model"]
+    assert list(cold) == ["fetch_data", "check_data", "split_data", "train_model", "test_model", "promote_model"]
     assert all(outcome == "ran" for outcome, _, _ in cold.values())
     assert "cache: no earlier run with this key" in stages["cold"].result.stdout
     assert "promote_model: ran" in stages["cold"].result.stdout and "never cached" in stages["cold"].result.stdout
@@ -91,14 +91,17 @@ def test_an_unchanged_pipeline_is_served_from_the_cache_and_moves_latest_back(st
     for step in ("fetch_data", "split_data", "train_model", "test_model"):
         assert warm[step][:2] == ("cached", cold[step][2]), step  # from the cold run's own step run
     assert warm["promote_model"][0] == "ran"  # the gate is evaluated again, every time
-    assert stages["warm"].versions == stages["trees20"].versions == {
-        "raw_data": 1, "trainval_data.parquet": 1, "test_data.parquet": 1, "model_export": 2,
-    }
+    assert warm["check_data"][0] == "ran"  # not cached (steps.py says why): a new report each time
+    for stage, reports in (("trees20", 2), ("warm", 3)):
+        assert stages[stage].versions == {
+            "raw_data": 1, "data_check_report": reports, "trainval_data.parquet": 1, "test_data.parquet": 1,
+            "model_export": 2,
+        }, stage
     store = LocalArtifactStore(home)
     moves = [move[:3] for move in store.alias_history("model_export", "latest")]
     assert (0, 1, warm["train_model"][2]) in moves  # recorded as a move by the cache hit's run
     assert len(store.promotions()) == 3 and store.promotions()[-1].candidate == "model_export:v0"
-    assert "[pipeline] finished 5 step(s)" in stages["warm"].result.stdout and "(4 cached)" in stages["warm"].result.stdout
+    assert "[pipeline] finished 6 step(s)" in stages["warm"].result.stdout and "(4 cached)" in stages["warm"].result.stdout
 
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     cached = client.get_run(warm["train_model"][2])

@@ -267,7 +267,7 @@ def test_a_messier_table_runs_through_overrides_alone(tmp_path: Path) -> None:
     assert 0.5 <= prod.metadata["test"]["metrics"]["roc_auc_ovo"] <= 1.0
     # expectations off: check_data ran its generic checks only, and passed
     report = store.get("data_check_report:v0").metadata
-    assert report["passed"] is True and report["checks"] == 5
+    assert report["passed"] is True and report["checks"] == 6
 
 
 def test_a_regression_target_runs_end_to_end(tmp_path: Path) -> None:

@@ -61,8 +61,10 @@ class DataCheckFailed(DataError):
 
 
 def verdict_metadata(passed: bool, report_ref: str) -> dict[str, Any]:
-    """What check_data records on the ``raw_data`` version it checked."""
-    return {"data_check": {"passed": passed, "report": report_ref}}
+    """What check_data records on the ``raw_data`` version it checked. The verdict and the
+    report are separate keys: split_data's cache key reads the verdict only, which does not
+    change when the same table is checked again."""
+    return {"data_check": {"passed": passed}, "data_check_report": report_ref}
 
 
 def refuse_failed_data(metadata: Mapping[str, Any], ref: str) -> None:
@@ -71,7 +73,7 @@ def refuse_failed_data(metadata: Mapping[str, Any], ref: str) -> None:
     verdict = metadata.get("data_check") or {}
     if verdict.get("passed") is False:
         raise DataCheckFailed(
-            f"{ref} failed check_data (report {verdict.get('report')}): fix the data and run "
+            f"{ref} failed check_data (report {metadata.get('data_check_report')}): fix the data and run "
             "-P steps=fetch_data,check_data,..., or pass a version that passed, e.g. -P raw_artifact=raw_data:reference"
         )
 

@@ -27,11 +27,10 @@ from trainflow.cache import CacheKey, Uncacheable, annotations_problem, reusable
 from trainflow.components import ComponentSource, prepare_steps
 from trainflow.config import resolve_paths, validate
 from trainflow.errors import TrainflowError, exit_on_user_error, user_error_line
-from trainflow.steps import STEPS, StepSpec, select_steps
+from trainflow.steps import OUTPUT_TAG, STEPS, StepSpec, select_steps
 from trainflow.store import ArtifactVersion, CachedRun, LocalArtifactStore
 
 OPTIONS_FLAG = "--hydra-options"
-OUTPUT_TAG = "trainflow.output."
 INPUT_TAG = "trainflow.input."
 CACHED_TAG = "trainflow.cached"
 CACHED_FROM_TAG = "trainflow.cached_from"

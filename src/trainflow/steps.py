@@ -14,6 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainflow.errors import ConfigError
 
+# Each step's MLflow run carries trainflow.output.<artifact> = <name:vN> for every version it
+# logged (or, for a cache hit, re-used): how the runner and sweeps learn a step's results.
+OUTPUT_TAG = "trainflow.output."
+
 
 @dataclass(frozen=True)
 class StepInput:
@@ -111,6 +115,8 @@ STEPS: dict[str, StepSpec] = {
             outputs=("trainval_data.parquet", "test_data.parquet"),
             config_sections=("data", "split", "model.task"),
             cacheable=True,  # a seeded split of the same table is the same split
+            # check_data's verdict decides whether split_data refuses the table
+            reads_metadata=(("raw_artifact", "data_check"),),
         ),
         StepSpec(
             "train_model",

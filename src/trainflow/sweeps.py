@@ -223,7 +223,7 @@ def _trial_outcome(trial: SweepContext) -> tuple[str | None, dict[str, str], str
     """
     import mlflow
 
-    from trainflow.runner import OUTPUT_TAG
+    from trainflow.steps import OUTPUT_TAG
 
     run_id, outputs, error = None, {}, None
     with contextlib.suppress(Exception):  # no tracking yet (the trial failed at start): nothing recorded
