@@ -121,7 +121,8 @@ def test_four_pipelines_share_one_store_and_one_mlflow_database(tmp_path: Path) 
     processes = [
         subprocess.Popen(
             [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow",
-             "-P", f"hydra_options=model.random_forest.n_estimators={10 + index} split.random_seed={index}"],
+             # main.cache=false: every pipeline writes every step, so the writers really race
+             "-P", f"hydra_options=model.random_forest.n_estimators={10 + index} split.random_seed={index} main.cache=false"],
             cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for index in range(pipelines)
