@@ -19,7 +19,8 @@ from conftest import MLFLOW, pipeline_env, run_command
 
 from trainflow.store import LocalArtifactStore
 
-STEP_DONE = re.compile(r"^\[pipeline\] (\w+) done in ([\d.]+) s", re.MULTILINE)
+# "[pipeline] <step>: ran in N s (MLflow run ...)", the runner's line for each step (a cold store: none is cached)
+STEP_DONE = re.compile(r"^\[pipeline\] (\w+): ran in ([\d.]+) s", re.MULTILINE)
 
 
 @pytest.fixture
