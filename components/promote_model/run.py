@@ -3,7 +3,7 @@ to a tested model that passes the gate (trainflow.promotion); record every decis
 """
 
 from trainflow.data import read_table
-from trainflow.errors import DataError, TrainflowError
+from trainflow.errors import ChampionChanged, DataError, TrainflowError
 from trainflow.evaluate import score_exported_model
 from trainflow.promotion import (
     CHAMPION_KEPT,
@@ -18,6 +18,9 @@ from trainflow.promotion import (
 from trainflow.registry import current_actor, move_production_alias
 from trainflow.run_context import StepRun, step_main
 from trainflow.store import ArtifactVersion
+
+# Decisions tried when concurrent pipelines keep moving the champion first
+DECISION_ATTEMPTS = 5
 
 
 def champion_of(run: StepRun, name: str, alias: str) -> ArtifactVersion | None:
@@ -69,26 +72,35 @@ def promote_model(run: StepRun) -> None:
     model = run.resolve("model_artifact")
     test_set = run.resolve("test_artifact")
     alias = cfg.alias
-    champion = champion_of(run, model.name, alias)
-    # The champion is compared on the current test set: re-score it if its metrics are for
-    # another one (only for a candidate tested on the current set: others are refused anyway).
-    comparable = tested_metrics(model)[0] == test_set.ref and champion is not None and champion.ref != model.ref
-    if comparable and needs_rescore(champion, test_set.ref, policy):
-        champion = rescore(run, champion, test_set, policy.force)
-    decision = decide(model, test_set, policy, champion)
-    run.say(
-        f"promotion gate for {model.ref} (champion: {champion.ref if champion else 'none'}, "
-        f"test set {test_set.ref}): {decision.outcome}\n{decision.table()}"
-    )
-    log_decision(run, decision)
-    record = decision.as_record()
-
-    if decision.outcome == PROMOTED:
-        _, registered = move_production_alias(
-            run.store, model, alias, expected=champion.ref if champion else None,
-            registered_name=cfg.registered_model_name, model_dir=run.store.use_artifact(model.ref),
-            action="promote", outcome=PROMOTED, details=record, run=run.record,
+    # Pipelines promoting at once: the store moves the alias only from the champion this
+    # decision was made against; the loser decides again against the new champion.
+    for attempt in range(1, DECISION_ATTEMPTS + 1):
+        champion = champion_of(run, model.name, alias)
+        # The champion is compared on the current test set: re-score it if its metrics are for
+        # another one (only for a candidate tested on the current set: others are refused anyway).
+        comparable = tested_metrics(model)[0] == test_set.ref and champion is not None and champion.ref != model.ref
+        if comparable and needs_rescore(champion, test_set.ref, policy):
+            champion = rescore(run, champion, test_set, policy.force)
+        decision = decide(model, test_set, policy, champion)
+        run.say(
+            f"promotion gate for {model.ref} (champion: {champion.ref if champion else 'none'}, "
+            f"test set {test_set.ref}): {decision.outcome}\n{decision.table()}"
         )
+        log_decision(run, decision)
+        record = decision.as_record()
+        if decision.outcome != PROMOTED:
+            break
+        try:
+            _, registered = move_production_alias(
+                run.store, model, alias, expected=champion.ref if champion else None,
+                registered_name=cfg.registered_model_name, model_dir=run.store.use_artifact(model.ref),
+                action="promote", outcome=PROMOTED, details=record, run=run.record,
+            )
+        except ChampionChanged as race:
+            if attempt == DECISION_ATTEMPTS:
+                raise
+            run.say(f"{race}; deciding again against the new champion (attempt {attempt + 1} of {DECISION_ATTEMPTS})")
+            continue
         forced = ""
         if decision.forced:
             forced = f" (promote.force=true overrode the comparison with champion {champion.ref})"

@@ -31,6 +31,10 @@ class ConfigError(TrainflowError):
     """A configuration value is invalid or contradicts another one."""
 
 
+class ChampionChanged(TrainflowError):
+    """Another promotion moved the production alias while this one was deciding."""
+
+
 class DiskFull(TrainflowError):
     """The disk filled up while writing; what was being written was not kept."""
 

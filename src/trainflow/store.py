@@ -35,7 +35,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from trainflow.errors import ArtifactNotFound, CorruptArtifact, TrainflowError, disk_full, is_disk_full
+from trainflow.errors import (
+    ArtifactNotFound,
+    ChampionChanged,
+    CorruptArtifact,
+    TrainflowError,
+    disk_full,
+    is_disk_full,
+)
 
 LATEST = "latest"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -515,7 +522,7 @@ class LocalArtifactStore:
                 expected_id = self._resolve_id(db, parse_ref(expected)) if expected else None
                 if current_id != expected_id:
                     holder = self._ref_of(db, current_id) if current_id is not None else "no version"
-                    raise TrainflowError(
+                    raise ChampionChanged(
                         f"{name}:{alias} changed to {holder} while this decision was made against "
                         f"{expected or 'no version'}: nothing was moved; run the step again"
                     )

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from trainflow.errors import ArtifactNotFound, TrainflowError
+from trainflow.errors import ArtifactNotFound, ChampionChanged, TrainflowError
 from trainflow.store import (
     ArtifactVersion,
     LocalArtifactStore,
@@ -220,7 +220,7 @@ class WandbArtifactStore:
         after = before
         if move and candidate:
             if before != expected:
-                raise TrainflowError(
+                raise ChampionChanged(
                     f"{name}:{alias} is {before or 'unset'}, not {expected or 'unset'} as the decision assumed: "
                     "another promotion moved it meanwhile; re-run promote_model"
                 )
