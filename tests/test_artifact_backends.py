@@ -10,6 +10,7 @@ import glob
 import socket
 import struct
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -254,6 +255,18 @@ def test_real_sdk_fails_fast_on_an_unreachable_server(tmp_path: Path, monkeypatc
     assert "artifacts.backend=local" in str(error.value)
 
 
+def _finished_records(run_file: Path, timeout: float = 30.0) -> list[Any]:
+    """The run file's records once its exit record is there: `run.finish()` can return
+    before W&B's service has flushed an offline run's file (seen empty about one run in
+    three when read at once)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _records(run_file)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)
+
+
 def _records(run_file: Path) -> list[Any]:
     """Decode a W&B run file (a LevelDB-format log of protobuf records)."""
     from wandb.proto import wandb_internal_pb2
@@ -298,7 +311,7 @@ def test_real_offline_run_records_config_summary_and_artifact(tmp_path: Path, mo
         log_to_run(run, tmp_path / "raw.csv", "raw_data", "raw_data", "rows", {"rows": 1}, ())
         run.summary.update({"rows": 1})
     [run_file] = glob.glob(str(local.root / "wandb" / "offline-run-*" / "run-*.wandb"))
-    records = _records(Path(run_file))
+    records = _finished_records(Path(run_file))
     kinds = {r.WhichOneof("record_type") for r in records}
     assert {"run", "summary", "artifact", "exit"} <= kinds
     [run_record] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
