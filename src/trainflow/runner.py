@@ -150,6 +150,11 @@ class Pipeline:
             return False, False, "components from a git repository: the cache keys on local component code only"
         if not self.cfg.main.cache:
             return True, False, "main.cache=false"
+        from trainflow.sweeps import current_trial
+
+        if current_trial() is not None:
+            # A trial is read back from the model version it logs (metadata.sweep): a hit logs none.
+            return True, False, "a sweep trial: every trial trains and logs its own model"
         return True, True, ""
 
     def plan(self, spec: StepSpec) -> StepPlan:
