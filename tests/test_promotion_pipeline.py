@@ -10,8 +10,6 @@ each stage's outcome, then serve and batch-score the final production model.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +23,7 @@ import mlflow
 import mlflow.sklearn
 import pandas as pd
 import pytest
-from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, pipeline_env, run_command
+from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, pipeline_env, run_command, stop_process_group
 
 from trainflow.store import LocalArtifactStore, file_sha256
 
@@ -192,12 +190,7 @@ def test_mlflow_models_serve_answers_with_the_promoted_model(story, tmp_path: Pa
         assert error["error_code"] == "INVALID_PARAMETER_VALUE"
         assert "Model is missing inputs ['island']" in error["message"]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_process_group(server)
         log.close()
 
 

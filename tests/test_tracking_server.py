@@ -6,8 +6,6 @@ the test reads them back over HTTP.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import BIN_DIR, MLFLOW, pipeline_env, run_command
+from conftest import BIN_DIR, MLFLOW, pipeline_env, run_command, stop_process_group
 
 from trainflow.steps import STEPS
 
@@ -64,12 +62,7 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         _wait_until_healthy(uri, server, log)
         yield uri, artifacts
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_process_group(server)
 
 
 @pytest.mark.slow  # a whole pipeline plus a server: about two minutes on 2 shared cores
