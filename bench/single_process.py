@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainflow.config import load_config, resolve_paths
+from trainflow.config import load_config, resolve_paths, stratify_column
 from trainflow.data import read_table, split_dataset
 from trainflow.evaluate import score_exported_model
 from trainflow.model import export, train_from_config
@@ -25,13 +25,13 @@ def run(out_dir: Path) -> dict[str, float]:
     seconds: dict[str, float] = {}
     began = time.perf_counter()
     raw = read_table(Path(cfg.data.uri))
-    trainval, test = split_dataset(raw, cfg.data.target, cfg.split.test_size, cfg.split.random_seed, cfg.split.stratify_by)
+    trainval, test = split_dataset(raw, cfg.data.target, cfg.split.test_size, cfg.split.random_seed, stratify_column(cfg))
     seconds["load+split"] = time.perf_counter() - began
     began = time.perf_counter()
     result = train_from_config(trainval, cfg)
     seconds["fit"] = time.perf_counter() - began
     began = time.perf_counter()
-    export(result.pipeline, result.features, out_dir / "model_export")
+    export(result, out_dir / "model_export", serialization=cfg.model.serialization)
     seconds["export"] = time.perf_counter() - began
     began = time.perf_counter()
     metrics = score_exported_model(out_dir / "model_export", test, cfg.data.target)
