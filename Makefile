@@ -27,8 +27,10 @@ $(INSTALLED): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[$(EXTRAS)]"
 	touch $@
 
+# `trainflow init` makes the store's MLflow database and experiment (run artifacts inside
+# the store); once the database exists there is nothing to make, so a re-run skips it.
 run: setup
-	$(RUN_ENV) $(BIN)/trainflow init
+	@test -f "$(TRAINFLOW_HOME)/mlflow.db" || $(RUN_ENV) $(BIN)/trainflow init
 	$(RUN_ENV) $(BIN)/mlflow run . --env-manager local --experiment-name trainflow
 
 # The default suite: everything not marked slow, the whole pipeline through `mlflow run` included.

@@ -239,6 +239,40 @@ def test_metadata_a_step_reads_is_in_its_key(base_cfg, project: Path, inputs, st
     assert key().digest == failed.digest  # other metadata is not the step's business
 
 
+def check_data_key(cfg: DictConfig, project: Path, store: LocalArtifactStore, raw: ArtifactVersion) -> CacheKey:
+    from trainflow.cache import alias_state
+
+    spec = STEPS["check_data"]
+    return step_key(spec, cfg, {"raw_artifact": store.get(raw.ref)}, project / "components" / "check_data", "local",
+                    packages_of(project), aliases=alias_state(store, cfg, spec))
+
+
+def test_check_data_is_keyed_by_its_expectations_and_its_reference(base_cfg, project: Path, inputs, store, tmp_path) -> None:
+    """check_data reads more than its params: the expectations (not logged as MLflow params)
+    and the version raw_data:reference names; each change is a miss, and only the split's
+    verdict (not the run that reached it) reaches split_data's key."""
+    raw = inputs["raw_artifact"]
+    unreferenced = check_data_key(base_cfg, project, store, raw)
+    assert unreferenced.parts["aliases"] == {"raw_data:reference": None}
+    assert "data_check.expectations" not in unreferenced.parts["params"]
+    stricter = with_overrides(base_cfg, data_check__expectations__row_count__min=301)
+    assert check_data_key(stricter, project, store, raw).digest != unreferenced.digest
+
+    store.set_alias(raw.ref, "reference")
+    itself = check_data_key(base_cfg, project, store, raw)
+    assert itself.digest != unreferenced.digest and itself.parts["aliases"] == {"raw_data:reference": raw.digest}
+    other = log(store, tmp_path, "raw_data", b"species,island\nAdelie,Dream\n")
+    store.set_alias(other.ref, "reference")
+    assert check_data_key(base_cfg, project, store, raw).digest not in (itself.digest, unreferenced.digest)
+
+    split_before = key_of("split_data", base_cfg, project, {**inputs, "raw_artifact": store.get(raw.ref)})
+    store.update_metadata(raw.ref, {"data_check": {"passed": True, "run_id": "first"}})
+    passed = key_of("split_data", base_cfg, project, {**inputs, "raw_artifact": store.get(raw.ref)})
+    assert passed.digest != split_before.digest
+    store.update_metadata(raw.ref, {"data_check": {"passed": True, "run_id": "second"}})
+    assert key_of("split_data", base_cfg, project, {**inputs, "raw_artifact": store.get(raw.ref)}).digest == passed.digest
+
+
 def test_the_environment_spec_is_in_the_key(base_cfg, project: Path, inputs, monkeypatch: pytest.MonkeyPatch) -> None:
     local = key_of("train_model", base_cfg, project, inputs)
     assert local.parts["environment"]["packages"]["scikit-learn"] == "1.9.1"
@@ -548,7 +582,7 @@ def test_a_cacheable_step_is_given_exact_versions(pipeline: Pipeline, monkeypatc
 
 
 def test_every_component_names_its_step_function_after_the_step() -> None:
-    """The runner finds the function of an in-pipeline-process step by the step's name."""
+    """The runner finds the function of a step it runs in its own process by the step's name."""
     import ast
 
     for name in STEPS:
@@ -560,7 +594,6 @@ def test_every_component_names_its_step_function_after_the_step() -> None:
 def test_caching_is_opt_in_per_step() -> None:
     """A new step is never cached by accident: the key would not see what else it reads."""
     assert not STEPS["promote_model"].cacheable and not STEPS["batch_predict"].cacheable
-    assert all(not spec.cacheable for spec in STEPS.values() if spec.in_pipeline_process)
     new_step = dataclasses.replace(STEPS["split_data"], name="new_step")
     assert new_step.cacheable  # replace keeps it; a fresh StepSpec does not:
     assert not type(new_step)("x", "d", inputs=(), outputs=(), config_sections=()).cacheable

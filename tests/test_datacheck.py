@@ -453,7 +453,7 @@ def test_claim_alias_sets_a_first_reference_only(tmp_path: Path) -> None:
 
 def test_a_table_that_failed_check_data_is_refused_and_others_pass() -> None:
     refuse_failed_data({}, "raw_data:v0")  # never checked: -P steps=fetch_data,split_data
-    refuse_failed_data(verdict_metadata(True, "data_check_report:v1"), "raw_data:v1")
+    refuse_failed_data(verdict_metadata(True, "data_check_report:v1", "run1"), "raw_data:v1")
     with pytest.raises(DataCheckFailed) as error:
-        refuse_failed_data(verdict_metadata(False, "data_check_report:v2"), "raw_data:v2")
+        refuse_failed_data(verdict_metadata(False, "data_check_report:v2", "run2"), "raw_data:v2")
     assert "raw_data:v2 failed check_data (report data_check_report:v2)" in str(error.value)

@@ -6,6 +6,7 @@ work on a copy of its store, so each stays independent.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -135,8 +136,14 @@ def test_mlflow_records_one_nested_run_per_step(pipeline: tuple[Path, dict[str, 
     assert len(parents) == 1
     steps = {run.data.tags["trainflow.step"]: run for run in runs if run is not parents[0]}
     assert set(steps) == {"fetch_data", "check_data", "split_data", "train_model", "test_model", "promote_model"}
-    for run in steps.values():
+    for step, run in steps.items():
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        # main.in_process (the default with env manager local): each step ran in the pipeline's
+        # process, with the parameters `mlflow run` of its component would have logged
+        assert run.data.tags["trainflow.execution"] == "in_process", step
+        assert run.data.params["hydra_options"] == "", step
+        assert run.data.metrics["step_seconds"] > 0 and run.data.metrics["step_peak_rss_bytes"] > 50 * 2**20, step
+    assert steps["train_model"].data.params["trainval_artifact"] == "trainval_data.parquet:v0"
     assert 0.9 <= steps["test_model"].data.metrics["test_roc_auc_ovo"] <= 1.0
     assert steps["train_model"].data.params["model.random_forest.n_estimators"] == "100"
     assert steps["train_model"].data.tags["trainflow.output.model_export"] == "model_export:v0"
@@ -152,17 +159,28 @@ def test_mlflow_records_one_nested_run_per_step(pipeline: tuple[Path, dict[str, 
         assert plots == {"confusion_matrix.png", "roc_curves.png", "feature_importance.png"}, step
 
 
+def step_runs(stdout: str) -> dict[str, str]:
+    """Step name -> MLflow run id, from the pipeline's `[pipeline] <step>: ran in ...` lines."""
+    return dict(re.findall(r"^\[pipeline\] (\w+): ran in .*?MLflow run ([0-9a-f]{32})", stdout, re.MULTILINE))
+
+
 def test_selected_steps_with_overrides_then_promotion_refuses_untested_model(
     pipeline: tuple[Path, dict[str, str], str], tmp_path: Path
 ) -> None:
-    """`-P steps=... -P hydra_options=...` as in the README; prod never moves to an untested model."""
+    """`-P steps=... -P hydra_options=...` as in the README; prod never moves to an untested model.
+    With main.in_process=false each step is its own `mlflow run` of its component."""
     home, env = copy_of(pipeline[0], tmp_path)
     result = run_command(
         [MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=split_data,train_model",
-         "-P", "hydra_options=model.random_forest.n_estimators=50 split.test_size=0.25"],
+         "-P", "hydra_options=model.random_forest.n_estimators=50 split.test_size=0.25 main.in_process=false"],
         env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    trained = client.get_run(step_runs(result.stdout)["train_model"])
+    assert trained.data.tags["trainflow.execution"] == "process"
+    assert trained.data.tags["mlflow.source.type"] == "PROJECT"  # started by mlflow.run
+    assert trained.data.params["trainval_artifact"] == "trainval_data.parquet:v1"  # the entry point's parameter
     store = LocalArtifactStore(home)
     assert store.get("raw_data:latest").version == 0  # fetch_data did not run
     test = pd.read_parquet(store.use_artifact("test_data.parquet:v1"))

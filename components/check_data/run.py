@@ -79,7 +79,7 @@ def check_data(run: StepRun) -> None:
         },
     )
     # split_data refuses a raw_data version recorded as failed, however it is asked for
-    run.store.update_metadata(checked.ref, verdict_metadata(not failed, version.ref))
+    run.store.update_metadata(checked.ref, verdict_metadata(not failed, version.ref, run.run_id))
     if warnings:
         run.say(f"{len(warnings)} warning(s) (not stopping the pipeline):\n{report.table(warnings)}")
     if failed:

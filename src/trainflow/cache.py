@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from trainflow.errors import ArtifactNotFound, TrainflowError
 from trainflow.steps import ExternalSource, StepSpec, step_params
@@ -234,8 +234,29 @@ def input_state(spec: StepSpec, versions: Mapping[str, ArtifactVersion]) -> dict
             **({"version": version.ref} if by_version else {}),
         }
     for param, key in spec.reads_metadata:
-        state[param].setdefault("metadata", {})[key] = versions[param].metadata.get(key)
+        state[param].setdefault("metadata", {})[key] = metadata_value(versions[param].metadata, key)
     return state
+
+
+def alias_state(store: LocalArtifactStore, cfg: DictConfig, spec: StepSpec) -> dict[str, str | None]:
+    """For each alias the step resolves by itself (``spec.reads_aliases``): the content
+    digest of the version it names now, or None when it names none."""
+    state: dict[str, str | None] = {}
+    for name, config_key in spec.reads_aliases:
+        ref = f"{name}:{OmegaConf.select(cfg, config_key, throw_on_missing=True)}"
+        try:
+            state[ref] = store.get(ref).digest
+        except ArtifactNotFound:
+            state[ref] = None
+    return state
+
+
+def metadata_value(metadata: Mapping[str, Any], dotted_key: str) -> Any:
+    """``metadata["a"]["b"]`` for ``"a.b"``; None where any level is missing."""
+    value: Any = metadata
+    for part in dotted_key.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
 
 
 def source_state(source: ExternalSource, cfg: DictConfig) -> dict[str, Any]:
@@ -278,8 +299,11 @@ def step_key(
     component_dir: Path,
     env_manager: str,
     packages: Mapping[str, Path] | None = None,
+    aliases: Mapping[str, str | None] | None = None,
 ) -> CacheKey:
-    """The cache key of running ``spec`` with this config on these exact input versions."""
+    """The cache key of running ``spec`` with this config on these exact input versions;
+    ``aliases`` maps each ``name:alias`` of ``spec.reads_aliases`` to the content digest
+    of the version it names, or None (see :func:`alias_state`)."""
     parts = {
         "format": KEY_FORMAT,
         "step": spec.name,
@@ -289,6 +313,14 @@ def step_key(
         "sources": [source_state(source, cfg) for source in spec.sources],
         "environment": environment_spec(component_dir, env_manager),
     }
+    if spec.config_in_key_only:
+        parts["config"] = {
+            key: OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig | ListConfig) else node
+            for key in spec.config_in_key_only
+            for node in [OmegaConf.select(cfg, key, throw_on_missing=True)]
+        }
+    if spec.reads_aliases:
+        parts["aliases"] = dict(aliases or {})
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return CacheKey(hashlib.sha256(canonical.encode()).hexdigest(), json.loads(canonical))
 

@@ -33,6 +33,9 @@ class MainConfig:
     # false: run every step even when an earlier run could stand in for it (trainflow.cache)
     cache: bool = MISSING
     select_best: bool = MISSING
+    # true: with env_manager local and local components, steps run inside the pipeline's
+    # process (no per-step interpreter and imports); false: one `mlflow run` per step
+    in_process: bool = MISSING
 
 
 @dataclass

@@ -60,11 +60,12 @@ class DataCheckFailed(DataError):
     """The data failed checks that stop the pipeline (the message summarises them)."""
 
 
-def verdict_metadata(passed: bool, report_ref: str) -> dict[str, Any]:
-    """What check_data records on the ``raw_data`` version it checked. The verdict and the
-    report are separate keys: split_data's cache key reads the verdict only, which does not
-    change when the same table is checked again."""
-    return {"data_check": {"passed": passed}, "data_check_report": report_ref}
+def verdict_metadata(passed: bool, report_ref: str, run_id: str) -> dict[str, Any]:
+    """What check_data records on the ``raw_data`` version it checked: the verdict and
+    the run that reached it (a cache hit of check_data stands in only while it is still
+    that run's), and the report. split_data's cache key reads ``data_check.passed`` only,
+    which does not change when the same table is checked again."""
+    return {"data_check": {"passed": passed, "run_id": run_id}, "data_check_report": report_ref}
 
 
 def refuse_failed_data(metadata: Mapping[str, Any], ref: str) -> None:

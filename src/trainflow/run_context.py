@@ -15,9 +15,11 @@ A component is then only::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,10 @@ from trainflow.errors import exit_on_user_error
 from trainflow.steps import STEPS, StepSpec, step_params
 from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord
 from trainflow.sweeps import SweepContext, current_trial, error_tagged_run, pinned_ref, trial_tags
+
+# How a step ran: "process" (its own `mlflow run` or `python run.py`) or "in_process"
+# (a function call in the pipeline's process, main.in_process)
+EXECUTION_TAG = "trainflow.execution"
 
 
 @dataclass
@@ -196,10 +202,15 @@ def run_step(
     project_dir: Path,
     start: Mapping[str, Any],
     local: LocalArtifactStore,
+    in_process: Mapping[str, str] | None = None,
 ) -> str:
     """Open the step's MLflow run with ``mlflow.start_run(**start)``, log what it uses, and
-    call ``body``; return the run id. A component's process runs its step through here, and
-    so does the pipeline's own process for a step marked ``in_pipeline_process``.
+    call ``body``; return the run id. A component's process runs its step through here,
+    and so does the pipeline's own process (``main.in_process``), which passes the
+    component parameters ``mlflow run`` would have logged as ``in_process``.
+
+    The run's metrics ``step_seconds`` and ``step_peak_rss_bytes`` say what the step's
+    body took: wall time, and the largest resident memory of the process while it ran.
     """
     import mlflow
 
@@ -213,18 +224,42 @@ def run_step(
         commit = active.data.tags.get("mlflow.source.git.commit") or git_commit(project_dir)
         mlflow.set_tags({
             "trainflow.step": step,
+            EXECUTION_TAG: "in_process" if in_process is not None else "process",
             **({"trainflow.git_commit": commit} if commit else {}),
             **(trial_tags(trial) if trial else {}),
         })
-        mlflow.log_params({k: param_value(v) for k, v in params.items()})
+        mlflow.log_params({k: param_value(v) for k, v in {**(in_process or {}), **params}.items()})
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "resolved_config.yaml")
         record = RunRecord(active.info.run_id, step, commit, params)
         tracked = {**params, "git_commit": commit, "mlflow_run_id": active.info.run_id}
         if trial:
             tracked.update(sweep_id=trial.id, sweep_trial=trial.trial)
         with error_tagged_run(), step_backend(cfg, step, tracked, local) as (store, wandb_run):
+            reset_peak_rss()
+            began = time.perf_counter()
             body(StepRun(spec, cfg, store, record, dict(refs), Path(tmp), wandb_run, trial))
+            mlflow.log_metrics({"step_seconds": time.perf_counter() - began, **peak_rss_metric()})
     return active.info.run_id
+
+
+def reset_peak_rss() -> None:
+    """Start this process's peak-memory count (VmHWM) afresh, so that a step run in the
+    pipeline's process reports its own peak, not an earlier step's. Linux only; elsewhere
+    the peak is the process's whole life."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_metric() -> dict[str, float]:
+    """``{"step_peak_rss_bytes": VmHWM}`` since the last reset, or nothing off Linux."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return {}
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return {"step_peak_rss_bytes": float(line.split()[1]) * 1024}
+    return {}
 
 
 def param_value(value: Any) -> str:

@@ -17,13 +17,14 @@ import contextlib
 import shlex
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from trainflow.cache import CacheKey, Uncacheable, annotations_problem, reusable_run, step_key
+from trainflow.cache import CacheKey, Uncacheable, alias_state, annotations_problem, reusable_run, step_key
 from trainflow.components import ComponentSource, prepare_steps
 from trainflow.config import resolve_paths, validate
 from trainflow.errors import TrainflowError, exit_on_user_error, user_error_line
@@ -182,7 +183,8 @@ class Pipeline:
         return StepPlan(parameters, versions, key)
 
     def key(self, spec: StepSpec, versions: dict[str, ArtifactVersion]) -> CacheKey:
-        return step_key(spec, self.cfg, versions, Path(self.components.location) / spec.name, self.cfg.main.env_manager)
+        return step_key(spec, self.cfg, versions, Path(self.components.location) / spec.name, self.cfg.main.env_manager,
+                        aliases=alias_state(self.store, self.cfg, spec))
 
     def run(self, step: str) -> None:
         """Re-use an earlier run of the step when the cache allows, else run it; one line says which."""
@@ -219,10 +221,10 @@ class Pipeline:
         return run_id, {key.removeprefix(OUTPUT_TAG): ref for key, ref in tags.items() if key.startswith(OUTPUT_TAG)}
 
     def runs_here(self, spec: StepSpec) -> bool:
-        """Whether the step runs in this process: marked so, and this process's environment
-        is the one it would get (env manager local)."""
+        """Whether the step runs in this process (``main.in_process``): only when this
+        process's environment is the one the step would get (env manager local)."""
         # A step from a git repository runs that repository's code: only mlflow.run fetches it.
-        return spec.in_pipeline_process and self.cfg.main.env_manager == "local" and not self.components.is_repository
+        return self.cfg.main.in_process and self.cfg.main.env_manager == "local" and not self.components.is_repository
 
     def execute_component(self, spec: StepSpec, parameters: dict[str, str], began: float) -> str:
         import mlflow
@@ -257,12 +259,16 @@ class Pipeline:
         module = importlib.util.module_from_spec(loader)
         loader.loader.exec_module(module)
         body = getattr(module, spec.name)  # every component names its step function after the step
-        start = {"run_name": spec.name, "nested": True, "experiment_id": self.experiment_id}
+        start = {"run_name": spec.name, "nested": True, "experiment_id": self.experiment_id,
+                 "tags": {"mlflow.source.name": str(component)}}
         try:
             return run_step(spec, body, self.cfg, input_refs(spec, self.cfg, parameters), self.project_dir, start,
-                            self.store)
+                            self.store, in_process=parameters)
         except TrainflowError as error:
             print(user_error_line(spec.name, error), file=sys.stderr, flush=True)
+            raise self.failed(spec, "", began) from None
+        except Exception:  # a bug, not bad input: the traceback, then the pipeline stops as for a failed process
+            traceback.print_exc()
             raise self.failed(spec, "", began) from None
 
     def failed(self, spec: StepSpec, detail: str, began: float) -> TrainflowError:
@@ -277,7 +283,7 @@ class Pipeline:
         at its start anyway). A pipeline of cache hits and in-process steps never needs them."""
         if self.estimator_checked:
             return
-        if not self.runs_here(spec) or any(s == "model" or s.startswith("model.") for s in spec.config_sections):
+        if not self.runs_here(spec) or "model" in spec.config_sections:
             from trainflow.model import validate_estimator_config
 
             validate_estimator_config(self.cfg.model)

@@ -65,14 +65,16 @@ class StepSpec:
     # only their content, and an earlier run stands in only while its value is still there.
     annotates: tuple[tuple[str, str], ...] = ()
     # Metadata of an input version the step's result depends on, as (input param,
-    # metadata key): its value goes into the cache key.
+    # dotted metadata key, e.g. "data_check.passed"): its value goes into the cache key.
     reads_metadata: tuple[tuple[str, str], ...] = ()
+    # Aliases the step resolves by itself, as (artifact name, dotted config key holding the
+    # alias): the content digest of the version each names (or its absence) goes into the key.
+    reads_aliases: tuple[tuple[str, str], ...] = ()
+    # Config the step uses that goes into its cache key but not into its MLflow params
+    # (values whose keys MLflow refuses as param names, such as column names).
+    config_in_key_only: tuple[str, ...] = ()
     # Locations outside the store the step reads (their content goes into the cache key).
     sources: tuple[ExternalSource, ...] = ()
-    # Run inside the pipeline's own process (env manager local only) instead of as an
-    # `mlflow run` of the component: for a cheap step that always runs, so that a pipeline
-    # whose other steps are cache hits starts no process beyond its own.
-    in_pipeline_process: bool = False
 
 
 STEPS: dict[str, StepSpec] = {
@@ -107,6 +109,14 @@ STEPS: dict[str, StepSpec] = {
                 "data_check.reference_alias",
                 "model.task",
             ),
+            # Cached per exact raw_data version: its verdict is the `data_check` record on that
+            # version (naming the run), which split_data reads. Drift depends on the version the
+            # reference alias names, so that is keyed too; a first run that claims the alias
+            # changes its own key and is therefore recorded only from the next run on.
+            cacheable=True,
+            annotates=(("raw_artifact", "data_check"),),
+            reads_aliases=(("raw_data", "data_check.reference_alias"),),
+            config_in_key_only=("data_check.expectations",),
         ),
         StepSpec(
             "split_data",
@@ -116,7 +126,7 @@ STEPS: dict[str, StepSpec] = {
             config_sections=("data", "split", "model.task"),
             cacheable=True,  # a seeded split of the same table is the same split
             # check_data's verdict decides whether split_data refuses the table
-            reads_metadata=(("raw_artifact", "data_check"),),
+            reads_metadata=(("raw_artifact", "data_check.passed"),),
         ),
         StepSpec(
             "train_model",
@@ -150,9 +160,7 @@ STEPS: dict[str, StepSpec] = {
             outputs=(),
             config_sections=("data", "promote"),
             # Never cached: its point is a decision against the champion of now, appended to
-            # the promotion history every time. Cheap (no training), so it runs in the
-            # pipeline's process and a warm pipeline needs no step process at all.
-            in_pipeline_process=True,
+            # the promotion history every time.
         ),
         StepSpec(
             "batch_predict",
