@@ -9,7 +9,6 @@ mean nothing and are never compared to a target.
 from __future__ import annotations
 
 import os
-import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,11 +71,6 @@ def stopwatch() -> Iterator[list[float]]:
         yield elapsed
     finally:
         elapsed.append(time.perf_counter() - began)
-
-
-def peak_rss_of_children() -> int:
-    """The largest peak resident set of any waited-for child process so far, in bytes (Linux)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
 def machine() -> str:

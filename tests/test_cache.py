@@ -569,6 +569,40 @@ def test_a_key_that_changed_while_the_step_ran_is_not_recorded(pipeline: Pipelin
     assert key is not None and pipeline.store.cached_runs("fetch_data", key.digest) == []
 
 
+def fake_check(pipeline: Pipeline, claim_by: str | None):  # type: ignore[no-untyped-def]
+    """An `execute` standing in for check_data: records its verdict on the raw version and,
+    when none exists, has raw_data:reference set, by itself or (claim_by) by another run."""
+
+    def execute(spec, parameters, began):  # type: ignore[no-untyped-def]
+        run_id = "check-0"
+        raw = parameters["raw_artifact"]
+        pipeline.store.update_metadata(raw, {"data_check": {"passed": True, "run_id": run_id}})
+        pipeline.store.claim_alias(raw, "reference", run_id=claim_by or run_id)
+        return run_id, {}
+
+    return execute
+
+
+@pytest.mark.parametrize("claimed_by_itself", [True, False])
+def test_a_run_that_moved_an_alias_in_its_own_key_is_recorded_under_the_key_after_it(
+    pipeline: Pipeline, monkeypatch, claimed_by_itself: bool
+) -> None:
+    """check_data claims the first raw_data:reference, which its key reads: it is recorded
+    for the state it left (so the next run is a hit), not the one it found. A move by any
+    other run while it ran is a change it did not see: not recorded."""
+    raw = pipeline.store.log_artifact(PENGUINS, "raw_data", "raw_data", run=RunRecord("fetch", "fetch_data"))
+    pipeline.outputs["raw_data"] = raw.ref
+    before = pipeline.plan(STEPS["check_data"]).key
+    assert before is not None and before.parts["aliases"] == {"raw_data:reference": None}
+    monkeypatch.setattr(pipeline, "execute", fake_check(pipeline, claim_by=None if claimed_by_itself else "another-run"))
+    pipeline.run("check_data")
+    after = pipeline.plan(STEPS["check_data"]).key
+    assert after is not None and after.parts["aliases"] == {"raw_data:reference": raw.digest}
+    assert pipeline.store.cached_runs("check_data", before.digest) == []
+    recorded = [r.run_id for r in pipeline.store.cached_runs("check_data", after.digest)]
+    assert recorded == (["check-0"] if claimed_by_itself else [])
+
+
 def test_a_cacheable_step_is_given_exact_versions(pipeline: Pipeline, monkeypatch) -> None:
     runs: list[str] = []
     monkeypatch.setattr(pipeline, "execute", fake_fetch(pipeline, runs))

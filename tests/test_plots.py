@@ -10,6 +10,7 @@ from typing import Any
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import confusion_matrix
 
@@ -149,3 +150,21 @@ def test_residuals_are_actual_minus_predicted(regressor: TrainResult, regressor_
     points = np.asarray(regressor_figures["residuals.png"].axes[0].collections[0].get_offsets(), dtype="float64")
     expected = np.column_stack([predicted, np.asarray(labels, dtype="float64") - predicted])
     np.testing.assert_allclose(points, expected)
+
+
+@pytest.mark.parametrize("result_name", ["classifier", "regressor"])
+def test_batched_importance_agrees_with_sklearns_permutation_importance(result_name: str, request) -> None:
+    """feature_importance predicts all shuffled copies at once; it measures what
+    sklearn.inspection.permutation_importance measures (different shuffles, so close, not equal)."""
+    from sklearn.inspection import permutation_importance
+
+    from trainflow.plots import feature_importance
+
+    result: TrainResult = request.getfixturevalue(result_name)
+    features, labels = result.validation
+    ours = feature_importance(result.pipeline, features, labels, seed=3, n_repeats=10)
+    reference = permutation_importance(result.pipeline, features, labels, n_repeats=10, random_state=3)
+    theirs = pd.Series(reference.importances_mean, index=[str(c) for c in features.columns])
+    assert ours.idxmax() == theirs.idxmax()
+    assert (ours - theirs[ours.index]).abs().max() < 0.05
+    assert ours.max() > 0.05  # the check is not trivially met by two all-zero results

@@ -394,14 +394,20 @@ def export(
 
     # Numeric features travel as doubles: an integer column without gaps in training
     # would otherwise be typed `long`, and a missing value at serving time refused.
-    rows = result.train_rows.astype({c: "float64" for c in result.features.numeric})
+    # The input types are inferred from every training row (a column empty in the first
+    # rows is still typed right); the doubles are set on the schema, not by copying them.
+    numeric = set(result.features.numeric)
+    example = result.train_rows.head(100).astype({c: "float64" for c in numeric})
     classifier = result.task == "classification"
-    outputs = result.pipeline.predict_proba(rows.head(100)) if classifier else result.pipeline.predict(rows.head(100))
-    signature = infer_signature(rows, outputs)
+    outputs = result.pipeline.predict_proba(example) if classifier else result.pipeline.predict(example)
+    signature = infer_signature(result.train_rows, outputs)
     # Every input column is required: the ColumnTransformer needs each one, and a
     # missing column should be MLflow's schema error naming it, not a sklearn error.
     # Missing values inside a column stay allowed.
-    signature.inputs = Schema([ColSpec(type=c.type, name=c.name, required=True) for c in signature.inputs.inputs])
+    signature.inputs = Schema([
+        ColSpec(type="double" if c.name in numeric else c.type, name=c.name, required=True)
+        for c in signature.inputs.inputs
+    ])
     if serialization == "cloudpickle":
         warnings.warn(
             "model.serialization=cloudpickle: loading this artifact can run arbitrary code; "
@@ -411,7 +417,7 @@ def export(
         result.pipeline,
         str(path),
         signature=signature,
-        input_example=rows.head(5),
+        input_example=example.head(5),
         pip_requirements=pinned_requirements(),
         serialization_format=serialization,
         skops_trusted_types=SKOPS_TRUSTED_TYPES if serialization == "skops" else None,

@@ -61,20 +61,39 @@ def roc_figure(y_true: Any, probabilities: Any, classes: list[str]) -> Any:
     return figure
 
 
-def feature_importance(model: Any, features: pd.DataFrame, labels: pd.Series, seed: int = 0) -> pd.Series:
-    """Permutation importance of each raw input column on (a sample of) labelled rows.
+def feature_importance(
+    model: Any, features: pd.DataFrame, labels: pd.Series, seed: int = 0, n_repeats: int = 5
+) -> pd.Series:
+    """Permutation importance of each raw input column on (a sample of) labelled rows: the
+    mean drop in ``model.score`` (accuracy, or R^2) when that column alone is shuffled.
 
     Measured on raw columns, so a text column's TF-IDF terms count as one feature and a
     categorical column's one-hot columns as one: the grouping users reason in. Works
     for every estimator, with or without ``feature_importances_``.
+
+    The same measure as ``sklearn.inspection.permutation_importance``, but every shuffled
+    copy is predicted in one call: a forest's per-call cost (about 30 ms for 100 trees,
+    whatever the rows) is paid once instead of columns x repeats times.
     """
-    from sklearn.inspection import permutation_importance
+    from sklearn.metrics import accuracy_score, r2_score
 
     if len(features) > IMPORTANCE_SAMPLE_ROWS:
         sample = features.sample(IMPORTANCE_SAMPLE_ROWS, random_state=seed).index
         features, labels = features.loc[sample], labels.loc[sample]
-    result = permutation_importance(model, features, labels, n_repeats=5, random_state=seed)
-    return pd.Series(result.importances_mean, index=[str(c) for c in features.columns]).sort_values()
+    features, truth = features.reset_index(drop=True), np.asarray(labels)
+    score = accuracy_score if hasattr(model, "classes_") else r2_score
+    random = np.random.RandomState(seed)
+    shuffled = []
+    for column in features.columns:
+        for _ in range(n_repeats):
+            copy = features.copy()
+            copy[column] = features[column].to_numpy()[random.permutation(len(features))]
+            shuffled.append(copy)
+    predicted = model.predict(pd.concat([features, *shuffled], ignore_index=True))
+    blocks = np.split(np.asarray(predicted), len(shuffled) + 1)
+    baseline = score(truth, blocks[0])
+    drops = np.array([baseline - score(truth, block) for block in blocks[1:]]).reshape(len(features.columns), n_repeats)
+    return pd.Series(drops.mean(axis=1), index=[str(c) for c in features.columns]).sort_values()
 
 
 def importance_figure(importance: pd.Series) -> Any:

@@ -236,30 +236,50 @@ def run_step(
             tracked.update(sweep_id=trial.id, sweep_trial=trial.trial)
         with error_tagged_run(), step_backend(cfg, step, tracked, local) as (store, wandb_run):
             reset_peak_rss()
+            at_start = memory_status().get("VmRSS")
             began = time.perf_counter()
             body(StepRun(spec, cfg, store, record, dict(refs), Path(tmp), wandb_run, trial))
-            mlflow.log_metrics({"step_seconds": time.perf_counter() - began, **peak_rss_metric()})
+            seconds, peak = time.perf_counter() - began, memory_status().get("VmHWM")
+            mlflow.log_metrics({
+                "step_seconds": seconds,
+                **({"step_peak_rss_bytes": peak} if peak else {}),
+                **({"step_rss_at_start_bytes": at_start} if at_start else {}),
+            })
     return active.info.run_id
+
+
+def release_memory() -> None:
+    """Hand the memory a finished step freed back to the operating system, so that the
+    next step run in the same process (main.in_process) starts from the footprint of the
+    imports, not of the previous step's data: collect cycles, empty Arrow's pool (pandas'
+    string columns live there), and trim glibc's heap."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def reset_peak_rss() -> None:
     """Start this process's peak-memory count (VmHWM) afresh, so that a step run in the
     pipeline's process reports its own peak, not an earlier step's. Linux only; elsewhere
-    the peak is the process's whole life."""
+    no memory metrics are logged."""
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def peak_rss_metric() -> dict[str, float]:
-    """``{"step_peak_rss_bytes": VmHWM}`` since the last reset, or nothing off Linux."""
+def memory_status() -> dict[str, float]:
+    """This process's resident memory now (``VmRSS``) and at its peak since the last
+    :func:`reset_peak_rss` (``VmHWM``), in bytes; empty off Linux."""
     try:
         status = Path("/proc/self/status").read_text()
     except OSError:
         return {}
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return {"step_peak_rss_bytes": float(line.split()[1]) * 1024}
-    return {}
+    fields = (line.split() for line in status.splitlines() if line.startswith(("VmRSS:", "VmHWM:")))
+    return {name.rstrip(":"): float(kib) * 1024 for name, kib, *_ in fields}
 
 
 def param_value(value: Any) -> str:

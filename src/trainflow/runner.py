@@ -251,7 +251,7 @@ class Pipeline:
         pipeline's, the way its own process would (same helper, same config, same store)."""
         import importlib.util
 
-        from trainflow.run_context import input_refs, run_step
+        from trainflow.run_context import input_refs, release_memory, run_step
 
         component = Path(self.components.location) / spec.name / "run.py"
         loader = importlib.util.spec_from_file_location(f"trainflow_component_{spec.name}", component)
@@ -270,6 +270,8 @@ class Pipeline:
         except Exception:  # a bug, not bad input: the traceback, then the pipeline stops as for a failed process
             traceback.print_exc()
             raise self.failed(spec, "", began) from None
+        finally:
+            release_memory()
 
     def failed(self, spec: StepSpec, detail: str, began: float) -> TrainflowError:
         return TrainflowError(
@@ -291,21 +293,40 @@ class Pipeline:
 
     def record(self, spec: StepSpec, plan: StepPlan, run_id: str, outputs: dict[str, str]) -> None:
         """Record a successful run under its key, unless the key changed while it ran (a file
-        edited, a remote source updated): then nobody knows which state it saw."""
+        edited, a remote source updated): then nobody knows which state it saw.
+
+        One change is the run's own doing: an alias it reads that it set itself (check_data
+        claiming the first ``reference``). The run is then recorded under the key after it,
+        the state a re-run would find, in which it reaches the same verdict."""
         assert plan.key is not None
         try:
-            unchanged = self.key(spec, plan.versions).digest == plan.key.digest
+            after: CacheKey | None = self.key(spec, plan.versions)
         except Uncacheable:
-            unchanged = False
+            after = None
         try:
-            if not unchanged:
+            if after is None or not (after.digest == plan.key.digest or self.moved_only_by(run_id, plan.key, after)):
                 raise TrainflowError("its code, environment or source changed while it ran")
             overwritten = annotations_problem(self.store, spec, plan.versions, run_id)
             if overwritten:  # another run wrote over it meanwhile: this run's result is not in place
                 raise TrainflowError(overwritten)
-            self.store.record_cached_run(spec.name, plan.key.digest, run_id, outputs, plan.key.parts)
+            self.store.record_cached_run(spec.name, after.digest, run_id, outputs, after.parts)
         except TrainflowError as reason:
             plan.why_not_cached = f"run not recorded: {reason}"
+
+    def moved_only_by(self, run_id: str, before: CacheKey, after: CacheKey) -> bool:
+        """Whether the keys differ only in aliases, each now set by ``run_id`` itself."""
+        if {k: v for k, v in before.parts.items() if k != "aliases"} != {
+            k: v for k, v in after.parts.items() if k != "aliases"
+        }:
+            return False
+        changed = [ref for ref, digest in after.parts.get("aliases", {}).items()
+                   if before.parts.get("aliases", {}).get(ref) != digest]
+        for ref in changed:
+            name, _, alias = ref.rpartition(":")
+            history = self.store.alias_history(name, alias)
+            if not history or history[-1][2] != run_id:
+                return False
+        return True
 
     def reuse(self, spec: StepSpec, plan: StepPlan, source: CachedRun, began: float) -> bool:
         """Stand in for running the step with ``source``'s results: log a cached run under the

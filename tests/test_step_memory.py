@@ -1,0 +1,40 @@
+"""The per-step memory accounting of run_context, with real allocations in this process:
+the peak is counted afresh for each step, and a finished step's memory goes back to the
+operating system before the next one (main.in_process runs steps in one process)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trainflow.run_context import memory_status, release_memory, reset_peak_rss
+
+MIB = 2**20
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self (Linux)")
+
+
+def test_the_peak_is_counted_afresh_after_a_reset() -> None:
+    block = np.ones(200 * MIB // 8)  # 200 MiB, touched
+    del block
+    before = memory_status()
+    assert before["VmHWM"] >= before["VmRSS"] + 150 * MIB  # the block's peak, gone from the current size
+    reset_peak_rss()
+    after = memory_status()
+    assert after["VmHWM"] < before["VmHWM"] - 150 * MIB
+
+
+def test_a_finished_steps_string_columns_go_back_to_the_system() -> None:
+    """pandas keeps string columns in Arrow's memory pool, which keeps freed memory for
+    reuse unless asked to release it."""
+    release_memory()
+    baseline = memory_status()["VmRSS"]
+    frame = pd.DataFrame({"text": pd.array([f"row {i} of a long enough string" for i in range(2_000_000)], dtype="str")})
+    grown = memory_status()["VmRSS"]
+    assert grown > baseline + 60 * MIB
+    del frame
+    release_memory()
+    assert memory_status()["VmRSS"] < baseline + 0.25 * (grown - baseline)
