@@ -416,5 +416,8 @@ def main_argv(project_dir: Path) -> None:
         sys.argv[:] = expanded[:1] + hydra_arguments(expanded[1:])
         arguments = sys.argv[1:]
         plain = all(not a.startswith("-") and not a.lstrip("+~").startswith("hydra") for a in arguments)
-        if plain:  # sweeps (-m) and Hydra's own flags are left to Hydra
+        # Sweeps (-m) and Hydra's own flags are left to Hydra. The steps list alone (what
+        # `mlflow run .` passes when given no options) is a quoted string for a known key,
+        # which cannot fail to compose: the check, a third of a second, is skipped then.
+        if plain and any(not a.startswith("main.steps=") for a in arguments):
             load_config(project_dir, arguments)
