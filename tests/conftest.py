@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -83,13 +82,3 @@ def project_dir_stays_clean() -> Iterator[None]:
     yield
     created = {name for name in strays if (PROJECT_DIR / name).exists()} - before
     assert not created, f"tests wrote {sorted(created)} into the project folder"
-
-
-def stop_process_group(process: subprocess.Popen) -> None:  # type: ignore[type-arg]
-    """Stop a server started with ``start_new_session=True`` and its workers: SIGTERM, then SIGKILL."""
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()

@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 import trainflow_inference
 from trainflow.config import load_config
 from trainflow.errors import ConfigError, DataError, TrainflowError
+from trainflow.inference import predict_table
 from trainflow.model import (
     ESTIMATORS,
     FeatureSpec,
@@ -514,12 +515,67 @@ def test_synthetic_rejects_bad_arguments(kwargs: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("task", list(ESTIMATORS))
-def test_pyfunc_refuses_an_empty_frame_naming_it(exports: ExportCache, task: str) -> None:
-    """Zero rows is an error that says so (batch_predict refuses an empty table before this)."""
+def test_an_empty_frame_gets_an_empty_answer(exports: ExportCache, task: str) -> None:
+    """Zero rows in, zero rows out, shaped like any other answer: pyfunc (as served) gives
+    the labelled probability columns or an empty float array; the loaded pipeline's
+    predict an empty array of the labels' dtype. Not scikit-learn's "0 sample(s)" error."""
+    exported = exports.get(task, "random_forest")
+    empty = exported.held_out_frame().head(0)
+    served = mlflow.pyfunc.load_model(str(exported.path)).predict(empty)
+    loaded = load_exported(exported.path)
+    labels = loaded.predict(empty)
+    assert isinstance(labels, np.ndarray) and labels.shape == (0,)
+    if task == "classification":
+        classes = [str(c) for c in exported.result.pipeline.classes_]
+        assert isinstance(served, pd.DataFrame)
+        assert list(served.columns) == classes and len(served) == 0
+        assert (served.dtypes == "float64").all()
+        pd.testing.assert_frame_equal(loaded.predict_proba(empty), served)
+        assert labels.dtype == exported.result.pipeline.classes_.dtype
+    else:
+        assert isinstance(served, np.ndarray) and served.shape == (0,) and served.dtype == np.float64
+        assert labels.dtype == np.float64
+        assert not hasattr(loaded, "predict_proba")  # still only where the estimator has it
+
+
+@pytest.mark.parametrize("task", list(ESTIMATORS))
+def test_an_empty_frame_still_needs_every_column(exports: ExportCache, task: str) -> None:
+    """No rows is no excuse for a missing column: the signature (pyfunc) and the pipeline
+    (loaded with sklearn) name it, as they do for a frame with rows."""
+    exported = exports.get(task, "random_forest")
+    empty = exported.held_out_frame().head(0).drop(columns=["noise_2"])
+    with pytest.raises(MlflowException, match=r"missing inputs \['noise_2'\]"):
+        mlflow.pyfunc.load_model(str(exported.path)).predict(empty)
+    with pytest.raises(ValueError, match=r"columns are missing: \{'noise_2'\}"):
+        load_exported(exported.path).predict(empty)
+
+
+@pytest.mark.parametrize("task", list(ESTIMATORS))
+def test_the_scoring_server_answers_an_empty_batch_with_no_predictions(exports: ExportCache, task: str) -> None:
+    """What `mlflow models serve` does with a dataframe_split body without rows: 200 and
+    ``{"predictions": []}`` (its request handler, called in this process)."""
+    from mlflow.pyfunc import scoring_server
+
     exported = exports.get(task, "random_forest")
     model = mlflow.pyfunc.load_model(str(exported.path))
-    with pytest.raises(ValueError, match=r"0 sample\(s\)"):
-        model.predict(exported.held_out_frame().head(0))
+    columns = feature_spec_for_synthetic().columns
+    body = json.dumps({"dataframe_split": {"columns": columns, "data": []}})
+    answer = scoring_server.invocations(body, "application/json", model, model.metadata.get_input_schema())
+    assert answer.status == 200, answer.response
+    assert json.loads(answer.response) == {"predictions": []}
+
+
+@pytest.mark.parametrize("task", list(ESTIMATORS))
+def test_predict_table_of_an_empty_frame_has_the_prediction_columns(exports: ExportCache, task: str) -> None:
+    """batch scoring of no rows: the input's columns and the prediction columns, no rows."""
+    exported = exports.get(task, "random_forest")
+    frame = exported.held_out_frame().head(0).assign(row_id=pd.Series(dtype="int64"))
+    out = predict_table(exported.path, frame)
+    expected = list(frame.columns) + ["prediction"]
+    if task == "classification":
+        expected += [f"proba_class_{i}" for i in range(N_CLASSES)]
+    assert list(out.columns) == expected
+    assert len(out) == 0
 
 
 @pytest.mark.parametrize("task", list(ESTIMATORS))

@@ -10,10 +10,8 @@ each stage's outcome, then serve and batch-score the final production model.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -23,8 +21,9 @@ import mlflow
 import mlflow.sklearn
 import pandas as pd
 import pytest
-from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, pipeline_env, run_command, stop_process_group
+from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, pipeline_env, run_command
 
+from trainflow.processes import free_port, stop_process_group, wait_until_answering
 from trainflow.store import LocalArtifactStore, file_sha256
 
 TRAINFLOW = str(BIN_DIR / "trainflow")
@@ -132,12 +131,6 @@ def test_rollback_restores_the_old_champion_in_store_and_registry(story, tmp_pat
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def post(url: str, body: bytes) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     try:
@@ -161,18 +154,7 @@ def test_mlflow_models_serve_answers_with_the_promoted_model(story, tmp_path: Pa
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "server never answered /ping:\n" + (tmp_path / "serve.log").read_text()
-            time.sleep(0.5)
-
+        wait_until_answering(f"{base}/ping", server, tmp_path / "serve.log")
         status, answer = post(f"{base}/invocations", json.dumps(example).encode())
         assert status == 200, answer
         split = example["dataframe_split"]

@@ -6,42 +6,18 @@ the test reads them back over HTTP.
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import BIN_DIR, MLFLOW, pipeline_env, run_command, stop_process_group
+from conftest import BIN_DIR, MLFLOW, pipeline_env, run_command
 
+from trainflow.processes import free_port, stop_process_group, wait_until_answering
 from trainflow.steps import STEPS
 
 SERVER_START_SECONDS = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_healthy(uri: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"mlflow server not healthy after {SERVER_START_SECONDS} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +25,7 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     """The server's URI and its artifact folder."""
     root = tmp_path_factory.mktemp("server")
     artifacts = root / "artifacts"
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     log = root / "server.log"
     command = [
         MLFLOW, "server", "--host", "127.0.0.1", "--port", uri.rsplit(":", 1)[1], "--workers", "1",
@@ -59,7 +35,7 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         # Its own process group: the server's workers stop with it.
         server = subprocess.Popen(command, cwd=root, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_until_healthy(uri, server, log)
+        wait_until_answering(f"{uri}/health", server, log, SERVER_START_SECONDS)
         yield uri, artifacts
     finally:
         stop_process_group(server)

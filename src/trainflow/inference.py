@@ -56,7 +56,8 @@ def predict_table(model_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
         for label in predicted.columns:
             add(f"proba_{label}", predicted[label].to_numpy())
     else:
-        add(PREDICTION, np.asarray(predicted).reshape(len(frame), -1)[:, 0])
+        values = np.asarray(predicted)
+        add(PREDICTION, values[:, 0] if values.ndim > 1 else values)
     return out
 
 

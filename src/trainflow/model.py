@@ -55,6 +55,7 @@ SKOPS_TRUSTED_TYPES = [
     "trainflow_inference.DatetimeFeatures",
     "trainflow_inference.TextColumn",
     "trainflow_inference.LabelledProbabilities",
+    "trainflow_inference.ServingPipeline",
 ]
 
 # What the exported model needs at serving time, pinned to the training environment.
@@ -263,10 +264,9 @@ def build_preprocessor(spec: FeatureSpec, options: PreprocessingOptions, dense: 
 def build_pipeline(
     spec: FeatureSpec, options: PreprocessingOptions, task: str, estimator: str, params: dict[str, Any]
 ) -> Any:
-    """Preprocessing followed by the model; classifiers answer ``predict_proba`` with labelled columns."""
-    from sklearn.pipeline import Pipeline
-
-    from trainflow_inference import LabelledProbabilities
+    """Preprocessing followed by the model; classifiers answer ``predict_proba`` with labelled columns,
+    and an empty frame gets an empty answer (``ServingPipeline``)."""
+    from trainflow_inference import LabelledProbabilities, ServingPipeline
 
     try:
         model = estimator_class(task, estimator)(**params)
@@ -274,7 +274,7 @@ def build_pipeline(
         raise ConfigError(f"model.{estimator}: {error}") from None
     if task == "classification":
         model = LabelledProbabilities(model)
-    return Pipeline(
+    return ServingPipeline(
         [("preprocess", build_preprocessor(spec, options, dense=estimator in DENSE_INPUT)), ("model", model)]
     )
 

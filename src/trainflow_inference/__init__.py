@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, TransformerMixin, clone
+from sklearn.pipeline import Pipeline
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
 
 _EPOCH = pd.Timestamp("1970-01-01")
 _DATE_PARTS = ("days_since_1970", "month", "day_of_week")
@@ -82,4 +85,46 @@ class LabelledProbabilities(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         return self.estimator_.predict(X)
 
     def predict_proba(self, X: Any) -> pd.DataFrame:
-        return pd.DataFrame(self.estimator_.predict_proba(X), columns=[str(c) for c in self.classes_])
+        return self.labelled(self.estimator_.predict_proba(X))
+
+    def labelled(self, probabilities: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(probabilities, columns=[str(c) for c in self.classes_])
+
+
+def _final_estimator_has(method: str) -> Any:
+    return lambda pipeline: hasattr(pipeline._final_estimator, method)
+
+
+class ServingPipeline(Pipeline):
+    """The exported ``Pipeline``: a frame with no rows gets an answer with no rows.
+
+    scikit-learn's imputers and scalers refuse zero samples, so a client that sends an
+    empty batch would get "Found array with 0 sample(s) ... required by SimpleImputer".
+    Here it gets what any other batch gets, with no rows: ``predict`` an empty array of
+    the labels' (or float) dtype, ``predict_proba`` the labelled columns. The columns
+    the pipeline was fitted on are still required, as for a frame with rows.
+    """
+
+    @available_if(_final_estimator_has("predict"))
+    def predict(self, X: Any, **params: Any) -> np.ndarray:
+        if not self._is_empty_frame(X):
+            return super().predict(X, **params)
+        classes = getattr(self._final_estimator, "classes_", None)
+        return np.empty(0, dtype=classes.dtype if classes is not None else "float64")
+
+    @available_if(_final_estimator_has("predict_proba"))
+    def predict_proba(self, X: Any, **params: Any) -> Any:
+        if not self._is_empty_frame(X):
+            return super().predict_proba(X, **params)
+        final = self._final_estimator
+        probabilities = np.empty((0, len(final.classes_)), dtype="float64")
+        return final.labelled(probabilities) if isinstance(final, LabelledProbabilities) else probabilities
+
+    def _is_empty_frame(self, X: Any) -> bool:
+        if not isinstance(X, pd.DataFrame) or len(X) > 0:
+            return False
+        check_is_fitted(self)
+        missing = [c for c in getattr(self, "feature_names_in_", []) if c not in X.columns]
+        if missing:  # the message the ColumnTransformer gives for a frame with rows
+            raise ValueError(f"columns are missing: {set(missing)}")
+        return True
