@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from trainflow.config import register_schema
-from trainflow.runner import Pipeline, main_argv
+from trainflow.runner import Pipeline, exit_now, main_argv
 from trainflow.sweeps import sweep_trial
 
 register_schema()
@@ -31,4 +31,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     main_argv(PROJECT_DIR)
-    main()
+    main()  # a failure exits inside, with the error line
+    exit_now()

@@ -257,6 +257,9 @@ def release_memory() -> None:
     import gc
 
     gc.collect()
+    # What survived is long-lived (modules, classes, caches): freezing it spares every
+    # later collection a walk over it (165 ms each with MLflow and scikit-learn loaded).
+    gc.freeze()
     if "pyarrow" in sys.modules:
         sys.modules["pyarrow"].default_memory_pool().release_unused()
     with contextlib.suppress(OSError, AttributeError):
