@@ -5,8 +5,11 @@ logging the same content again, and the disk each of these adds.
     python bench/store.py [--smoke] [--repeat N]
 
 Each repeat copies the directory with `cp -r` (then `sync`s the copy, since the store
-fsyncs every blob it writes) and logs it into a fresh store, then logs it again and reads
-it back twice with `use_artifact`. The best of the repeats is reported for each row.
+fsyncs every blob it writes) and logs it into a fresh store, then logs it again, reads it
+back twice with `use_artifact`, and logs it with its big files changed near the start and
+then further in (same sizes: the cases where the store hashes a file before copying it or
+not). A last log into another fresh store runs with fsync patched out, for reference. The
+best of the repeats is reported for each row.
 """
 
 from __future__ import annotations
@@ -172,9 +175,10 @@ def measure(smoke: bool, repeat: int | None = None) -> Section:
         "earlier ones left dirty",
         "cp -r does not make the copy durable; the store fsyncs each blob before renaming it into place, so "
         "`cp -r` + `sync` is the like-for-like comparison for logging; the reference row shows what the fsyncs cost",
-        "on this machine (a VM) writing into memory that was not freed recently costs several times the "
-        "kernel time, so every timed write follows the release of a similar amount of page cache: a deleted "
-        "copy, or the store's files dropped from the cache with posix_fadvise",
+        "the kernel time of writing 1 GiB into the page cache varies from run to run on this machine (a VM), "
+        "and is several times larger for large writes (large page-cache folios), which is why the store writes "
+        "in 64 KiB pieces as cp does; to keep conditions alike, every timed write follows the release of about "
+        "as much page cache: a deleted copy, or the store's files dropped from the cache with posix_fadvise",
         "disk added: allocated blocks of regular files, each inode once (hard links count once); directory "
         "entries are left out",
     ]
