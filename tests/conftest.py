@@ -64,6 +64,13 @@ def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[
     yield env
 
 
+def tamper(path: Path, data: bytes) -> None:
+    """Overwrite a store file in place, as a process that forces its way past the read-only
+    mode would (blobs and checkouts are 0444; root is not stopped by that anyway)."""
+    path.chmod(0o644)
+    path.write_bytes(data)
+
+
 def run_command(args: list[str], env: dict[str, str], cwd: Path = PROJECT_DIR, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     """Run a command as a user would, capturing its output for assertions."""
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_DIR
+from conftest import PROJECT_DIR, tamper
 from omegaconf import DictConfig, OmegaConf
 
 import trainflow.cache as cache
@@ -421,7 +421,7 @@ def test_a_deleted_or_corrupted_output_forces_a_run(store: LocalArtifactStore, r
     if damage == "delete":
         blob.unlink()
     else:
-        blob.write_bytes(b"tampered")
+        tamper(blob, b"tampered")
     found, why = reusable_run(store, STEPS["split_data"], CacheKey("k", {}), {})
     assert found is None
     assert "test_data.parquet:v0" in why and ("missing" if damage == "delete" else "does not match") in why

@@ -136,6 +136,8 @@ def test_get_copies_a_directory_version(filled: Filled, store_env: dict[str, str
     assert result.returncode == 0, result.stderr
     assert read_tree(target) == filled.split_files
     assert "split:v0" in result.stdout
+    # The copy is the user's to edit: not read-only like the store's checkout it came from.
+    assert all(path.stat().st_mode & 0o200 for path in target.rglob("*") if path.is_file())
 
 
 def test_get_copies_a_file_version(filled: Filled, store_env: dict[str, str], tmp_path: Path) -> None:

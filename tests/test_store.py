@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import tamper
 
 from trainflow.errors import ArtifactNotFound, CorruptArtifact, TrainflowError
 from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord, file_sha256, lineage, parse_ref
@@ -558,7 +559,7 @@ def test_modified_blob_raises_corrupt_artifact(store: LocalArtifactStore, tmp_pa
     blob = store.blob_path(weights.sha256)
     assert blob.is_file()
 
-    blob.write_bytes(os.urandom(100_000))  # same size, different bytes
+    tamper(blob, os.urandom(100_000))  # same size, different bytes
     checkout = store.checkouts / "model" / "v0"
     shutil.rmtree(checkout)
 
@@ -582,31 +583,36 @@ def test_missing_blob_raises_corrupt_artifact(store: LocalArtifactStore, tmp_pat
         store.use_artifact("model")
 
 
-def test_edited_file_checkout_is_rebuilt_from_blobs(store: LocalArtifactStore, tmp_path: Path) -> None:
-    """If a consumer edits its checkout of a file artifact, the next use_artifact returns the original bytes."""
+def test_replaced_file_checkout_is_rebuilt_from_blobs(store: LocalArtifactStore, tmp_path: Path) -> None:
+    """A consumer cannot write into its checkout (tests/test_store_links.py), but it can
+    replace the file; the next use_artifact returns the original bytes, from the blob."""
     original = os.urandom(50_000)
     source = tmp_path / "model.pkl"
     source.write_bytes(original)
     store.log_artifact(source, "model", "model")
 
     first = store.use_artifact("model")
+    first.unlink()
     first.write_bytes(b"scribbled over by a consumer")
     second = store.use_artifact("model")
     assert second == first
     assert second.read_bytes() == original
+    assert store.verify().ok
 
 
 def test_edited_directory_checkout_is_rebuilt_from_blobs(store: LocalArtifactStore, tmp_path: Path) -> None:
-    """Edited, added and deleted files in a directory checkout are all undone by the next use_artifact."""
+    """Replaced, added and deleted files in a directory checkout are all undone by the next use_artifact."""
     files = {"a.txt": b"alpha", "sub/b.txt": b"beta", "sub/c.bin": os.urandom(10_000)}
     store.log_artifact(write_tree(tmp_path / "src", files), "split", "dataset")
 
     checkout = store.use_artifact("split")
+    (checkout / "a.txt").unlink()
     (checkout / "a.txt").write_bytes(b"ALPHA")
     (checkout / "sub" / "b.txt").unlink()
     (checkout / "sub" / "extra.txt").write_bytes(b"extra")
     assert store.use_artifact("split") == checkout
     assert read_tree(checkout) == files
+    assert store.verify().ok
 
 
 # -- 9. atomic visibility under SIGKILL ---------------------------------------------------
@@ -786,8 +792,7 @@ def _damaged_store(root: Path, damage: str) -> LocalArtifactStore:
     blob = store.blob_path(first.files[0].sha256)
     with sqlite3.connect(store.index_path) as db:
         if damage == "modified blob":
-            blob.chmod(0o644)
-            blob.write_bytes(b"tampered\n")
+            tamper(blob, b"tampered\n")
         elif damage == "missing blob":
             blob.unlink()
         elif damage == "alias across names":

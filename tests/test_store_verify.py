@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN_DIR, run_command
+from conftest import BIN_DIR, run_command, tamper
 
 from trainflow.errors import CorruptArtifact
 from trainflow.store import LocalArtifactStore
@@ -50,7 +50,7 @@ def test_a_healthy_store_verifies_clean(store: LocalArtifactStore) -> None:
 
 def test_a_modified_blob_is_a_problem_naming_the_version_and_file(store: LocalArtifactStore) -> None:
     weights = next(f for f in store.get("model_export:v0").files if f.path == "weights.bin")
-    store.blob_path(weights.sha256).write_bytes(os.urandom(50_000))
+    tamper(store.blob_path(weights.sha256), os.urandom(50_000))
     report = store.verify()
     assert not report.ok
     [problem] = report.problems
@@ -103,7 +103,7 @@ def test_cli_reports_problems_in_one_error_line_and_exits_1(store: LocalArtifact
     assert clean.returncode == 0, clean.stderr
     assert "checked 2 version(s), 3 blob(s)" in clean.stdout and "store OK" in clean.stdout
 
-    store.blob_path(store.get("raw_data:v0").files[0].sha256).write_bytes(b"tampered")
+    tamper(store.blob_path(store.get("raw_data:v0").files[0].sha256), b"tampered")
     broken = run_command([TRAINFLOW, "artifacts", "verify"], env)
     assert broken.returncode == 1
     assert "PROBLEM blob" in broken.stdout and "raw_data:v0 'data.csv'" in broken.stdout

@@ -88,11 +88,12 @@ def cmd_show(store: LocalArtifactStore, args: argparse.Namespace) -> None:
 def cmd_get(store: LocalArtifactStore, args: argparse.Namespace) -> None:
     source = store.use_artifact(args.ref)
     target = Path(args.dir)
+    # copyfile, not copy2: the checkout is read-only (its files are the store's blobs), the copy is the user's
     if source.is_dir():
-        shutil.copytree(source, target, dirs_exist_ok=True)
+        shutil.copytree(source, target, copy_function=shutil.copyfile, dirs_exist_ok=True)
     else:
         target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target / source.name)
+        shutil.copyfile(source, target / source.name)
     print(f"{store.get(args.ref).ref} -> {target}")
 
 

@@ -73,7 +73,7 @@ class StepRun:
         return version
 
     def use(self, param: str) -> Path:
-        """A verified local copy of the input ``param`` (a file, or a directory)."""
+        """The verified, read-only checkout of the input ``param`` (a file, or a directory)."""
         return self.store.use_artifact(self.resolve(param).ref)
 
     def read_table(self, param: str) -> pd.DataFrame:
