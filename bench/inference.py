@@ -173,7 +173,7 @@ def measure(smoke: bool) -> Section:
     size = sizes(smoke)
     started_on = machine()
     section = Section(
-        "Inference: exported model (pyfunc, REST) vs. the fitted pipeline",
+        "4. Inference: the exported model (pyfunc, REST) vs. the fitted pipeline",
         ["path", "rows per call", "calls", "time per call", "rows/s", "vs. raw pipeline"],
     )
     import mlflow.pyfunc

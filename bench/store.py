@@ -137,7 +137,7 @@ def measure(smoke: bool, repeat: int | None = None) -> Section:
     big_files, big_size = (4, 2**20) if smoke else (BIG_FILES, BIG_SIZE)
     repeat = repeat or (1 if smoke else 3)
     section = Section(
-        "Artifact store: log and read a directory vs. cp -r",
+        "5. Artifact store: log and read a directory vs. cp -r",
         ["operation", f"seconds (best of {repeat})", "vs cp -r", "vs cp -r + sync", "disk added"],
     )
     figures: dict[str, list[float]] = {
