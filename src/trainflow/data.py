@@ -192,7 +192,18 @@ def read_table(path: Path) -> pd.DataFrame:
             f"{path.name} has {len(frame)} rows and {len(frame.columns)} columns: a training table needs "
             "rows and at least a feature and a target column"
         )
+    release_unused_arrow_memory()
     return frame
+
+
+def release_unused_arrow_memory() -> None:
+    """Give back what Arrow's memory pool keeps after a read: the file's decoded buffers,
+    as large again as the frame, which the pool would otherwise hold for the rest of the
+    step (pandas' string columns live in that pool, so only its unused part goes)."""
+    import sys
+
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
 
 
 def require_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:

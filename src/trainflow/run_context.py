@@ -256,12 +256,13 @@ def release_memory() -> None:
     import ctypes
     import gc
 
+    from trainflow.data import release_unused_arrow_memory
+
     gc.collect()
     # What survived is long-lived (modules, classes, caches): freezing it spares every
     # later collection a walk over it (165 ms each with MLflow and scikit-learn loaded).
     gc.freeze()
-    if "pyarrow" in sys.modules:
-        sys.modules["pyarrow"].default_memory_pool().release_unused()
+    release_unused_arrow_memory()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
