@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-
 from report import Section, Target, ratio, seconds
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]

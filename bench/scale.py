@@ -20,8 +20,8 @@ from pathlib import Path
 
 import mlflow
 from pipeline import PIPELINE, fresh_store, timed
-
 from report import Section, Target, mebibytes, ratio, seconds
+
 from trainflow.synthetic import CATEGORICAL, DATETIME, NUMERIC, TARGET, TEXT, make_table
 
 FULL_ROWS = (10**4, 10**5, 10**6)

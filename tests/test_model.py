@@ -439,3 +439,22 @@ def test_train_integer_target(splits: tuple[pd.DataFrame, pd.DataFrame]) -> None
     assert result.validation_metrics["roc_auc_ovo"] > 0.9
     assert {"precision_0", "recall_2"} <= set(result.validation_metrics)
     assert list(result.pipeline.predict_proba(encoded[FEATURES].head(3)).columns) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("estimator", "sparse"), [("logistic_regression", True), ("hist_gradient_boosting", False), ("random_forest", False)]
+)
+def test_the_preprocessed_matrix_is_laid_out_for_the_estimator(estimator: str, sparse: bool) -> None:
+    """Linear models get a sparse matrix however dense (no dense copy of a wide table);
+    histogram boosting needs a dense one; a forest keeps the column transformer's choice,
+    which for this table (dense enough) is dense."""
+    import scipy.sparse
+
+    from trainflow.model import PreprocessingOptions, build_pipeline
+    from trainflow.synthetic import TARGET, feature_spec_for_synthetic, make_table
+
+    table = make_table(300, seed=5)
+    pipeline = build_pipeline(feature_spec_for_synthetic(), PreprocessingOptions(), "classification", estimator, {})
+    matrix = pipeline.named_steps["preprocess"].fit_transform(table.drop(columns=[TARGET]), table[TARGET])
+    assert scipy.sparse.issparse(matrix) is sparse
+    assert matrix.shape[0] == 300

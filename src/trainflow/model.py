@@ -32,6 +32,13 @@ ESTIMATORS: dict[str, dict[str, str]] = {
 }
 # Estimators that cannot take the sparse matrices one-hot and TF-IDF produce.
 DENSE_INPUT = {"hist_gradient_boosting"}
+# Estimators that work on sparse matrices directly: their preprocessed matrix stays sparse
+# however dense it is, since a dense copy of it (and of each part before stacking) is the
+# largest allocation of a training run on a wide table. Trees keep the column
+# transformer's own choice: they fit faster on a dense matrix.
+SPARSE_INPUT = {"logistic_regression", "ridge"}
+# ColumnTransformer.sparse_threshold per output layout: always dense, its choice, always sparse
+SPARSE_THRESHOLDS = {"dense": 0.0, "auto": 0.3, "sparse": 1.0}
 NUMERIC_IMPUTATION = ("mean", "median", "most_frequent")
 CATEGORICAL_ENCODINGS = ("onehot", "ordinal")
 SERIALIZATIONS = ("skops", "cloudpickle")
@@ -224,9 +231,11 @@ def _mostly_dates(values: pd.Series) -> bool:
     return bool(parsed.notna().mean() >= 0.9)
 
 
-def build_preprocessor(spec: FeatureSpec, options: PreprocessingOptions, dense: bool = False) -> Any:
+def build_preprocessor(spec: FeatureSpec, options: PreprocessingOptions, layout: str = "auto") -> Any:
     """The ``ColumnTransformer``: numeric impute+scale; categorical impute+encode;
-    each text column its own TF-IDF; dates to numbers, imputed and scaled."""
+    each text column its own TF-IDF; dates to numbers, imputed and scaled. ``layout``
+    (a key of ``SPARSE_THRESHOLDS``) says whether its output is dense, sparse, or sparse
+    when mostly zeros."""
     from sklearn.compose import ColumnTransformer
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.impute import SimpleImputer
@@ -258,7 +267,12 @@ def build_preprocessor(spec: FeatureSpec, options: PreprocessingOptions, dense: 
              ("scale", StandardScaler())]
         )
         transformers.append(("datetime", dates, spec.datetime))
-    return ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0 if dense else 0.3)
+    return ColumnTransformer(transformers, remainder="drop", sparse_threshold=SPARSE_THRESHOLDS[layout])
+
+
+def output_layout(estimator: str) -> str:
+    """How the preprocessed matrix is laid out for ``estimator`` (see ``SPARSE_THRESHOLDS``)."""
+    return "dense" if estimator in DENSE_INPUT else "sparse" if estimator in SPARSE_INPUT else "auto"
 
 
 def build_pipeline(
@@ -275,7 +289,7 @@ def build_pipeline(
     if task == "classification":
         model = LabelledProbabilities(model)
     return ServingPipeline(
-        [("preprocess", build_preprocessor(spec, options, dense=estimator in DENSE_INPUT)), ("model", model)]
+        [("preprocess", build_preprocessor(spec, options, layout=output_layout(estimator))), ("model", model)]
     )
 
 
