@@ -416,6 +416,18 @@ def _examples(values: pd.Series) -> str:
     return shown + (f" and {len(counts) - EXAMPLES} more" if len(counts) > EXAMPLES else "")
 
 
+def _offending_values(
+    column: str, check: str, offending: pd.Series, problem: str, fine: str, quote: bool = False
+) -> CheckResult:
+    """A schema check that passes when no value offends: the count is its statistic, and a
+    failure's message counts them (quoting the most frequent when ``quote``)."""
+    if offending.empty:
+        message = fine
+    else:
+        message = f"{len(offending)} {problem}" + (f": {_examples(offending)}" if quote else "")
+    return CheckResult("schema", check, column, float(len(offending)), 0.0, offending.empty, message=message)
+
+
 def schema_checks(
     frame: pd.DataFrame, expectations: Mapping[str, Any], target: str | None = None
 ) -> list[CheckResult]:
@@ -456,38 +468,19 @@ def schema_checks(
                 )
             )
         if not spec.get("nullable", True):
-            nulls = failing(name, "not_null")
-            results.append(
-                CheckResult(
-                    "schema", "not_null", name, float(len(nulls)), 0.0, nulls.empty,
-                    message=f"{len(nulls)} null value(s)" if len(nulls) else "no nulls",
-                )
-            )
+            results.append(_offending_values(name, "not_null", failing(name, "not_null"), "null value(s)", "no nulls"))
         if spec.get("allowed") is not None:
-            unknown = failing(name, "allowed_values")
-            results.append(
-                CheckResult(
-                    "schema", "allowed_values", name, float(len(unknown)), 0.0, unknown.empty,
-                    message=(
-                        f"{len(unknown)} value(s) not in {list(spec['allowed'])}: {_examples(unknown)}"
-                        if len(unknown)
-                        else f"all values in {list(spec['allowed'])}"
-                    ),
-                )
-            )
+            allowed = list(spec["allowed"])
+            results.append(_offending_values(
+                name, "allowed_values", failing(name, "allowed_values"), f"value(s) not in {allowed}",
+                f"all values in {allowed}", quote=True,
+            ))
         if spec.get("min") is not None or spec.get("max") is not None:
-            outside = failing(name, "value_range")
             bounds = f"[{_number(spec.get('min')) or '-inf'}, {_number(spec.get('max')) or 'inf'}]"
-            results.append(
-                CheckResult(
-                    "schema", "value_range", name, float(len(outside)), 0.0, outside.empty,
-                    message=(
-                        f"{len(outside)} value(s) outside {bounds}: {_examples(outside)}"
-                        if len(outside)
-                        else f"all values in {bounds}"
-                    ),
-                )
-            )
+            results.append(_offending_values(
+                name, "value_range", failing(name, "value_range"), f"value(s) outside {bounds}",
+                f"all values in {bounds}", quote=True,
+            ))
         if name == target and classes:
             present = set(frame[name].dropna().unique().tolist())
             absent_classes = [c for c in classes if c not in present]
