@@ -27,7 +27,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,15 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from report import Section, Target, machine, ratio, seconds
+from report import BIN, PROJECT_DIR, Section, Target, machine, ratio, seconds
 
 from trainflow.config import load_config
 from trainflow.model import TrainResult, export, train_from_config, validate_model_config
 from trainflow.processes import free_port, stop_process_group, wait_until_answering
 from trainflow.synthetic import TARGET, feature_spec_for_synthetic, make_table
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 TARGET_RATIO = 1.2
 TRAIN_SEED, SCORE_SEED = 0, 1
 

@@ -30,10 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from report import Section, Target, ratio, seconds
+from report import BIN, PROJECT_DIR, Section, Target, ratio, seconds, store_env
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 PIPELINE = [str(BIN / "mlflow"), "run", ".", "--env-manager", "local", "--experiment-name", "trainflow"]
 STEP_LINE = re.compile(r"^\[pipeline\] (\w+): (ran|cached)(?: \(from run \w+\))? in ([\d.]+) s \(MLflow run (\w+)", re.MULTILINE)
 # Which stages of the single-process floor do each step's work (promote_model has none there).
@@ -63,11 +61,6 @@ def timed(args: list[str], env: dict[str, str], cwd: Path = PROJECT_DIR) -> Time
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     return Timed(elapsed, result.stdout)
-
-
-def store_env(home: Path) -> dict[str, str]:
-    return dict(os.environ, TRAINFLOW_HOME=str(home), MLFLOW_TRACKING_URI=f"sqlite:///{home}/mlflow.db",
-                PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
 
 
 def fresh_store(home: Path) -> dict[str, str]:

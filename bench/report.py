@@ -1,5 +1,6 @@
 """The shape every benchmark section reports in, so that ``bench/run.py`` can print and
-write one table per section plus one table of targets met or missed.
+write one table per section plus one table of targets met or missed, and the few helpers
+the benchmark scripts share.
 
 A section module exposes ``measure(smoke: bool) -> Section``: ``smoke=True`` is the tiny
 version ``make test`` runs so the code cannot rot (small sizes, one repeat); its figures
@@ -9,10 +10,15 @@ mean nothing and are never compared to a target.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the environment whose `mlflow` and `trainflow` the benchmarks run
 
 
 @dataclass(frozen=True)
@@ -75,3 +81,9 @@ def stopwatch() -> Iterator[list[float]]:
 
 def machine() -> str:
     return f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start"
+
+
+def store_env(home: Path) -> dict[str, str]:
+    """The environment of a user whose artifact store and MLflow database live in ``home``."""
+    return dict(os.environ, TRAINFLOW_HOME=str(home), MLFLOW_TRACKING_URI=f"sqlite:///{home}/mlflow.db",
+                PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")

@@ -22,20 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from report import BIN, PROJECT_DIR, store_env
+
 GRID = ["model.random_forest.max_depth=2,4,8,16", "model.random_forest.max_features=sqrt,log2"]
-
-
-def environment(home: Path) -> dict[str, str]:
-    return dict(os.environ, TRAINFLOW_HOME=str(home), MLFLOW_TRACKING_URI=f"sqlite:///{home}/mlflow.db",
-                PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
 
 
 def run(args: list[str], home: Path) -> tuple[float, float]:
     """Wall time and CPU time (user + system, of every process it started) of one command."""
     began, cpu_before = time.perf_counter(), _children_cpu()
-    result = subprocess.run(args, cwd=PROJECT_DIR, env=environment(home), capture_output=True, text=True, check=False)
+    result = subprocess.run(args, cwd=PROJECT_DIR, env=store_env(home), capture_output=True, text=True, check=False)
     if result.returncode != 0:
         sys.exit(f"{' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     return time.perf_counter() - began, _children_cpu() - cpu_before
