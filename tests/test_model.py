@@ -190,6 +190,38 @@ def test_train_from_config_uses_the_model_section(project_dir: Path, splits: tup
     assert len(result.validation[0]) == round(len(trainval) * cfg.split.val_size)
 
 
+@pytest.mark.parametrize("entry", ["train", "train_from_config"])
+def test_a_frame_handed_over_is_freed_before_the_fit(
+    entry: str, project_dir: Path, splits: tuple[pd.DataFrame, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train_model passes the frame it read without keeping it: both entry points let go
+    of it once split, so the fit's allocations do not come on top of it."""
+    import weakref
+
+    import trainflow.model
+
+    handed: list[weakref.ref[pd.DataFrame]] = []
+    alive_at_fit: list[bool] = []
+    real_build = trainflow.model.build_pipeline
+
+    def build(*args: Any) -> Any:
+        alive_at_fit.append(handed[0]() is not None)
+        return real_build(*args)
+
+    def read() -> pd.DataFrame:  # like read_table: the caller holds the only reference
+        frame = splits[0].copy()
+        handed.append(weakref.ref(frame))
+        return frame
+
+    monkeypatch.setattr(trainflow.model, "build_pipeline", build)
+    if entry == "train":
+        result = train(read(), TARGET, "classification", "random_forest", PARAMS, SPEC, OPTIONS, 0.2, 42, TARGET)
+    else:
+        result = train_from_config(read(), load_config(project_dir, ["model.random_forest.n_estimators=7"]))
+    assert alive_at_fit == [False]
+    assert len(result.train_rows) + len(result.validation[0]) == len(splits[0])
+
+
 def test_train_single_class_is_data_error(splits: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     """A target with one class is a DataError, not an sklearn traceback."""
     trainval, _ = splits

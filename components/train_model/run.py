@@ -7,8 +7,8 @@ from trainflow.sweeps import CANDIDATE_ALIAS
 
 
 def train_model(run: StepRun) -> None:
-    trainval = run.read_table("trainval_artifact")
-    result = train_from_config(trainval, run.cfg)
+    # Not kept in a variable: train_from_config frees the frame once it is split.
+    result = train_from_config(run.read_table("trainval_artifact"), run.cfg)
     run.say(
         f"{result.task} with {result.estimator} on {len(result.train_rows)} rows "
         f"(validation {len(result.validation[0])}); features: {result.features.as_dict()}"

@@ -321,6 +321,79 @@ class TrainResult:
         return summary
 
 
+@dataclass
+class TrainingRows:
+    """``trainval`` split for a fit: the feature columns and labels of each part."""
+
+    features: FeatureSpec
+    train: tuple[pd.DataFrame, pd.Series]
+    validation: tuple[pd.DataFrame, pd.Series]
+
+
+def split_rows(
+    trainval: pd.DataFrame,
+    target: str,
+    task: str,
+    spec: FeatureSpec | None,
+    val_size: float,
+    random_seed: int,
+    stratify_by: str | None,
+) -> TrainingRows:
+    """The train and validation parts of ``trainval``, with the checks a fit needs first.
+
+    ``spec=None`` infers the feature kinds from the data.
+    """
+    from sklearn.model_selection import train_test_split
+
+    require_columns(trainval, [target] + ([stratify_by] if stratify_by else []), "train_model")
+    trainval = trainval.dropna(subset=[target])
+    spec = spec or infer_features(trainval, target)
+    if not spec.columns:
+        raise DataError(f"no usable feature column in the data besides the target {target!r}")
+    require_columns(trainval, spec.columns, "train_model")
+    labels = trainval[target]
+    if task == "classification" and labels.nunique() < 2:
+        raise DataError(f"the target {target!r} has a single class {labels.iloc[0]!r}: nothing to learn")
+    if task == "regression" and not pd.api.types.is_numeric_dtype(labels):
+        raise DataError(f"model.task=regression needs a numeric target; {target!r} has dtype {labels.dtype}")
+    try:
+        x_train, x_val, y_train, y_val = train_test_split(
+            trainval[spec.columns], labels, test_size=val_size, random_state=random_seed,
+            stratify=trainval[stratify_by] if stratify_by else None,
+        )
+    except ValueError as error:
+        raise DataError(f"cannot make a validation split: {error}; lower split.val_size") from None
+    return TrainingRows(spec, (x_train, y_train), (x_val, y_val))
+
+
+def fit(
+    rows: TrainingRows,
+    target: str,
+    task: str,
+    estimator: str,
+    estimator_params: dict[str, Any],
+    options: PreprocessingOptions,
+) -> TrainResult:
+    """Fit the inference pipeline on the train rows; score it on the validation rows."""
+    from trainflow.data import release_unused_arrow_memory
+    from trainflow.evaluate import score_predictions
+
+    # A frame the rows were split from, if the caller let it go, has just been freed; its
+    # string columns' buffers stay in Arrow's pool unless given back.
+    release_unused_arrow_memory()
+    pipeline = build_pipeline(rows.features, options, task, estimator, estimator_params)
+    pipeline.fit(*rows.train)
+    metrics = score_predictions(pipeline, *rows.validation, task)
+    return TrainResult(
+        pipeline, task, estimator, target, rows.features, dict(estimator_params), metrics, rows.train[0],
+        rows.validation,
+    )
+
+
+# train() and train_from_config() split, let go of trainval, then fit: a caller that
+# passes the frame without keeping it (train_model passes read_table's result straight
+# in) has it freed before the fit, which at a million rows is the frame's size less at
+# the peak. A wrapper around either would hold the frame through the fit again.
 def train(
     trainval: pd.DataFrame,
     target: str,
@@ -337,35 +410,9 @@ def train(
 
     ``spec=None`` infers the feature kinds from the data.
     """
-    from sklearn.model_selection import train_test_split
-
-    from trainflow.evaluate import score_predictions
-
-    require_columns(trainval, [target] + ([stratify_by] if stratify_by else []), "train_model")
-    trainval = trainval.dropna(subset=[target])
-    spec = spec or infer_features(trainval, target)
-    if not spec.columns:
-        raise DataError(f"no usable feature column in the data besides the target {target!r}")
-    require_columns(trainval, spec.columns, "train_model")
-    labels = trainval[target]
-    if task == "classification" and labels.nunique() < 2:
-        raise DataError(f"the target {target!r} has a single class {labels.iloc[0]!r}: nothing to learn")
-    if task == "regression" and not pd.api.types.is_numeric_dtype(labels):
-        raise DataError(f"model.task=regression needs a numeric target; {target!r} has dtype {labels.dtype}")
-    features = trainval[spec.columns]
-    try:
-        x_train, x_val, y_train, y_val = train_test_split(
-            features, labels, test_size=val_size, random_state=random_seed,
-            stratify=trainval[stratify_by] if stratify_by else None,
-        )
-    except ValueError as error:
-        raise DataError(f"cannot make a validation split: {error}; lower split.val_size") from None
-    pipeline = build_pipeline(spec, options, task, estimator, estimator_params)
-    pipeline.fit(x_train, y_train)
-    metrics = score_predictions(pipeline, x_val, y_val, task)
-    return TrainResult(
-        pipeline, task, estimator, target, spec, dict(estimator_params), metrics, x_train, (x_val, y_val)
-    )
+    rows = split_rows(trainval, target, task, spec, val_size, random_seed, stratify_by)
+    del trainval
+    return fit(rows, target, task, estimator, estimator_params, options)
 
 
 def train_from_config(trainval: pd.DataFrame, cfg: DictConfig) -> TrainResult:
@@ -373,17 +420,23 @@ def train_from_config(trainval: pd.DataFrame, cfg: DictConfig) -> TrainResult:
     from trainflow.config import stratify_column
 
     model = cfg.model
-    return train(
+    rows = split_rows(
         trainval,
+        target=cfg.data.target,
+        task=model.task,
+        spec=None if model.features.infer else feature_spec(model),
+        val_size=cfg.split.val_size,
+        random_seed=cfg.split.random_seed,
+        stratify_by=stratify_column(cfg),
+    )
+    del trainval
+    return fit(
+        rows,
         target=cfg.data.target,
         task=model.task,
         estimator=model.estimator,
         estimator_params=OmegaConf.to_container(model[model.estimator], resolve=True),
-        spec=None if model.features.infer else feature_spec(model),
         options=preprocessing_options(model),
-        val_size=cfg.split.val_size,
-        random_seed=cfg.split.random_seed,
-        stratify_by=stratify_column(cfg),
     )
 
 
