@@ -38,3 +38,32 @@ def test_a_finished_steps_string_columns_go_back_to_the_system() -> None:
     del frame
     release_memory()
     assert memory_status()["VmRSS"] < baseline + 0.25 * (grown - baseline)
+
+
+FRAGMENTING = """
+import numpy as np
+from trainflow.run_context import map_large_allocations, memory_status
+if {fixed}:
+    map_large_allocations()
+np.ones(16 * 2**20 // 8)  # a large block freed: glibc's own threshold rises to 16 MiB
+blocks = [np.ones(2 * 2**20 // 8) for _ in range(60)]  # 60 blocks of 2 MiB, touched
+held = memory_status()["VmRSS"]
+del blocks[::2]  # every other one: freed holes between live blocks
+print(int(held - memory_status()["VmRSS"]))
+"""
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_large_allocations_go_back_to_the_system_when_freed(fixed: bool) -> None:
+    """With the threshold fixed, each 2 MiB block is its own mapping and freeing half of
+    them returns 60 MiB at once; glibc's default (the control) serves them from its heap,
+    where the holes between live blocks stay resident. A fresh interpreter each, since the
+    setting lasts for the process."""
+    import subprocess
+
+    returned = int(subprocess.run([sys.executable, "-c", FRAGMENTING.format(fixed=fixed)], check=True,
+                                  capture_output=True, text=True).stdout)
+    if fixed:
+        assert returned >= 50 * MIB
+    else:
+        assert returned < 20 * MIB

@@ -235,6 +235,7 @@ def run_step(
         if trial:
             tracked.update(sweep_id=trial.id, sweep_trial=trial.trial)
         with error_tagged_run(), step_backend(cfg, step, tracked, local) as (store, wandb_run):
+            map_large_allocations()
             reset_peak_rss()
             at_start = memory_status().get("VmRSS")
             began = time.perf_counter()
@@ -246,6 +247,27 @@ def run_step(
                 **({"step_rss_at_start_bytes": at_start} if at_start else {}),
             })
     return active.info.run_id
+
+
+# glibc's mallopt() parameter for the size from which an allocation gets its own mapping
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 2**20
+
+
+def map_large_allocations() -> None:
+    """Have glibc give every allocation of 1 MiB or more (numpy arrays, the parts of a
+    sparse matrix) its own mapping, which goes back to the system as soon as it is freed.
+
+    By default glibc raises that threshold to the size of each such block freed, up to
+    32 MiB, and from then on serves a step's large temporaries from its heap, where freed
+    memory stays resident. Fixed at 1 MiB, train_model on 800,000 rows peaks 60 MiB lower
+    (about 805 -> 745 MiB) for 0.6-0.9 s more system time (fresh pages) in a 22-27 s
+    fit. Without glibc this does nothing.
+    """
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
 
 
 def release_memory() -> None:
