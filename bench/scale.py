@@ -60,6 +60,18 @@ def run_size(rows: int, workdir: Path) -> dict[str, object]:
             "steps": steps}
 
 
+def data_added(small: dict[str, object], large: dict[str, object]) -> float:
+    """The most any step's peak memory grows from the ``small`` run to the ``large`` one,
+    in multiples of the frame's growth: the memory that scales with the data, without the
+    libraries a step loads whatever the size."""
+    frame_growth = large["frame_bytes"] - small["frame_bytes"]
+    return max(
+        (metrics.get("step_peak_rss_bytes", 0.0) - small["steps"][step][1].get("step_peak_rss_bytes", 0.0))
+        / frame_growth
+        for step, (_, metrics) in large["steps"].items()
+    )
+
+
 def growth(values: dict[int, float]) -> str:
     """The exponent k in time ~ rows^k between the two largest sizes (1.0: linear)."""
     sizes = sorted(values)
@@ -102,14 +114,26 @@ def measure(smoke: bool, rows: tuple[int, ...] | None = None) -> Section:
                              + ", ".join(f"{step} {k}" for step, k in exponents.items() if k))
     section.notes.append(f"estimator: {ESTIMATOR} (see bench/scale.py for why); features of every kind, "
                          "TF-IDF on the text column")
-    largest = results[-1]
+    largest, smallest = results[-1], results[0]
     if not smoke and largest["rows"] >= 10**6:
         peak = max(metrics.get("step_peak_rss_bytes", 0.0) for _, metrics in largest["steps"].values())
         base = min(metrics.get("step_rss_at_start_bytes", math.inf) for _, metrics in largest["steps"].values())
+        section.targets.append(Target("10^6 rows complete on this machine", "yes", "yes", True))
+        if smallest["rows"] <= 10**4:
+            added = data_added(smallest, largest)
+            section.targets.append(Target(
+                f"memory the data adds at a step's peak (10^6 vs. {smallest['rows']:,} rows) vs. the frame's growth",
+                f"<= {MAX_PEAK_TO_FRAME:.0f}x", ratio(added), added <= MAX_PEAK_TO_FRAME,
+            ))
+            section.notes.append(
+                f"what the data adds: per step, its peak at {largest['rows']:,} rows less its peak at "
+                f"{smallest['rows']:,} (the libraries it loads, with next to no data), over the frame's growth "
+                f"between the two; the largest is {ratio(added)}"
+            )
         section.targets += [
-            Target("10^6 rows complete on this machine", "yes", "yes", True),
-            Target("peak memory at 10^6 rows vs. the frame's in-memory size", f"<= {MAX_PEAK_TO_FRAME:.0f}x",
-                   ratio(peak / largest["frame_bytes"]), peak <= MAX_PEAK_TO_FRAME * largest["frame_bytes"]),
+            Target("peak memory at 10^6 rows vs. the frame (literal: the whole process, libraries included)",
+                   f"<= {MAX_PEAK_TO_FRAME:.0f}x", ratio(peak / largest["frame_bytes"]),
+                   peak <= MAX_PEAK_TO_FRAME * largest["frame_bytes"]),
         ]
         section.notes.append(
             f"of that peak, {mebibytes(base)} is the process before any step's data (interpreter, MLflow, "
