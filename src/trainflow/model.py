@@ -61,6 +61,7 @@ SKOPS_TRUSTED_TYPES = [
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
     "trainflow_inference.DatetimeFeatures",
     "trainflow_inference.TextColumn",
+    "trainflow_inference.CsrColumnTransformer",
     "trainflow_inference.LabelledProbabilities",
     "trainflow_inference.ServingPipeline",
 ]
@@ -232,17 +233,16 @@ def _mostly_dates(values: pd.Series) -> bool:
 
 
 def build_preprocessor(spec: FeatureSpec, options: PreprocessingOptions, layout: str = "auto") -> Any:
-    """The ``ColumnTransformer``: numeric impute+scale; categorical impute+encode;
+    """The ``ColumnTransformer`` (``CsrColumnTransformer``): numeric impute+scale; categorical impute+encode;
     each text column its own TF-IDF; dates to numbers, imputed and scaled. ``layout``
     (a key of ``SPARSE_THRESHOLDS``) says whether its output is dense, sparse, or sparse
     when mostly zeros."""
-    from sklearn.compose import ColumnTransformer
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-    from trainflow_inference import DatetimeFeatures, TextColumn
+    from trainflow_inference import CsrColumnTransformer, DatetimeFeatures, TextColumn
 
     transformers: list[tuple[str, Any, Any]] = []
     if spec.numeric:
@@ -267,7 +267,7 @@ def build_preprocessor(spec: FeatureSpec, options: PreprocessingOptions, layout:
              ("scale", StandardScaler())]
         )
         transformers.append(("datetime", dates, spec.datetime))
-    return ColumnTransformer(transformers, remainder="drop", sparse_threshold=SPARSE_THRESHOLDS[layout])
+    return CsrColumnTransformer(transformers, remainder="drop", sparse_threshold=SPARSE_THRESHOLDS[layout])
 
 
 def output_layout(estimator: str) -> str:
