@@ -9,12 +9,13 @@ from trainflow.run_context import StepRun, step_main
 def split_data(run: StepRun) -> None:
     raw_version = run.resolve("raw_artifact")
     refuse_failed_data(raw_version.metadata, raw_version.ref)
-    raw = read_table(run.store.use_artifact(raw_version.ref))
     cfg = run.cfg
+    # The raw frame is handed over, not kept: split_dataset frees it once the parts are out.
     trainval, test = split_dataset(
-        raw, cfg.data.target, cfg.split.test_size, cfg.split.random_seed, stratify_column(cfg)
+        read_table(run.store.use_artifact(raw_version.ref)), cfg.data.target, cfg.split.test_size,
+        cfg.split.random_seed, stratify_column(cfg),
     )
-    run.say(f"{len(raw)} rows -> trainval {len(trainval)}, test {len(test)}")
+    run.say(f"{len(trainval) + len(test)} labelled rows -> trainval {len(trainval)}, test {len(test)}")
     run.log_metrics({"rows_trainval": len(trainval), "rows_test": len(test)})
     for name, frame in (("trainval_data.parquet", trainval), ("test_data.parquet", test)):
         path = run.workdir / name

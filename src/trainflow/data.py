@@ -226,11 +226,14 @@ def split_dataset(
     """Split into (trainval, test), stratified by ``stratify_by`` when given.
 
     Rows without a target value cannot be learned from or scored, so they are dropped.
+    A caller that hands ``frame`` over without keeping it has it freed before the two
+    parts are copied out, and its string buffers given back after.
     """
     from sklearn.model_selection import train_test_split
 
     require_columns(frame, [target] + ([stratify_by] if stratify_by else []), "split_data")
     labelled = frame.dropna(subset=[target]).reset_index(drop=True)
+    del frame
     if len(labelled) < 2:
         raise DataError(f"only {len(labelled)} rows have a value in the target column {target!r}: cannot split")
     try:
@@ -244,6 +247,8 @@ def split_dataset(
         raise DataError(
             f"cannot split on {stratify_by or target!r}: {error}; lower split.test_size or set split.stratify_by=null"
         ) from None
+    del labelled
+    release_unused_arrow_memory()
     return trainval.reset_index(drop=True), test.reset_index(drop=True)
 
 
