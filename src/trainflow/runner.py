@@ -427,10 +427,17 @@ def exit_now(code: int = 0) -> None:
     """End the pipeline's process once its work is done: flush, run the exit handlers
     (MLflow's, logging's), then leave without the interpreter's teardown of every module
     and object, which takes about a second once MLflow, pandas and scikit-learn are loaded
-    and does nothing a finished pipeline needs (every store and MLflow write has committed)."""
+    and does nothing a finished pipeline needs (every store and MLflow write has committed).
+
+    With child processes alive (a sweep's joblib workers) it exits the normal way: the
+    interpreter's shutdown tells them to stop, which the exit handlers then wait for; run
+    without it, they waited out their 300 s idle timeout first."""
     import atexit
+    import multiprocessing
     import os
 
+    if multiprocessing.active_children():
+        sys.exit(code)
     sys.stdout.flush()
     sys.stderr.flush()
     atexit._run_exitfuncs()
