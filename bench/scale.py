@@ -118,11 +118,12 @@ def measure(smoke: bool, rows: tuple[int, ...] | None = None) -> Section:
     if not smoke and largest["rows"] >= 10**6:
         peak = max(metrics.get("step_peak_rss_bytes", 0.0) for _, metrics in largest["steps"].values())
         base = min(metrics.get("step_rss_at_start_bytes", math.inf) for _, metrics in largest["steps"].values())
-        section.targets.append(Target("10^6 rows complete on this machine", "yes", "yes", True))
+        section.targets.append(Target(f"{largest['rows']:,} rows complete on this machine", "yes", "yes", True))
         if smallest["rows"] <= 10**4:
             added = data_added(smallest, largest)
             section.targets.append(Target(
-                f"memory the data adds at a step's peak (10^6 vs. {smallest['rows']:,} rows) vs. the frame's growth",
+                f"memory the data adds at a step's peak ({largest['rows']:,} vs. {smallest['rows']:,} rows) "
+                "vs. the frame's growth",
                 f"<= {MAX_PEAK_TO_FRAME:.0f}x", ratio(added), added <= MAX_PEAK_TO_FRAME,
             ))
             section.notes.append(
@@ -131,7 +132,8 @@ def measure(smoke: bool, rows: tuple[int, ...] | None = None) -> Section:
                 f"between the two; the largest is {ratio(added)}"
             )
         section.targets += [
-            Target("peak memory at 10^6 rows vs. the frame (literal: the whole process, libraries included)",
+            Target(f"peak memory at {largest['rows']:,} rows vs. the frame (literal: the whole process, libraries "
+                   "included)",
                    f"<= {MAX_PEAK_TO_FRAME:.0f}x", ratio(peak / largest["frame_bytes"]),
                    peak <= MAX_PEAK_TO_FRAME * largest["frame_bytes"]),
         ]
