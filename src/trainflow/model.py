@@ -233,10 +233,10 @@ def _mostly_dates(values: pd.Series) -> bool:
 
 
 def build_preprocessor(spec: FeatureSpec, options: PreprocessingOptions, layout: str = "auto") -> Any:
-    """The ``ColumnTransformer`` (``CsrColumnTransformer``): numeric impute+scale; categorical impute+encode;
-    each text column its own TF-IDF; dates to numbers, imputed and scaled. ``layout``
-    (a key of ``SPARSE_THRESHOLDS``) says whether its output is dense, sparse, or sparse
-    when mostly zeros."""
+    """The column transformer (``CsrColumnTransformer``): numeric impute+scale;
+    categorical impute+encode; each text column its own TF-IDF; dates to numbers, imputed
+    and scaled. ``layout`` (a key of ``SPARSE_THRESHOLDS``) says whether its output is
+    dense, sparse, or sparse when mostly zeros."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
