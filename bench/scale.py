@@ -86,7 +86,7 @@ def measure(smoke: bool, rows: tuple[int, ...] | None = None) -> Section:
     with tempfile.TemporaryDirectory() as workdir:
         results = [run_size(n, Path(workdir)) for n in sorted(sizes)]
     section = Section(
-        "3. Scale: the pipeline on 10^4 to 10^6 generated rows",
+        f"3. Scale: the pipeline on {', '.join(f'{n:,}' for n in sorted(sizes))} generated rows",
         ["rows", "step", "wall time", "peak RSS", "RSS at the step's start", "peak / frame size"],
     )
     for result in results:
