@@ -172,12 +172,18 @@ def test_unknown_step_fails_before_anything_runs(store_env: dict[str, str], proj
     assert not (Path(store_env["TRAINFLOW_HOME"]) / "index.db").exists(), "the store was touched"
 
 
-def test_bad_override_fails_in_one_line(store_env: dict[str, str]) -> None:
-    result = run_command([sys.executable, "main.py", "model.random_forest.n_estimatorz=3"], store_env)
+@pytest.mark.parametrize("override, named", [
+    ("model.random_forest.n_estimatorz=3", "n_estimatorz"),
+    # the steps as a list, the one override the up-front check once let through to Hydra
+    ("main.steps=[fetch_data,check_data]", "main.steps='fetch_data,check_data'"),
+])
+def test_bad_override_fails_in_one_line(store_env: dict[str, str], override: str, named: str) -> None:
+    result = run_command([sys.executable, "main.py", override], store_env)
     assert result.returncode == 1
     [line] = error_lines(result.stderr)
-    assert "n_estimatorz" in line
+    assert named in line
     assert "Traceback" not in result.stderr
+    assert "HYDRA_FULL_ERROR" not in result.stderr
 
 
 def test_a_gate_for_the_other_task_fails_before_anything_runs(store_env: dict[str, str]) -> None:

@@ -220,9 +220,10 @@ def load_config(project_dir: Path, overrides: list[str] | None = None) -> DictCo
             for line in message.splitlines()
             if line.strip() and not line.strip().startswith(("full_key:", "reference_type=", "object_type="))
         ]
-        raise ConfigError(
-            f"bad configuration override: {' '.join(detail)} (keys and types are in config.yaml)"
-        ) from None
+        hint = "keys and types are in config.yaml"
+        if any(o.startswith("main.steps=") for o in overrides or []) and "main.steps" in " ".join(detail):
+            hint = "write the steps as one quoted string, e.g. main.steps='fetch_data,check_data'"
+        raise ConfigError(f"bad configuration override: {' '.join(detail)} ({hint})") from None
     return cfg
 
 

@@ -14,6 +14,7 @@ instead: aliases move as the run would have moved them, and an MLflow run tagged
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
 import sys
 import time
@@ -416,10 +417,11 @@ def main_argv(project_dir: Path) -> None:
         sys.argv[:] = expanded[:1] + hydra_arguments(expanded[1:])
         arguments = sys.argv[1:]
         plain = all(not a.startswith("-") and not a.lstrip("+~").startswith("hydra") for a in arguments)
-        # Sweeps (-m) and Hydra's own flags are left to Hydra. The steps list alone (what
-        # `mlflow run .` passes when given no options) is a quoted string for a known key,
-        # which cannot fail to compose: the check, a third of a second, is skipped then.
-        if plain and any(not a.startswith("main.steps=") for a in arguments):
+        # Sweeps (-m) and Hydra's own flags are left to Hydra. The steps list alone as
+        # `mlflow run .` passes it when given no options (a quoted string for a known key)
+        # cannot fail to compose: the check, a third of a second, is skipped then. Typed
+        # by hand (main.steps=[a,b]) it can, and is checked.
+        if plain and not all(re.fullmatch(r"main\.steps='[^']*'", a) for a in arguments):
             load_config(project_dir, arguments)
 
 
