@@ -2,8 +2,9 @@
 
 Every ``model_export`` carries this package (MLflow ``code_paths``), so the artifact
 loads and predicts where trainflow is not installed. It depends on numpy, pandas,
-scikit-learn and scipy (which scikit-learn needs) only; keep it that way. Each class here is on the skops trusted list in
-``trainflow.model``: review any change to it as you would review a deserialiser.
+scikit-learn and scipy (which scikit-learn needs) only; keep it that way. Each class
+here is on the skops trusted list in ``trainflow.model``: review any change to it as
+you would review a deserialiser.
 """
 
 from __future__ import annotations
@@ -136,7 +137,9 @@ class CsrColumnTransformer(ColumnTransformer):
         try:
             return stack_as_csr(Xs)
         except ValueError as error:  # the message ColumnTransformer gives
-            raise ValueError("For a sparse output, all columns should be a numeric or convertible to a numeric.") from error
+            raise ValueError(
+                "For a sparse output, all columns should be a numeric or convertible to a numeric."
+            ) from error
 
 
 class LabelledProbabilities(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
