@@ -18,8 +18,7 @@ import math
 import tempfile
 from pathlib import Path
 
-import mlflow
-from pipeline import PIPELINE, fresh_store, timed
+from pipeline import PIPELINE, fresh_store, step_metrics, timed
 from report import Section, Target, mebibytes, ratio, seconds
 
 from trainflow.synthetic import CATEGORICAL, DATETIME, NUMERIC, TARGET, TEXT, make_table
@@ -51,13 +50,12 @@ def run_size(rows: int, workdir: Path) -> dict[str, object]:
     del frame
     env = fresh_store(workdir / f"home-{rows}")
     result = timed([*PIPELINE, "-P", f"hydra_options={overrides(table)}"], env)
-    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
-    steps = {
-        step: (wall, client.get_run(run_id).data.metrics)
-        for step, _, wall, run_id in result.steps()
-    }
+    metrics = step_metrics(env, [run_id for *_, run_id in result.steps()])
+    steps = {step: (wall, metrics[run_id]) for step, _, wall, run_id in result.steps()}
+    # The largest step's peak, not the process's ru_maxrss: resetting the peak per step resets that too.
+    peak = max(measured.get("step_peak_rss_bytes", 0.0) for _, measured in steps.values())
     return {"rows": rows, "frame_bytes": frame_bytes, "file_bytes": table.stat().st_size, "seconds": result.seconds,
-            "steps": steps}
+            "steps": steps, "peak_bytes": peak}
 
 
 def data_added(small: dict[str, object], large: dict[str, object]) -> float:
@@ -95,10 +93,8 @@ def measure(smoke: bool, rows: tuple[int, ...] | None = None) -> Section:
             peak = metrics.get("step_peak_rss_bytes", float("nan"))
             section.add(f"{result['rows']:,}", step, seconds(wall), mebibytes(peak),
                         mebibytes(metrics.get("step_rss_at_start_bytes", float("nan"))), ratio(peak / frame_bytes))
-        # (Not the process's ru_maxrss: resetting the peak per step resets that too.)
-        peak = max(metrics.get("step_peak_rss_bytes", 0.0) for _, metrics in result["steps"].values())
-        section.add(f"{result['rows']:,}", "whole `mlflow run .`", seconds(result["seconds"]), mebibytes(peak), "",
-                    ratio(peak / frame_bytes))
+        section.add(f"{result['rows']:,}", "whole `mlflow run .`", seconds(result["seconds"]),
+                    mebibytes(result["peak_bytes"]), "", ratio(result["peak_bytes"] / frame_bytes))
     for result in results:
         section.notes.append(
             f"{result['rows']:,} rows: data frame {mebibytes(result['frame_bytes'])} in memory "
@@ -116,7 +112,7 @@ def measure(smoke: bool, rows: tuple[int, ...] | None = None) -> Section:
                          "TF-IDF on the text column")
     largest, smallest = results[-1], results[0]
     if not smoke and largest["rows"] >= 10**6:
-        peak = max(metrics.get("step_peak_rss_bytes", 0.0) for _, metrics in largest["steps"].values())
+        peak = largest["peak_bytes"]
         base = min(metrics.get("step_rss_at_start_bytes", math.inf) for _, metrics in largest["steps"].values())
         section.targets.append(Target(f"{largest['rows']:,} rows complete on this machine", "yes", "yes", True))
         if smallest["rows"] <= 10**4:
