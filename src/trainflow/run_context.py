@@ -264,10 +264,7 @@ def map_large_allocations() -> None:
     (about 805 -> 745 MiB) for 0.6-0.9 s more system time (fresh pages) in a 22-27 s
     fit. Without glibc this does nothing.
     """
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    _call_glibc("mallopt", M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
 
 
 def release_memory() -> None:
@@ -275,7 +272,6 @@ def release_memory() -> None:
     next step run in the same process (main.in_process) starts from the footprint of the
     imports, not of the previous step's data: collect cycles, empty Arrow's pool (pandas'
     string columns live there), and trim glibc's heap."""
-    import ctypes
     import gc
 
     from trainflow.data import release_unused_arrow_memory
@@ -285,8 +281,15 @@ def release_memory() -> None:
     # later collection a walk over it (165 ms each with MLflow and scikit-learn loaded).
     gc.freeze()
     release_unused_arrow_memory()
+    _call_glibc("malloc_trim", 0)
+
+
+def _call_glibc(function: str, *args: int) -> None:
+    """Call one of glibc's memory functions; where there is no glibc (macOS, musl), nothing."""
+    import ctypes
+
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        getattr(ctypes.CDLL("libc.so.6"), function)(*args)
 
 
 def reset_peak_rss() -> None:
