@@ -112,7 +112,7 @@ STEPS: dict[str, StepSpec] = {
             # Cached per exact raw_data version: its verdict is the `data_check` record on that
             # version (naming the run), which split_data reads. Drift depends on the version the
             # reference alias names, so that is keyed too; a first run that claims the alias
-            # changes its own key and is therefore recorded only from the next run on.
+            # changes its own key, and is recorded under the key after it (Pipeline.record).
             cacheable=True,
             annotates=(("raw_artifact", "data_check"),),
             reads_aliases=(("raw_data", "data_check.reference_alias"),),
