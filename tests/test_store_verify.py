@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN_DIR, run_command, tamper
 
-from trainflow.errors import CorruptArtifact
+from trainflow.errors import CorruptArtifact, TrainflowError
 from trainflow.store import LocalArtifactStore
 
 TRAINFLOW = str(BIN_DIR / "trainflow")
@@ -133,3 +133,58 @@ def test_a_recorded_path_that_escapes_is_refused_on_read_and_reported(store: Loc
         store.use_artifact("model_export:v0")
     assert not list(tmp_path.rglob("escaped.txt")), "a file was written outside the checkout"
     assert any("points outside the artifact" in p for p in store.verify().problems)
+
+
+def _stored_files(store: LocalArtifactStore) -> list[Path]:
+    return sorted(p for p in store.blobs.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("loss", ["emptied", "deleted"])
+def test_a_lost_index_is_refused_not_replaced_so_repair_cannot_delete_every_blob(
+    store: LocalArtifactStore, loss: str
+) -> None:
+    """A new index over existing blobs would call them all orphans; the store refuses to start one."""
+    blobs = _stored_files(store)
+    for blob in blobs:
+        age(blob, 7200)  # old enough that `verify --repair` would remove them as orphans
+    if loss == "emptied":
+        store.index_path.write_bytes(b"")
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{store.index_path}{suffix}").unlink(missing_ok=True)
+    with pytest.raises(CorruptArtifact, match="missing or empty.*restore index.db from a backup"):
+        LocalArtifactStore(store.root)
+    env = {**os.environ, "TRAINFLOW_HOME": str(store.root)}
+    repair = run_command([TRAINFLOW, "artifacts", "verify", "--repair"], env)
+    assert repair.returncode == 1
+    errors = [line for line in repair.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("trainflow: error: "), repair.stderr
+    assert _stored_files(store) == blobs, "every stored file is still there"
+
+
+def test_an_index_that_is_not_a_database_is_one_error_line(store: LocalArtifactStore) -> None:
+    for suffix in ("-wal", "-shm"):
+        Path(f"{store.index_path}{suffix}").unlink(missing_ok=True)
+    store.index_path.write_bytes(b"this is not an SQLite database, it is text " * 100)
+    with pytest.raises(CorruptArtifact, match="cannot open the store's index .*restore it from a backup"):
+        LocalArtifactStore(store.root)
+    env = {**os.environ, "TRAINFLOW_HOME": str(store.root)}
+    for command in (["artifacts", "verify"], ["artifacts", "list"]):
+        result = run_command([TRAINFLOW, *command], env)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert [line for line in result.stderr.splitlines() if line.strip()] == [
+            line for line in result.stderr.splitlines() if line.startswith("trainflow: error: cannot open the store's index")
+        ]
+
+
+@pytest.mark.parametrize("where", ["under a regular file", "under /proc"])
+def test_a_store_folder_that_cannot_be_made_is_one_error_line(tmp_path: Path, where: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    root = blocker / "store" if where == "under a regular file" else Path("/proc/trainflow-store")
+    with pytest.raises(TrainflowError, match=f"cannot use {root} as the artifact store .*set TRAINFLOW_HOME"):
+        LocalArtifactStore(root)
+    env = {**os.environ, "TRAINFLOW_HOME": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    result = run_command([TRAINFLOW, "init"], env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot use" in result.stderr and "set TRAINFLOW_HOME" in result.stderr

@@ -166,6 +166,12 @@ CREATE INDEX IF NOT EXISTS files_by_blob ON files(sha256);
 CREATE INDEX IF NOT EXISTS blob_stamps_by_head ON blob_stamps(size, head);
 """
 
+
+def _has_index(db: sqlite3.Connection) -> bool:
+    """Whether the database holds the store's tables (a new or emptied file does not)."""
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'versions'").fetchone() is not None
+
+
 # (device, inode, size, modification time in ns) of a blob file when its bytes were hashed
 Stamp = tuple[int, int, int, int]
 
@@ -303,11 +309,35 @@ class LocalArtifactStore:
         self.blobs = self.root / "blobs"
         self.checkouts = self.root / "checkouts"
         self.tmp = self.root / "tmp"
-        for directory in (self.blobs, self.checkouts, self.tmp):
-            directory.mkdir(parents=True, exist_ok=True)
+        try:
+            for directory in (self.blobs, self.checkouts, self.tmp):
+                directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise TrainflowError(
+                f"cannot use {self.root} as the artifact store ({error.strerror or error}: {error.filename}): "
+                "set TRAINFLOW_HOME (or artifacts.root) to a folder you can write"
+            ) from None
         self.index_path = self.root / "index.db"
-        with self._reading() as db:
-            db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+        try:
+            with self._reading() as db:
+                if not _has_index(db) and self._holds_blobs():
+                    # Starting an empty index here would call every stored file an orphan,
+                    # and `verify --repair` would delete them all.
+                    raise CorruptArtifact(
+                        f"{self.index_path} is missing or empty but {self.blobs} holds stored files: the index "
+                        "that names them was lost; restore index.db from a backup (nothing was changed)"
+                    )
+                db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+        except sqlite3.DatabaseError as error:
+            if is_disk_full(error):
+                raise
+            raise CorruptArtifact(
+                f"cannot open the store's index {self.index_path} ({error}): if the file is damaged, restore it "
+                "from a backup; if it is unreadable, check the folder's permissions"
+            ) from None
+
+    def _holds_blobs(self) -> bool:
+        return any(path.is_file() for path in self.blobs.rglob("*"))
 
     # -- connection -----------------------------------------------------------------
 
