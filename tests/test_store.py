@@ -239,6 +239,35 @@ def test_set_alias_moves_the_alias_so_only_one_version_holds_it(store: LocalArti
     assert store.get("model:latest").version == 2
 
 
+def test_an_alias_the_gate_decided_about_moves_only_through_the_gate(store: LocalArtifactStore, tmp_path: Path) -> None:
+    """Once a promotion decision exists for model:prod, set_alias and claim_alias (the CLI's
+    `artifacts alias`, `sweeps best`) refuse it, naming the gate and rollback; other aliases
+    and other names stay free."""
+    _three_versions(store, tmp_path)
+    _three_versions(store, tmp_path, "encoder")
+    store.record_promotion("model", "prod", "promote", "promoted", "model:v0", details={}, actor="test", move=True)
+    for move in (store.set_alias, lambda ref, alias: store.claim_alias(ref, alias)):
+        with pytest.raises(TrainflowError, match=r"model:prod is moved only by the promotion gate.*promote_model.*rollback"):
+            move("model:v2", "prod")
+    assert store.get("model:prod").ref == "model:v0"
+    assert [entry.after for entry in store.promotions("model", "prod")] == ["model:v0"]
+    assert store.set_alias("model:v2", "staging").ref == "model:v2"
+    assert store.set_alias("encoder:v1", "prod").ref == "encoder:v1"
+
+
+def test_cli_alias_refuses_the_production_alias_in_one_line(store: LocalArtifactStore, tmp_path: Path) -> None:
+    _three_versions(store, tmp_path)
+    store.record_promotion("model", "prod", "promote", "promoted", "model:v0", details={}, actor="test", move=True)
+    env = {**os.environ, "TRAINFLOW_HOME": str(store.root)}
+    trainflow = str(Path(sys.executable).parent / "trainflow")
+    result = subprocess.run([trainflow, "artifacts", "alias", "model:v2", "prod"], env=env, capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("trainflow: error: model:prod is moved only by the promotion gate")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert store.get("model:prod").ref == "model:v0"
+
+
 def test_aliases_are_independent_per_name(store: LocalArtifactStore, tmp_path: Path) -> None:
     """The same alias on two names points at each name's own version."""
     _three_versions(store, tmp_path, "model")

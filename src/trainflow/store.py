@@ -280,6 +280,17 @@ def _check_settable(alias: str) -> None:
     validate_alias(alias)
 
 
+def _refuse_gated_alias(db: sqlite3.Connection, name: str, alias: str, ref: str) -> None:
+    """An alias the promotion gate has decided about (``prod``) moves only through the gate or
+    a rollback, which check the candidate, keep the history and move the registry's alias too."""
+    if db.execute("SELECT 1 FROM promotions WHERE name = ? AND alias = ? LIMIT 1", (name, alias)).fetchone():
+        raise TrainflowError(
+            f"{name}:{alias} is moved only by the promotion gate: promote {ref} with "
+            f"`mlflow run . -P steps=promote_model -P hydra_options=\"promote.model={ref} promote.alias={alias}\"` "
+            f"(promote.force=true skips the comparison with the champion), or go back with `trainflow rollback --alias {alias}`"
+        )
+
+
 def parse_ref(ref: str) -> ArtifactRef:
     """Parse ``name``, ``name:vN`` or ``name:alias``; a bare name means ``name:latest``."""
     name, sep, selector = ref.strip().partition(":")
@@ -615,6 +626,7 @@ class LocalArtifactStore:
         with self._transaction() as db:
             version_id = self._resolve_id(db, parse_ref(ref))
             name = db.execute("SELECT name FROM versions WHERE id = ?", (version_id,)).fetchone()[0]
+            _refuse_gated_alias(db, name, alias, ref)
             self._move_alias(db, name, alias, version_id, run_id)
         return self.get(ref if parse_ref(ref).version is not None else f"{name}:{alias}")
 
@@ -628,6 +640,7 @@ class LocalArtifactStore:
         with self._transaction() as db:
             version_id = self._resolve_id(db, parse_ref(ref))
             name = db.execute("SELECT name FROM versions WHERE id = ?", (version_id,)).fetchone()[0]
+            _refuse_gated_alias(db, name, alias, ref)
             existing = db.execute("SELECT version_id FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
             if existing is None:
                 self._move_alias(db, name, alias, version_id, run_id)
