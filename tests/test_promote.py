@@ -241,6 +241,28 @@ def test_force_overrides_the_champion_only_and_is_recorded(bench: Bench, tmp_pat
     ]
 
 
+def test_a_candidate_predicting_something_else_is_not_compared_with_the_champion(bench: Bench) -> None:
+    """A champion for another target or task cannot be scored on the candidate's test set
+    (this was a traceback from scikit-learn): one line, nothing moves; force replaces it."""
+    weak, other = bench.add("weak"), bench.add("strong")
+    bench.store.update_metadata(weak, {"target": "species", "task": "classification"})
+    assert bench.promote(weak)[0] == 0
+    bench.test(other, bench.log_test_set("other_test"))  # the champion would need re-scoring on it
+    bench.store.update_metadata(other, {"target": "body_mass_g", "task": "regression"})
+    code, _, err = bench.promote(other)
+    assert code == 1
+    [line] = error_lines(err)
+    assert f"{other} cannot be compared with the champion {weak}" in line
+    assert "target 'species' vs. 'body_mass_g'; task 'classification' vs. 'regression'" in line
+    assert "promote.force=true" in line and "TRAINFLOW_HOME" in line
+    assert bench.prod() == bench.registry_prod() == weak
+
+    code, out, err = bench.promote(other, "promote.force=true")
+    assert code == 0, err
+    assert f"champion {weak} predicts something else" in out
+    assert bench.prod() == bench.registry_prod() == other
+
+
 def test_rollback_moves_store_and_registry_back_and_is_recorded(bench: Bench, tmp_path: Path) -> None:
     weak, strong = bench.add("weak"), bench.add("strong")
     assert bench.promote(weak)[0] == 0

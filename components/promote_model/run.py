@@ -13,6 +13,7 @@ from trainflow.promotion import (
     GatePolicy,
     decide,
     needs_rescore,
+    prediction_mismatch,
     tested_metrics,
 )
 from trainflow.registry import current_actor, move_production_alias
@@ -52,6 +53,18 @@ def rescore(run: StepRun, champion: ArtifactVersion, test_set: ArtifactVersion, 
     )
 
 
+def refuse_mismatch(run: StepRun, model: ArtifactVersion, champion: ArtifactVersion, mismatch: str, force: bool) -> None:
+    """A champion that predicts something else cannot be scored on the candidate's test set."""
+    if force:
+        run.say(f"champion {champion.ref} predicts something else ({mismatch}); promote.force=true")
+        return
+    raise TrainflowError(
+        f"{model.ref} cannot be compared with the champion {champion.ref}: they predict different things "
+        f"({mismatch}); promote with promote.force=true to replace it, or keep this model in its own store "
+        "(another TRAINFLOW_HOME)"
+    )
+
+
 def log_decision(run: StepRun, decision: Decision) -> None:
     import mlflow
 
@@ -79,7 +92,10 @@ def promote_model(run: StepRun) -> None:
         # The champion is compared on the current test set: re-score it if its metrics are for
         # another one (only for a candidate tested on the current set: others are refused anyway).
         comparable = tested_metrics(model)[0] == test_set.ref and champion is not None and champion.ref != model.ref
-        if comparable and needs_rescore(champion, test_set.ref, policy):
+        mismatch = prediction_mismatch(model, champion) if comparable else None
+        if mismatch:
+            refuse_mismatch(run, model, champion, mismatch, policy.force)
+        elif comparable and needs_rescore(champion, test_set.ref, policy):
             champion = rescore(run, champion, test_set, policy.force)
         decision = decide(model, test_set, policy, champion)
         run.say(

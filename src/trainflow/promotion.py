@@ -206,6 +206,19 @@ def _show(value: Any) -> str:
     return "missing" if value is None else (f"{number:.4f}" if number is not None else repr(value))
 
 
+def prediction_mismatch(candidate: ArtifactVersion, champion: ArtifactVersion) -> str | None:
+    """Why the two models cannot be compared at all (they predict different columns, or one
+    classifies and the other regresses), or None. Models trained before these were recorded
+    say nothing about them and are not held to it."""
+    differences = [
+        f"{key} {champion.metadata[key]!r} vs. {candidate.metadata[key]!r}"
+        for key in ("target", "task")
+        if champion.metadata.get(key) is not None and candidate.metadata.get(key) is not None
+        and champion.metadata[key] != candidate.metadata[key]
+    ]
+    return "; ".join(differences) or None
+
+
 def needs_rescore(champion: ArtifactVersion, test_set: str, policy: GatePolicy) -> bool:
     """Whether the champion's stored metrics cannot be compared on ``test_set``."""
     tested_on, metrics = tested_metrics(champion)
