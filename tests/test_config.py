@@ -176,6 +176,14 @@ def test_unknown_step_fails_before_anything_runs(store_env: dict[str, str], proj
     ("model.random_forest.n_estimatorz=3", "n_estimatorz"),
     # the steps as a list, the one override the up-front check once let through to Hydra
     ("main.steps=[fetch_data,check_data]", "main.steps='fetch_data,check_data'"),
+    # values scikit-learn refuses, once a traceback inside train_model after the steps before it
+    ("model.random_forest.n_estimators=abc", "model.random_forest.n_estimators='abc' is not valid"),
+    ("model.random_forest.n_estimators=0", "n_estimators must be an int in the range [1, inf)"),
+    # keys Hydra's + adds past the schema, once ignored: the whole pipeline ran
+    ("+main.step=test_model", "unknown key main.step (did you mean main.steps?)"),
+    ("+split.tst_size=0.3", "unknown key split.tst_size (did you mean split.test_size?)"),
+    # a config group option that does not exist, once Hydra's dozen lines
+    ("hydra/launcher=bogus", "hydra/launcher has no option 'bogus'; available: basic, joblib"),
 ])
 def test_bad_override_fails_in_one_line(store_env: dict[str, str], override: str, named: str) -> None:
     result = run_command([sys.executable, "main.py", override], store_env)
@@ -184,6 +192,30 @@ def test_bad_override_fails_in_one_line(store_env: dict[str, str], override: str
     assert named in line
     assert "Traceback" not in result.stderr
     assert "HYDRA_FULL_ERROR" not in result.stderr
+    # at start: no step, no pipeline run, not even Hydra's run folder in the store
+    assert "[pipeline]" not in result.stdout
+    assert not (Path(store_env["TRAINFLOW_HOME"]) / "hydra").exists(), "Hydra started the run"
+
+
+def test_bad_group_in_hydra_options_fails_in_one_line(store_env: dict[str, str]) -> None:
+    """The same through `mlflow run . -P hydra_options=...`, which runs main.py with these arguments."""
+    command = [sys.executable, "main.py", "--steps", "split_data", "--hydra-options", "hydra/launcher=joblb -m"]
+    result = run_command(command, store_env)
+    assert result.returncode == 1
+    [line] = error_lines(result.stderr)
+    assert "hydra/launcher has no option 'joblb'; did you mean hydra/launcher=joblib? available: basic, joblib" in line
+    assert "Traceback" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+
+
+def test_bad_estimator_value_fails_in_one_line_in_a_component_run_alone(store_env: dict[str, str]) -> None:
+    """`mlflow run components/train_model` runs run.py alone: it checks the values at its start,
+    before it looks for its input (the store here is empty)."""
+    command = [sys.executable, "components/train_model/run.py", "--hydra-options", "model.random_forest.n_estimators=0"]
+    result = run_command(command, store_env)
+    assert result.returncode == 1
+    [line] = error_lines(result.stderr)
+    assert line.startswith("train_model: error: model.random_forest.n_estimators=0 is not valid")
+    assert "Traceback" not in result.stderr
 
 
 def test_a_gate_for_the_other_task_fails_before_anything_runs(store_env: dict[str, str]) -> None:

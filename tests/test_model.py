@@ -153,6 +153,32 @@ def test_validate_estimator_params_rejects_unknown(
         validate_estimator_params(task, estimator, params)
 
 
+@pytest.mark.parametrize(
+    ("task", "estimator", "params", "named"),
+    [
+        # the key, the bad value, and what the class allows (scikit-learn's own constraint)
+        ("classification", "random_forest", {"n_estimators": "abc"},
+         r"^model\.random_forest\.n_estimators='abc' is not valid: .*an int in the range \[1, inf\)$"),
+        ("classification", "random_forest", {"n_estimators": 0},
+         r"^model\.random_forest\.n_estimators=0 is not valid: .*an int in the range \[1, inf\)$"),
+        ("regression", "random_forest", {"n_estimators": 10, "max_features": "bogus"},
+         r"^model\.random_forest\.max_features='bogus' is not valid: RandomForestRegressor's .*'sqrt'"),
+        ("classification", "hist_gradient_boosting", {"learning_rate": -1},
+         r"^model\.hist_gradient_boosting\.learning_rate=-1 is not valid: .*\(0\.0, inf\)"),
+        ("classification", "logistic_regression", {"C": 0}, r"^model\.logistic_regression\.C=0 is not valid: "),
+        ("regression", "ridge", {"alpha": -1.0}, r"^model\.ridge\.alpha=-1\.0 is not valid: .*\[0\.0, inf\)"),
+    ],
+)
+def test_validate_estimator_params_rejects_bad_values(
+    task: str, estimator: str, params: dict[str, Any], named: str
+) -> None:
+    """A value the estimator would refuse at fit is a ConfigError at start, on one line, naming
+    the key, the value and what is allowed."""
+    with pytest.raises(ConfigError, match=named) as error:
+        validate_estimator_params(task, estimator, params)
+    assert "\n" not in str(error.value)
+
+
 def test_validate_estimator_params_accepts_real() -> None:
     """Real RandomForestClassifier parameters pass."""
     params = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -185,6 +186,8 @@ def test_a_store_folder_that_cannot_be_made_is_one_error_line(tmp_path: Path, wh
     with pytest.raises(TrainflowError, match=f"cannot use {root} as the artifact store .*set TRAINFLOW_HOME"):
         LocalArtifactStore(root)
     env = {**os.environ, "TRAINFLOW_HOME": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
-    result = run_command([TRAINFLOW, "init"], env)
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "cannot use" in result.stderr and "set TRAINFLOW_HOME" in result.stderr
+    for command in ([TRAINFLOW, "init"], [sys.executable, "main.py", "main.steps=fetch_data"]):
+        result = run_command(command, env)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        [line] = [line for line in result.stderr.splitlines() if line.strip()]
+        assert "cannot use" in line and "set TRAINFLOW_HOME" in line

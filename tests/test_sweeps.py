@@ -276,9 +276,10 @@ def test_a_failing_trial_is_reported_and_does_not_stop_the_others(split_store: P
     assert "1 of 2 trial(s) succeeded" in swept.stdout
     rows = [line.split() for line in swept.stdout.splitlines() if re.match(r"^  [01] ", line)]
     assert [row[:3] for row in rows] == [["0", "failed", "0"], ["1", "ok", "4"]]
-    assert "The 'n_estimators' parameter of RandomForestClassifier must be an int" in " ".join(rows[0])
+    # the bad value fails the trial at its start, before any step of it runs
+    assert "RandomForestClassifier's n_estimators must be an int" in " ".join(rows[0])
     assert error_lines(swept.stderr)[-1].startswith(
-        f"trainflow: error: 1 of 2 trial(s) of sweep {sweep_id} failed (trial 0: train_model: InvalidParameterError:"
+        f"trainflow: error: 1 of 2 trial(s) of sweep {sweep_id} failed (trial 0: model.random_forest.n_estimators=0 is not valid:"
     )
     store = LocalArtifactStore(home)
     models = store.list_versions("model_export")
@@ -293,7 +294,7 @@ def test_a_failing_trial_is_reported_and_does_not_stop_the_others(split_store: P
         f"tags.`trainflow.sweep_id` = '{sweep_id}' and attributes.status = 'FAILED'",
     )
     # the sweep's own run fails with it: one of its trials failed
-    assert sorted(r.info.run_name for r in failed) == [f"sweep-{sweep_id}", "train_model", "trial-0"]
+    assert sorted(r.info.run_name for r in failed) == [f"sweep-{sweep_id}", "trial-0"]
     record = json.loads(next((home / "hydra" / "multirun").glob("*/0/trial.json")).read_text())
     assert record["status"] == "failed" and record["run_id"] in {r.info.run_id for r in failed}
 

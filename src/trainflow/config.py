@@ -7,11 +7,15 @@ cannot express (ranges, choices, estimator parameters) live in :func:`validate`.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import shlex
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -227,6 +231,63 @@ def load_config(project_dir: Path, overrides: list[str] | None = None) -> DictCo
     return cfg
 
 
+def is_group_override(argument: str) -> bool:
+    """``hydra/launcher=joblib`` (a config group: a path with ``/``), not ``model.x=1`` (a key)."""
+    return re.fullmatch(r"[+~]*[\w.-]+(/[\w.-]+)+(@[\w.]*)?=.*", argument, re.S) is not None
+
+
+def check_config_groups(project_dir: Path, overrides: list[str]) -> None:
+    """Fail in one line on a config group override naming a group or an option that does not
+    exist (``hydra/launcher=bogus``), where Hydra prints a dozen lines. Checked against the
+    options Hydra itself would search (its own, its plugins', this project's), in run and
+    sweep mode alike, without composing the config."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+    from hydra.errors import HydraException
+
+    register_schema()
+    with initialize_config_dir(config_dir=str(project_dir.resolve()), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        for argument in overrides:
+            try:
+                [override] = OverridesParser.create().parse_overrides([argument])
+            except HydraException as error:
+                raise ConfigError(f"bad configuration override {argument!r}: {' '.join(str(error).split())}") from None
+            group = override.key_or_group
+            options = loader.get_group_options(group)
+            if not options:
+                parent, _, name = group.rpartition("/")
+                groups = loader.list_groups(parent)
+                close = difflib.get_close_matches(name, groups, n=1)
+                hint = f"did you mean {parent}/{close[0]}? " if close else ""
+                raise ConfigError(
+                    f"bad configuration override {argument!r}: there is no config group {group}; "
+                    f"{hint}groups in {parent}: {', '.join(sorted(groups))}"
+                )
+            if override.is_delete() or override.value_type not in (
+                ValueType.ELEMENT, ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP
+            ):
+                continue  # removing the group, or a glob/range sweep: Hydra's to judge
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+            for value in values:
+                if value is not None and str(value) not in options:  # null deselects the group
+                    close = difflib.get_close_matches(str(value), options, n=1)
+                    hint = f"did you mean {group}={close[0]}? " if close else ""
+                    raise ConfigError(
+                        f"bad configuration override {argument!r}: {group} has no option {value!r}; "
+                        f"{hint}available: {', '.join(sorted(options))}"
+                    )
+
+
+def configured_store_root(project_dir: Path) -> Path:
+    """``artifacts.root`` as ``config.yaml`` sets it (``TRAINFLOW_HOME``, else ``.trainflow``),
+    read without composing the whole config."""
+    root = OmegaConf.load(project_dir / "config.yaml").artifacts.root
+    return (project_dir / os.path.expanduser(str(root))).resolve()
+
+
 def split_overrides(hydra_options: str) -> list[str]:
     """Split an ``-P hydra_options="..."`` string the way a shell would (quotes kept together)."""
     try:
@@ -257,8 +318,9 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
     """Checks the schema's types cannot express; raises :class:`ConfigError` naming the key.
 
     ``estimator_params=False`` leaves out the one check that imports scikit-learn (the
-    estimator's parameter names, see :func:`trainflow.model.validate_estimator_config`).
+    estimator's parameters, see :func:`trainflow.model.validate_estimator_config`).
     """
+    check_known_keys(cfg)
     if cfg.main.env_manager not in ENV_MANAGERS:
         raise ConfigError(f"main.env_manager={cfg.main.env_manager!r} is not one of {', '.join(ENV_MANAGERS)}")
     if cfg.artifacts.backend not in BACKENDS:
@@ -289,6 +351,47 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
     parse_ref(cfg.batch_predict.model)
     if cfg.sweep.n_jobs < 1:
         raise ConfigError(f"sweep.n_jobs={cfg.sweep.n_jobs} must be at least 1 (trials at once with hydra/launcher=joblib)")
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Fail on a key the schema does not have, e.g. ``+main.step=test_model`` or
+    ``+split.tst_size=0.3``: Hydra's ``+`` adds keys past struct mode (force_add), and
+    nothing reads them, so the run would silently ignore what the user meant.
+
+    Checked against the dataclasses, not OmegaConf's metadata, which :func:`resolve_paths`
+    drops. Fields typed as a mapping or ``Any`` are open on purpose (``model.<estimator>``
+    parameters, ``promote.thresholds``, ``data_check.expectations.columns``): their keys
+    are checked where they are used, if at all.
+    """
+    _check_known_keys(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False), TrainflowConfig, "")
+
+
+def _check_known_keys(section: Mapping[str, Any], schema: type, prefix: str) -> None:
+    # get_type_hints, not Field.type: with `from __future__ import annotations` the latter is a string.
+    hints = typing.get_type_hints(schema)
+    names = [f.name for f in fields(schema)]
+    for key, value in section.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            where = f"{prefix[:-1]} has {', '.join(names)}" if prefix else f"the sections are {', '.join(names)}"
+            hint = f"did you mean {prefix}{close[0]}?" if close else where
+            raise ConfigError(
+                f"unknown key {path} ({hint}): a + override only adds keys trainflow does not read; "
+                "use a key from config.yaml, without the +"
+            )
+        kind = _unwrap_optional(hints[key])
+        if is_dataclass(kind) and isinstance(value, Mapping):
+            _check_known_keys(value, kind, f"{path}.")
+
+
+def _unwrap_optional(kind: Any) -> Any:
+    """``Optional[X]`` -> ``X``; any other type as it is."""
+    if typing.get_origin(kind) is Union:
+        rest = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return kind
 
 
 def stratify_column(cfg: DictConfig) -> str | None:

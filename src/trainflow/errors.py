@@ -35,6 +35,11 @@ class ChampionChanged(TrainflowError):
     """Another promotion moved the production alias while this one was deciding."""
 
 
+class StepFailed(TrainflowError):
+    """A pipeline step failed and printed its own error (one line, or a bug's traceback);
+    this says where the pipeline stopped, as a status line, not a second error."""
+
+
 class DiskFull(TrainflowError):
     """The disk filled up while writing; what was being written was not kept."""
 
@@ -76,5 +81,6 @@ def exit_on_user_error(prefix: str) -> Iterator[None]:
                 raise disk_full(error, getattr(error, "filename", None) or "step output") from None
             raise
     except TrainflowError as error:
-        print(user_error_line(prefix, error), file=sys.stderr, flush=True)
+        line = str(error) if isinstance(error, StepFailed) else user_error_line(prefix, error)
+        print(line, file=sys.stderr, flush=True)
         raise SystemExit(1) from None

@@ -5,6 +5,7 @@ config, trained, exported with MLflow and loaded back without any training code.
 from __future__ import annotations
 
 import inspect
+import re
 import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import version as installed_version
@@ -152,19 +153,45 @@ def validate_model_config(model: DictConfig, target: str, estimator_params: bool
 
 
 def validate_estimator_config(model: DictConfig) -> None:
-    """Fail on a ``model.<estimator>`` parameter the chosen sklearn class does not accept."""
+    """Fail on a ``model.<estimator>`` parameter the chosen sklearn class does not accept,
+    or a value of the wrong type or out of its range."""
     validate_estimator_params(model.task, model.estimator, OmegaConf.to_container(model[model.estimator], resolve=True))
 
 
+# scikit-learn's message for a bad parameter value: which parameter, and what it must be.
+_INVALID_PARAMETER = re.compile(
+    r"The '(?P<name>\w+)' parameter of \w+ must be (?P<allowed>.+)\. Got .+ instead\.", re.S
+)
+
+
 def validate_estimator_params(task: str, estimator: str, params: dict[str, Any]) -> None:
-    """Fail at start on a parameter the chosen estimator does not accept."""
-    accepted = set(inspect.signature(estimator_class(task, estimator).__init__).parameters) - {"self"}
+    """Fail at start on a parameter the chosen estimator does not accept, or on a value it
+    would refuse at fit (``n_estimators=abc``, ``n_estimators=0``), without fitting."""
+    cls = estimator_class(task, estimator)
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise ConfigError(
-            f"model.{estimator}.{unknown[0]} is not a {estimator_class(task, estimator).__name__} parameter; "
+            f"model.{estimator}.{unknown[0]} is not a {cls.__name__} parameter; "
             f"valid ones: {', '.join(sorted(accepted))}"
         )
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    try:
+        # The same type and range checks fit() starts with (each class's _parameter_constraints),
+        # so a bad value fails before any step runs rather than inside train_model with a
+        # traceback. _validate_params is underscored, not public API: scikit-learn is pinned
+        # (requirements.lock), and tests/test_model.py shows when an upgrade changes it.
+        cls(**params)._validate_params()
+    except InvalidParameterError as error:
+        found = _INVALID_PARAMETER.fullmatch(str(error).strip())
+        if found is None or found["name"] not in params:  # a message of another form: pass it on whole
+            raise ConfigError(f"model.{estimator}: {' '.join(str(error).split())}") from None
+        name = found["name"]
+        raise ConfigError(
+            f"model.{estimator}.{name}={params[name]!r} is not valid: {cls.__name__}'s {name} must be "
+            f"{' '.join(found['allowed'].split())}"
+        ) from None
 
 
 def feature_spec(model: DictConfig) -> FeatureSpec:

@@ -28,9 +28,9 @@ from omegaconf import DictConfig
 from trainflow.cache import CacheKey, Uncacheable, alias_state, annotations_problem, reusable_run, step_key
 from trainflow.components import ComponentSource, prepare_steps
 from trainflow.config import resolve_paths, validate
-from trainflow.errors import TrainflowError, exit_on_user_error, user_error_line
+from trainflow.errors import StepFailed, TrainflowError, exit_on_user_error, user_error_line
 from trainflow.steps import OUTPUT_TAG, STEPS, StepSpec, select_steps
-from trainflow.store import ArtifactVersion, CachedRun, LocalArtifactStore
+from trainflow.store import ArtifactVersion, CachedRun, LocalArtifactStore, make_store_folders
 
 OPTIONS_FLAG = "--hydra-options"
 INPUT_TAG = "trainflow.input."
@@ -274,10 +274,11 @@ class Pipeline:
         finally:
             release_memory()
 
-    def failed(self, spec: StepSpec, detail: str, began: float) -> TrainflowError:
-        return TrainflowError(
-            f"step {spec.name} failed {detail + ' ' if detail else ''}after {time.perf_counter() - began:.1f} s: "
-            f"see its error above; after fixing it, resume with -P steps={','.join(self.steps[self.steps.index(spec.name):])}"
+    def failed(self, spec: StepSpec, detail: str, began: float) -> StepFailed:
+        return StepFailed(
+            f"[pipeline] stopped: step {spec.name} failed {detail + ' ' if detail else ''}after "
+            f"{time.perf_counter() - began:.1f} s (its error is above); after fixing it, resume with "
+            f"-P steps={','.join(self.steps[self.steps.index(spec.name):])}"
         )
 
     def before_real_work(self, spec: StepSpec) -> None:
@@ -407,22 +408,39 @@ class Pipeline:
 
 def main_argv(project_dir: Path) -> None:
     """Prepare ``sys.argv`` for Hydra: expand the MLproject's arguments, then check plain
-    overrides up front so a bad one fails in one line instead of Hydra's several.
+    overrides up front so a bad one fails in one line instead of Hydra's several, before
+    Hydra makes its run folder and before the pipeline's MLflow run exists.
     """
-    from trainflow.config import load_config
+    from trainflow.config import check_config_groups, configured_store_root, is_group_override, load_config
     from trainflow.sweeps import hydra_arguments
 
     with exit_on_user_error("trainflow"):
         expanded = expand_mlproject_args(sys.argv)
         sys.argv[:] = expanded[:1] + hydra_arguments(expanded[1:])
         arguments = sys.argv[1:]
+        # Config group choices (hydra/launcher=joblib) are checked in sweeps (-m) too: a
+        # sweep's launcher is one of them. Only when given: the check starts Hydra's search.
+        groups = [a for a in arguments if not a.startswith("-") and is_group_override(a)]
+        if groups:
+            check_config_groups(project_dir, groups)
         plain = all(not a.startswith("-") and not a.lstrip("+~").startswith("hydra") for a in arguments)
         # Sweeps (-m) and Hydra's own flags are left to Hydra. The steps list alone as
         # `mlflow run .` passes it when given no options (a quoted string for a known key)
         # cannot fail to compose: the check, a third of a second, is skipped then. Typed
         # by hand (main.steps=[a,b]) it can, and is checked.
+        root_overridden = any(a.lstrip("+~").startswith("artifacts.root=") for a in arguments)
+        root = None if root_overridden else configured_store_root(project_dir)
         if plain and not all(re.fullmatch(r"main\.steps='[^']*'", a) for a in arguments):
-            load_config(project_dir, arguments)
+            cfg = resolve_paths(load_config(project_dir, arguments), project_dir)
+            # The estimator's parameters need scikit-learn (a second of imports), so only
+            # when an override sets one: a value it refuses (n_estimators=0) then fails
+            # here, not after the steps before train_model have run.
+            validate(cfg, estimator_params=any(a.lstrip("+~").startswith("model.") for a in arguments))
+            root = Path(cfg.artifacts.root)
+        # Hydra makes its run folder inside the store before the pipeline starts: an unusable
+        # TRAINFLOW_HOME would be its traceback.
+        if root is not None:
+            make_store_folders(root)
 
 
 def exit_now(code: int = 0) -> None:

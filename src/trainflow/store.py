@@ -167,6 +167,18 @@ CREATE INDEX IF NOT EXISTS blob_stamps_by_head ON blob_stamps(size, head);
 """
 
 
+def make_store_folders(root: Path, folders: Sequence[Path] = ()) -> None:
+    """Create the store's folder (and ``folders`` in it); one error line if that is impossible."""
+    try:
+        for directory in (root, *folders):
+            directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise TrainflowError(
+            f"cannot use {root} as the artifact store ({error.strerror or error}: {error.filename}): "
+            "set TRAINFLOW_HOME (or artifacts.root) to a folder you can write"
+        ) from None
+
+
 def _has_index(db: sqlite3.Connection) -> bool:
     """Whether the database holds the store's tables (a new or emptied file does not)."""
     return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'versions'").fetchone() is not None
@@ -320,14 +332,7 @@ class LocalArtifactStore:
         self.blobs = self.root / "blobs"
         self.checkouts = self.root / "checkouts"
         self.tmp = self.root / "tmp"
-        try:
-            for directory in (self.blobs, self.checkouts, self.tmp):
-                directory.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise TrainflowError(
-                f"cannot use {self.root} as the artifact store ({error.strerror or error}: {error.filename}): "
-                "set TRAINFLOW_HOME (or artifacts.root) to a folder you can write"
-            ) from None
+        make_store_folders(self.root, (self.blobs, self.checkouts, self.tmp))
         self.index_path = self.root / "index.db"
         try:
             with self._reading() as db:

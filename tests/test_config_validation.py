@@ -1,0 +1,94 @@
+"""Keys the schema does not have (Hydra's ``+``) and config group overrides: fast, no runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainflow.config import check_config_groups, is_group_override, load_config, resolve_paths, validate
+from trainflow.errors import ConfigError
+
+PLUS_HINT = "a + override only adds keys trainflow does not read"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["+main.step=test_model"], "unknown key main.step (did you mean main.steps?)"),
+        (["main.steps='split_data'", "+split.tst_size=0.3"], "unknown key split.tst_size (did you mean split.test_size?)"),
+        # no close match: the section's keys instead
+        (["+split.zzz=1"], "unknown key split.zzz (split has test_size, val_size, random_seed, stratify_by)"),
+        (["+nosuchsection=1"], "unknown key nosuchsection (the sections are main, artifacts,"),
+        # nested sections, and one inside an Optional[...] dataclass field
+        (["+model.features.text.max_feature=5"], "unknown key model.features.text.max_feature (did you mean"),
+        (["+data_check.expectations.row_count.mean=3"], "unknown key data_check.expectations.row_count.mean"),
+        (["+data_check.drift.alpah=0.1"], "did you mean data_check.drift.alpha?"),
+    ],
+)
+def test_a_key_the_schema_lacks_is_refused(project_dir: Path, overrides: list[str], message: str) -> None:
+    cfg = resolve_paths(load_config(project_dir, overrides), project_dir)  # rebuilt from a plain container
+    with pytest.raises(ConfigError) as error:
+        validate(cfg, estimator_params=False)
+    assert message in str(error.value)
+    assert PLUS_HINT in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # fields typed as a mapping are open: estimator parameters, gates, column expectations
+        ["+model.random_forest.max_samples=0.5"],
+        ["+model.ridge.fit_intercept=false"],
+        ["+promote.thresholds.accuracy=0.9"],
+        ["+data_check.expectations.columns.tag={dtype:str}"],
+        # an Optional section set to null has no keys to check
+        ["data_check.expectations=null"],
+    ],
+)
+def test_open_sections_take_new_keys(project_dir: Path, overrides: list[str]) -> None:
+    """The positive control: what config.yaml and the README say can be added with + passes."""
+    validate(resolve_paths(load_config(project_dir, overrides), project_dir))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("hydra/launcher=bogus", "hydra/launcher has no option 'bogus'; available: basic, joblib"),
+        ("hydra/launcher=joblb", "did you mean hydra/launcher=joblib? available: basic, joblib"),
+        ("hydra/launcher=basic,bogus", "hydra/launcher has no option 'bogus'"),  # a sweep over launchers
+        ("hydra/launchr=joblib", "there is no config group hydra/launchr; did you mean hydra/launcher?"),
+        ("hydra/launcher=[", "bad configuration override 'hydra/launcher=['"),
+    ],
+)
+def test_a_config_group_option_that_does_not_exist_is_one_line(project_dir: Path, override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        check_config_groups(project_dir, [override])
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["hydra/launcher=joblib"], ["hydra/launcher=basic"], ["hydra/launcher=basic,joblib"], ["hydra/job_logging=disabled"]],
+)
+def test_existing_config_group_options_pass(project_dir: Path, overrides: list[str]) -> None:
+    """The positive control: sweeps use hydra/launcher=joblib, from the joblib plugin."""
+    assert check_config_groups(project_dir, overrides) is None
+
+
+@pytest.mark.parametrize(
+    ("argument", "is_group"),
+    [
+        ("hydra/launcher=joblib", True),
+        ("+hydra/launcher=joblib", True),
+        ("hydra/launcher@hydra.launcher=joblib", True),
+        ("model.random_forest.n_estimators=5", False),
+        ("data.uri=https://example.com/a/b.csv", False),  # a / in the value, not the key
+        ("hydra.launcher.n_jobs=2", False),
+        ("some/dir", False),  # the value of a flag such as --config-dir
+    ],
+)
+def test_group_overrides_are_told_from_keys(argument: str, is_group: bool) -> None:
+    assert is_group_override(argument) is is_group
