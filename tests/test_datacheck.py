@@ -26,6 +26,7 @@ from trainflow.datacheck import (
     check_table,
     corrected_alpha,
     dtype_kind,
+    failure_hints,
     infer_expectations,
     metric_key,
     refuse_failed_data,
@@ -457,3 +458,16 @@ def test_a_table_that_failed_check_data_is_refused_and_others_pass() -> None:
     with pytest.raises(DataCheckFailed) as error:
         refuse_failed_data(verdict_metadata(False, "data_check_report:v2", "run2"), "raw_data:v2")
     assert "raw_data:v2 failed check_data (report data_check_report:v2)" in str(error.value)
+
+
+def test_a_numeric_target_failing_as_classes_hints_at_regression(penguins: pd.DataFrame, settings: dict[str, Any]) -> None:
+    """body_mass_g as a class label: 95 'classes', most below min_class_count; the line says to regress."""
+    report = check(penguins, with_(settings, expectations=None), target="body_mass_g")
+    assert "generic.min_class_count.body_mass_g" in failed_keys(report)
+    [hint] = failure_hints(report.failed(), penguins, "body_mass_g", "raw_data:v0")
+    assert "'body_mass_g' is numeric with 94 distinct values" in hint and "model.task=regression" in hint
+    # rare classes of a real label are not taken for a quantity
+    rare = pd.concat([penguins, penguins.iloc[:1].assign(species="Emperor")])
+    report = check(rare, with_(settings, expectations=None, min_class_count=10))
+    assert "generic.min_class_count.species" in failed_keys(report)
+    assert failure_hints(report.failed(), rare, "species", "raw_data:v0") == []

@@ -10,7 +10,7 @@ import sys
 from omegaconf import OmegaConf
 
 from trainflow.data import read_table
-from trainflow.datacheck import DataCheckFailed, check_table, verdict_metadata
+from trainflow.datacheck import DataCheckFailed, check_table, failure_hints, verdict_metadata
 from trainflow.errors import ArtifactNotFound
 from trainflow.run_context import StepRun, step_main
 from trainflow.store import ArtifactVersion
@@ -85,16 +85,11 @@ def check_data(run: StepRun) -> None:
     if failed:
         print(f"[check_data] {len(failed)} failed check(s), stopping before split_data:\n{report.table(failed)}",
               file=sys.stderr, flush=True)
-        hint = ""
-        if any(r.name == "columns_present" for r in failed):
-            hint = (
-                "; if this is another dataset, set data_check.expectations=null or write its own with "
-                f"`trainflow data-schema infer {checked.ref} --target {cfg.data.target}`"
-            )
         raise DataCheckFailed(
             f"{report.summary()} on {checked.ref}; the report is {version.ref} "
             f"(`trainflow artifacts get {version.ref} DIR`): fix the data or data_check in config.yaml, "
-            f"or let a group only warn with data_check.fail_on.<group>=warn{hint}"
+            f"or let a group only warn with data_check.fail_on.<group>=warn"
+            + "".join(f"; {hint}" for hint in failure_hints(failed, frame, cfg.data.target, checked.ref))
         )
     run.say(
         f"passed: {len(report.results)} checks, {len(warnings)} warning(s)"

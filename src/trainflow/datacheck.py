@@ -233,6 +233,28 @@ class CheckReport:
         return f"{len(failed)} of {len(self.results)} data checks failed: {named}{more}"
 
 
+# A numeric target with more distinct values than this is more likely a quantity than classes.
+_QUANTITY_LIKE_VALUES = 20
+
+
+def failure_hints(failed: Sequence[CheckResult], frame: pd.DataFrame, target: str, ref: str) -> list[str]:
+    """What the failed checks most likely mean, as fixes to add to the step's error line."""
+    hints = []
+    if any(r.name == "columns_present" for r in failed):
+        hints.append(
+            "if this is another dataset, set data_check.expectations=null or write its own with "
+            f"`trainflow data-schema infer {ref} --target {target}`"
+        )
+    if any(r.name == "min_class_count" for r in failed) and target in frame and pd.api.types.is_numeric_dtype(frame[target]):
+        distinct = frame[target].nunique()
+        if distinct > _QUANTITY_LIKE_VALUES:
+            hints.append(
+                f"the target {target!r} is numeric with {distinct} distinct values: if it is a quantity, "
+                "predict it with model.task=regression"
+            )
+    return hints
+
+
 def _number(value: float | None) -> str:
     if value is None:
         return ""
