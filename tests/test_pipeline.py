@@ -213,6 +213,35 @@ def test_single_component_run_as_ci_would(pipeline: tuple[Path, dict[str, str], 
     assert model.run is not None and model.run.step == "train_model"
 
 
+@pytest.mark.parametrize(
+    ("command", "refused"),
+    [
+        # the raw table (the held-out test rows included) as training data
+        ([MLFLOW, "run", "components/train_model", "--env-manager", "local", "-P", "trainval_artifact=raw_data:v0"],
+         "train_model cannot use raw_data:v0 as its trainval_artifact: that is a 'raw_data' artifact"),
+        # a dataset as the model to test
+        ([sys.executable, "main.py", "main.steps=test_model", "test.model=trainval_data.parquet:latest"],
+         "test_model cannot use trainval_data.parquet:v0 as its model_artifact: that is a 'split_data' artifact"),
+    ],
+    ids=["raw-table-as-trainval", "dataset-as-model"],
+)
+def test_an_input_of_the_wrong_type_is_refused_before_the_step_reads_it(
+    pipeline: tuple[Path, dict[str, str], str], tmp_path: Path, command: list[str], refused: str
+) -> None:
+    home, env = copy_of(pipeline[0], tmp_path)
+    before = {name: [v.ref for v in LocalArtifactStore(home).list_versions(name)] for name in ("model_export", "raw_data")}
+    result = run_command(command, env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    # one error line, the step's; the pipeline adds where it stopped, not a second error
+    [line] = error_lines(result.stderr)
+    assert refused in line and "point " in line
+    if "main.py" in command:
+        assert "[pipeline] stopped: step test_model failed after" in result.stderr
+    store = LocalArtifactStore(home)
+    assert {name: [v.ref for v in store.list_versions(name)] for name in before} == before
+    assert store.get("model_export:prod").ref == "model_export:v0"
+
+
 def test_plain_hydra_runs_one_step(pipeline: tuple[Path, dict[str, str], str], tmp_path: Path) -> None:
     """`python main.py main.steps=test_model` tests the candidate (the model just trained): served
     from the cache (it was tested on the latest test set); with main.cache=false it tests it

@@ -66,7 +66,9 @@ class StepRun:
         import mlflow
 
         ref = self.input_refs[param]
-        version = self.store.record_usage(ref, self.record)
+        version = self.store.get(ref)
+        next(i for i in self.spec.inputs if i.param == param).check_type(self.spec.name, version)
+        version = self.store.record_usage(version.ref, self.record)
         self.used[param] = version
         mlflow.set_tag(f"trainflow.input.{param}", version.ref)
         self.say(f"using {version.ref}" + ("" if ref == version.ref else f" (asked for {ref})"))

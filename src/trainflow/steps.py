@@ -8,11 +8,14 @@ component builds its command line from it. To add a step, add an entry here, a f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from trainflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from trainflow.store import ArtifactVersion
 
 # Each step's MLflow run carries trainflow.output.<artifact> = <name:vN> for every version it
 # logged (or, for a cache hit, re-used): how the runner and sweeps learn a step's results.
@@ -25,6 +28,10 @@ class StepInput:
 
     param: str
     artifact: str
+    # The type a version must have to be used here (None: any table), so that a reference
+    # to the wrong kind of artifact (a raw table to train on, a dataset as the model) fails
+    # before the step reads it, naming what it needs.
+    artifact_type: str | None
     config_key: str | None = None  # dotted key whose value is the default reference
     # Whether the runner passes the version an earlier step of the same pipeline logged;
     # False: always the parameter's own default (batch_predict scores with prod, not the newest model)
@@ -34,6 +41,15 @@ class StepInput:
         if self.config_key is None:
             return f"{self.artifact}:latest"
         return str(OmegaConf.select(cfg, self.config_key, throw_on_missing=True))
+
+    def check_type(self, step: str, version: ArtifactVersion) -> None:
+        """Refuse a version of another type than this input needs (ConfigError: the reference is the user's)."""
+        if self.artifact_type is not None and version.type != self.artifact_type:
+            raise ConfigError(
+                f"{step} cannot use {version.ref} as its {self.param}: that is a {version.type!r} artifact and "
+                f"{step} needs a {self.artifact_type!r} one, such as {self.artifact}:latest; "
+                f"point {self.config_key or self.param} at one"
+            )
 
 
 @dataclass(frozen=True)
@@ -95,7 +111,7 @@ STEPS: dict[str, StepSpec] = {
         StepSpec(
             "check_data",
             "check the raw table's schema and distributions; stop the pipeline on a failed check",
-            inputs=(StepInput("raw_artifact", "raw_data"),),
+            inputs=(StepInput("raw_artifact", "raw_data", "raw_data"),),
             outputs=("data_check_report",),
             # data_check.expectations is left out of the params (column names may hold
             # characters MLflow refuses in a param key); the report and the run's
@@ -121,7 +137,7 @@ STEPS: dict[str, StepSpec] = {
         StepSpec(
             "split_data",
             "split the raw table into trainval and held-out test sets",
-            inputs=(StepInput("raw_artifact", "raw_data"),),
+            inputs=(StepInput("raw_artifact", "raw_data", "raw_data"),),
             outputs=("trainval_data.parquet", "test_data.parquet"),
             config_sections=("data", "split", "model.task"),
             cacheable=True,  # a seeded split of the same table is the same split
@@ -131,7 +147,7 @@ STEPS: dict[str, StepSpec] = {
         StepSpec(
             "train_model",
             "fit the inference pipeline, validate it and export it",
-            inputs=(StepInput("trainval_artifact", "trainval_data.parquet"),),
+            inputs=(StepInput("trainval_artifact", "trainval_data.parquet", "split_data"),),
             outputs=("model_export",),
             config_sections=("data", "split", "model"),
             cacheable=True,  # the same data, config, code and environment fit the same pipeline
@@ -140,8 +156,8 @@ STEPS: dict[str, StepSpec] = {
             "test_model",
             "score the exported inference artifact on the test set",
             inputs=(
-                StepInput("model_artifact", "model_export", config_key="test.model"),
-                StepInput("test_artifact", "test_data.parquet"),
+                StepInput("model_artifact", "model_export", "model_export", config_key="test.model"),
+                StepInput("test_artifact", "test_data.parquet", "split_data"),
             ),
             outputs=(),
             config_sections=("data", "test"),
@@ -154,8 +170,8 @@ STEPS: dict[str, StepSpec] = {
             "promote_model",
             "mark a tested model for production",
             inputs=(
-                StepInput("model_artifact", "model_export", config_key="promote.model"),
-                StepInput("test_artifact", "test_data.parquet"),
+                StepInput("model_artifact", "model_export", "model_export", config_key="promote.model"),
+                StepInput("test_artifact", "test_data.parquet", "split_data"),
             ),
             outputs=(),
             config_sections=("data", "promote"),
@@ -166,8 +182,8 @@ STEPS: dict[str, StepSpec] = {
             "batch_predict",
             "score a table with the production model and log the predictions",
             inputs=(
-                StepInput("model_artifact", "model_export", config_key="batch_predict.model", chained=False),
-                StepInput("input_table", "test_data.parquet", config_key="batch_predict.input", chained=False),
+                StepInput("model_artifact", "model_export", "model_export", config_key="batch_predict.model", chained=False),
+                StepInput("input_table", "test_data.parquet", None, config_key="batch_predict.input", chained=False),
             ),
             outputs=("predictions.parquet",),
             config_sections=("batch_predict",),
