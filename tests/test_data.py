@@ -209,3 +209,36 @@ def test_read_table_names_a_non_utf8_encoding(tmp_path: Path, penguins: pd.DataF
         read_table(path)
     assert "is not UTF-8 text" in str(error.value) and "b'\\xed'" in str(error.value)
     assert "encoding='latin-1'" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "named"),
+    [("utf-16", "UTF-16"), ("utf-16-le", "UTF-16-LE"), ("utf-16-be", "UTF-16-BE"), ("utf-32", "UTF-32"),
+     ("utf-32-le", "UTF-32-LE")],
+)
+def test_read_table_names_a_utf16_or_utf32_file(tmp_path: Path, penguins: pd.DataFrame, encoding: str, named: str) -> None:
+    """A wide Unicode CSV, with a BOM or without one (its NUL bytes give it away), is named as
+    such with a hint that reads it correctly: not latin-1, which would keep a NUL beside every character."""
+    path = tmp_path / "penguins.csv"
+    frame = penguins.head(20).copy()
+    frame["island"] = "Bíscoe"
+    frame.to_csv(path, index=False, encoding=encoding)
+    with pytest.raises(DataError) as error:
+        read_table(path)
+    message = str(error.value)
+    assert f"penguins.csv is {named} text, not UTF-8" in message and "re-save it as UTF-8" in message
+    assert "latin-1" not in message
+    hinted = message.split("encoding=", 1)[1].split(")", 1)[0].strip("'")
+    pd.testing.assert_frame_equal(pd.read_csv(path, encoding=hinted), frame)
+
+
+def test_read_table_errors_name_the_setting_they_were_given(tmp_path: Path) -> None:
+    """Errors tell the user to fix the setting the caller read the file from, not always data.uri."""
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match="point batch_predict.input at a file with data"):
+        read_table(empty, setting="batch_predict.input")
+    fake = tmp_path / "fake.parquet"
+    fake.write_bytes(b"PAR1" + random.Random(3).randbytes(1000))
+    with pytest.raises(DataError, match="check batch_predict.input$"):
+        read_table(fake, setting="batch_predict.input")

@@ -25,6 +25,11 @@ PENGUINS = Path(__file__).resolve().parents[1] / "data" / "penguins.csv"
 GOOD_BYTES = PENGUINS.read_bytes()
 GARBAGE_BYTES = random.Random(1234).randbytes(8192)
 TRUNCATED_SENT = 500
+# What `python -m http.server` sends for a folder, and what a login or "view file" page looks like.
+LISTING_BYTES = b'<!DOCTYPE HTML>\n<html lang="en">\n<head><title>Directory listing for /</title></head>\n' + (
+    b'<body><ul>\n' + b"".join(b'<li><a href="f%d.csv">f%d.csv</a></li>\n' % (i, i) for i in range(20)) + b"</ul></body></html>\n"
+)
+PAGE_BYTES = b"\n  <html><head><title>Sign in</title></head><body>sign in to download</body></html>\n"
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
 
 
@@ -34,9 +39,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - keep test output quiet
         return None
 
-    def _send(self, status: int, body: bytes, length: int | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, length: int | None = None, content_type: str = "application/octet-stream"
+    ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body) if length is None else length))
         self.end_headers()
         self.wfile.write(body)
@@ -57,6 +64,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         elif path == "/garbage.bin":
             self._send(200, GARBAGE_BYTES)
+        elif path == "/listing/":
+            self._send(200, LISTING_BYTES, content_type="text/html; charset=utf-8")
+        elif path == "/mislabelled-page.csv":
+            self._send(200, PAGE_BYTES, content_type="text/csv")
         elif path == "/unsized.csv":
             # No Content-Length: the body ends when the connection closes (HTTP/1.0).
             self.close_connection = True
@@ -190,6 +201,29 @@ def test_fetch_garbage_downloads_verbatim(server_url: str, tmp_path: Path) -> No
     assert fetched.sha256 == hashlib.sha256(GARBAGE_BYTES).hexdigest()
 
 
+@pytest.mark.parametrize(("path", "evidence"), [("/listing/", "Content-Type text/html"), ("/mislabelled-page.csv", "body")])
+def test_fetch_refuses_an_html_page(server_url: str, tmp_path: Path, path: str, evidence: str) -> None:
+    """A folder listing or a page labelled as CSV is an HTML page, not a table: one error saying
+    so and naming the setting to fix, instead of read_table's "1 column" about a file name we made up."""
+    with pytest.raises(DataError) as caught:
+        fetch(f"{server_url}{path}", tmp_path / "download")
+    message = str(caught.value)
+    assert f"{server_url}{path} returned an HTML page, not a data file" in message
+    assert evidence in message and "point data.uri at the file itself" in message
+    assert "raw_data.csv" not in message
+    assert _files_in(tmp_path / "download") == []
+
+
+def test_fetch_errors_name_the_setting_they_were_given(server_url: str, tmp_path: Path) -> None:
+    """A caller reading another setting than data.uri (batch_predict.input) gets errors that name it."""
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    for uri in (str(tmp_path / "missing.csv"), f"{server_url}/missing.csv", str(empty), f"{server_url}/listing/"):
+        with pytest.raises(DataError) as caught:
+            fetch(uri, tmp_path / "download", setting="batch_predict.input")
+        assert "batch_predict.input" in str(caught.value) and "data.uri" not in str(caught.value), uri
+
+
 def test_fetch_unreachable(tmp_path: Path) -> None:
     """A port nobody listens on is a DataError saying it cannot reach the URL."""
     url = f"http://127.0.0.1:{_closed_port()}/penguins.csv"
@@ -290,3 +324,45 @@ def test_component_garbage_fails_cleanly(server_url: str, store_env: dict[str, s
     assert "garbage.bin" in errors[0]
     store = LocalArtifactStore(store_env["TRAINFLOW_HOME"])
     assert "raw_data" not in [name for name, _, _ in store.list_names()]
+
+
+# -- the batch_predict component, whose input is batch_predict.input -----------------------
+
+BATCH_PREDICT = Path(__file__).resolve().parents[1] / "components" / "batch_predict"
+
+
+@pytest.fixture
+def prod_env(store_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """A store with a model_export:prod: batch_predict checks out the model before its input,
+    and fails on a bad input before loading it, so a stand-in is enough."""
+    stand_in = tmp_path / "model"
+    stand_in.mkdir()
+    (stand_in / "MLmodel").write_text("stand-in: never loaded\n")
+    LocalArtifactStore(store_env["TRAINFLOW_HOME"]).log_artifact(stand_in, "model_export", "model_export", aliases=["prod"])
+    return store_env
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ("{tmp}/missing.csv", "no such file"),
+        ("{server}/missing.csv", "HTTP 404"),
+        ("{tmp}/empty.csv", "is empty"),
+        ("{server}/listing/", "returned an HTML page"),
+    ],
+)
+def test_batch_predict_input_errors_name_batch_predict_input(
+    server_url: str, prod_env: dict[str, str], tmp_path: Path, source: str, problem: str
+) -> None:
+    """A bad batch_predict.input fails with one batch_predict error line naming that setting
+    (not data.uri, which batch_predict does not read), and logs no predictions."""
+    (tmp_path / "empty.csv").write_bytes(b"")
+    table = source.format(tmp=tmp_path, server=server_url)
+    result = run_command([sys.executable, "run.py", "--input-table", table], prod_env, cwd=BATCH_PREDICT)
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = error_lines(result.stderr)
+    assert line.startswith("batch_predict: error: ") and problem in line and table in line, line
+    assert "batch_predict.input" in line and "data.uri" not in line, line
+    assert "Traceback" not in result.stderr
+    store = LocalArtifactStore(prod_env["TRAINFLOW_HOME"])
+    assert [name for name, _, _ in store.list_names()] == ["model_export"]

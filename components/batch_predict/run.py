@@ -9,6 +9,8 @@ from trainflow.inference import PREDICTION, is_location, predict_table
 from trainflow.run_context import StepRun, step_config_dir, step_main
 
 PROJECT_DIR = step_config_dir(__file__)
+# The key a user sets the table with, so that input errors name it rather than data.uri.
+INPUT_SETTING = "batch_predict.input"
 
 
 def batch_predict(run: StepRun) -> None:
@@ -18,8 +20,8 @@ def batch_predict(run: StepRun) -> None:
     if is_location(source):
         # A relative path is relative to the project's config.yaml, like data.uri.
         uri = source if "://" in source else str((PROJECT_DIR / Path(source).expanduser()).resolve())
-        fetched = fetch(uri, run.workdir / "input")
-        frame = read_table(fetched.path)
+        fetched = fetch(uri, run.workdir / "input", setting=INPUT_SETTING)
+        frame = read_table(fetched.path, setting=INPUT_SETTING)
         origin = {"source": fetched.source, "sha256": fetched.sha256}
         described = fetched.source
     else:

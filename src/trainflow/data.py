@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import http.client
 import os
@@ -17,6 +18,8 @@ import pandas as pd
 from trainflow.errors import DataError
 
 _CHUNK = 1 << 20
+# Enough of a file's start to recognise HTML or the encoding of text.
+_SNIFF_BYTES = 512
 # data.max_bytes' default: a table this size already needs several times as much memory once parsed.
 DEFAULT_MAX_BYTES = 2 * 1024**3
 HTTP_TIMEOUT_SECONDS = 30
@@ -37,15 +40,21 @@ class FetchedFile:
 
 
 def fetch(
-    uri: str, destination_dir: Path, expected_sha256: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+    uri: str,
+    destination_dir: Path,
+    expected_sha256: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    *,
+    setting: str = "data.uri",
 ) -> FetchedFile:
     """Copy or download ``uri`` (local path, ``file://`` or ``http(s)://``) into ``destination_dir``.
 
     Streams in chunks, hashing on the way; verifies ``expected_sha256`` when given.
-    Raises :class:`DataError` for an unreachable source, an HTTP error, a truncated
-    download, an empty file, a file over ``max_bytes`` (found from Content-Length or the
-    file's size before reading, else while streaming) or a digest mismatch. Nothing is
-    left behind on failure.
+    Raises :class:`DataError` for an unreachable source, an HTTP error, an HTML page
+    instead of a data file, a truncated download, an empty file, a file over
+    ``max_bytes`` (found from Content-Length or the file's size before reading, else
+    while streaming) or a digest mismatch. Nothing is left behind on failure.
+    ``setting`` is the config key the user gave ``uri`` as: the errors tell them to fix that.
     """
     parsed = urllib.parse.urlparse(uri)
     scheme = parsed.scheme.lower()
@@ -55,11 +64,11 @@ def fetch(
     elif scheme in ("", "file"):
         local = Path(urllib.parse.unquote(parsed.path) if scheme == "file" else uri).expanduser()
         if not local.is_file():
-            raise DataError(f"no file at {local}: check data.uri (a local path, file:// or http(s):// URL)")
+            raise DataError(f"no such file {local}; check {setting} (a local path, file:// or http(s):// URL)")
         name = local.name
         source = local.resolve().as_uri()
     else:
-        raise DataError(f"unsupported data.uri scheme {scheme!r} in {uri!r}: use a local path, file:// or http(s)://")
+        raise DataError(f"unsupported {setting} scheme {scheme!r} in {uri!r}: use a local path, file:// or http(s)://")
 
     destination_dir.mkdir(parents=True, exist_ok=True)
     target = destination_dir / name
@@ -67,12 +76,12 @@ def fetch(
     validators: dict[str, str] = {}
     try:
         if scheme in ("http", "https"):
-            digest, size, validators = _download(uri, partial, max_bytes)
+            digest, size, validators = _download(uri, partial, max_bytes, setting)
         else:
             _check_size(uri, local.stat().st_size, max_bytes)
             digest, size = _copy_hashing(local, partial, max_bytes)
         if size == 0:
-            raise DataError(f"{uri} is empty (0 bytes): point data.uri at a file with data")
+            raise DataError(f"{uri} is empty (0 bytes): point {setting} at a file with data")
         if expected_sha256 is not None and digest != expected_sha256.lower():
             raise DataError(
                 f"sha256 mismatch for {uri}: got {digest}, data.sha256 expects {expected_sha256}; "
@@ -109,10 +118,12 @@ def _stream(reader, writer, uri: str, max_bytes: int) -> tuple[str, int]:  # typ
     return digest.hexdigest(), size
 
 
-def _download(url: str, target: Path, max_bytes: int) -> tuple[str, int, dict[str, str]]:
+def _download(url: str, target: Path, max_bytes: int, setting: str) -> tuple[str, int, dict[str, str]]:
     request = urllib.request.Request(url, headers={"User-Agent": "trainflow"})
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:
+            if response.headers.get_content_type() == "text/html":
+                raise _html_page(url, setting, "Content-Type text/html")
             expected = response.headers.get("Content-Length")
             if expected is not None and expected.isdigit():
                 _check_size(url, int(expected), max_bytes)  # before downloading a byte
@@ -120,9 +131,9 @@ def _download(url: str, target: Path, max_bytes: int) -> tuple[str, int, dict[st
             with open(target, "wb") as writer:
                 digest, size = _stream(response, writer, url, max_bytes)
     except urllib.error.HTTPError as error:
-        raise DataError(f"HTTP {error.code} {error.reason} fetching {url}: check data.uri") from None
+        raise DataError(f"HTTP {error.code} {error.reason} fetching {url}: check {setting}") from None
     except urllib.error.URLError as error:
-        raise DataError(f"cannot reach {url} ({error.reason}): check data.uri and the network") from None
+        raise DataError(f"cannot reach {url} ({error.reason}): check {setting} and the network") from None
     except http.client.IncompleteRead as error:
         raise DataError(
             f"download of {url} was cut off after {len(error.partial)} bytes: retry, or check the server"
@@ -131,7 +142,24 @@ def _download(url: str, target: Path, max_bytes: int) -> tuple[str, int, dict[st
         raise DataError(f"download of {url} failed ({error.__class__.__name__}: {error}): retry") from None
     if expected is not None and expected.isdigit() and int(expected) != size:
         raise DataError(f"download of {url} was cut off: got {size} of {expected} bytes; retry")
+    with open(target, "rb") as reader:
+        if _starts_like_html(reader.read(_SNIFF_BYTES)):  # a server that labels its pages as anything
+            raise _html_page(url, setting, "its body starts like HTML")
     return digest, size, validators
+
+
+def _starts_like_html(head: bytes) -> bool:
+    start = head.lstrip().lower()
+    return start.startswith((b"<!doctype html", b"<html"))
+
+
+def _html_page(url: str, setting: str, evidence: str) -> DataError:
+    # A link to a page about the file (a folder listing, a repository's file view, a login
+    # page) parses as a one-column "table"; saying so beats reporting its shape.
+    return DataError(
+        f"{url} returned an HTML page, not a data file ({evidence}); point {setting} at the file itself "
+        "(its raw or download link)"
+    )
 
 
 def _validators(headers: Mapping[str, str]) -> dict[str, str]:
@@ -153,18 +181,29 @@ def remote_validators(url: str, timeout: float = HTTP_TIMEOUT_SECONDS) -> dict[s
         raise DataError(f"cannot ask {url} whether it changed ({error.__class__.__name__}: {error})") from None
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file (chosen by content, not only by suffix) into a DataFrame."""
+def read_table(path: Path, setting: str = "data.uri") -> pd.DataFrame:
+    """Read a CSV or Parquet file (chosen by content, not only by suffix) into a DataFrame.
+
+    ``setting`` is what the user named the file with (a config key): the errors tell them to fix that.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as reader:
-            head = reader.read(4)
+            head = reader.read(_SNIFF_BYTES)
     except OSError as error:
         raise DataError(f"cannot read {path}: {error.strerror}") from None
     if not head:
-        raise DataError(f"{path.name} is empty: point data.uri at a file with data")
+        raise DataError(f"{path.name} is empty: point {setting} at a file with data")
+    wide = _wide_unicode(head) if head[:4] != b"PAR1" else None
+    if wide is not None:
+        # pandas would stop at the first byte that is not UTF-8, and a guessed 8-bit
+        # encoding would "succeed" with a NUL beside every character.
+        raise DataError(
+            f"{path.name} is {wide.upper()} text, not UTF-8; trainflow reads UTF-8 CSV: re-save it as UTF-8 "
+            f"(e.g. pandas: pd.read_csv(f, encoding={wide!r}).to_csv(out, index=False)) or as Parquet"
+        )
     try:
-        if head == b"PAR1":
+        if head[:4] == b"PAR1":
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_csv(path)
@@ -177,7 +216,7 @@ def read_table(path: Path) -> pd.DataFrame:
     except (ValueError, pd.errors.ParserError, OSError) as error:
         raise DataError(
             f"{path.name} is neither a readable CSV nor Parquet file ({error.__class__.__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); check data.uri"
+            f"{str(error).splitlines()[0] if str(error) else ''}); check {setting}"
         ) from None
     if len(frame.columns) == 1:
         delimiter = next((d for d in (";", "\t", "|") if d in str(frame.columns[0])), None)
@@ -194,6 +233,32 @@ def read_table(path: Path) -> pd.DataFrame:
         )
     release_unused_arrow_memory()
     return frame
+
+
+# UTF-32's little-endian BOM begins with UTF-16's, so it is tried first.
+_UNICODE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+)
+# Without a BOM, ASCII text in a wide encoding still shows where its NULs fall in each
+# 4 bytes: (byte 0, 1, 2, 3 of every 4 is NUL) -> codec.
+_NUL_PATTERNS = {
+    (False, True, False, True): "utf-16-le", (True, False, True, False): "utf-16-be",
+    (False, True, True, True): "utf-32-le", (True, True, True, False): "utf-32-be",
+}
+
+
+def _wide_unicode(head: bytes) -> str | None:
+    """The Python codec of UTF-16/UTF-32 text starting with ``head``, or None for anything else."""
+    for bom, codec in _UNICODE_BOMS:
+        if head.startswith(bom):
+            return codec
+    words = len(head) // 4
+    if words < 4:
+        return None
+    # 90%, not all: a character past U+00FF fills a byte that is NUL for ASCII ones.
+    pattern = tuple(head[i : words * 4 : 4].count(0) >= 0.9 * words for i in range(4))
+    return _NUL_PATTERNS.get(pattern)
 
 
 def release_unused_arrow_memory() -> None:
