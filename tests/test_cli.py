@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import error_lines, run_command
+from conftest import PROJECT_DIR, error_lines, run_command
 
 from trainflow.store import LocalArtifactStore, RunRecord
 
@@ -212,3 +212,83 @@ def test_init_creates_the_index(store_env: dict[str, str], tmp_path: Path) -> No
     listing = run_command([TRAINFLOW, "--root", str(root), "artifacts", "list"], store_env)
     assert listing.returncode == 0, listing.stderr
     assert listing.stdout.startswith("no artifacts in")
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single `trainflow: error:` line of a failed command that printed no traceback."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    [line] = error_lines(result.stderr)
+    assert line.startswith("trainflow: error: ")
+    return line
+
+
+def test_get_into_an_existing_file_fails_readably(filled: Filled, store_env: dict[str, str], tmp_path: Path) -> None:
+    """DIR naming a file: one line saying so and what to do, the file and the store untouched."""
+    taken = tmp_path / "taken"
+    taken.write_bytes(b"mine")
+    before = read_tree(filled.root)
+    for ref in ("split:latest", "model:latest"):  # a directory version, a file version
+        line = _one_error_line(trainflow(filled.root, store_env, "artifacts", "get", ref, str(taken)))
+        assert f"{taken} is a file, not a folder" in line and "choose a new folder" in line
+    assert taken.read_bytes() == b"mine"
+    assert read_tree(filled.root) == before
+
+
+@pytest.mark.parametrize("place", ["under_a_file", "proc"])
+def test_get_into_an_unwritable_place_fails_readably(
+    filled: Filled, store_env: dict[str, str], tmp_path: Path, place: str
+) -> None:
+    """A DIR that cannot be created: one line naming it, the reason and the fix."""
+    (tmp_path / "file").write_bytes(b"")
+    target = tmp_path / "file" / "sub" if place == "under_a_file" else Path("/proc/trainflow-test")
+    for ref in ("split:latest", "model:latest"):
+        line = _one_error_line(trainflow(filled.root, store_env, "artifacts", "get", ref, str(target)))
+        assert f"cannot write {target}" in line and "choose a new folder" in line
+
+
+def test_data_schema_out_in_a_missing_folder_fails_readably(filled: Filled, store_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "no" / "such" / "folder" / "expectations.yaml"
+    line = _one_error_line(trainflow(filled.root, store_env, "data-schema", "infer", "raw.csv:v1", "--out", str(out)))
+    assert f"cannot write {out}: No such file or directory" in line and "choose another --out file" in line
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("argument", ["/data/churn.csv", "./nope.csv", "nope.csv", "nope.parquet"])
+def test_data_schema_infer_names_a_missing_file(filled: Filled, store_env: dict[str, str], argument: str) -> None:
+    """A path (a '/' or a data suffix) that is neither a file nor a stored version is a missing
+    file, not an "invalid artifact name"."""
+    line = _one_error_line(trainflow(filled.root, store_env, "data-schema", "infer", argument, "--target", "y"))
+    assert f"no such file {argument};" in line and "raw_data:latest" in line
+    assert "invalid artifact name" not in line
+
+
+def test_data_schema_infer_names_a_missing_file_or_version(filled: Filled, store_env: dict[str, str]) -> None:
+    """Neither a file nor a version: both are said, with the store's own hint about the versions."""
+    line = _one_error_line(trainflow(filled.root, store_env, "data-schema", "infer", "raw.csv:v7"))
+    assert "no such file raw.csv:v7, and it is not a stored version either" in line
+    assert "raw.csv has versions v0, v1" in line
+
+
+@pytest.mark.parametrize("argument", ["raw.csv", "raw.csv:v1"])
+def test_data_schema_infer_still_reads_a_stored_version(filled: Filled, store_env: dict[str, str], argument: str) -> None:
+    """An artifact reference keeps working, even one whose name ends like a file's ('raw.csv')."""
+    assert not (PROJECT_DIR / "raw.csv").exists()  # run_command runs there
+    result = trainflow(filled.root, store_env, "data-schema", "infer", argument, "--target", "y")
+    assert result.returncode == 0, result.stderr
+    assert "inferred by `trainflow data-schema infer` from raw.csv:v1" in result.stdout
+
+
+def test_output_into_a_closed_pipe_exits_quietly(filled: Filled, store_env: dict[str, str]) -> None:
+    """`trainflow artifacts show X | head -1`: the reader left; exit 141 (128 + SIGPIPE) with nothing on stderr."""
+    reader, writer = os.pipe()
+    os.close(reader)  # gone before the command writes a byte, so the write always fails
+    try:
+        result = subprocess.run(
+            [TRAINFLOW, "--root", str(filled.root), "artifacts", "show", "split:v0"],
+            env=store_env, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+        )
+    finally:
+        os.close(writer)
+    assert result.returncode == 141
+    assert result.stderr == ""

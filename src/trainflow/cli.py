@@ -23,14 +23,15 @@ directory, the same default ``config.yaml`` uses when run from the project folde
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from trainflow.errors import CorruptArtifact, TrainflowError, exit_on_user_error
+from trainflow.errors import CorruptArtifact, DataError, TrainflowError, exit_on_user_error, is_disk_full
 from trainflow.store import ArtifactVersion, LocalArtifactStore, lineage
 from trainflow.wandb_backend import WandbArtifactStore, choose_backend
 
@@ -85,15 +86,41 @@ def cmd_show(store: LocalArtifactStore, args: argparse.Namespace) -> None:
         print(f"  {stored.path}  {stored.size:,} bytes  sha256 {stored.sha256}")
 
 
+@contextlib.contextmanager
+def writing_to(destination: Path, fix: str) -> Iterator[None]:
+    """Report an OSError while writing the user's ``destination`` as one line naming it and ``fix``.
+
+    Where the user asked us to write is their input, not our bug. A full disk keeps its own
+    message (exit_on_user_error's).
+    """
+    try:
+        yield
+    except OSError as error:
+        if is_disk_full(error):
+            raise
+        raise TrainflowError(f"cannot write {error.filename or destination}: {_why(error)}; {fix}") from None
+
+
+def _why(error: OSError) -> str:
+    """An OSError's reason; a failed copytree (shutil.Error) holds (source, destination, why) per file instead."""
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list) and error.args[0]:
+        return str(error.args[0][0][2])
+    return error.strerror or str(error)
+
+
 def cmd_get(store: LocalArtifactStore, args: argparse.Namespace) -> None:
-    source = store.use_artifact(args.ref)
     target = Path(args.dir)
+    fix = "choose a new folder (it is created) or an existing folder you can write to"
+    if target.exists() and not target.is_dir():
+        raise TrainflowError(f"{target} is a file, not a folder; {fix}")
+    source = store.use_artifact(args.ref)
     # copyfile, not copy2: the checkout is read-only (its files are the store's blobs), the copy is the user's
-    if source.is_dir():
-        shutil.copytree(source, target, copy_function=shutil.copyfile, dirs_exist_ok=True)
-    else:
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target / source.name)
+    with writing_to(target, fix):
+        if source.is_dir():
+            shutil.copytree(source, target, copy_function=shutil.copyfile, dirs_exist_ok=True)
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target / source.name)
     print(f"{store.get(args.ref).ref} -> {target}")
 
 
@@ -163,6 +190,38 @@ def cmd_sweeps_best(store: LocalArtifactStore, args: argparse.Namespace) -> None
     print(f"model_export:{args.alias} -> {best.ref} (trial {trial} of sweep {args.sweep_id}, val_{metric} = {value:.4f})")
 
 
+# Suffixes that make an argument a file name even without a folder in it (an artifact name
+# may end in .parquet too, so such a name is still looked up in the store first).
+DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+_NO_SUCH_FILE_FIX = "check the path, or give a stored version such as raw_data:latest"
+
+
+def _schema_source(root: Path, argument: str) -> tuple[Path, str]:
+    """The file ``data-schema infer`` reads for ``argument`` (a file or a stored version), and how to name it."""
+    from trainflow.inference import is_location
+
+    path = Path(argument).expanduser()
+    if path.is_file():
+        return path, str(path.resolve())
+    if path.is_dir():
+        raise DataError(f"{argument} is a folder, not a data file; give a CSV or Parquet file, or a stored version")
+    if is_location(argument):  # artifact names hold no '/'
+        raise DataError(f"no such file {argument}; {_NO_SUCH_FILE_FIX}")
+    if not (root / "index.db").is_file():
+        raise DataError(
+            f"no such file {argument}, and no artifact store at {root.resolve()} to look it up in as a stored version; "
+            "check the path, or set TRAINFLOW_HOME or --root"
+        )
+    store = LocalArtifactStore(root)
+    try:
+        version = store.get(argument)
+    except TrainflowError as error:  # an unknown or invalid reference
+        if argument.lower().endswith(DATA_SUFFIXES):
+            raise DataError(f"no such file {argument}; {_NO_SUCH_FILE_FIX}") from None
+        raise DataError(f"no such file {argument}, and it is not a stored version either: {error}") from None
+    return store.use_artifact(version.ref), version.ref
+
+
 def cmd_data_schema_infer(root: Path, args: argparse.Namespace) -> None:
     """Write ``data_check.expectations`` inferred from a stored version or a CSV/Parquet file."""
     import yaml
@@ -170,17 +229,8 @@ def cmd_data_schema_infer(root: Path, args: argparse.Namespace) -> None:
     from trainflow.data import read_table
     from trainflow.datacheck import infer_expectations
 
-    if Path(args.source).is_file():
-        path, source = Path(args.source), str(Path(args.source).resolve())
-    else:
-        if not (root / "index.db").is_file():
-            raise TrainflowError(
-                f"{args.source!r} is not a file, and there is no artifact store at {root.resolve()} to resolve it in: "
-                "set TRAINFLOW_HOME or --root, or pass a CSV/Parquet path"
-            )
-        store = LocalArtifactStore(root)
-        path, source = store.use_artifact(args.source), store.get(args.source).ref
-    frame = read_table(path)
+    path, source = _schema_source(root, args.source)
+    frame = read_table(path, setting="the source argument")
     if args.target is not None and args.target not in frame.columns:
         raise TrainflowError(f"--target {args.target!r} is not a column of {source}: it has {', '.join(map(str, frame.columns))}")
     expectations = infer_expectations(frame, target=args.target, max_categories=args.max_categories, margin=args.margin)
@@ -192,9 +242,12 @@ def cmd_data_schema_infer(root: Path, args: argparse.Namespace) -> None:
     )
     if args.out is None:
         print(text, end="")
-    else:
+        return
+    with writing_to(Path(args.out), "choose another --out file, in a folder that exists and you can write to"):
         Path(args.out).write_text(text)
-        print(f"wrote data_check.expectations for {len(frame.columns)} columns of {source} to {args.out}")
+    print(f"wrote data_check.expectations for {len(frame.columns)} columns of {source} to {args.out}")
+
+
 def _short(ref: str | None) -> str:
     return ref.rsplit(":", 1)[1] if ref else "-"
 
@@ -352,7 +405,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit status when the reader of our output went away (`trainflow artifacts show x | head -1`):
+# 128 + SIGPIPE, what the shell reports for any tool stopped that way (`yes | head`), so a
+# script with `set -o pipefail` treats trainflow like the rest, and the output is known
+# to be cut short; 0 would claim everything was written.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        run(argv)
+        sys.stdout.flush()  # a reader that is gone shows here, not in Python's flush at exit
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit and would report the pipe again: write to devnull instead.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(EXIT_BROKEN_PIPE) from None
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    """Parse ``argv`` and run the command, a user error ending as one line and exit status 1."""
     args = build_parser().parse_args(argv)
     with exit_on_user_error("trainflow"):
         root = args.root or default_root()
