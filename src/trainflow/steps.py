@@ -212,13 +212,20 @@ def select_steps(steps: str) -> list[str]:
     requested = [s.strip() for s in steps.split(",") if s.strip()]
     if not requested:
         raise ConfigError(f"main.steps is empty: use 'all' or some of: {', '.join(STEPS)}")
-    if requested == ["all"]:
+    if set(requested) == {"all"}:
         return [name for name, spec in STEPS.items() if spec.in_all]
-    unknown = [s for s in requested if s not in STEPS]
+    problems = []
+    unknown = [s for s in requested if s not in STEPS and s != "all"]
     if unknown:
+        problems.append(f"unknown step {', '.join(repr(s) for s in unknown)}")
+    if "all" in requested:
+        # Not a union: 'all' leaves the optional steps out, so 'all,batch_predict' would be
+        # ambiguous, and 'all,train_model' is more likely a slip than a wish.
+        problems.append("'all' cannot be combined with other steps")
+    if problems:
         raise ConfigError(
-            f"unknown step {', '.join(repr(s) for s in unknown)} in main.steps: valid steps are "
-            f"{', '.join(STEPS)} (or 'all')"
+            f"{' and '.join(problems)} in main.steps={steps!r}: use 'all' alone, or a comma-separated list of "
+            f"the valid steps: {', '.join(STEPS)}"
         )
     return [s for s in STEPS if s in requested]
 
