@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from trainflow.config import check_config_groups, is_group_override, load_config, resolve_paths, validate
+from trainflow.config import (
+    check_config_groups,
+    is_group_override,
+    load_config,
+    resolve_paths,
+    sets_estimator_params,
+    validate,
+)
 from trainflow.errors import ConfigError
 
 PLUS_HINT = "a + override only adds keys trainflow does not read"
@@ -92,3 +99,19 @@ def test_existing_config_group_options_pass(project_dir: Path, overrides: list[s
 )
 def test_group_overrides_are_told_from_keys(argument: str, is_group: bool) -> None:
     assert is_group_override(argument) is is_group
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model.random_forest.n_estimators=0"], True),
+        (["+model.ridge.alpha=2"], True),
+        (["model.hist_gradient_boosting={max_iter: 5}"], True),
+        (["model.estimator=ridge", "model.features.infer=true", "model.task=regression"], False),
+        (["data.uri=x.csv", "main.steps='train_model'"], False),
+    ],
+)
+def test_only_estimator_parameter_overrides_need_the_up_front_scikit_learn_check(
+    overrides: list[str], expected: bool
+) -> None:
+    assert sets_estimator_params(overrides) is expected

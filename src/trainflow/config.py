@@ -12,7 +12,7 @@ import os
 import re
 import shlex
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -233,7 +233,7 @@ def load_config(project_dir: Path, overrides: list[str] | None = None) -> DictCo
 
 def is_group_override(argument: str) -> bool:
     """``hydra/launcher=joblib`` (a config group: a path with ``/``), not ``model.x=1`` (a key)."""
-    return re.fullmatch(r"[+~]*[\w.-]+(/[\w.-]+)+(@[\w.]*)?=.*", argument, re.S) is not None
+    return re.fullmatch(r"[+~]*[\w.-]+(/[\w.-]+)+(@[\w.]*)?=.*", argument, re.DOTALL) is not None
 
 
 def check_config_groups(project_dir: Path, overrides: list[str]) -> None:
@@ -351,6 +351,17 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
     parse_ref(cfg.batch_predict.model)
     if cfg.sweep.n_jobs < 1:
         raise ConfigError(f"sweep.n_jobs={cfg.sweep.n_jobs} must be at least 1 (trials at once with hydra/launcher=joblib)")
+
+
+def sets_estimator_params(overrides: Sequence[str]) -> bool:
+    """Whether an override sets an estimator's parameters (``model.random_forest.n_estimators=0``).
+
+    Checking them needs scikit-learn: a second of imports, and about 70 MiB the pipeline's
+    early steps would then carry, worth it up front only when the user changed them.
+    """
+    sections = {name for name, kind in typing.get_type_hints(ModelConfig).items() if typing.get_origin(kind) is dict}
+    keys = (override.lstrip("+~").partition("=")[0].split(".") for override in overrides)
+    return any(len(key) >= 2 and key[0] == "model" and key[1] in sections for key in keys)
 
 
 def check_known_keys(cfg: DictConfig) -> None:

@@ -160,7 +160,7 @@ def validate_estimator_config(model: DictConfig) -> None:
 
 # scikit-learn's message for a bad parameter value: which parameter, and what it must be.
 _INVALID_PARAMETER = re.compile(
-    r"The '(?P<name>\w+)' parameter of \w+ must be (?P<allowed>.+)\. Got .+ instead\.", re.S
+    r"The '(?P<name>\w+)' parameter of \w+ must be (?P<allowed>.+)\. Got .+ instead\.", re.DOTALL
 )
 
 

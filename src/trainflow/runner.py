@@ -411,7 +411,13 @@ def main_argv(project_dir: Path) -> None:
     overrides up front so a bad one fails in one line instead of Hydra's several, before
     Hydra makes its run folder and before the pipeline's MLflow run exists.
     """
-    from trainflow.config import check_config_groups, configured_store_root, is_group_override, load_config
+    from trainflow.config import (
+        check_config_groups,
+        configured_store_root,
+        is_group_override,
+        load_config,
+        sets_estimator_params,
+    )
     from trainflow.sweeps import hydra_arguments
 
     with exit_on_user_error("trainflow"):
@@ -432,10 +438,9 @@ def main_argv(project_dir: Path) -> None:
         root = None if root_overridden else configured_store_root(project_dir)
         if plain and not all(re.fullmatch(r"main\.steps='[^']*'", a) for a in arguments):
             cfg = resolve_paths(load_config(project_dir, arguments), project_dir)
-            # The estimator's parameters need scikit-learn (a second of imports), so only
-            # when an override sets one: a value it refuses (n_estimators=0) then fails
-            # here, not after the steps before train_model have run.
-            validate(cfg, estimator_params=any(a.lstrip("+~").startswith("model.") for a in arguments))
+            # A parameter value the estimator refuses (n_estimators=0) then fails here, not
+            # after the steps before train_model have run.
+            validate(cfg, estimator_params=sets_estimator_params(arguments))
             root = Path(cfg.artifacts.root)
         # Hydra makes its run folder inside the store before the pipeline starts: an unusable
         # TRAINFLOW_HOME would be its traceback.
