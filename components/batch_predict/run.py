@@ -20,7 +20,8 @@ def batch_predict(run: StepRun) -> None:
     if is_location(source):
         # A relative path is relative to the project's config.yaml, like data.uri.
         uri = source if "://" in source else str((PROJECT_DIR / Path(source).expanduser()).resolve())
-        fetched = fetch(uri, run.workdir / "input", setting=INPUT_SETTING)
+        # data.max_bytes bounds every table trainflow fetches (the size error names it)
+        fetched = fetch(uri, run.workdir / "input", max_bytes=run.cfg.data.max_bytes, setting=INPUT_SETTING)
         frame = read_table(fetched.path, setting=INPUT_SETTING)
         origin = {"source": fetched.source, "sha256": fetched.sha256}
         described = fetched.source

@@ -186,7 +186,7 @@ STEPS: dict[str, StepSpec] = {
                 StepInput("input_table", "test_data.parquet", None, config_key="batch_predict.input", chained=False),
             ),
             outputs=("predictions.parquet",),
-            config_sections=("batch_predict",),
+            config_sections=("batch_predict", "data.max_bytes"),
             in_all=False,
             # Never cached: it runs only when asked for, and it may score a path or URL outside
             # the store whose content the key cannot see without reading all of it.
