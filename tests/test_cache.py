@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import shutil
+import sqlite3
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -138,6 +139,17 @@ def test_a_byte_in_library_code_the_step_imports_changes_the_key(module: str, ba
     assert after.parts["code"][module] != before.parts["code"][module]
 
 
+@pytest.mark.parametrize("new_file", ["vocab.json", "helpers.py"])
+def test_any_new_file_in_the_package_an_export_carries_whole_changes_the_key(
+    new_file: str, base_cfg, project: Path, inputs
+) -> None:
+    """model.export ships all of trainflow_inference (code_paths), imported or not."""
+    before = key_of("train_model", base_cfg, project, inputs)
+    (project / "src" / "trainflow_inference" / new_file).write_text("{}\n")
+    after = key_of("train_model", base_cfg, project, inputs)
+    assert after.digest != before.digest and f"trainflow_inference/{new_file}" in after.parts["code"]
+
+
 @pytest.mark.parametrize("module", ["trainflow/cli.py", "trainflow/cache.py", "trainflow/runner.py", "trainflow/plots.py"])
 def test_library_code_the_step_cannot_import_leaves_its_key_alone(module: str, base_cfg, project: Path, inputs) -> None:
     before = key_of("split_data", base_cfg, project, inputs)
@@ -260,10 +272,16 @@ def test_check_data_is_keyed_by_its_expectations_and_its_reference(base_cfg, pro
 
     store.set_alias(raw.ref, "reference")
     itself = check_data_key(base_cfg, project, store, raw)
-    assert itself.digest != unreferenced.digest and itself.parts["aliases"] == {"raw_data:reference": raw.digest}
+    assert itself.digest != unreferenced.digest
+    assert itself.parts["aliases"] == {"raw_data:reference": f"{raw.ref} {raw.digest}"}
     other = log(store, tmp_path, "raw_data", b"species,island\nAdelie,Dream\n")
     store.set_alias(other.ref, "reference")
     assert check_data_key(base_cfg, project, store, raw).digest not in (itself.digest, unreferenced.digest)
+    # the same content as another version: the report names the version compared with, so a miss too
+    twin = store.log_artifact(store.use_artifact(raw.ref), "raw_data", "raw_data")
+    assert twin.digest == raw.digest and twin.ref != raw.ref
+    store.set_alias(twin.ref, "reference")
+    assert check_data_key(base_cfg, project, store, raw).digest != itself.digest
 
     split_before = key_of("split_data", base_cfg, project, {**inputs, "raw_artifact": store.get(raw.ref)})
     store.update_metadata(raw.ref, {"data_check": {"passed": True, "run_id": "first"}})
@@ -436,6 +454,21 @@ def test_an_older_intact_record_is_used_when_the_newest_is_damaged(store: LocalA
     assert found is not None and found.run_id == "split-1"
 
 
+def test_a_version_number_reused_by_another_run_is_not_served(store: LocalArtifactStore, recorded, tmp_path: Path) -> None:
+    """Deleting a version by hand frees its number (versions are numbered max + 1): the
+    record then names another run's version, which must not stand in for its own."""
+    trainval, _ = recorded
+    with sqlite3.connect(store.index_path) as db:  # as by hand, with the sqlite3 shell
+        version_id = db.execute("SELECT id FROM versions WHERE name = ? AND version = 0", (trainval.name,)).fetchone()[0]
+        for table in ("aliases", "alias_history", "usages", "files"):
+            db.execute(f"DELETE FROM {table} WHERE version_id = ?", (version_id,))
+        db.execute("DELETE FROM versions WHERE id = ?", (version_id,))
+    impostor = log(store, tmp_path, "trainval_data.parquet", b"other rows", run_id="split-9")
+    assert impostor.ref == trainval.ref  # the same name:v0, another run's content
+    found, why = reusable_run(store, STEPS["split_data"], CacheKey("k", {}), {})
+    assert found is None and f"its output {trainval.ref} is now another run's version" in why
+
+
 def test_a_record_needs_outputs_the_run_logged(store: LocalArtifactStore, recorded) -> None:
     trainval, _ = recorded
     with pytest.raises(TrainflowError, match="was not logged"):
@@ -597,7 +630,7 @@ def test_a_run_that_moved_an_alias_in_its_own_key_is_recorded_under_the_key_afte
     monkeypatch.setattr(pipeline, "execute", fake_check(pipeline, claim_by=None if claimed_by_itself else "another-run"))
     pipeline.run("check_data")
     after = pipeline.plan(STEPS["check_data"]).key
-    assert after is not None and after.parts["aliases"] == {"raw_data:reference": raw.digest}
+    assert after is not None and after.parts["aliases"] == {"raw_data:reference": f"{raw.ref} {raw.digest}"}
     assert pipeline.store.cached_runs("check_data", before.digest) == []
     recorded = [r.run_id for r in pipeline.store.cached_runs("check_data", after.digest)]
     assert recorded == (["check-0"] if claimed_by_itself else [])

@@ -45,8 +45,11 @@ from trainflow.steps import ExternalSource, StepSpec, step_params
 from trainflow.store import ArtifactVersion, CachedRun, LocalArtifactStore, file_sha256
 
 # Bump when what goes into a key changes, so that records made the old way stop matching.
-KEY_FORMAT = 1
+KEY_FORMAT = 2
 LIBRARY_PACKAGES = ("trainflow", "trainflow_inference")
+# Packages an exported model carries whole (model.export's code_paths): every file in them,
+# imported or not, ends up in the step's output, so a step using one is keyed by all of it.
+SHIPPED_WHOLE = ("trainflow_inference",)
 # Calls that import a module named by their first argument.
 _DYNAMIC_IMPORTS = {"import_module", "__import__", "run_module"}
 _SKIPPED_PARTS = {"__pycache__"}
@@ -172,7 +175,12 @@ def code_digests(component_dir: Path, packages: Mapping[str, Path] | None = None
         if path.is_file() and not _skipped(path.relative_to(component_dir))
     }
     modules = library_modules(component_dir / "run.py", packages)
-    for path in modules if modules is not None else whole_packages(packages):
+    files = set(modules if modules is not None else whole_packages(packages))
+    for package in SHIPPED_WHOLE:
+        directory = packages.get(package)
+        if directory is not None and any(path.is_relative_to(directory) for path in files):
+            files.update(p for p in directory.rglob("*") if p.is_file() and not _skipped(p))
+    for path in sorted(files):
         package, directory = next((p, d) for p, d in packages.items() if path.is_relative_to(d))
         digests[f"{package}/{path.relative_to(directory).as_posix()}"] = file_sha256(path)
     return digests
@@ -239,15 +247,19 @@ def input_state(spec: StepSpec, versions: Mapping[str, ArtifactVersion]) -> dict
 
 
 def alias_state(store: LocalArtifactStore, cfg: DictConfig, spec: StepSpec) -> dict[str, str | None]:
-    """For each alias the step resolves by itself (``spec.reads_aliases``): the content
-    digest of the version it names now, or None when it names none."""
+    """For each alias the step resolves by itself (``spec.reads_aliases``): the exact
+    version it names now and that version's content digest (``"raw_data:v1 <digest>"``),
+    or None when it names none. The version too, not only the content: the step's report
+    says which version it compared with."""
     state: dict[str, str | None] = {}
     for name, config_key in spec.reads_aliases:
         ref = f"{name}:{OmegaConf.select(cfg, config_key, throw_on_missing=True)}"
         try:
-            state[ref] = store.get(ref).digest
+            version = store.get(ref)
         except ArtifactNotFound:
             state[ref] = None
+        else:
+            state[ref] = f"{version.ref} {version.digest}"
     return state
 
 
@@ -302,8 +314,8 @@ def step_key(
     aliases: Mapping[str, str | None] | None = None,
 ) -> CacheKey:
     """The cache key of running ``spec`` with this config on these exact input versions;
-    ``aliases`` maps each ``name:alias`` of ``spec.reads_aliases`` to the content digest
-    of the version it names, or None (see :func:`alias_state`)."""
+    ``aliases`` maps each ``name:alias`` of ``spec.reads_aliases`` to the version it names
+    and its content digest, or None (see :func:`alias_state`)."""
     parts = {
         "format": KEY_FORMAT,
         "step": spec.name,
@@ -350,11 +362,15 @@ def _still_in_place(
 ) -> str | None:
     for ref in record.outputs.values():
         try:
+            version = store.get(ref)
             problem = store.verify_version(ref)
         except ArtifactNotFound:
             return f"its output {ref} is gone"
         if problem:
             return problem
+        # Version numbers are reused when versions are deleted: the number must still be this run's.
+        if version.run is None or version.run.run_id != record.run_id:
+            return f"its output {ref} is now another run's version"
     return annotations_problem(store, spec, versions, record.run_id)
 
 
