@@ -551,6 +551,61 @@ def test_a_failed_run_is_never_a_cache_source(pipeline: Pipeline, monkeypatch: p
     assert [r.run_id for r in pipeline.store.cached_runs("fetch_data", key.digest)] == ["fetch-1"]
 
 
+def test_a_step_run_in_process_after_its_library_changed_on_disk_is_not_recorded(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """An in-process step runs the modules imported at the pipeline's start; an edit made
+    since is in its key (read from disk) but not in what ran, so the run is not recorded."""
+    import trainflow.runner as runner
+
+    monkeypatch.setattr(runner, "library_changed_since_loaded", lambda: {"trainflow/data.py", "trainflow/cli.py"})
+    runs: list[str] = []
+    monkeypatch.setattr(pipeline, "execute", fake_fetch(pipeline, runs))
+    pipeline.run("fetch_data")
+    key = pipeline.plan(STEPS["fetch_data"]).key
+    assert key is not None and pipeline.store.cached_runs("fetch_data", key.digest) == []
+    assert "run not recorded: trainflow/data.py changed after this process loaded the library" in capsys.readouterr().out
+    # cli.py alone is not code fetch_data runs: that run is recorded
+    monkeypatch.setattr(runner, "library_changed_since_loaded", lambda: {"trainflow/cli.py"})
+    pipeline.run("fetch_data")
+    assert [r.run_id for r in pipeline.store.cached_runs("fetch_data", key.digest)] == ["fetch-1"]
+
+
+def test_library_changes_are_seen_against_the_first_look(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "trainflow"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "data.py").write_text("SEED = 1\n")
+    monkeypatch.setattr(cache, "package_dirs", lambda: {"trainflow": package})
+    cache.library_as_loaded.cache_clear()
+    try:
+        cache.library_as_loaded()
+        assert cache.library_changed_since_loaded() == set()
+        (package / "data.py").write_text("SEED = 2\n")
+        (package / "new.py").write_text("")
+        assert cache.library_changed_since_loaded() == {"trainflow/data.py", "trainflow/new.py"}
+    finally:
+        cache.library_as_loaded.cache_clear()
+
+
+def test_a_sweep_trial_neither_uses_nor_feeds_the_cache(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial's model carries its sweep's metadata and no candidate alias: re-used by a
+    pipeline run, it would leave model_export:candidate on an older model."""
+    from trainflow.sweeps import SWEEP_ENV, SweepContext
+
+    monkeypatch.setenv(SWEEP_ENV, SweepContext("s1", "parent", trial=0).to_json())
+    trial = Pipeline(load_config(PROJECT_DIR, ["artifacts.backend=local"]), PROJECT_DIR, [])
+    assert trial.cache_policy() == (False, False, "a sweep trial: every trial trains and logs its own model")
+    runs: list[str] = []
+    monkeypatch.setattr(trial, "execute", fake_fetch(trial, runs))
+    trial.run("fetch_data")
+    assert runs == ["fetch-0"] and trial.plan(STEPS["fetch_data"]).key is None  # no key: nothing to look up or record
+    monkeypatch.delenv(SWEEP_ENV)
+    outside = Pipeline(load_config(PROJECT_DIR, ["artifacts.backend=local"]), PROJECT_DIR, [])
+    key = outside.plan(STEPS["fetch_data"]).key
+    assert key is not None and outside.store.cached_runs("fetch_data", key.digest) == []
+
+
 def test_main_cache_false_runs_the_step_and_still_records_it(home: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     pipeline = Pipeline(load_config(PROJECT_DIR, ["main.cache=false", "artifacts.backend=local"]), PROJECT_DIR, [])
     runs: list[str] = []

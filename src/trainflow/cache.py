@@ -156,6 +156,32 @@ def library_modules(entry: Path, packages: Mapping[str, Path] | None = None) -> 
     return sorted(found)
 
 
+@functools.cache
+def library_as_loaded() -> dict[str, str]:
+    """sha256 of every library file as this process first saw it (``package/relative path``).
+
+    Called before the library runs (``main_argv``), it stands for the code a step run in
+    this process executes: an edit made later is on disk, in the next step's key, but not
+    in the modules this process imported.
+    """
+    return _library_digests()
+
+
+def library_changed_since_loaded() -> set[str]:
+    """The library files (``package/relative path``) edited, added or removed since :func:`library_as_loaded`."""
+    then, now = library_as_loaded(), _library_digests()
+    return {name for name in then.keys() | now.keys() if then.get(name) != now.get(name)}
+
+
+def _library_digests() -> dict[str, str]:
+    return {
+        f"{package}/{path.relative_to(directory).as_posix()}": file_sha256(path)
+        for package, directory in package_dirs().items()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and not _skipped(path)
+    }
+
+
 def whole_packages(packages: Mapping[str, Path]) -> list[Path]:
     return sorted(p for directory in packages.values() for p in directory.rglob("*.py") if not _skipped(p))
 

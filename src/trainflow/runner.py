@@ -25,7 +25,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from trainflow.cache import CacheKey, Uncacheable, alias_state, annotations_problem, reusable_run, step_key
+from trainflow.cache import (
+    CacheKey,
+    Uncacheable,
+    alias_state,
+    annotations_problem,
+    library_as_loaded,
+    library_changed_since_loaded,
+    reusable_run,
+    step_key,
+)
 from trainflow.components import ComponentSource, prepare_steps
 from trainflow.config import resolve_paths, validate
 from trainflow.errors import StepFailed, TrainflowError, exit_on_user_error, user_error_line
@@ -76,6 +85,7 @@ class Pipeline:
     """One pipeline run: the parent MLflow run and the step runs nested under it."""
 
     def __init__(self, cfg: DictConfig, project_dir: Path, overrides: list[str]) -> None:
+        library_as_loaded()  # main_argv took it already, unless this is a sweep's worker process
         self.cfg = resolve_paths(cfg, project_dir)
         self.project_dir = project_dir
         # The estimator's parameter names need scikit-learn, a second of imports: they are
@@ -155,8 +165,10 @@ class Pipeline:
         from trainflow.sweeps import current_trial
 
         if current_trial() is not None:
-            # A trial is read back from the model version it logs (metadata.sweep): a hit logs none.
-            return True, False, "a sweep trial: every trial trains and logs its own model"
+            # A trial is read back from the model version it logs (metadata.sweep): a hit logs
+            # none. Nor is a trial a source: its outputs carry its sweep's metadata and not the
+            # aliases a pipeline run sets (model_export:candidate), so a hit would leave them.
+            return False, False, "a sweep trial: every trial trains and logs its own model"
         return True, True, ""
 
     def plan(self, spec: StepSpec) -> StepPlan:
@@ -308,6 +320,10 @@ class Pipeline:
         try:
             if after is None or not (after.digest == plan.key.digest or self.moved_only_by(run_id, plan.key, after)):
                 raise TrainflowError("its code, environment or source changed while it ran")
+            # In this process the step ran the modules as imported when the pipeline started.
+            stale = sorted(library_changed_since_loaded() & plan.key.parts["code"].keys()) if self.runs_here(spec) else []
+            if stale:
+                raise TrainflowError(f"{stale[0]} changed after this process loaded the library the step ran")
             overwritten = annotations_problem(self.store, spec, plan.versions, run_id)
             if overwritten:  # another run wrote over it meanwhile: this run's result is not in place
                 raise TrainflowError(overwritten)
@@ -420,6 +436,7 @@ def main_argv(project_dir: Path) -> None:
     )
     from trainflow.sweeps import hydra_arguments
 
+    library_as_loaded()  # before any step runs: the code this process's in-process steps execute
     with exit_on_user_error("trainflow"):
         expanded = expand_mlproject_args(sys.argv)
         sys.argv[:] = expanded[:1] + hydra_arguments(expanded[1:])
