@@ -606,6 +606,26 @@ def test_a_sweep_trial_neither_uses_nor_feeds_the_cache(home: Path, monkeypatch:
     assert key is not None and outside.store.cached_runs("fetch_data", key.digest) == []
 
 
+@pytest.mark.parametrize("in_process", [True, False])
+def test_the_key_hashes_the_library_copy_the_step_will_run(
+    home: Path, project: Path, monkeypatch: pytest.MonkeyPatch, in_process: bool
+) -> None:
+    """A component started by mlflow.run imports components/../src (its MLproject's
+    PYTHONPATH); an in-process step runs what this process imported. They can differ
+    (a clone run with another checkout's editable install): each is keyed by its own."""
+    cfg = load_config(PROJECT_DIR, ["artifacts.backend=local", f"main.components_repository={project / 'components'}",
+                                    f"main.in_process={str(in_process).lower()}"])
+    pipeline = Pipeline(cfg, PROJECT_DIR, [])
+    runs: list[str] = []
+    monkeypatch.setattr(pipeline, "execute", fake_fetch(pipeline, runs))
+    pipeline.run("fetch_data")
+    before = pipeline.plan(STEPS["split_data"]).key
+    append_byte(project / "src" / "trainflow" / "data.py")  # only the component's copy
+    after = pipeline.plan(STEPS["split_data"]).key
+    assert before is not None and after is not None
+    assert (after.digest != before.digest) is (not in_process)
+
+
 def test_main_cache_false_runs_the_step_and_still_records_it(home: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     pipeline = Pipeline(load_config(PROJECT_DIR, ["main.cache=false", "artifacts.backend=local"]), PROJECT_DIR, [])
     runs: list[str] = []

@@ -80,6 +80,16 @@ def package_dirs() -> dict[str, Path]:
     return dirs
 
 
+def component_packages(component_dir: Path) -> dict[str, Path] | None:
+    """Where a component started as a process of its own imports the library from: its
+    MLproject puts ``../../src`` first on PYTHONPATH, so that copy when it holds the
+    packages; None (the installed library) when it does not. The pipeline's own process
+    may import another copy (an installed one), which is what its in-process steps run."""
+    src = component_dir.resolve().parent.parent / "src"
+    found = {package: src / package for package in LIBRARY_PACKAGES if (src / package / "__init__.py").is_file()}
+    return found if len(found) == len(LIBRARY_PACKAGES) else None
+
+
 def module_file(name: str, packages: Mapping[str, Path]) -> Path | None:
     """The source file of library module ``name`` (``trainflow.store``), or None if it is not one."""
     top = name.partition(".")[0]

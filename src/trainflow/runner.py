@@ -30,6 +30,7 @@ from trainflow.cache import (
     Uncacheable,
     alias_state,
     annotations_problem,
+    component_packages,
     library_as_loaded,
     library_changed_since_loaded,
     reusable_run,
@@ -196,7 +197,11 @@ class Pipeline:
         return StepPlan(parameters, versions, key)
 
     def key(self, spec: StepSpec, versions: dict[str, ArtifactVersion]) -> CacheKey:
-        return step_key(spec, self.cfg, versions, Path(self.components.location) / spec.name, self.cfg.main.env_manager,
+        component = Path(self.components.location) / spec.name
+        # The library the step will run: this process's for an in-process step, else the
+        # copy the component's own process imports.
+        packages = None if self.runs_here(spec) else component_packages(component)
+        return step_key(spec, self.cfg, versions, component, self.cfg.main.env_manager, packages,
                         aliases=alias_state(self.store, self.cfg, spec))
 
     def run(self, step: str) -> None:
