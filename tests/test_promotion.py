@@ -272,3 +272,20 @@ def test_existing_store_without_the_history_table_gains_it(store: LocalArtifactS
     with sqlite3.connect(store.index_path) as db:
         assert json.loads(db.execute("SELECT details FROM promotions").fetchone()[0]) == {"x": 1}
     assert entry.outcome == REFUSED
+
+
+def test_each_threshold_keeps_its_metrics_direction_whatever_the_comparison_metric() -> None:
+    """Comparing by log_loss (lower is better) used to turn roc_auc_ovo >= 0.9 into <= 0.9,
+    so a weak model passed the bound and a strong one failed it."""
+    policy = GatePolicy(metric="log_loss", higher_is_better=False, thresholds={"roc_auc_ovo": 0.9, "log_loss": 0.5})
+    weak = decide(model(1, {"roc_auc_ovo": 0.777, "log_loss": 0.3}), TEST_SET, policy)
+    assert weak.outcome == REFUSED and rows(weak)["roc_auc_ovo"] == ("0.7770", ">= 0.9", "FAIL")
+    strong = decide(model(2, {"roc_auc_ovo": 1.0, "log_loss": 0.07}), TEST_SET, policy)
+    assert strong.outcome == PROMOTED and rows(strong)["log_loss"] == ("0.0700", "<= 0.5", "pass")
+
+
+@pytest.mark.parametrize(("metric", "higher"), [("log_loss", True), ("rmse", True), ("roc_auc_ovo", False), ("r2", False)])
+def test_a_comparison_direction_against_the_metric_is_refused(metric: str, higher: bool) -> None:
+    with pytest.raises(ConfigError, match=f"promote.metric={metric} is better (higher|lower): set promote.higher_is_better="):
+        validate_promote({"metric": metric, "higher_is_better": higher, "thresholds": {}, "min_improvement": 0.0,
+                          "force": False, "registered_model_name": "trainflow-model"})

@@ -15,6 +15,15 @@ import pandas as pd
 HEADLINE_METRICS = {"classification": ("roc_auc_ovo", "accuracy", "f1_macro"), "regression": ("r2", "mae", "rmse")}
 
 
+# The error metrics trainflow reports: lower is better. Every other one is a score.
+LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})
+
+
+def higher_is_better(name: str) -> bool:
+    """Whether a larger value of metric ``name`` is better."""
+    return name not in LOWER_IS_BETTER
+
+
 def is_task_metric(name: str, task: str) -> bool:
     """Whether ``name`` is a metric trainflow reports for ``task``."""
     if task == "regression":

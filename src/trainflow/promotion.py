@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainflow.errors import ConfigError
+from trainflow.evaluate import higher_is_better
 from trainflow.store import ArtifactVersion
 
 PROMOTED = "promoted"
@@ -106,6 +107,13 @@ def validate_promote(promote: Any) -> None:
     for name, bound in policy.thresholds.items():
         if not math.isfinite(bound):
             raise ConfigError(f"promote.thresholds.{name}={bound} must be a finite number")
+    if policy.higher_is_better != higher_is_better(policy.metric):
+        # A score compared as an error would promote worse models, and the other way round.
+        better = "higher" if higher_is_better(policy.metric) else "lower"
+        raise ConfigError(
+            f"promote.metric={policy.metric} is better {better}: set promote.higher_is_better="
+            f"{str(higher_is_better(policy.metric)).lower()} with it"
+        )
     name = str(promote["registered_model_name"])
     if not _REGISTERED_NAME_RE.fullmatch(name):
         raise ConfigError(
@@ -261,10 +269,13 @@ def decide(
         elif value is None or not math.isfinite(value):
             passed = False
         else:
-            passed = value >= bound if policy.higher_is_better else value <= bound
+            # Each metric's own direction: a score's bound is a minimum, an error's a maximum,
+            # whichever metric the champion comparison uses.
+            passed = value >= bound if higher_is_better(name) else value <= bound
         criteria.append(
             Criterion(
-                name, _show(metrics.get(name)) if eligible else "-", f"{policy.comparison} {bound:g}", passed, THRESHOLD
+                name, _show(metrics.get(name)) if eligible else "-", f"{'>=' if higher_is_better(name) else '<='} {bound:g}",
+                passed, THRESHOLD,
             )
         )
 
