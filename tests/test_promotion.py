@@ -184,7 +184,7 @@ def test_rollback_target_pops_the_champions_stack(moves, rollbacks, target) -> N
 def promote_section(**changes: Any) -> dict[str, Any]:
     section = {
         "metric": "roc_auc_ovo", "higher_is_better": True, "thresholds": {"roc_auc_ovo": 0.9},
-        "min_improvement": 0.005, "force": False, "registered_model_name": "trainflow-model",
+        "min_improvement": 0.005, "force": False, "registered_model_name": "trainflow-model", "alias": "prod",
     }
     return {**section, **changes}
 
@@ -288,4 +288,11 @@ def test_each_threshold_keeps_its_metrics_direction_whatever_the_comparison_metr
 def test_a_comparison_direction_against_the_metric_is_refused(metric: str, higher: bool) -> None:
     with pytest.raises(ConfigError, match=f"promote.metric={metric} is better (higher|lower): set promote.higher_is_better="):
         validate_promote({"metric": metric, "higher_is_better": higher, "thresholds": {}, "min_improvement": 0.0,
-                          "force": False, "registered_model_name": "trainflow-model"})
+                          "force": False, "registered_model_name": "trainflow-model", "alias": "prod"})
+
+
+@pytest.mark.parametrize("alias", ["latest", "candidate"])
+def test_an_alias_every_new_model_moves_cannot_be_the_production_alias(alias: str) -> None:
+    with pytest.raises(ConfigError, match=f"promote.alias={alias} is moved by every"):
+        validate_promote({"metric": "roc_auc_ovo", "higher_is_better": True, "thresholds": {}, "min_improvement": 0.0,
+                          "force": False, "registered_model_name": "trainflow-model", "alias": alias})

@@ -253,6 +253,12 @@ def test_an_alias_the_gate_decided_about_moves_only_through_the_gate(store: Loca
     assert [entry.after for entry in store.promotions("model", "prod")] == ["model:v0"]
     assert store.set_alias("model:v2", "staging").ref == "model:v2"
     assert store.set_alias("encoder:v1", "prod").ref == "encoder:v1"
+    # nor can a new version take it when logged
+    source = tmp_path / "not-a-model.csv"
+    source.write_text("a\n1\n")
+    with pytest.raises(TrainflowError, match="model:prod is moved only by the promotion gate"):
+        store.log_artifact(source, "model", "model", aliases=["prod"])
+    assert store.get("model:prod").ref == "model:v0" and store.get("model:latest").ref == "model:v2"
 
 
 def test_cli_alias_refuses_the_production_alias_in_one_line(store: LocalArtifactStore, tmp_path: Path) -> None:

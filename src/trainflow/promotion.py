@@ -27,7 +27,7 @@ from typing import Any
 
 from trainflow.errors import ConfigError
 from trainflow.evaluate import higher_is_better
-from trainflow.store import ArtifactVersion
+from trainflow.store import LATEST, ArtifactVersion
 
 PROMOTED = "promoted"
 CHAMPION_KEPT = "champion_kept"
@@ -107,6 +107,15 @@ def validate_promote(promote: Any) -> None:
     for name, bound in policy.thresholds.items():
         if not math.isfinite(bound):
             raise ConfigError(f"promote.thresholds.{name}={bound} must be a finite number")
+    from trainflow.sweeps import CANDIDATE_ALIAS
+
+    alias = str(promote["alias"])
+    if alias in (LATEST, CANDIDATE_ALIAS):
+        # Both move with every new model (the store, train_model): a gated alias must not.
+        raise ConfigError(
+            f"promote.alias={alias} is moved by every {'logged version' if alias == LATEST else 'train_model run'}; "
+            "name the production alias something else, e.g. prod or staging"
+        )
     if policy.higher_is_better != higher_is_better(policy.metric):
         # A score compared as an error would promote worse models, and the other way round.
         better = "higher" if higher_is_better(policy.metric) else "lower"

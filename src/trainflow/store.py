@@ -600,6 +600,8 @@ class LocalArtifactStore:
                 [(version_id, f.path, f.sha256, f.size) for f in files],
             )
             for alias in dict.fromkeys([LATEST, *aliases]):
+                if alias != LATEST:
+                    _refuse_gated_alias(db, name, alias, f"{name}:v{number}")
                 self._move_alias(db, name, alias, version_id, run.run_id if run else None)
         return self.get(f"{name}:v{number}")
 
