@@ -9,6 +9,7 @@ per module with the library: penguins forests from weak to strong.
 from __future__ import annotations
 
 import runpy
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import PROJECT_DIR, error_lines, run_command
+from conftest import PROJECT_DIR, error_lines, run_command, tamper
 
 from trainflow.data import split_dataset
 from trainflow.errors import TrainflowError
@@ -261,6 +262,26 @@ def test_a_candidate_predicting_something_else_is_not_compared_with_the_champion
     assert code == 0, err
     assert f"champion {weak} predicts something else" in out
     assert bench.prod() == bench.registry_prod() == other
+
+
+def test_a_damaged_champion_can_be_replaced_with_force(bench: Bench) -> None:
+    """A champion whose files no longer verify cannot be re-scored on a new test set: one
+    line naming force; with promote.force=true the candidate replaces it."""
+    weak, strong = bench.add("weak"), bench.add("strong")
+    assert bench.promote(weak)[0] == 0
+    bench.test(strong, bench.log_test_set("other_test"))
+    [skops] = [f for f in bench.store.get(weak).files if f.path.endswith(".skops")]
+    tamper(bench.store.blob_path(skops.sha256), b"damaged")
+    shutil.rmtree(bench.store.checkouts, ignore_errors=True)
+    code, _, err = bench.promote(strong)
+    assert code == 1
+    [line] = error_lines(err)
+    assert f"the champion {weak} cannot be scored" in line and "promote.force=true" in line
+    assert bench.prod() == bench.registry_prod() == weak
+    code, out, err = bench.promote(strong, "promote.force=true")
+    assert code == 0, err
+    assert f"champion {weak} cannot be scored" in out
+    assert bench.prod() == bench.registry_prod() == strong
 
 
 def test_rollback_moves_store_and_registry_back_and_is_recorded(bench: Bench, tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ to a tested model that passes the gate (trainflow.promotion); record every decis
 """
 
 from trainflow.data import read_table
-from trainflow.errors import ChampionChanged, DataError, TrainflowError
+from trainflow.errors import ChampionChanged, CorruptArtifact, DataError, TrainflowError
 from trainflow.evaluate import score_exported_model
 from trainflow.promotion import (
     CHAMPION_KEPT,
@@ -33,11 +33,12 @@ def champion_of(run: StepRun, name: str, alias: str) -> ArtifactVersion | None:
 
 def rescore(run: StepRun, champion: ArtifactVersion, test_set: ArtifactVersion, force: bool) -> ArtifactVersion:
     """Score the champion on the current test set and record it on its version, as test_model does."""
-    model_dir = run.store.use_artifact(champion.ref, run=run.record)
     test = read_table(run.store.use_artifact(test_set.ref))
     try:
+        # A champion whose files are damaged cannot be compared either: force replaces it.
+        model_dir = run.store.use_artifact(champion.ref, run=run.record)
         metrics = score_exported_model(model_dir, test, run.cfg.data.target)
-    except DataError as error:
+    except (DataError, CorruptArtifact) as error:
         if force:
             run.say(f"champion {champion.ref} cannot be scored on {test_set.ref} ({error}); promote.force=true")
             return champion
