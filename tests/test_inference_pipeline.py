@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 import trainflow_inference
 from trainflow.config import load_config
 from trainflow.errors import ConfigError, DataError, TrainflowError
-from trainflow.inference import predict_table
+from trainflow.inference import predict_table, prediction_column
 from trainflow.model import (
     ESTIMATORS,
     FeatureSpec,
@@ -576,6 +576,25 @@ def test_predict_table_of_an_empty_frame_has_the_prediction_columns(exports: Exp
         expected += [f"proba_class_{i}" for i in range(N_CLASSES)]
     assert list(out.columns) == expected
     assert len(out) == 0
+
+
+def test_predict_table_refuses_rows_of_the_wrong_type_in_one_error(exports: ExportCache) -> None:
+    """Text in a numeric column fails schema enforcement: a DataError naming the expected
+    types (batch_predict prints it as one line), not MLflow's traceback."""
+    exported = exports.get("classification", "random_forest")
+    frame = exported.held_out_frame().head(3)
+    numeric = next(c for c in frame.columns if frame[c].dtype.kind == "f")
+    broken = frame.assign(**{numeric: ["abc", "def", "ghi"]})
+    with pytest.raises(DataError, match=rf"the model cannot score these rows .*{numeric}: double"):
+        predict_table(exported.path, broken)
+
+
+def test_the_prediction_column_steps_aside_for_an_input_column_of_that_name(exports: ExportCache) -> None:
+    exported = exports.get("classification", "random_forest")
+    frame = exported.held_out_frame().head(4).assign(prediction="the user's own")
+    out = predict_table(exported.path, frame)
+    assert prediction_column(frame.columns) == "prediction_1"
+    assert (out["prediction"] == "the user's own").all() and out["prediction_1"].str.startswith("class_").all()
 
 
 @pytest.mark.parametrize("task", list(ESTIMATORS))

@@ -5,7 +5,7 @@ and log the rows with their predictions as ``predictions.parquet``. Optional: no
 from pathlib import Path
 
 from trainflow.data import fetch, read_table
-from trainflow.inference import PREDICTION, is_location, predict_table
+from trainflow.inference import is_location, predict_table, prediction_column
 from trainflow.run_context import StepRun, step_config_dir, step_main
 
 PROJECT_DIR = step_config_dir(__file__)
@@ -29,14 +29,15 @@ def batch_predict(run: StepRun) -> None:
         frame = run.read_table("input_table")
         described = run.used["input_table"].ref
         origin = {"artifact": described}
+    column = prediction_column(frame.columns)  # "prediction", or "prediction_1" if the input has one
     predictions = predict_table(model_dir, frame)
     run.say(f"scored {len(predictions)} rows of {described} with {model.ref}")
     path = run.workdir / "predictions.parquet"
     predictions.to_parquet(path, index=False)
     run.log_metrics({"rows_scored": len(predictions)})
     counts = None
-    if PREDICTION in predictions and predictions[PREDICTION].nunique() <= 50:  # class labels, not regression values
-        counts = predictions[PREDICTION].astype(str).value_counts().sort_index()
+    if predictions[column].nunique() <= 50:  # class labels, not regression values
+        counts = predictions[column].astype(str).value_counts().sort_index()
     run.log_artifact(
         path,
         "predictions.parquet",

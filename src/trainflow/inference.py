@@ -6,12 +6,14 @@ enforced), so batch and online predictions agree. No training code, no MLflow ru
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from trainflow.data import require_columns
+from trainflow.errors import DataError
 
 PREDICTION = "prediction"
 
@@ -25,6 +27,11 @@ def _free(name: str, taken: set[str]) -> str:
     return candidate
 
 
+def prediction_column(input_columns: Iterable[object]) -> str:
+    """The name :func:`predict_table` gives the predictions for an input with these columns."""
+    return _free(PREDICTION, set(map(str, input_columns)))
+
+
 def predict_table(model_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with a ``prediction`` column (and ``proba_<class>`` columns for a classifier).
 
@@ -32,6 +39,7 @@ def predict_table(model_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
     are kept in the output untouched. A missing required column is a :class:`DataError`.
     """
     import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
     schema = Model.load(str(model_dir)).get_input_schema()
@@ -41,7 +49,18 @@ def predict_table(model_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
     else:
         features = frame
     model = mlflow.pyfunc.load_model(str(model_dir))
-    predicted = model.predict(features)
+    try:
+        predicted = model.predict(features)
+    except (MlflowException, ValueError, TypeError) as error:
+        # Schema enforcement (a text where a number belongs) or the pipeline (inf) refusing
+        # the rows: the input's fault, so one line that names what the model expects.
+        expected = (
+            ", ".join(f"{c.name}: {getattr(c.type, 'name', c.type)}" for c in schema.inputs)
+            if schema is not None else "see its MLmodel"
+        )
+        # MLflow's schema error starts with the whole frame; its reason follows "Error: ".
+        reason = " ".join(str(error).rpartition("Error: ")[2].split()) or type(error).__name__
+        raise DataError(f"the model cannot score these rows ({reason}); give it columns of the types it expects: {expected}") from None
     out = frame.copy()
     taken = set(map(str, out.columns))
 
