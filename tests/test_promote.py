@@ -284,6 +284,25 @@ def test_a_damaged_champion_can_be_replaced_with_force(bench: Bench) -> None:
     assert bench.prod() == bench.registry_prod() == strong
 
 
+def test_a_registry_alias_that_drifted_from_the_store_is_put_back(bench: Bench) -> None:
+    """The store's alias is the record. A registry alias deleted by hand, or left on another
+    version by a process killed between the two moves, is realigned by the next promote_model."""
+    weak, strong, lower = bench.add("weak"), bench.add("strong"), bench.add("lower")
+    assert bench.promote(weak)[0] == 0 and bench.promote(strong)[0] == 0
+    client = mlflow.MlflowClient(bench.env["MLFLOW_TRACKING_URI"])
+    recorded = bench.store.get(strong).metadata["registry"][REGISTERED]
+    for drift in ("moved", "deleted"):
+        if drift == "moved":
+            client.set_registered_model_alias(REGISTERED, "prod", str(recorded - 1))
+        else:
+            client.delete_registered_model_alias(REGISTERED, "prod")
+        assert bench.registry_prod() != strong
+        code, out, err = bench.promote(lower)  # the champion is kept
+        assert code == 0, err
+        assert f"registry alias {REGISTERED}@prod named" in out and f"moved it back to {recorded}" in out
+        assert bench.prod() == bench.registry_prod() == strong
+
+
 def test_rollback_moves_store_and_registry_back_and_is_recorded(bench: Bench, tmp_path: Path) -> None:
     weak, strong = bench.add("weak"), bench.add("strong")
     assert bench.promote(weak)[0] == 0

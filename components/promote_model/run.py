@@ -16,7 +16,7 @@ from trainflow.promotion import (
     prediction_mismatch,
     tested_metrics,
 )
-from trainflow.registry import current_actor, move_production_alias
+from trainflow.registry import current_actor, move_production_alias, realign_registry
 from trainflow.run_context import StepRun, step_main
 from trainflow.store import ArtifactVersion
 
@@ -86,6 +86,10 @@ def promote_model(run: StepRun) -> None:
     model = run.resolve("model_artifact")
     test_set = run.resolve("test_artifact")
     alias = cfg.alias
+    # The store's alias is the record: a registry alias that drifted from it is put back first.
+    realigned = realign_registry(run.store, model.name, alias, cfg.registered_model_name)
+    if realigned:
+        run.say(realigned)
     # Pipelines promoting at once: the store moves the alias only from the champion this
     # decision was made against; the loser decides again against the new champion.
     for attempt in range(1, DECISION_ATTEMPTS + 1):

@@ -206,6 +206,37 @@ def _realign(store: LocalArtifactStore, name: str, alias: str, registered_name: 
     set_alias(registered_name, alias, version if version is not None else fallback)
 
 
+def registry_drift(store: LocalArtifactStore, name: str, alias: str, registered_name: str) -> tuple[int, int | None] | None:
+    """``(the version the store's alias was registered as, the version the registry alias
+    names now)`` when the two disagree, else None. The store's alias and history are the
+    record; the registry alias can drift from them (deleted by hand, or a process killed
+    between moving the registry alias and committing the store's move)."""
+    from trainflow.errors import ArtifactNotFound
+
+    try:
+        holder = store.get(f"{name}:{alias}")
+    except ArtifactNotFound:
+        return None
+    recorded = (holder.metadata.get("registry") or {}).get(registered_name)
+    if recorded is None:
+        return None
+    current = alias_holder(registered_name, alias)
+    return None if current == int(recorded) else (int(recorded), current)
+
+
+def realign_registry(store: LocalArtifactStore, name: str, alias: str, registered_name: str) -> str | None:
+    """Point the registry alias back at the store's holder when they disagree; what was done, or None."""
+    drift = registry_drift(store, name, alias, registered_name)
+    if drift is None:
+        return None
+    recorded, current = drift
+    set_alias(registered_name, alias, recorded)
+    return (
+        f"registry alias {registered_name}@{alias} named {f'version {current}' if current is not None else 'nothing'}, "
+        f"while {name}:{alias} is registered as version {recorded}: moved it back to {recorded}"
+    )
+
+
 def rollback(
     store: LocalArtifactStore,
     name: str,

@@ -418,10 +418,19 @@ class Pipeline:
             lines.append(f"  get it with: trainflow artifacts get model_export:{alias} <dir>")
             registered = self.cfg.promote.registered_model_name
             if registered in (prod.metadata.get("registry") or {}):
-                lines.append(
-                    f"  registry: models:/{registered}@{alias} (version {prod.metadata['registry'][registered]}); "
-                    f'serve it with: mlflow models serve -m "models:/{registered}@{alias}" --env-manager local'
-                )
+                from trainflow.registry import registry_drift
+
+                drift = registry_drift(self.store, "model_export", alias, registered)
+                if drift is None:
+                    lines.append(
+                        f"  registry: models:/{registered}@{alias} (version {prod.metadata['registry'][registered]}); "
+                        f'serve it with: mlflow models serve -m "models:/{registered}@{alias}" --env-manager local'
+                    )
+                else:
+                    lines.append(
+                        f"  registry: models:/{registered}@{alias} names {f'version {drift[1]}' if drift[1] else 'nothing'}, "
+                        f"not {prod.ref} (version {drift[0]}); the next promote_model puts it back"
+                    )
         lines.append(f"  artifact store: {self.store.root}")
         lines.append(f"  MLflow tracking: {tracking}")
         print("\n".join(lines), flush=True)
