@@ -556,7 +556,7 @@ def test_a_step_run_in_process_after_its_library_changed_on_disk_is_not_recorded
 ) -> None:
     """An in-process step runs the modules imported at the pipeline's start; an edit made
     since is in its key (read from disk) but not in what ran, so the run is not recorded."""
-    import trainflow.runner as runner
+    from trainflow import runner
 
     monkeypatch.setattr(runner, "library_changed_since_loaded", lambda: {"trainflow/data.py", "trainflow/cli.py"})
     runs: list[str] = []
