@@ -257,6 +257,9 @@ def test_a_candidate_predicting_something_else_is_not_compared_with_the_champion
     assert "target 'species' vs. 'body_mass_g'; task 'classification' vs. 'regression'" in line
     assert "promote.force=true" in line and "TRAINFLOW_HOME" in line
     assert bench.prod() == bench.registry_prod() == weak
+    refused = bench.store.promotions()[-1]  # recorded, as every decision is
+    assert (refused.outcome, refused.candidate, refused.before, refused.after) == ("refused", other, weak, weak)
+    assert "cannot be compared" in refused.details["reason"]
 
     code, out, err = bench.promote(other, "promote.force=true")
     assert code == 0, err
@@ -278,6 +281,7 @@ def test_a_damaged_champion_can_be_replaced_with_force(bench: Bench) -> None:
     [line] = error_lines(err)
     assert f"the champion {weak} cannot be scored" in line and "promote.force=true" in line
     assert bench.prod() == bench.registry_prod() == weak
+    assert [e.outcome for e in bench.store.promotions()][-1] == "refused"
     code, out, err = bench.promote(strong, "promote.force=true")
     assert code == 0, err
     assert f"champion {weak} cannot be scored" in out

@@ -31,7 +31,9 @@ def champion_of(run: StepRun, name: str, alias: str) -> ArtifactVersion | None:
         return None
 
 
-def rescore(run: StepRun, champion: ArtifactVersion, test_set: ArtifactVersion, force: bool) -> ArtifactVersion:
+def rescore(
+    run: StepRun, model: ArtifactVersion, champion: ArtifactVersion, test_set: ArtifactVersion, force: bool
+) -> ArtifactVersion:
     """Score the champion on the current test set and record it on its version, as test_model does."""
     test = read_table(run.store.use_artifact(test_set.ref))
     try:
@@ -42,10 +44,10 @@ def rescore(run: StepRun, champion: ArtifactVersion, test_set: ArtifactVersion, 
         if force:
             run.say(f"champion {champion.ref} cannot be scored on {test_set.ref} ({error}); promote.force=true")
             return champion
-        raise TrainflowError(
+        raise refusal(run, model, TrainflowError(
             f"the champion {champion.ref} cannot be scored on the current test set {test_set.ref} to compare it: "
             f"{error}; promote with promote.force=true to replace it without the comparison"
-        ) from None
+        )) from None
     run.say(f"re-scored champion {champion.ref} on {test_set.ref} (its metrics were for another test set)")
     run.log_metrics(metrics, prefix="champion_test_")
     return run.store.update_metadata(
@@ -59,11 +61,21 @@ def refuse_mismatch(run: StepRun, model: ArtifactVersion, champion: ArtifactVers
     if force:
         run.say(f"champion {champion.ref} predicts something else ({mismatch}); promote.force=true")
         return
-    raise TrainflowError(
+    raise refusal(run, model, TrainflowError(
         f"{model.ref} cannot be compared with the champion {champion.ref}: they predict different things "
         f"({mismatch}); promote with promote.force=true to replace it, or keep this model in its own store "
         "(another TRAINFLOW_HOME)"
+    ))
+
+
+def refusal(run: StepRun, model: ArtifactVersion, error: TrainflowError) -> TrainflowError:
+    """Record a refusal the gate could not even table (no comparison possible) in the
+    promotion history, as every decision is, and return the error to raise."""
+    run.store.record_promotion(
+        model.name, run.cfg.promote.alias, "promote", REFUSED, model.ref, details={"reason": str(error)},
+        actor=current_actor(), run=run.record,
     )
+    return error
 
 
 def log_decision(run: StepRun, decision: Decision) -> None:
@@ -101,7 +113,7 @@ def promote_model(run: StepRun) -> None:
         if mismatch:
             refuse_mismatch(run, model, champion, mismatch, policy.force)
         elif comparable and needs_rescore(champion, test_set.ref, policy):
-            champion = rescore(run, champion, test_set, policy.force)
+            champion = rescore(run, model, champion, test_set, policy.force)
         decision = decide(model, test_set, policy, champion)
         run.say(
             f"promotion gate for {model.ref} (champion: {champion.ref if champion else 'none'}, "

@@ -287,6 +287,8 @@ def cmd_promotions(store: LocalArtifactStore, args: argparse.Namespace) -> None:
         registry = entry.details.get("registry")
         if registry:
             print(f"    registry: alias {entry.alias!r} -> models:/{registry['name']}/{registry['version']}")
+        if entry.details.get("reason"):  # a refusal before any criterion could be tabled
+            print(f"    reason: {entry.details['reason']}")
         print()
 
 
