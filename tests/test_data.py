@@ -50,6 +50,16 @@ def test_read_table_empty_file(tmp_path: Path) -> None:
         read_table(empty)
 
 
+def test_a_header_only_table_is_refused_for_learning_and_read_for_scoring(tmp_path: Path) -> None:
+    """No rows to learn from is an error; no rows to score is zero predictions (as the server answers [])."""
+    header = tmp_path / "header.csv"
+    header.write_text("bill_length_mm,island\n")
+    with pytest.raises(DataError, match="0 rows and 2 columns: a training table needs rows"):
+        read_table(header)
+    frame = read_table(header, allow_empty=True)
+    assert list(frame.columns) == ["bill_length_mm", "island"] and len(frame) == 0
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_read_table_garbage_bytes(tmp_path: Path, seed: int) -> None:
     """Random binary bytes are a DataError naming the file, not a pandas exception."""

@@ -181,10 +181,11 @@ def remote_validators(url: str, timeout: float = HTTP_TIMEOUT_SECONDS) -> dict[s
         raise DataError(f"cannot ask {url} whether it changed ({error.__class__.__name__}: {error})") from None
 
 
-def read_table(path: Path, setting: str = "data.uri") -> pd.DataFrame:
+def read_table(path: Path, setting: str = "data.uri", allow_empty: bool = False) -> pd.DataFrame:
     """Read a CSV or Parquet file (chosen by content, not only by suffix) into a DataFrame.
 
     ``setting`` is what the user named the file with (a config key): the errors tell them to fix that.
+    A table to learn from needs rows and two columns; one to score (``allow_empty``) may have no rows.
     """
     path = Path(path)
     try:
@@ -226,7 +227,7 @@ def read_table(path: Path, setting: str = "data.uri") -> pd.DataFrame:
                 f"trainflow reads comma-separated CSV; convert it (pd.read_csv(f, sep={delimiter!r}).to_csv(out, "
                 "index=False)) or save it as Parquet"
             )
-    if frame.empty or len(frame.columns) < 2:
+    if not allow_empty and (frame.empty or len(frame.columns) < 2):
         raise DataError(
             f"{path.name} has {len(frame)} rows and {len(frame.columns)} columns: a training table needs "
             "rows and at least a feature and a target column"
