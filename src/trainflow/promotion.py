@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainflow.errors import ConfigError
-from trainflow.evaluate import higher_is_better
 from trainflow.store import LATEST, ArtifactVersion
 
 PROMOTED = "promoted"
@@ -107,6 +106,7 @@ def validate_promote(promote: Any) -> None:
     for name, bound in policy.thresholds.items():
         if not math.isfinite(bound):
             raise ConfigError(f"promote.thresholds.{name}={bound} must be a finite number")
+    from trainflow.evaluate import higher_is_better
     from trainflow.sweeps import CANDIDATE_ALIAS
 
     alias = str(promote["alias"])
@@ -252,6 +252,10 @@ def decide(
     """The gate. ``champion`` is the version holding the alias now (None if none does);
     its metrics must be on ``current_test_set`` to be compared (see :func:`needs_rescore`).
     """
+    # Imported here, as in check_gate_fits_task: evaluate loads numpy and pandas, which the
+    # history and rollback commands that import this module do not need.
+    from trainflow.evaluate import higher_is_better
+
     policy = policy or GatePolicy()
     test_set = current_test_set if isinstance(current_test_set, str) else current_test_set.ref
     tested_on, metrics = tested_metrics(model)
