@@ -24,7 +24,7 @@ from trainflow.config import load_config, resolve_paths
 from trainflow.errors import TrainflowError
 from trainflow.runner import Pipeline
 from trainflow.steps import STEPS
-from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord
+from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord, file_sha256
 
 PENGUINS = PROJECT_DIR / "data" / "penguins.csv"
 
@@ -556,9 +556,8 @@ def test_a_step_run_in_process_after_its_library_changed_on_disk_is_not_recorded
 ) -> None:
     """An in-process step runs the modules imported at the pipeline's start; an edit made
     since is in its key (read from disk) but not in what ran, so the run is not recorded."""
-    from trainflow import runner
-
-    monkeypatch.setattr(runner, "library_changed_since_loaded", lambda: {"trainflow/data.py", "trainflow/cli.py"})
+    loaded = cache.library_as_loaded()
+    monkeypatch.setattr(cache, "library_as_loaded", lambda: {**loaded, "trainflow/data.py": "old", "trainflow/cli.py": "old"})
     runs: list[str] = []
     monkeypatch.setattr(pipeline, "execute", fake_fetch(pipeline, runs))
     pipeline.run("fetch_data")
@@ -566,7 +565,7 @@ def test_a_step_run_in_process_after_its_library_changed_on_disk_is_not_recorded
     assert key is not None and pipeline.store.cached_runs("fetch_data", key.digest) == []
     assert "run not recorded: trainflow/data.py changed after this process loaded the library" in capsys.readouterr().out
     # cli.py alone is not code fetch_data runs: that run is recorded
-    monkeypatch.setattr(runner, "library_changed_since_loaded", lambda: {"trainflow/cli.py"})
+    monkeypatch.setattr(cache, "library_as_loaded", lambda: {**loaded, "trainflow/cli.py": "old"})
     pipeline.run("fetch_data")
     assert [r.run_id for r in pipeline.store.cached_runs("fetch_data", key.digest)] == ["fetch-1"]
 
@@ -580,10 +579,15 @@ def test_library_changes_are_seen_against_the_first_look(tmp_path: Path, monkeyp
     cache.library_as_loaded.cache_clear()
     try:
         cache.library_as_loaded()
-        assert cache.library_changed_since_loaded() == set()
+
+        def key_code() -> dict[str, str]:  # a key's code part, as code_digests names it
+            files = {f"trainflow/{path.name}": file_sha256(path) for path in package.glob("*.py")}
+            return {**files, "component/run.py": "digest of the component's own file"}
+
+        assert cache.changed_since_loaded(key_code()) == []
         (package / "data.py").write_text("SEED = 2\n")
         (package / "new.py").write_text("")
-        assert cache.library_changed_since_loaded() == {"trainflow/data.py", "trainflow/new.py"}
+        assert cache.changed_since_loaded(key_code()) == ["trainflow/data.py", "trainflow/new.py"]
     finally:
         cache.library_as_loaded.cache_clear()
 

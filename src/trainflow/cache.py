@@ -174,22 +174,23 @@ def library_as_loaded() -> dict[str, str]:
     this process executes: an edit made later is on disk, in the next step's key, but not
     in the modules this process imported.
     """
-    return _library_digests()
-
-
-def library_changed_since_loaded() -> set[str]:
-    """The library files (``package/relative path``) edited, added or removed since :func:`library_as_loaded`."""
-    then, now = library_as_loaded(), _library_digests()
-    return {name for name in then.keys() | now.keys() if then.get(name) != now.get(name)}
-
-
-def _library_digests() -> dict[str, str]:
     return {
         f"{package}/{path.relative_to(directory).as_posix()}": file_sha256(path)
         for package, directory in package_dirs().items()
         for path in sorted(directory.rglob("*"))
         if path.is_file() and not _skipped(path)
     }
+
+
+def changed_since_loaded(code: Mapping[str, str]) -> list[str]:
+    """The library files of a key's ``code`` part (name -> sha256) whose bytes are not the
+    ones :func:`library_as_loaded` saw (edited or added since): a step run in this process
+    did not run them as the key describes. Compared with the key's own digests, so the
+    files are not hashed again."""
+    loaded = library_as_loaded()
+    return sorted(
+        name for name, digest in code.items() if name.partition("/")[0] in LIBRARY_PACKAGES and loaded.get(name) != digest
+    )
 
 
 def whole_packages(packages: Mapping[str, Path]) -> list[Path]:

@@ -30,9 +30,9 @@ from trainflow.cache import (
     Uncacheable,
     alias_state,
     annotations_problem,
+    changed_since_loaded,
     component_packages,
     library_as_loaded,
-    library_changed_since_loaded,
     reusable_run,
     step_key,
 )
@@ -326,7 +326,7 @@ class Pipeline:
             if after is None or not (after.digest == plan.key.digest or self.moved_only_by(run_id, plan.key, after)):
                 raise TrainflowError("its code, environment or source changed while it ran")
             # In this process the step ran the modules as imported when the pipeline started.
-            stale = sorted(library_changed_since_loaded() & plan.key.parts["code"].keys()) if self.runs_here(spec) else []
+            stale = changed_since_loaded(after.parts["code"]) if self.runs_here(spec) else []
             if stale:
                 raise TrainflowError(f"{stale[0]} changed after this process loaded the library the step ran")
             overwritten = annotations_problem(self.store, spec, plan.versions, run_id)
