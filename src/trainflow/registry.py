@@ -206,17 +206,12 @@ def _realign(store: LocalArtifactStore, name: str, alias: str, registered_name: 
     set_alias(registered_name, alias, version if version is not None else fallback)
 
 
-def registry_drift(store: LocalArtifactStore, name: str, alias: str, registered_name: str) -> tuple[int, int | None] | None:
-    """``(the version the store's alias was registered as, the version the registry alias
-    names now)`` when the two disagree, else None. The store's alias and history are the
-    record; the registry alias can drift from them (deleted by hand, or a process killed
-    between moving the registry alias and committing the store's move)."""
-    from trainflow.errors import ArtifactNotFound
-
-    try:
-        holder = store.get(f"{name}:{alias}")
-    except ArtifactNotFound:
-        return None
+def registry_drift(holder: ArtifactVersion, alias: str, registered_name: str) -> tuple[int, int | None] | None:
+    """``(the version ``holder`` was registered as, the version the registry alias names
+    now)`` when the two disagree, else None; ``holder`` is the version holding ``alias``
+    in the store. The store's alias and history are the record; the registry alias can
+    drift from them (deleted by hand, or a process killed between moving the registry
+    alias and committing the store's move)."""
     recorded = (holder.metadata.get("registry") or {}).get(registered_name)
     if recorded is None:
         return None
@@ -226,7 +221,13 @@ def registry_drift(store: LocalArtifactStore, name: str, alias: str, registered_
 
 def realign_registry(store: LocalArtifactStore, name: str, alias: str, registered_name: str) -> str | None:
     """Point the registry alias back at the store's holder when they disagree; what was done, or None."""
-    drift = registry_drift(store, name, alias, registered_name)
+    from trainflow.errors import ArtifactNotFound
+
+    try:
+        holder = store.get(f"{name}:{alias}")
+    except ArtifactNotFound:
+        return None
+    drift = registry_drift(holder, alias, registered_name)
     if drift is None:
         return None
     recorded, current = drift

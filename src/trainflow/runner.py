@@ -420,7 +420,7 @@ class Pipeline:
             if registered in (prod.metadata.get("registry") or {}):
                 from trainflow.registry import registry_drift
 
-                drift = registry_drift(self.store, "model_export", alias, registered)
+                drift = registry_drift(prod, alias, registered)
                 if drift is None:
                     lines.append(
                         f"  registry: models:/{registered}@{alias} (version {prod.metadata['registry'][registered]}); "
