@@ -465,18 +465,17 @@ def main_argv(project_dir: Path) -> None:
         # `mlflow run .` passes it when given no options (a quoted string for a known key)
         # cannot fail to compose: the check, a third of a second, is skipped then. Typed
         # by hand (main.steps=[a,b]) it can, and is checked.
-        root_overridden = any(a.lstrip("+~").startswith("artifacts.root=") for a in arguments)
-        root = None if root_overridden else configured_store_root(project_dir)
+        # Hydra makes its run folder inside the store before the pipeline starts: the store's
+        # folder is made first, so that an unusable TRAINFLOW_HOME is one line, not Hydra's
+        # traceback. Uncomposed (a sweep), an artifacts.root override is left to Hydra.
         if plain and not all(re.fullmatch(r"main\.steps='[^']*'", a) for a in arguments):
             cfg = resolve_paths(load_config(project_dir, arguments), project_dir)
             # A parameter value the estimator refuses (n_estimators=0) then fails here, not
             # after the steps before train_model have run.
             validate(cfg, estimator_params=sets_estimator_params(arguments))
-            root = Path(cfg.artifacts.root)
-        # Hydra makes its run folder inside the store before the pipeline starts: an unusable
-        # TRAINFLOW_HOME would be its traceback.
-        if root is not None:
-            make_store_folders(root)
+            make_store_folders(Path(cfg.artifacts.root))
+        elif not any(a.lstrip("+~").startswith("artifacts.root=") for a in arguments):
+            make_store_folders(configured_store_root(project_dir))
 
 
 def exit_now(code: int = 0) -> None:
