@@ -67,6 +67,7 @@ def test_open_sections_take_new_keys(project_dir: Path, overrides: list[str]) ->
         ("hydra/launcher=basic,bogus", "hydra/launcher has no option 'bogus'"),  # a sweep over launchers
         ("hydra/launchr=joblib", "there is no config group hydra/launchr; did you mean hydra/launcher?"),
         ("hydra/launcher=[", "bad configuration override 'hydra/launcher=['"),
+        ("+hydra/launcher=joblib", "hydra/launcher already has a value, so '+' cannot add one; drop the '+': hydra/launcher=joblib"),
     ],
 )
 def test_a_config_group_option_that_does_not_exist_is_one_line(project_dir: Path, override: str, message: str) -> None:

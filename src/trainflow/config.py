@@ -256,6 +256,12 @@ def check_config_groups(project_dir: Path, overrides: list[str]) -> None:
             except HydraException as error:
                 raise ConfigError(f"bad configuration override {argument!r}: {' '.join(str(error).split())}") from None
             group = override.key_or_group
+            if override.is_add() and group in _hydra_selected_groups():
+                # Hydra's answer names the defaults-list syntax, not the command line's.
+                raise ConfigError(
+                    f"bad configuration override {argument!r}: {group} already has a value, so '+' cannot add one; "
+                    f"drop the '+': {argument.lstrip('+')}"
+                )
             options = loader.get_group_options(group)
             if not options:
                 parent, _, name = group.rpartition("/")
@@ -279,6 +285,13 @@ def check_config_groups(project_dir: Path, overrides: list[str]) -> None:
                         f"bad configuration override {argument!r}: {group} has no option {value!r}; "
                         f"{hint}available: {', '.join(sorted(options))}"
                     )
+
+
+def _hydra_selected_groups() -> set[str]:
+    """The ``hydra/*`` groups Hydra's own defaults list always selects (``hydra/launcher``)."""
+    from hydra.conf import HydraConf
+
+    return {f"hydra/{group}" for entry in HydraConf().defaults for group, choice in entry.items() if choice}
 
 
 def configured_store_root(project_dir: Path) -> Path:
