@@ -172,6 +172,34 @@ def test_alias_refuses_latest_with_one_error_line(filled: Filled, store_env: dic
     assert filled.store.get("raw.csv:latest").version == 1
 
 
+def test_alias_refuses_prod_on_a_model_export_before_any_promotion(tmp_path: Path, store_env: dict[str, str]) -> None:
+    """A first champion goes through the gate too: `artifacts alias model_export:v0 prod` on a
+    store with no promotion yet is one error line naming the promote command, and sets nothing."""
+    store = LocalArtifactStore(tmp_path / "store")
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "MLmodel").write_text("flavors: {}\n")
+    store.log_artifact(export, "model_export", "model_export")
+    result = trainflow(store.root, store_env, "artifacts", "alias", "model_export:v0", "prod")
+    assert result.returncode != 0
+    [line] = error_lines(result.stderr)
+    assert "model_export:prod is moved only by the promotion gate" in line and "steps=promote_model" in line
+    assert "prod" not in store.get("model_export:v0").aliases
+    # Other aliases on the model, and prod on other types, stay the user's to set.
+    assert trainflow(store.root, store_env, "artifacts", "alias", "model_export:v0", "staging").returncode == 0
+    assert store.get("model_export:staging").version == 0
+
+
+def test_sweeps_best_refuses_the_production_alias(filled: Filled, store_env: dict[str, str]) -> None:
+    """`sweeps best --alias prod` would crown a trial with no test-set gate: one line that
+    names the candidate-then-promote route instead, before it looks for the sweep."""
+    result = trainflow(filled.root, store_env, "sweeps", "best", "some-sweep", "--metric", "roc_auc_ovo", "--alias", "prod")
+    assert result.returncode != 0
+    [line] = error_lines(result.stderr)
+    assert "only the promotion gate does" in line and "promote.model=model_export:candidate" in line
+    assert "some-sweep" not in line
+
+
 def test_lineage_prints_the_chain_indented(filled: Filled, store_env: dict[str, str]) -> None:
     """`artifacts lineage` prints model, then split one level deeper, then raw one level deeper still."""
     result = trainflow(filled.root, store_env, "artifacts", "lineage", "model")

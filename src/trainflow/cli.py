@@ -32,8 +32,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from trainflow.errors import CorruptArtifact, DataError, TrainflowError, exit_on_user_error, is_disk_full
-from trainflow.store import ArtifactVersion, LocalArtifactStore, lineage
+from trainflow.store import ArtifactVersion, LocalArtifactStore, gated_alias_message, lineage
 from trainflow.wandb_backend import WandbArtifactStore, choose_backend
+
+# config.yaml's promote.alias and the type train_model logs its export as.
+PRODUCTION_ALIAS = "prod"
+MODEL_EXPORT_TYPE = "model_export"
 
 
 def default_root() -> Path:
@@ -125,6 +129,11 @@ def cmd_get(store: LocalArtifactStore, args: argparse.Namespace) -> None:
 
 
 def cmd_alias(store: LocalArtifactStore, args: argparse.Namespace) -> None:
+    # The store refuses an alias the gate has decided about; a model's production alias is
+    # the gate's even before its first promotion, so that no first champion skips the gate.
+    target = store.get(args.ref)
+    if args.alias == PRODUCTION_ALIAS and target.type == MODEL_EXPORT_TYPE:
+        raise TrainflowError(gated_alias_message(target.name, args.alias, target.ref))
     version = store.set_alias(args.ref, args.alias)
     print(f"{version.name}:{args.alias} -> {version.ref}")
 
@@ -183,8 +192,14 @@ def cmd_sweeps_show(store: LocalArtifactStore, args: argparse.Namespace) -> None
 
 
 def cmd_sweeps_best(store: LocalArtifactStore, args: argparse.Namespace) -> None:
-    from trainflow.sweeps import select_best
+    from trainflow.sweeps import CANDIDATE_ALIAS, MODEL_ARTIFACT, select_best
 
+    if args.alias == PRODUCTION_ALIAS:
+        raise TrainflowError(
+            f"sweeps best does not move {MODEL_ARTIFACT}:{PRODUCTION_ALIAS}, only the promotion gate does: "
+            f"alias the best trial as {CANDIDATE_ALIAS} (drop --alias), then promote it with "
+            f"`mlflow run . -P steps=promote_model -P hydra_options=\"promote.model={MODEL_ARTIFACT}:{CANDIDATE_ALIAS}\"`"
+        )
     best, value = select_best(store, args.sweep_id, args.metric, not args.lower_is_better, args.alias)
     trial, metric = best.metadata["sweep"].get("trial"), args.metric.removeprefix("val_")
     print(f"model_export:{args.alias} -> {best.ref} (trial {trial} of sweep {args.sweep_id}, val_{metric} = {value:.4f})")
@@ -381,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rollback", help="move the production alias back to the previous champion, in the store and the registry"
     )
     back.add_argument("--name", default="model_export", help="artifact name (default: model_export)")
-    back.add_argument("--alias", default="prod", help="the alias to move back (default: prod)")
+    back.add_argument("--alias", default=PRODUCTION_ALIAS, help=f"the alias to move back (default: {PRODUCTION_ALIAS})")
     back.add_argument(
         "--registered-model-name", default=None,
         help="MLflow registered model (default: the one the current champion was registered in)",

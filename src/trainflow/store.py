@@ -296,11 +296,16 @@ def _refuse_gated_alias(db: sqlite3.Connection, name: str, alias: str, ref: str)
     """An alias the promotion gate has decided about (``prod``) moves only through the gate or
     a rollback, which check the candidate, keep the history and move the registry's alias too."""
     if db.execute("SELECT 1 FROM promotions WHERE name = ? AND alias = ? LIMIT 1", (name, alias)).fetchone():
-        raise TrainflowError(
-            f"{name}:{alias} is moved only by the promotion gate: promote {ref} with "
-            f"`mlflow run . -P steps=promote_model -P hydra_options=\"promote.model={ref} promote.alias={alias}\"` "
-            f"(promote.force=true skips the comparison with the champion), or go back with `trainflow rollback --alias {alias}`"
-        )
+        raise TrainflowError(gated_alias_message(name, alias, ref))
+
+
+def gated_alias_message(name: str, alias: str, ref: str) -> str:
+    """Why ``alias`` cannot be set by hand, and the commands that do move it."""
+    return (
+        f"{name}:{alias} is moved only by the promotion gate: promote {ref} with "
+        f"`mlflow run . -P steps=promote_model -P hydra_options=\"promote.model={ref} promote.alias={alias}\"` "
+        f"(promote.force=true skips the comparison with the champion), or go back with `trainflow rollback --alias {alias}`"
+    )
 
 
 def parse_ref(ref: str) -> ArtifactRef:
