@@ -78,14 +78,16 @@ def _model(
 def test_the_best_model_of_a_sweep_becomes_the_candidate(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path / "store")
     _model(store, tmp_path, None, 0, {"roc_auc_ovo": 1.0, "log_loss": 0.01})  # better, but not in the sweep
-    scores = {0: (0.91, 0.30), 1: (0.97, 0.20), 2: (0.97, 0.10), 3: (0.80, 0.50)}
+    # Logged out of trial order, as parallel (joblib) trials finish: trial 2 logs before trial 1.
+    scores = {0: (0.91, 0.30), 2: (0.97, 0.10), 1: (0.97, 0.20), 3: (0.80, 0.50)}
     versions = {
         t: _model(store, tmp_path, "s1", t, {"roc_auc_ovo": auc, "log_loss": loss}) for t, (auc, loss) in scores.items()
     }
     _model(store, tmp_path, "s2", 0, {"roc_auc_ovo": 0.99, "log_loss": 0.05})
 
     best, value = select_best(store, "s1", "roc_auc_ovo")
-    # the tie at 0.97 goes to the earlier trial; the better models outside the sweep do not count
+    # the tie at 0.97 goes to the lower trial number, though its model was logged later;
+    # the better models outside the sweep do not count
     assert (best.ref, value) == (versions[1].ref, 0.97)
     assert store.get(f"model_export:{CANDIDATE_ALIAS}").ref == versions[1].ref
     best, value = select_best(store, "s1", "val_log_loss", higher_is_better=False)

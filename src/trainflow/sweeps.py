@@ -291,10 +291,16 @@ def sweep_models(store: Any, sweep_id: str) -> list[ArtifactVersion]:
 def rank(
     versions: Sequence[ArtifactVersion], metric: str, higher_is_better: bool
 ) -> list[tuple[ArtifactVersion, float]]:
-    """The versions with a finite ``metric``, best first; ties go to the earlier trial."""
+    """The versions with a finite ``metric``, best first; ties go to the lower trial number
+    (not the model logged first: parallel trials finish in any order), then the older version."""
     scored = [(v, value) for v in versions if (value := metric_value(v, metric)) is not None]
     sign = -1.0 if higher_is_better else 1.0
-    return sorted(scored, key=lambda pair: (sign * pair[1], pair[0].version))
+
+    def trial(version: ArtifactVersion) -> float:
+        number = (version.metadata.get("sweep") or {}).get("trial")
+        return number if isinstance(number, int) else math.inf
+
+    return sorted(scored, key=lambda pair: (sign * pair[1], trial(pair[0]), pair[0].version))
 
 
 def select_best(
