@@ -20,6 +20,7 @@ from trainflow.promotion import (
     REFUSED,
     GatePolicy,
     decide,
+    metrics_summary,
     needs_rescore,
     rollback_target,
     validate_promote,
@@ -144,6 +145,19 @@ def test_non_finite_metric_is_refused() -> None:
     decision = decide(model(1, {"roc_auc_ovo": math.nan, "accuracy": 1.0}), TEST_SET, GatePolicy())
     assert decision.outcome == REFUSED
     assert rows(decision)["test metrics recorded and finite"][2] == "FAIL"
+
+
+def test_the_metrics_row_names_the_gate_metrics_and_every_non_finite_one() -> None:
+    """Per-class precision and recall would make the row hundreds of characters wide: it
+    shows the metrics the gate uses and any that fail the finiteness check, and counts the rest."""
+    recorded = {"roc_auc_ovo": 0.9663, "accuracy": 0.7826, "precision_Adelie": 0.67, "recall_Gentoo": math.inf,
+                "log_loss": 0.4992}
+    decision = decide(model(1, recorded), TEST_SET, GatePolicy(thresholds={"accuracy": 0.5}))
+    value = rows(decision)["test metrics recorded and finite"][0]
+    assert value == "roc_auc_ovo=0.9663, accuracy=0.7826, recall_Gentoo=inf (+2 more)"
+    assert metrics_summary({"a": 1.0, "b": 2.0}, ["b"]) == "b=2.0000 (+1 more)"
+    assert metrics_summary({"a": 1.0}, []) == "1 recorded"
+    assert metrics_summary({}, ["a"]) == "none"
 
 
 def test_the_champion_itself_is_kept() -> None:

@@ -7,8 +7,9 @@ decision). Nothing here touches MLflow, the store or the disk.
 A candidate is promoted only when
 
 1. ``test_model`` scored it on the current test set, with finite metrics;
-2. every absolute threshold in ``promote.thresholds`` holds (minimums when
-   ``promote.higher_is_better``, maximums otherwise, so error metrics work too);
+2. every absolute threshold in ``promote.thresholds`` holds, each in its own metric's
+   direction: a minimum for a score, a maximum for an error (``log_loss``, ``mae``,
+   ``rmse``), whatever ``promote.metric`` is;
 3. it beats the champion (the version holding the alias) on ``promote.metric``, on the
    same test set, strictly and by at least ``promote.min_improvement``. With no
    champion the thresholds alone decide; ``promote.force`` overrides this comparison
@@ -23,6 +24,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from trainflow.errors import ConfigError
@@ -218,6 +220,26 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def metrics_summary(metrics: Mapping[str, Any], shown: Sequence[str]) -> str:
+    """``roc_auc_ovo=0.9663, accuracy=0.7826 (+8 more)``: the ``shown`` metrics that were
+    recorded and every one that is not finite, so a table row stays readable with per-class
+    metrics; the decision's record keeps them all."""
+    if not metrics:
+        return "none"
+    names = [name for name in dict.fromkeys(shown) if name in metrics]
+    names += [name for name in sorted(metrics) if name not in names and not _finite(metrics[name])]
+    text = ", ".join(f"{name}={_show(metrics[name])}" for name in names)
+    rest = len(metrics) - len(names)
+    if not text:
+        return f"{rest} recorded"
+    return f"{text} (+{rest} more)" if rest else text
+
+
+def _finite(value: Any) -> bool:
+    number = _number(value)
+    return number is not None and math.isfinite(number)
+
+
 def _show(value: Any) -> str:
     number = _number(value)
     return "missing" if value is None else (f"{number:.4f}" if number is not None else repr(value))
@@ -254,7 +276,7 @@ def decide(
     """
     # Imported here, as in check_gate_fits_task: evaluate loads numpy and pandas, which the
     # history and rollback commands that import this module do not need.
-    from trainflow.evaluate import higher_is_better
+    from trainflow.evaluate import HEADLINE_METRICS, higher_is_better
 
     policy = policy or GatePolicy()
     test_set = current_test_set if isinstance(current_test_set, str) else current_test_set.ref
@@ -262,13 +284,11 @@ def decide(
     criteria: list[Criterion] = [
         Criterion("tested on current test set", tested_on or "never tested", test_set, tested_on == test_set),
     ]
-    finite = bool(metrics) and all(
-        (n := _number(v)) is not None and math.isfinite(n) for v in metrics.values()
-    )
+    finite = bool(metrics) and all(_finite(v) for v in metrics.values())
     criteria.append(
         Criterion(
             "test metrics recorded and finite",
-            ", ".join(f"{k}={_show(v)}" for k, v in sorted(metrics.items())) or "none",
+            metrics_summary(metrics, [policy.metric, *policy.thresholds, *chain(*HEADLINE_METRICS.values())]),
             "all finite",
             finite,
         )

@@ -14,6 +14,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 from trainflow.errors import TrainflowError
@@ -255,7 +256,8 @@ def rollback(
     """
     import mlflow
 
-    from trainflow.promotion import ROLLED_BACK, format_table, rollback_target, tested_metrics
+    from trainflow.evaluate import HEADLINE_METRICS
+    from trainflow.promotion import ROLLED_BACK, format_table, metrics_summary, rollback_target, tested_metrics
     from trainflow.tracking import experiment_id, use_tracking
 
     current = store.get(f"{name}:{alias}")
@@ -268,7 +270,7 @@ def rollback(
             f"(`trainflow promotions --name {name}` shows the history)"
         )
     target = store.get(f"{name}:v{number}")
-    known = list((current.metadata.get("registry") or {}))
+    known = list(current.metadata.get("registry") or {})
     if registered_name is None and len(known) > 1:
         raise TrainflowError(
             f"{current.ref} is registered under {', '.join(known)}: choose one with --registered-model-name"
@@ -278,7 +280,7 @@ def rollback(
     rows = [
         ("criterion", "value", "bound", "verdict"),
         ("previous champion", target.ref, f"held {alias!r} before {current.ref}", "pass"),
-        ("its test metrics", ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) or "none",
+        ("its test metrics", metrics_summary(metrics, list(chain(*HEADLINE_METRICS.values()))),
          f"on {test_set or 'no test set'}", "recorded"),
     ]
     table = format_table(rows)
