@@ -10,7 +10,8 @@ RUN_ENV := TRAINFLOW_HOME="$(TRAINFLOW_HOME)" MLFLOW_TRACKING_URI="$(MLFLOW_TRAC
 # Two workers; a test file stays on one worker so module fixtures (one full pipeline) run once.
 PYTEST_ARGS ?= -n 2 --dist loadfile
 # The pyproject extras installed into .venv: `make test EXTRAS=dev,torch` adds torch, so
-# the PyTorch demo's tests run instead of being skipped (CI does this).
+# the PyTorch demo's tests run instead of being skipped (CI runs `make test-torch`, which
+# does this for the demo's tests only, last).
 EXTRAS ?= dev
 # One stamp per extras set, so asking for other extras installs them; the stamp also
 # depends on the pins, so changing either reinstalls.

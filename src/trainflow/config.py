@@ -57,7 +57,8 @@ class ArtifactsConfig:
 
 @dataclass
 class WandbConfig:
-    # Empty means: take WANDB_PROJECT / WANDB_ENTITY / WANDB_RUN_GROUP from the environment.
+    # config.yaml's defaults come from WANDB_PROJECT / WANDB_ENTITY / WANDB_RUN_GROUP (oc.env);
+    # a null entity is W&B's default, a null group the pipeline's own (pipeline-<run id>).
     project: str = MISSING
     entity: Optional[str] = None
     group: Optional[str] = None

@@ -220,11 +220,13 @@ def infer_features(
     """Guess each column's kind from its dtype and values; leave out the target, constant
     and id-like columns.
 
-    - numbers (not booleans) -> numeric; booleans -> categorical;
+    - numbers (not booleans) -> numeric, except integers with over 95% distinct values
+      (a row number or id), which are left out; booleans -> categorical;
     - strings that mostly parse as dates -> datetime;
     - strings averaging three or more words, with at least ``min_text_values`` distinct
       values -> text (a few long labels, like species names, are categories);
-    - other strings: categorical, unless nearly every value is distinct (an id).
+    - other strings: categorical when they have at most ``max_categories`` distinct values
+      or fewer than half their values are distinct; else left out (an id).
     """
     spec = FeatureSpec()
     for column in frame.columns:

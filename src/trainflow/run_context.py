@@ -3,13 +3,13 @@ the step's MLflow run, hand out inputs, log outputs, and turn errors into one li
 
 A component is then only::
 
-    def train(run: StepRun) -> None:
+    def train_model(run: StepRun) -> None:  # named after the step: the in-process runner looks it up
         trainval = run.read_table("trainval_artifact")
         ...
         run.log_artifact(export_dir, "model_export", type="model_export", description=...)
 
     if __name__ == "__main__":
-        step_main("train_model", train, __file__)
+        step_main("train_model", train_model, __file__)
 """
 
 from __future__ import annotations

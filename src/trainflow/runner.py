@@ -1,4 +1,5 @@
-"""The step runner behind ``main.py``: runs components with ``mlflow.run`` in order and
+"""The step runner behind ``main.py``: runs the steps in order, inside this process
+(``main.in_process``, with env manager ``local``) or each with ``mlflow.run``, and
 passes each step's exact output versions to the steps after it.
 
 Pinning versions (``trainval_data.parquet:v7``, not ``:latest``) keeps a pipeline
