@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,31 @@ def test_only_estimator_parameter_overrides_need_the_up_front_scikit_learn_check
     overrides: list[str], expected: bool
 ) -> None:
     assert sets_estimator_params(overrides) is expected
+
+
+def readme_hydra_options(readme: str) -> list[str]:
+    """Every ``-P hydra_options="..."`` in the README's code blocks, as bash hands it to
+    MLflow: line continuations joined, ``\\"`` and the like unescaped."""
+    found = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", readme, re.DOTALL):
+        for match in re.finditer(r'hydra_options="((?:[^"\\]|\\.)*)"', block.replace("\\\n", "")):
+            found.append(re.sub(r'\\(["\\$`])', r"\1", match.group(1)))
+    return found
+
+
+def test_every_hydra_options_example_in_the_readme_composes(project_dir: Path) -> None:
+    """The README's examples go through the same split as `mlflow run -P hydra_options=...`
+    and compose against config.yaml (a sweep's overrides must parse), so an example with
+    quoting the split removes, or a key the schema lacks, fails here and not for a reader."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from trainflow.runner import expand_mlproject_args
+
+    examples = readme_hydra_options((project_dir / "README.md").read_text())
+    assert len(examples) >= 10, examples  # the extraction itself still finds the examples
+    for options in examples:
+        arguments = expand_mlproject_args(["main.py", "--steps", "all", "--hydra-options", options])[1:]
+        if "-m" in arguments:
+            OverridesParser.create().parse_overrides([a for a in arguments if a != "-m"])
+        else:
+            validate(resolve_paths(load_config(project_dir, arguments), project_dir))
