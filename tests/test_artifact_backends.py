@@ -323,3 +323,28 @@ def test_real_offline_run_records_config_summary_and_artifact(tmp_path: Path, mo
     assert "rows" in summaries
     assert local.get("raw_data:latest").version == 0  # the artifact also flowed through the local store
     assert sys.modules.get("wandb") is not None
+
+
+def test_w_and_b_aliases_follow_the_local_stores_rules(tmp_path: Path) -> None:
+    """Against the W&B double (no W&B server here): ``latest`` is not settable, and an alias
+    the gate decided about moves only through ``record_promotion``, as in the local store."""
+    server = FakeServer(tmp_path / "server")
+    runs = []
+    for content in ("one", "two"):
+        run = server.init(project="p", job_type="train_model")
+        runs.append(run)
+        (tmp_path / "m.txt").write_text(content)
+        WandbArtifactStore(server, server.Api(), "p", None, run, tmp_path / "dl").log_artifact(
+            tmp_path / "m.txt", "model_export", "model_export")
+    store = WandbArtifactStore(server, server.Api(), "p", None, runs[-1], tmp_path / "dl")
+    with pytest.raises(TrainflowError, match="'latest' is managed by the store"):
+        store.set_alias("model_export:v0", "latest")
+    store.record_promotion("model_export", "prod", "promote", "promoted", "model_export:v0", {}, "me",
+                           move=True, expected=None, run=RunRecord(runs[-1].id, "promote_model"))
+    with pytest.raises(TrainflowError, match="model_export:prod is moved only by the promotion gate"):
+        store.set_alias("model_export:v1", "prod")
+    assert store.get("model_export:prod").version == 0
+    # the gate itself still moves it
+    store.record_promotion("model_export", "prod", "promote", "promoted", "model_export:v1", {}, "me",
+                           move=True, expected="model_export:v0", run=RunRecord(runs[-1].id, "promote_model"))
+    assert store.get("model_export:prod").version == 1

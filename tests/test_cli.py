@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT_DIR, error_lines, run_command
 
+from trainflow.cli import run as cli_run
 from trainflow.store import LocalArtifactStore, RunRecord
 
 TRAINFLOW = str(Path(sys.executable).parent / "trainflow")
@@ -320,3 +321,48 @@ def test_output_into_a_closed_pipe_exits_quietly(filled: Filled, store_env: dict
         os.close(writer)
     assert result.returncode == 141
     assert result.stderr == ""
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        cli_run(list(argv))
+        code = 0
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_an_empty_experiment_name_is_one_line(store_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(capsys, "init", "--experiment-name", "")
+    assert code == 1 and err.startswith("trainflow: error: the MLflow experiment name is empty")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("artifacts", "verify", "--grace-seconds", "-5"),
+        ("artifacts", "verify", "--repair", "--grace-seconds", "nan"),
+        ("data-schema", "infer", str(PROJECT_DIR / "data" / "penguins.csv"), "--margin", "-1"),
+        ("data-schema", "infer", str(PROJECT_DIR / "data" / "penguins.csv"), "--max-categories", "-1"),
+    ],
+)
+def test_negative_numbers_are_refused(store_env: dict[str, str], capsys: pytest.CaptureFixture[str], argv) -> None:
+    LocalArtifactStore(store_env["TRAINFLOW_HOME"])  # an empty store
+    code, _, err = _cli(capsys, *argv)
+    assert code == 2 and "must be a finite number >= 0" in err
+
+
+def test_w_and_b_that_cannot_be_reached_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The W&B server cannot exist here: ``wandb.Api`` is replaced by what the real SDK
+    raises without a key (a double at that boundary), and the command says so in one line."""
+    import wandb
+
+    def no_key(timeout: int | None = None) -> None:
+        raise wandb.errors.UsageError("No API key configured. Use `wandb login` to log in.")
+
+    monkeypatch.setattr(wandb, "Api", no_key)
+    code, _, err = _cli(capsys, "--root", str(tmp_path), "--backend", "wandb", "artifacts", "show", "raw_data:latest")
+    assert code == 1 and err.startswith("trainflow: error: cannot reach W&B (No API key configured.")

@@ -356,3 +356,17 @@ def test_a_move_decided_against_a_stale_champion_moves_neither_alias(bench: Benc
             )
     assert bench.prod() == bench.registry_prod() == weak
     assert [e.outcome for e in bench.store.promotions()] == ["promoted"]
+
+
+def test_rollback_refuses_an_alias_no_promotion_moved(store_env: dict[str, str], tmp_path: Path) -> None:
+    from trainflow.registry import rollback
+
+    store = LocalArtifactStore(store_env["TRAINFLOW_HOME"])
+    for content in ("one", "two"):
+        (tmp_path / "m.txt").write_text(content)
+        store.log_artifact(tmp_path / "m.txt", "model_export", "model_export", aliases=["candidate"])
+    with pytest.raises(TrainflowError, match="no promotion moved model_export:candidate"):
+        rollback(store, "model_export", "candidate")
+    assert store.promotions() == []
+    # train_model and `trainflow sweeps best` can still move it
+    assert store.set_alias("model_export:v0", "candidate").ref == "model_export:v0"

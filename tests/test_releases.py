@@ -111,3 +111,16 @@ def test_components_from_a_repository_at_a_pinned_version_use_the_pipelines_conf
     assert raw.metadata["source"] == (PROJECT_DIR / "data" / "penguins.csv").as_uri()
     assert raw.run.git_commit == release.commit
     assert runs["split_data"].data.tags["trainflow.input.raw_artifact"] == raw.ref
+
+
+def test_a_release_version_that_does_not_exist_is_one_line(store_env: dict[str, str], tmp_path: Path) -> None:
+    bare = tmp_path / "components"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare.with_suffix(".git"))], check=True)
+    result = run_command(
+        [str(BIN_DIR / "python"), "main.py", "main.steps=train_model", f"main.components_repository='file://{bare}'",
+         "main.components_version=v9.9"], store_env,
+    )
+    assert result.returncode == 1
+    stopped = [line for line in result.stderr.splitlines() if line.startswith("[pipeline] stopped")]
+    assert len(stopped) == 1 and "couldn't find remote ref v9.9" in stopped[0], result.stderr[-2000:]
+    assert "resume with -P steps=train_model" in stopped[0]

@@ -10,22 +10,27 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import asdict
 from itertools import product
 from pathlib import Path
 
 import mlflow
 import pytest
 from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, error_lines, pipeline_env, run_command
+from omegaconf import DictConfig
 
-from trainflow.errors import TrainflowError
+from trainflow.config import load_config, resolve_paths, validate
+from trainflow.errors import ConfigError, TrainflowError
 from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord
 from trainflow.sweeps import (
     CANDIDATE_ALIAS,
     SWEEP_ENV,
     SweepCallback,
+    TrialRecord,
     format_sweep,
     hydra_arguments,
     list_sweeps,
+    read_trials,
     select_best,
     trial_params,
 )
@@ -304,3 +309,102 @@ def test_a_failing_trial_is_reported_and_does_not_stop_the_others(split_store: P
     assert chosen.returncode == 0, chosen.stderr
     assert chosen.stdout.startswith(f"model_export:candidate -> {models[0].ref} (trial 1 of sweep {sweep_id}")
     assert LocalArtifactStore(home).get("model_export:candidate").ref == models[0].ref
+
+
+def _sweep_runs(env: dict[str, str]) -> list:
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, "tags.`trainflow.step` = 'sweep'") if experiments else []
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.random_forest.max_dept=2,3", "Key 'max_dept' is not in struct"),
+        ("split.test_size=0.2,abc", "'abc' of type 'str' could not be converted to Float"),
+    ],
+)
+def test_a_bad_key_or_type_in_a_sweep_fails_in_one_line_before_it_starts(
+    store_env: dict[str, str], override: str, expected: str
+) -> None:
+    result = run_command([str(BIN_DIR / "python"), "main.py", "-m", "main.steps=train_model", override], store_env)
+    assert result.returncode == 1
+    assert "HYDRA_FULL_ERROR" not in result.stderr and "[sweep]" not in result.stdout
+    [line] = error_lines(result.stderr)
+    assert line.startswith("trainflow: error: bad configuration override") and expected in line
+
+
+def test_a_sweep_that_cannot_start_or_is_stopped_leaves_no_running_run(store_env: dict[str, str]) -> None:
+    # what no trial can change fails before the sweep's run exists ...
+    bad = run_command([str(BIN_DIR / "python"), "main.py", "-m", "main.steps=bogus", "model.random_forest.max_depth=2,3"], store_env)
+    assert bad.returncode == 1 and error_lines(bad.stderr)[0].startswith("trainflow: error: unknown step 'bogus'")
+    no_jobs = run_command(
+        [str(BIN_DIR / "python"), "main.py", "-m", "main.steps=train_model", "model.random_forest.max_depth=2,3",
+         "hydra/launcher=joblib", "sweep.n_jobs=0"], store_env,
+    )
+    assert no_jobs.returncode == 1 and "Traceback" not in no_jobs.stderr
+    assert error_lines(no_jobs.stderr) == ["trainflow: error: sweep.n_jobs=0 must be at least 1 (trials at once with hydra/launcher=joblib)"]
+    assert _sweep_runs(store_env) == []
+    # ... and a sweep Hydra stops half-way (here its launcher refuses to start) fails its run
+    stopped = run_command(
+        [str(BIN_DIR / "python"), "main.py", "-m", "main.steps=train_model", "model.random_forest.max_depth=2,3",
+         "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], store_env,
+    )
+    assert stopped.returncode == 1
+    assert [r.info.status for r in _sweep_runs(store_env)] == ["FAILED"]
+
+
+def test_an_error_metric_is_never_compared_as_a_score(tmp_path: Path, store_env: dict[str, str]) -> None:
+    """Comparing log_loss as a score would crown the worst trial: refused in the config and
+    on the command line, each naming the switch that fixes it."""
+    def config(*overrides: str) -> DictConfig:
+        return resolve_paths(load_config(PROJECT_DIR, list(overrides)), PROJECT_DIR)
+
+    with pytest.raises(ConfigError, match="sweep.metric=log_loss is better lower: set sweep.higher_is_better=false"):
+        validate(config("sweep.metric=log_loss"), estimator_params=False)
+    validate(config("sweep.metric=log_loss", "sweep.higher_is_better=false"), estimator_params=False)
+
+    store = LocalArtifactStore(tmp_path / "store")
+    for trial, loss in enumerate((0.3, 0.1)):
+        (tmp_path / f"m{trial}").mkdir()
+        (tmp_path / f"m{trial}" / "MLmodel").write_text(str(trial))
+        store.log_artifact(tmp_path / f"m{trial}", "model_export", "model_export", metadata={
+            "validation": {"log_loss": loss}, "sweep": {"id": "s1", "trial": trial, "params": {}}})
+    best = [str(BIN_DIR / "trainflow"), "--root", str(store.root), "sweeps", "best", "s1", "--metric", "log_loss"]
+    refused = run_command(best, store_env)
+    assert refused.returncode == 1
+    assert error_lines(refused.stderr) == ["trainflow: error: --metric log_loss is better lower: add --lower-is-better"]
+    chosen = run_command([*best, "--lower-is-better"], store_env)
+    assert chosen.returncode == 0, chosen.stderr
+    assert store.get("model_export:candidate").ref == "model_export:v1"
+
+
+def test_a_reused_sweep_folder_reports_only_this_sweeps_trials(tmp_path: Path) -> None:
+    folder = tmp_path / "sweep"
+
+    def job(number: int, sweep_id: str) -> None:
+        (folder / str(number) / ".hydra").mkdir(parents=True, exist_ok=True)
+        (folder / str(number) / ".hydra" / "overrides.yaml").write_text(f"- a={number}\n")
+        record = TrialRecord(number, {"a": str(number)}, "ok", sweep_id=sweep_id)
+        (folder / str(number) / "trial.json").write_text(json.dumps(asdict(record)))
+
+    for number in range(3):
+        job(number, "old")  # an earlier sweep of 3 trials in the same hydra.sweep.dir
+    job(0, "new")  # this sweep has one trial
+    assert [(t.trial, t.sweep_id) for t in read_trials(folder, "new")] == [(0, "new")]
+
+
+def test_the_model_of_a_failed_trial_is_not_chosen(split_store: Path, tmp_path: Path) -> None:
+    home, env = copy_of(split_store, tmp_path)
+    # Both trials train the same model (a tie: the earlier trial would win); trial 0 then fails
+    # at promote_model (a bound no model meets), trial 1 succeeds.
+    swept = run_command(
+        [str(BIN_DIR / "python"), "main.py", "-m", "main.steps='train_model,test_model,promote_model'",
+         "model.random_forest.n_estimators=5", "promote.thresholds.roc_auc_ovo=1.1,0.5", "main.select_best=true"],
+        env,
+    )
+    assert swept.returncode == 1, swept.stdout[-4000:] + swept.stderr[-3000:]
+    assert "1 of 2 trial(s) succeeded" in swept.stdout
+    store = LocalArtifactStore(home)
+    trial_of = {m.ref: m.metadata["sweep"]["trial"] for m in store.list_versions("model_export")}
+    assert trial_of[store.get("model_export:candidate").ref] == 1

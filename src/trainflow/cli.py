@@ -25,15 +25,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from trainflow.errors import CorruptArtifact, DataError, TrainflowError, exit_on_user_error, is_disk_full
 from trainflow.store import ArtifactVersion, LocalArtifactStore, gated_alias_message, lineage
-from trainflow.wandb_backend import WandbArtifactStore, choose_backend
+from trainflow.wandb_backend import WandbArtifactStore, choose_backend, open_api
 
 # config.yaml's promote.alias and the type train_model logs its export as.
 PRODUCTION_ALIAS = "prod"
@@ -186,13 +187,14 @@ def cmd_sweeps_list(store: LocalArtifactStore, args: argparse.Namespace) -> None
 
 
 def cmd_sweeps_show(store: LocalArtifactStore, args: argparse.Namespace) -> None:
-    from trainflow.sweeps import format_sweep
+    from trainflow.sweeps import check_direction, format_sweep
 
+    check_direction(args.metric, not args.lower_is_better, cli=True)
     print(format_sweep(store, args.sweep_id, args.metric, not args.lower_is_better))
 
 
 def cmd_sweeps_best(store: LocalArtifactStore, args: argparse.Namespace) -> None:
-    from trainflow.sweeps import CANDIDATE_ALIAS, MODEL_ARTIFACT, select_best
+    from trainflow.sweeps import CANDIDATE_ALIAS, MODEL_ARTIFACT, check_direction, select_best
 
     if args.alias == PRODUCTION_ALIAS:
         raise TrainflowError(
@@ -200,6 +202,7 @@ def cmd_sweeps_best(store: LocalArtifactStore, args: argparse.Namespace) -> None
             f"alias the best trial as {CANDIDATE_ALIAS} (drop --alias), then promote it with "
             f"`mlflow run . -P steps=promote_model -P hydra_options=\"promote.model={MODEL_ARTIFACT}:{CANDIDATE_ALIAS}\"`"
         )
+    check_direction(args.metric, not args.lower_is_better, cli=True)
     best, value = select_best(store, args.sweep_id, args.metric, not args.lower_is_better, args.alias)
     trial, metric = best.metadata["sweep"].get("trial"), args.metric.removeprefix("val_")
     print(f"model_export:{args.alias} -> {best.ref} (trial {trial} of sweep {args.sweep_id}, val_{metric} = {value:.4f})")
@@ -331,6 +334,19 @@ def cmd_rollback(store: LocalArtifactStore, args: argparse.Namespace) -> None:
         print(f"registry: models:/{registered.name}@{args.alias} -> version {registered.version}")
 
 
+def _at_least_zero(kind: type) -> Callable[[str], float | int]:
+    """An argparse type for a finite number >= 0 (a count, a fraction, seconds)."""
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=None, help="store root (default: $TRAINFLOW_HOME or ./.trainflow)")
@@ -365,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = verbs.add_parser("verify", help="check every blob's digest and the index; find orphaned blobs")
     verify.add_argument("--repair", action="store_true", help="remove orphaned blobs and stale temporary files")
     verify.add_argument(
-        "--grace-seconds", type=float, default=3600.0,
+        "--grace-seconds", type=_at_least_zero(float), default=3600.0,
         help="unreferenced blobs younger than this may belong to a running step: never removed (default 3600)",
     )
     verify.set_defaults(handler=cmd_verify)
@@ -381,9 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("source", help="a stored version (raw_data:latest, raw_data:v3) or a CSV/Parquet file")
     infer.add_argument("--target", default=None, help="the target column: its values become the expected classes")
     infer.add_argument("--out", default=None, help="write to this YAML file instead of standard output")
-    infer.add_argument("--max-categories", type=int, default=20,
+    infer.add_argument("--max-categories", type=_at_least_zero(int), default=20,
                        help="string columns with at most this many distinct values get allowed values (default 20)")
-    infer.add_argument("--margin", type=float, default=0.1,
+    infer.add_argument("--margin", type=_at_least_zero(float), default=0.1,
                        help="widen numeric ranges by this fraction of the observed range (default 0.1)")
     infer.set_defaults(handler=cmd_data_schema_infer)
     history = commands.add_parser("promotions", help="the promotion history: every gate decision and rollback")
@@ -450,7 +466,8 @@ def run(argv: Sequence[str] | None = None) -> None:
         if args.command in ("artifacts", "sweeps") and choose_backend(args.backend)[0] == "wandb":
             import wandb
 
-            store = WandbArtifactStore(wandb, wandb.Api(timeout=30), args.project, args.entity, download_root=root / "wandb")
+            api = open_api(wandb, 30, instead="drop --backend to read the local store")
+            store = WandbArtifactStore(wandb, api, args.project, args.entity, download_root=root / "wandb")
             args.handler(store, args)
             return
         if args.command != "init" and not (root / "index.db").is_file():

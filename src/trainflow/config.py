@@ -232,6 +232,34 @@ def load_config(project_dir: Path, overrides: list[str] | None = None) -> DictCo
     return cfg
 
 
+def check_sweep_overrides(project_dir: Path, overrides: list[str]) -> None:
+    """Compose the config with every value of every swept key (``a=1,2``, ``choice``,
+    ``range``) at least once, so that a misspelt key or a value of the wrong type fails
+    in one line before the sweep starts, where Hydra would stop the launcher at that job
+    with several lines and no summary. Values of a valid type (``n_estimators=0``) are
+    left to each trial, which fails alone. Glob and interval sweeps are Hydra's to judge."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as error:
+        raise ConfigError(f"bad configuration override: {' '.join(str(error).split())}") from None
+    fixed: list[str] = []
+    swept: list[tuple[str, list[str]]] = []
+    for override in parsed:
+        if not override.is_sweep_override():
+            fixed.append(override.input_line)
+        elif override.value_type in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP, ValueType.RANGE_SWEEP):
+            values = list(override.sweep_string_iterator())
+            if values:
+                swept.append((override.get_key_element(), values))
+    rounds = max((len(values) for _, values in swept), default=1)
+    for i in range(rounds):
+        load_config(project_dir, fixed + [f"{key}={values[min(i, len(values) - 1)]}" for key, values in swept])
+
+
 def is_group_override(argument: str) -> bool:
     """``hydra/launcher=joblib`` (a config group: a path with ``/``), not ``model.x=1`` (a key)."""
     return re.fullmatch(r"[+~]*[\w.-]+(/[\w.-]+)+(@[\w.]*)?=.*", argument, re.DOTALL) is not None
@@ -363,6 +391,9 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
 
     validate_promote(cfg.promote)
     parse_ref(cfg.batch_predict.model)
+    from trainflow.sweeps import check_direction
+
+    check_direction(cfg.sweep.metric, cfg.sweep.higher_is_better)
     if cfg.sweep.n_jobs < 1:
         raise ConfigError(f"sweep.n_jobs={cfg.sweep.n_jobs} must be at least 1 (trials at once with hydra/launcher=joblib)")
 

@@ -261,7 +261,15 @@ def rollback(
     from trainflow.tracking import experiment_id, use_tracking
 
     current = store.get(f"{name}:{alias}")
-    rollbacks = {e.run_id for e in store.promotions(name, alias) if e.action == "rollback" and e.run_id}
+    history = store.promotions(name, alias)
+    if not any(e.action == "promote" and e.outcome == "promoted" for e in history):
+        # Only the gate's aliases roll back: a rollback records a decision, after which the
+        # store refuses every other move of the alias (train_model's `candidate` included).
+        raise TrainflowError(
+            f"no promotion moved {name}:{alias}, so there is nothing to roll back: rollback undoes promotions of "
+            "the production alias (promote.alias, e.g. --alias prod); move other aliases with `trainflow artifacts alias`"
+        )
+    rollbacks = {e.run_id for e in history if e.action == "rollback" and e.run_id}
     moves = [(version, previous, run_id) for version, previous, run_id, _ in store.alias_history(name, alias)]
     number = rollback_target(moves, rollbacks)
     if number is None:

@@ -262,7 +262,8 @@ class Pipeline:
                 run_name=spec.name,
             )
         except ExecutionException as error:
-            raise self.failed(spec, f"({error})", began) from None
+            # MLflow's message may hold git's multi-line output (a version that does not exist)
+            raise self.failed(spec, f"({' '.join(str(error).split())})", began) from None
         return submitted.run_id
 
     def execute_here(self, spec: StepSpec, parameters: dict[str, str], began: float) -> str:
@@ -444,12 +445,13 @@ def main_argv(project_dir: Path) -> None:
     """
     from trainflow.config import (
         check_config_groups,
+        check_sweep_overrides,
         configured_store_root,
         is_group_override,
         load_config,
         sets_estimator_params,
     )
-    from trainflow.sweeps import hydra_arguments
+    from trainflow.sweeps import MULTIRUN_FLAGS, hydra_arguments
 
     library_as_loaded()  # before any step runs: the code this process's in-process steps execute
     with exit_on_user_error("trainflow"):
@@ -469,6 +471,11 @@ def main_argv(project_dir: Path) -> None:
         # Hydra makes its run folder inside the store before the pipeline starts: the store's
         # folder is made first, so that an unusable TRAINFLOW_HOME is one line, not Hydra's
         # traceback. Uncomposed (a sweep), an artifacts.root override is left to Hydra.
+        if any(a in MULTIRUN_FLAGS for a in arguments):
+            check_sweep_overrides(project_dir, [
+                a for a in arguments if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")
+                and not is_group_override(a)
+            ])
         if plain and not all(re.fullmatch(r"main\.steps='[^']*'", a) for a in arguments):
             cfg = resolve_paths(load_config(project_dir, arguments), project_dir)
             # A parameter value the estimator refuses (n_estimators=0) then fails here, not

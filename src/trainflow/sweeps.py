@@ -22,6 +22,7 @@ ordinary pipeline. This module makes the jobs one sweep:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import math
@@ -158,6 +159,7 @@ class TrialRecord:
     outputs: dict[str, str] = field(default_factory=dict)  # artifact name -> version logged
     seconds: float | None = None
     metric: float | None = None  # filled in by the summary from the model's metadata
+    sweep_id: str | None = None  # the sweep that ran it: a reused hydra.sweep.dir holds older sweeps' records
 
     @property
     def model(self) -> str | None:
@@ -205,7 +207,7 @@ def sweep_trial() -> Iterator[None]:
         error = (step_error or error) if error else None
         _save_record(
             TrialRecord(trial.trial or 0, trial.params, "failed" if error else "ok", error, run_id, outputs,
-                        round(time.perf_counter() - began, 2)),
+                        round(time.perf_counter() - began, 2), sweep_id=trial.id),
             Path(job.runtime.output_dir),
         )
     if error:
@@ -260,6 +262,23 @@ def error_tagged_run() -> Iterator[None]:
 # -- choosing the best trial ----------------------------------------------------------
 
 
+def check_direction(metric: str, higher_is_better: bool, cli: bool = False) -> None:
+    """Refuse comparing an error metric as a score, or a score as an error: the "best"
+    trial would be the worst (``promote.higher_is_better`` is checked the same way).
+    ``cli``: the direction came from ``--lower-is-better``, else from ``sweep.higher_is_better``."""
+    from trainflow.errors import ConfigError
+    from trainflow.evaluate import higher_is_better as better_higher
+
+    better = better_higher(metric.removeprefix("val_"))
+    if higher_is_better == better:
+        return
+    if cli:
+        raise ConfigError(f"--metric {metric} is better {'higher' if better else 'lower'}: "
+                          f"{'drop' if better else 'add'} --lower-is-better")
+    raise ConfigError(f"sweep.metric={metric} is better {'higher' if better else 'lower'}: "
+                      f"set sweep.higher_is_better={str(better).lower()} with it")
+
+
 def metric_value(version: ArtifactVersion, metric: str) -> float | None:
     """The model's validation ``metric`` (``val_`` prefix optional); None when not finite."""
     validation = version.metadata.get("validation") or {}
@@ -304,10 +323,12 @@ def rank(
 
 
 def select_best(
-    store: Any, sweep_id: str, metric: str, higher_is_better: bool = True, alias: str = CANDIDATE_ALIAS
+    store: Any, sweep_id: str, metric: str, higher_is_better: bool = True, alias: str = CANDIDATE_ALIAS,
+    only: set[str] | None = None,
 ) -> tuple[ArtifactVersion, float]:
-    """Point ``model_export:<alias>`` at the sweep's best model by validation ``metric``."""
-    models = sweep_models(store, sweep_id)
+    """Point ``model_export:<alias>`` at the sweep's best model by validation ``metric``;
+    ``only``: the refs to choose among (the models of the trials that succeeded)."""
+    models = [v for v in sweep_models(store, sweep_id) if only is None or v.ref in only]
     if not models:
         raise TrainflowError(
             f"no {MODEL_ARTIFACT} version belongs to sweep {sweep_id!r}: `trainflow sweeps list` shows the sweeps "
@@ -333,14 +354,24 @@ def list_sweeps(store: Any) -> list[tuple[str, int, str]]:
 # -- the summary ----------------------------------------------------------------------
 
 
-def read_trials(sweep_dir: Path) -> list[TrialRecord]:
+def read_trials(sweep_dir: Path, sweep_id: str | None = None) -> list[TrialRecord]:
     """Every trial the launcher started under ``sweep_dir``: its record, or ``lost`` when
-    the job folder exists (Hydra made it before the job ran) but holds no record."""
+    the job folder exists (Hydra made it before the job ran) but holds no record.
+
+    With ``sweep_id``, records of other sweeps (a ``hydra.sweep.dir`` used again) are left
+    out, and so is their job folder unless a job of this sweep started there after them."""
     records: dict[Path, TrialRecord] = {}
+    foreign: dict[Path, float] = {}  # job folder -> when another sweep's record was written
     for path in sweep_dir.rglob(TRIAL_RECORD):
-        records[path.parent] = TrialRecord(**json.loads(path.read_text()))
+        record = TrialRecord(**json.loads(path.read_text()))
+        if sweep_id is not None and record.sweep_id not in (None, sweep_id):
+            foreign[path.parent] = path.stat().st_mtime
+            continue
+        records[path.parent] = record
     for overrides in sweep_dir.rglob(".hydra/overrides.yaml"):
         job_dir = overrides.parent.parent
+        if job_dir in foreign and overrides.stat().st_mtime <= foreign[job_dir]:
+            continue  # an older sweep's job, finished before this sweep started
         if job_dir not in records:
             number = int(job_dir.name) if job_dir.name.isdigit() else -1
             params = trial_params(OmegaConf.to_container(OmegaConf.load(overrides)))  # type: ignore[arg-type]
@@ -373,6 +404,7 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self.sweep: SweepContext | None = None
         self.created_run = False  # whether the sweep's MLflow run is ours to finish
+        self.closed = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with exit_on_user_error("trainflow"):
@@ -387,12 +419,17 @@ class SweepCallback(Callback):
     def _open(self, config: DictConfig) -> None:
         import mlflow
 
+        from trainflow.config import validate
         from trainflow.steps import select_steps
         from trainflow.store import LocalArtifactStore
         from trainflow.tracking import experiment_id, use_tracking, use_wal
         from trainflow.wandb_backend import read_store
 
         cfg = _task_config(config)
+        # What no trial can change (a bad step list, sweep.n_jobs=0 for the launcher) fails
+        # here in one line, before the sweep's run exists; swept values are each trial's.
+        validate(cfg, estimator_params=False)
+        steps = select_steps(cfg.main.steps)
         local = LocalArtifactStore(cfg.artifacts.root)
         tracking = use_tracking(local.root)
         use_wal(tracking)  # trials write to the MLflow database at once
@@ -405,12 +442,15 @@ class SweepCallback(Callback):
             experiment = experiment_id(cfg.main.experiment_name, local.root)
             parent = client.create_run(experiment, run_name=f"sweep-{sweep_id}").info.run_id
             self.created_run = True
+            # A sweep Hydra stops before its end (a job's config fails to compose, Ctrl-C)
+            # never reaches _close: its run must not stay RUNNING.
+            atexit.register(self._abandon, client, parent)
         else:
             client.update_run(parent, name=f"sweep-{sweep_id}")  # the UI lists every sweep by its id
         client.set_tag(parent, "trainflow.step", "sweep")
         client.set_tag(parent, SWEEP_ID_TAG, sweep_id)
         os.environ.setdefault("WANDB_RUN_GROUP", cfg.wandb.group or f"sweep-{sweep_id}")
-        pins = pin_inputs(read_store(cfg, local), select_steps(cfg.main.steps))
+        pins = pin_inputs(read_store(cfg, local), steps)
         self.sweep = SweepContext(sweep_id, parent, pins)
         os.environ[SWEEP_ENV] = self.sweep.to_json()
         reads = f"; every trial reads {', '.join(pins.values())}" if pins else ""
@@ -427,7 +467,7 @@ class SweepCallback(Callback):
         cfg = _task_config(config)
         store = read_store(cfg, LocalArtifactStore(cfg.artifacts.root))
         metric, higher = cfg.sweep.metric, cfg.sweep.higher_is_better
-        trials = read_trials(Path(str(config.hydra.sweep.dir)))
+        trials = read_trials(Path(str(config.hydra.sweep.dir)), self.sweep.id)
         for trial in trials:
             if trial.model:
                 # A misspelt metric leaves the column empty here; choosing the best names the problem.
@@ -448,8 +488,10 @@ class SweepCallback(Callback):
             )
             client.log_metric(self.sweep.parent_run_id, "trials", len(trials))
             client.log_metric(self.sweep.parent_run_id, "failed_trials", len(failed))
-            print(self._choose(cfg, store, metric, higher), flush=True)
+            succeeded = {t.model for t in trials if t.status == "ok" and t.model}
+            print(self._choose(cfg, store, metric, higher, succeeded), flush=True)
         finally:
+            self.closed = True
             if self.created_run:
                 client.set_terminated(self.sweep.parent_run_id, "FAILED" if failed else "FINISHED")
         if failed:
@@ -459,7 +501,12 @@ class SweepCallback(Callback):
                 f"{first.error}); the other trials are logged, see the table above"
             )
 
-    def _choose(self, cfg: DictConfig, store: Any, metric: str, higher: bool) -> str:
+    def _abandon(self, client: Any, run_id: str) -> None:
+        if not self.closed:
+            with contextlib.suppress(Exception):  # exiting anyway
+                client.set_terminated(run_id, "FAILED")
+
+    def _choose(self, cfg: DictConfig, store: Any, metric: str, higher: bool, succeeded: set[str]) -> str:
         """With ``main.select_best``, alias the best model as the candidate; else say how."""
         assert self.sweep is not None
         direction = "highest" if higher else "lowest"
@@ -469,9 +516,10 @@ class SweepCallback(Callback):
                 f"trainflow sweeps best {self.sweep.id} --metric {metric}"
                 + ("" if higher else " --lower-is-better") + " (or main.select_best=true next time)"
             )
-        if not sweep_models(store, self.sweep.id):
-            return f"  no trial logged a model: model_export:{CANDIDATE_ALIAS} is unchanged"
-        best, value = select_best(store, self.sweep.id, metric, higher)
+        # A failed trial's model (a later step of the trial failed) is not a candidate.
+        if not any(v.ref in succeeded for v in sweep_models(store, self.sweep.id)):
+            return f"  no trial that succeeded logged a model: model_export:{CANDIDATE_ALIAS} is unchanged"
+        best, value = select_best(store, self.sweep.id, metric, higher, only=succeeded)
         return (
             f"  best: trial {best.metadata['sweep']['trial']}, {best.ref} ({direction} val_{metric} = {value:.4f})"
             f" -> model_export:{CANDIDATE_ALIAS}; test and promote it with -P steps=test_model,promote_model"

@@ -82,6 +82,12 @@ def experiment_id(name: str, store_root: Path) -> str:
     """
     if os.environ.get(EXPERIMENT_ID_ENV):
         return os.environ[EXPERIMENT_ID_ENV]
+    if not name.strip():
+        from trainflow.errors import ConfigError
+
+        raise ConfigError(
+            "the MLflow experiment name is empty: name one, e.g. trainflow (main.experiment_name, --experiment-name)"
+        )
     client = mlflow.MlflowClient()
     existing = client.get_experiment_by_name(name)
     if existing is not None:

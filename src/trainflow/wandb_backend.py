@@ -23,11 +23,13 @@ from typing import Any
 
 from trainflow.errors import ArtifactNotFound, ChampionChanged, TrainflowError
 from trainflow.store import (
+    LATEST,
     ArtifactVersion,
     LocalArtifactStore,
     PromotionEntry,
     RunRecord,
     StoredFile,
+    gated_alias_message,
     parse_ref,
     validate_alias,
     validate_name,
@@ -62,6 +64,19 @@ def choose_backend(configured: str) -> tuple[str, str]:
     if not credentials_configured():
         return "local", "no W&B credentials (WANDB_API_KEY or a `wandb login` netrc entry)"
     return "wandb", "W&B credentials found and WANDB_MODE is not offline"
+
+
+def open_api(sdk: Any, timeout: int, instead: str = "use artifacts.backend=local") -> Any:
+    """``wandb.Api``, whose construction already authenticates: a missing key or an
+    unreachable server is one line saying what to fix, as for a step's ``wandb.init``."""
+    try:
+        return sdk.Api(timeout=timeout)
+    except Exception as error:  # UsageError, AuthenticationError, CommError: all mean the same here
+        first = str(error).splitlines()[0] if str(error) else error.__class__.__name__
+        raise TrainflowError(
+            f"cannot reach W&B ({first}): check WANDB_API_KEY or `wandb login`, WANDB_BASE_URL and the network, "
+            f"or {instead}"
+        ) from None
 
 
 class WandbArtifactStore:
@@ -170,8 +185,24 @@ class WandbArtifactStore:
         return self._version(logged)
 
     def set_alias(self, ref: str, alias: str, run_id: str | None = None) -> ArtifactVersion:
+        """As the local store's: ``latest`` is W&B's own, and an alias the promotion gate
+        decided about (a ``promotions`` entry on its holder) moves only through the gate."""
+        if alias == LATEST:
+            raise TrainflowError("'latest' is managed by the store: it names the version a step logged last")
         validate_alias(alias)
         artifact = self._artifact(ref)
+        name = artifact.name.split(":")[0]
+        try:
+            holder = self.get(f"{name}:{alias}")
+        except ArtifactNotFound:
+            holder = None
+        if holder is not None and any(
+            isinstance(e, Mapping) and e.get("alias") == alias for e in holder.metadata.get("promotions") or []
+        ):
+            raise TrainflowError(gated_alias_message(name, alias, ref))
+        return self._move_alias(artifact, alias)
+
+    def _move_alias(self, artifact: Any, alias: str) -> ArtifactVersion:
         if alias not in artifact.aliases:
             artifact.aliases.append(alias)  # W&B moves the alias off any other version
             artifact.save()
@@ -224,7 +255,7 @@ class WandbArtifactStore:
                     f"{name}:{alias} is {before or 'unset'}, not {expected or 'unset'} as the decision assumed: "
                     "another promotion moved it meanwhile; re-run promote_model"
                 )
-            after = self.set_alias(candidate, alias).ref
+            after = self._move_alias(self._artifact(candidate), alias).ref
         entry = PromotionEntry(
             id=0, name=name, alias=alias, action=action, outcome=outcome, candidate=candidate, before=before,
             after=after, run_id=run.run_id if run else None, actor=actor, details=dict(details),
@@ -288,7 +319,7 @@ def step_backend(
     exit_code = 1
     try:
         if backend == "wandb":
-            api = sdk.Api(timeout=cfg.wandb.timeout_seconds)
+            api = open_api(sdk, cfg.wandb.timeout_seconds)
             yield WandbArtifactStore(sdk, api, cfg.wandb.project, cfg.wandb.entity, run, local.root / "wandb-artifacts"), run
         else:
             yield local, run
@@ -319,6 +350,6 @@ def read_store(cfg: Any, local: LocalArtifactStore) -> Any:
     import wandb
 
     return WandbArtifactStore(
-        wandb, wandb.Api(timeout=cfg.wandb.timeout_seconds), cfg.wandb.project, cfg.wandb.entity,
+        wandb, open_api(wandb, cfg.wandb.timeout_seconds), cfg.wandb.project, cfg.wandb.entity,
         download_root=local.root / "wandb-artifacts",
     )
