@@ -366,3 +366,9 @@ def test_w_and_b_that_cannot_be_reached_is_one_line(
     monkeypatch.setattr(wandb, "Api", no_key)
     code, _, err = _cli(capsys, "--root", str(tmp_path), "--backend", "wandb", "artifacts", "show", "raw_data:latest")
     assert code == 1 and err.startswith("trainflow: error: cannot reach W&B (No API key configured.")
+
+
+def test_promotions_of_an_alias_with_no_decision_names_the_alias(filled: Filled, store_env: dict[str, str]) -> None:
+    result = trainflow(filled.root, store_env, "promotions", "--alias", "nosuch")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("no promotion decisions for model_export:nosuch in ")

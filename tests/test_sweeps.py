@@ -27,6 +27,7 @@ from trainflow.sweeps import (
     SWEEP_ENV,
     SweepCallback,
     TrialRecord,
+    failed_trials_message,
     format_sweep,
     hydra_arguments,
     list_sweeps,
@@ -408,3 +409,13 @@ def test_the_model_of_a_failed_trial_is_not_chosen(split_store: Path, tmp_path: 
     store = LocalArtifactStore(home)
     trial_of = {m.ref: m.metadata["sweep"]["trial"] for m in store.list_versions("model_export")}
     assert trial_of[store.get("model_export:candidate").ref] == 1
+
+
+def test_the_sweep_error_points_at_other_trials_only_when_some_succeeded() -> None:
+    ok, bad = TrialRecord(1, {}, "ok"), TrialRecord(0, {}, "failed", "n_estimators=0 is refused")
+    assert failed_trials_message("s1", [bad, ok]) == (
+        "1 of 2 trial(s) of sweep s1 failed (trial 0: n_estimators=0 is refused); "
+        "the other trials are logged, see the table above"
+    )
+    every = failed_trials_message("s1", [bad, TrialRecord(1, {}, "lost")])
+    assert every.startswith("2 of 2 trial(s) of sweep s1 failed (trial 0:") and "other trials" not in every

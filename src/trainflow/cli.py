@@ -275,7 +275,8 @@ def cmd_promotions(store: LocalArtifactStore, args: argparse.Namespace) -> None:
 
     entries = store.promotions(args.name, args.alias)
     if not entries:
-        print(f"no promotion decisions for {args.name} in {store.root}")
+        about = f"{args.name}:{args.alias}" if args.alias else args.name
+        print(f"no promotion decisions for {about} in {store.root}")
         return
     rows = [
         ("#", "at (UTC)", "action", "outcome", "candidate", "alias: before -> after", "metric", "forced", "who", "run")

@@ -354,6 +354,15 @@ def list_sweeps(store: Any) -> list[tuple[str, int, str]]:
 # -- the summary ----------------------------------------------------------------------
 
 
+def failed_trials_message(sweep_id: str, trials: Sequence[TrialRecord]) -> str:
+    """The sweep's error line: how many trials failed, the first one's error, and where the
+    rest are (there is no "other trials" to point at when every trial failed)."""
+    failed = [t for t in trials if t.status != "ok"]
+    first = failed[0]
+    where = "the other trials are logged, see the table above" if len(failed) < len(trials) else "see the table above"
+    return f"{len(failed)} of {len(trials)} trial(s) of sweep {sweep_id} failed (trial {first.trial}: {first.error}); {where}"
+
+
 def read_trials(sweep_dir: Path, sweep_id: str | None = None) -> list[TrialRecord]:
     """Every trial the launcher started under ``sweep_dir``: its record, or ``lost`` when
     the job folder exists (Hydra made it before the job ran) but holds no record.
@@ -495,11 +504,7 @@ class SweepCallback(Callback):
             if self.created_run:
                 client.set_terminated(self.sweep.parent_run_id, "FAILED" if failed else "FINISHED")
         if failed:
-            first = failed[0]
-            raise TrainflowError(
-                f"{len(failed)} of {len(trials)} trial(s) of sweep {self.sweep.id} failed (trial {first.trial}: "
-                f"{first.error}); the other trials are logged, see the table above"
-            )
+            raise TrainflowError(failed_trials_message(self.sweep.id, trials))
 
     def _abandon(self, client: Any, run_id: str) -> None:
         if not self.closed:
