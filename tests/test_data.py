@@ -252,3 +252,11 @@ def test_read_table_errors_name_the_setting_they_were_given(tmp_path: Path) -> N
     fake.write_bytes(b"PAR1" + random.Random(3).randbytes(1000))
     with pytest.raises(DataError, match="check batch_predict.input$"):
         read_table(fake, setting="batch_predict.input")
+
+
+def test_a_test_set_of_one_row_is_one_data_error() -> None:
+    """Five rows split 80/20 leave one test row, on which R2 and AUC are undefined: refuse
+    it in one line instead of recording NaN metrics (and a warning per permutation)."""
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, 5.0], "y": [1.5, 2.5, 2.0, 4.5, 5.0]})
+    with pytest.raises(DataError, match=r"test set would have 1 row\(s\) of 5.*split.test_size"):
+        split_dataset(frame, "y", test_size=0.2, random_seed=0, stratify_by=None)

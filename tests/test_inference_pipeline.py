@@ -629,3 +629,78 @@ def test_a_model_with_unreviewed_types_is_refused(exports: ExportCache, tmp_path
         load_exported(edited)
     assert "['sklearn.tree._tree.Tree']" in str(error.value) and "SKOPS_TRUSTED_TYPES" in str(error.value)
     assert load_exported(exported.path) is not None  # the untouched export still loads
+
+
+def test_batch_predict_accepts_gap_free_integer_features(tmp_path: Path) -> None:
+    """A table with an int64 feature column, as the model was trained on, is scored by
+    predict_table (batch_predict), although MLflow refuses int64 for the double it is typed."""
+    table = make_table(ROWS, seed=TRAIN_SEED)
+    table["visits"] = np.random.default_rng(1).integers(0, 20, len(table))
+    spec = FeatureSpec(numeric=["signal_1", "visits"], categorical=["color"])
+    result = _train("classification", "random_forest", spec, table=table)
+    path = export(result, tmp_path / "model")
+    rows = table.head(10)
+    assert rows["visits"].dtype == np.int64
+    scored = predict_table(path, rows)
+    expected = np.asarray(result.pipeline.predict_proba(rows[spec.columns]), dtype="float64")
+    proba = scored[[f"proba_{c}" for c in result.pipeline.classes_]].to_numpy(dtype="float64")
+    assert np.array_equal(proba, expected)
+    assert scored["visits"].dtype == np.int64  # the input columns come back untouched
+
+
+def test_infer_features_keeps_values_without_a_year_out_of_datetime() -> None:
+    """Times of day, day/month pairs and ordinals parse as dates only by borrowing today's
+    date, so their days-since-1970 would move with the serving date: not datetime."""
+    rng = np.random.default_rng(0)
+    minutes = rng.integers(0, 24 * 60, 300)
+    table = pd.DataFrame({
+        "time": [f"{m // 60:02d}:{m % 60:02d}" for m in minutes],
+        "day_month": [f"{d}/{m}" for d, m in zip(rng.integers(1, 28, 300), rng.integers(1, 13, 300))],
+        "signup": pd.date_range("2020-01-01", periods=300, freq="D").strftime("%Y-%m-%d"),
+        "y": rng.choice(["a", "b"], 300),
+    })
+    inferred = infer_features(table, "y")
+    assert inferred.datetime == ["signup"]
+    assert "time" not in inferred.datetime and "day_month" not in inferred.datetime
+
+
+def test_infer_features_keeps_distinct_integer_amounts() -> None:
+    """An integer amount with (nearly) every value distinct is a feature; a row number,
+    even in a random part of the rows, is not."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({
+        "row": np.arange(1000),
+        "income": rng.integers(20_000, 200_000, 1000),
+        "age": rng.integers(18, 90, 1000),
+    })
+    table["y"] = np.where(table["income"] > 100_000, "yes", "no")
+    part = table.sample(frac=0.64, random_state=0)  # train rows of a default split
+    assert infer_features(part, "y").numeric == ["income", "age"]
+
+
+def test_export_of_an_integer_feature_gives_no_integer_hint(tmp_path: Path) -> None:
+    """MLflow's multi-line 'Integer columns cannot represent missing values' hint is noise
+    for a numeric feature, which the export types double."""
+    table = make_table(ROWS, seed=TRAIN_SEED)
+    table["visits"] = np.random.default_rng(1).integers(0, 20, len(table))
+    result = _train("classification", "random_forest", FeatureSpec(numeric=["signal_1", "visits"]), table=table)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export(result, tmp_path / "model")
+    assert not [w for w in caught if "integer column" in str(w.message)]
+
+
+def test_integer_categorical_may_be_missing_at_serving(tmp_path: Path) -> None:
+    """An integer column listed as categorical (codes) accepts a gap through pyfunc, as the
+    README promises for every column: the pipeline imputes it."""
+    table = make_table(ROWS, seed=TRAIN_SEED)
+    table["store"] = np.random.default_rng(2).integers(0, 6, len(table))
+    spec = FeatureSpec(numeric=["signal_1"], categorical=["color", "store"])
+    result = _train("classification", "random_forest", spec, table=table)
+    model = mlflow.pyfunc.load_model(str(export(result, tmp_path / "model")))
+    rows = table[spec.columns].head(10).astype({"store": "float64"})
+    expected_whole = np.asarray(result.pipeline.predict_proba(table[spec.columns].head(10)), dtype="float64")
+    assert np.array_equal(np.asarray(model.predict(rows), dtype="float64"), expected_whole)
+    rows.loc[0, "store"] = np.nan
+    expected = np.asarray(result.pipeline.predict_proba(rows), dtype="float64")
+    assert np.array_equal(np.asarray(model.predict(rows), dtype="float64"), expected)

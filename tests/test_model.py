@@ -516,3 +516,50 @@ def test_the_preprocessed_matrix_is_laid_out_for_the_estimator(estimator: str, s
     matrix = pipeline.named_steps["preprocess"].fit_transform(table.drop(columns=[TARGET]), table[TARGET])
     assert scipy.sparse.issparse(matrix) is sparse
     assert matrix.shape[0] == 300
+
+
+def test_classification_metrics_leave_out_a_class_absent_and_never_predicted() -> None:
+    """A class the test rows lack and the model never predicts (a rare class absent from a
+    small test split) does not count as an F1, precision and recall of 0."""
+    classes = ["a", "b", "c"]
+    y_true = np.asarray(["a", "b"] * 5)
+    probabilities = np.array([[0.9, 0.05, 0.05] if t == "a" else [0.05, 0.9, 0.05] for t in y_true])
+    metrics = classification_metrics(y_true, probabilities, classes)
+    assert metrics["accuracy"] == 1.0
+    assert metrics["f1_macro"] == pytest.approx(f1_score(y_true, classes_of(probabilities, classes), average="macro"))
+    assert metrics["f1_macro"] == 1.0
+    assert "precision_c" not in metrics and "recall_c" not in metrics
+    assert metrics["precision_a"] == metrics["recall_b"] == 1.0
+
+
+def classes_of(probabilities: np.ndarray, classes: list[str]) -> np.ndarray:
+    return np.asarray(classes)[probabilities.argmax(axis=1)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "column", "message"),
+    [
+        ("numeric", "island", r"model.features.numeric lists 'island', which holds text"),
+        ("categorical", "nothing", r"model.features.categorical lists 'nothing', which has no value"),
+        ("text", "bill_depth_mm", r"model.features.text.columns lists 'bill_depth_mm', which holds numbers"),
+        ("datetime", "bill_depth_mm", r"model.features.datetime lists 'bill_depth_mm', which holds numbers"),
+    ],
+)
+def test_a_column_listed_under_the_wrong_kind_is_one_data_error(
+    splits: tuple[pd.DataFrame, pd.DataFrame], kind: str, column: str, message: str
+) -> None:
+    """A listed column its transformer cannot take fails before the fit with the key to
+    change, not with scikit-learn's traceback (or, for dates, silently)."""
+    frame = splits[0].assign(nothing=np.nan)
+    lists = {"numeric": ["bill_length_mm"]}
+    lists[kind] = lists.get(kind, []) + [column]
+    spec = FeatureSpec(**lists)
+    with pytest.raises(DataError, match=message):
+        _train(frame, spec)
+
+
+def test_a_validation_part_of_one_row_is_one_data_error() -> None:
+    """Four trainval rows leave one validation row (val_size 0.2): one DataError, not NaN metrics."""
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [1.5, 2.5, 2.0, 4.5]})
+    with pytest.raises(DataError, match=r"validation part would have 1 row\(s\) of 4.*split.val_size"):
+        train(frame, "y", "regression", "ridge", {}, FeatureSpec(numeric=["x"]), PreprocessingOptions(), 0.2, 0, None)

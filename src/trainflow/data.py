@@ -314,6 +314,13 @@ def split_dataset(
             f"cannot split on {stratify_by or target!r}: {error}; lower split.test_size or set split.stratify_by=null"
         ) from None
     del labelled
+    if len(test) < 2:
+        # R2 and AUC need two rows; with one, test_model records NaN and promotion refuses
+        # the model as if it were bad.
+        raise DataError(
+            f"the test set would have {len(test)} row(s) of {len(trainval) + len(test)}: metrics need at least 2; "
+            "raise split.test_size or use a larger table"
+        )
     release_unused_arrow_memory()
     return trainval.reset_index(drop=True), test.reset_index(drop=True)
 

@@ -44,7 +44,8 @@ def metric_key(label: Any) -> str:
 
 def classification_metrics(y_true: Sequence[Any], probabilities: Any, classes: Sequence[Any]) -> dict[str, float]:
     """ROC AUC (macro one-vs-one; plain AUC for two classes), accuracy, macro F1, log loss,
-    and precision and recall per class.
+    and precision and recall per class; F1, precision and recall over the classes present in
+    ``y_true`` or predicted (scikit-learn's default).
 
     ``probabilities`` has one column per entry of ``classes``, in that order, as
     ``predict_proba`` returns them (an array or a labelled DataFrame).
@@ -55,12 +56,15 @@ def classification_metrics(y_true: Sequence[Any], probabilities: Any, classes: S
     probabilities = np.asarray(probabilities, dtype="float64")
     y_true = np.asarray(y_true)
     predicted = np.asarray(classes)[np.argmax(probabilities, axis=1)]
+    present = set(y_true.tolist())
+    # A class neither in these rows nor predicted has no F1, precision or recall (0/0): it
+    # is left out rather than counted as 0, which would mark a perfect model imperfect.
+    scored = [c for c in classes if c in present or c in set(predicted.tolist())]
     metrics = {
         "accuracy": float(accuracy_score(y_true, predicted)),
-        "f1_macro": float(f1_score(y_true, predicted, average="macro", labels=classes, zero_division=0)),
+        "f1_macro": float(f1_score(y_true, predicted, average="macro", labels=scored, zero_division=0)),
         "log_loss": float(log_loss(y_true, probabilities, labels=classes)),
     }
-    present = set(y_true.tolist())
     if len(present) < 2:
         # AUC is undefined on one class; report it as missing rather than as a number.
         metrics["roc_auc_ovo"] = float("nan")
@@ -70,8 +74,8 @@ def classification_metrics(y_true: Sequence[Any], probabilities: Any, classes: S
         metrics["roc_auc_ovo"] = float(
             roc_auc_score(y_true, probabilities, multi_class="ovo", average="macro", labels=classes)
         )
-    precision, recall, _, _ = precision_recall_fscore_support(y_true, predicted, labels=classes, zero_division=0)
-    for label, p, r in zip(classes, precision, recall):
+    precision, recall, _, _ = precision_recall_fscore_support(y_true, predicted, labels=scored, zero_division=0)
+    for label, p, r in zip(scored, precision, recall):
         metrics[f"precision_{metric_key(label)}"] = float(p)
         metrics[f"recall_{metric_key(label)}"] = float(r)
     return metrics

@@ -46,6 +46,16 @@ def predict_table(model_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
     if schema is not None:
         require_columns(frame, list(schema.required_input_names()), "batch_predict")
         features = frame[[c for c in schema.input_names() if c in frame.columns]]
+        # Numeric features are typed double so that they may have gaps; MLflow refuses an
+        # int64 column for a double one ("Can not safely convert int64 to float64"), so a
+        # table with gap-free integers, exactly like the training table, would be refused.
+        integers = [
+            c.name for c in schema.inputs
+            if getattr(c.type, "name", None) == "double" and c.name in features.columns
+            and pd.api.types.is_integer_dtype(features[c.name])
+        ]
+        if integers:
+            features = features.astype({c: "float64" for c in integers})
     else:
         features = frame
     model = mlflow.pyfunc.load_model(str(model_dir))

@@ -221,8 +221,9 @@ def infer_features(
     and id-like columns.
 
     - numbers (not booleans) -> numeric, except integers with over 95% distinct values
-      (a row number or id), which are left out; booleans -> categorical;
-    - strings that mostly parse as dates -> datetime;
+      that nearly fill their range (a row number or id), which are left out; booleans ->
+      categorical;
+    - strings with a four-digit year that mostly parse as dates -> datetime;
     - strings averaging three or more words, with at least ``min_text_values`` distinct
       values -> text (a few long labels, like species names, are categories);
     - other strings: categorical when they have at most ``max_categories`` distinct values
@@ -239,8 +240,8 @@ def infer_features(
         if pd.api.types.is_bool_dtype(values):
             spec.categorical.append(column)
         elif pd.api.types.is_numeric_dtype(values):
-            if pd.api.types.is_integer_dtype(values) and distinct_ratio > 0.95:
-                continue  # a row number or id
+            if pd.api.types.is_integer_dtype(values) and distinct_ratio > 0.95 and _nearly_consecutive(values):
+                continue  # a row number or id (an amount, all distinct but spread out, is a feature)
             spec.numeric.append(column)
         elif pd.api.types.is_datetime64_any_dtype(values) or _mostly_dates(values):
             spec.datetime.append(column)
@@ -251,9 +252,17 @@ def infer_features(
     return spec
 
 
+def _nearly_consecutive(values: pd.Series) -> bool:
+    """Whether integers fill their range densely, as row numbers do (in a sample of half
+    the rows or more, as a split's part is)."""
+    return int(values.max()) - int(values.min()) + 1 <= 2 * len(values)
+
+
 def _mostly_dates(values: pd.Series) -> bool:
     sample = values.astype(str).head(200)
-    if not sample.str.contains(r"\d", regex=True).all():
+    # A value without a year ("10:30", "1/5", "1st") parses too, but its missing parts are
+    # taken from today: the days since 1970 it becomes would move with the serving date.
+    if not sample.str.contains(r"(?<!\d)\d{4}(?!\d)", regex=True).all():
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -359,6 +368,30 @@ class TrainingRows:
     validation: tuple[pd.DataFrame, pd.Series]
 
 
+_KIND_SETTINGS = {
+    "numeric": "model.features.numeric", "categorical": "model.features.categorical",
+    "text": "model.features.text.columns", "datetime": "model.features.datetime",
+}
+
+
+def check_feature_kinds(frame: pd.DataFrame, spec: FeatureSpec) -> None:
+    """Fail in one line on a listed column its transformer cannot take: text as numeric,
+    numbers as text or dates, or a categorical or text column without any value."""
+    for kind, columns in spec.as_dict().items():
+        for column in columns:
+            values = frame[column].dropna()
+            numbers = pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+            if kind == "numeric" and not numbers and len(values):
+                problem = f"holds text (e.g. {values.head(1).tolist()[0]!r}), not numbers: list it under model.features.categorical"
+            elif kind in ("text", "datetime") and numbers and len(values):
+                problem = f"holds numbers (e.g. {values.head(1).tolist()[0]!r}), not {kind}: list it under model.features.numeric"
+            elif kind in ("categorical", "text") and not len(values):
+                problem = "has no value in the training rows: remove it"
+            else:
+                continue
+            raise DataError(f"{_KIND_SETTINGS[kind]} lists {column!r}, which {problem} (or fix the data)")
+
+
 def split_rows(
     trainval: pd.DataFrame,
     target: str,
@@ -380,6 +413,7 @@ def split_rows(
     if not spec.columns:
         raise DataError(f"no usable feature column in the data besides the target {target!r}")
     require_columns(trainval, spec.columns, "train_model")
+    check_feature_kinds(trainval, spec)
     labels = trainval[target]
     if task == "classification" and labels.nunique() < 2:
         raise DataError(f"the target {target!r} has a single class {labels.iloc[0]!r}: nothing to learn")
@@ -392,6 +426,11 @@ def split_rows(
         )
     except ValueError as error:
         raise DataError(f"cannot make a validation split: {error}; lower split.val_size") from None
+    if len(x_val) < 2:
+        raise DataError(
+            f"the validation part would have {len(x_val)} row(s) of {len(labels)}: metrics need at least 2; "
+            "raise split.val_size or use a larger table"
+        )
     return TrainingRows(spec, (x_train, y_train), (x_val, y_val))
 
 
@@ -492,11 +531,18 @@ def export(
     # would otherwise be typed `long`, and a missing value at serving time refused.
     # The input types are inferred from every training row (a column empty in the first
     # rows is still typed right); the doubles are set on the schema, not by copying them.
-    numeric = set(result.features.numeric)
+    # An integer column listed as categorical (codes) is imputed like any other, so it
+    # travels as doubles too (the encoder matches 3.0 to the category 3).
+    integers = {c for c in result.train_rows.columns if pd.api.types.is_integer_dtype(result.train_rows[c])}
+    numeric = set(result.features.numeric) | integers
     example = result.train_rows.head(100).astype({c: "float64" for c in numeric})
     classifier = result.task == "classification"
     outputs = result.pipeline.predict_proba(example) if classifier else result.pipeline.predict(example)
-    signature = infer_signature(result.train_rows, outputs)
+    with warnings.catch_warnings():
+        # MLflow's multi-line hint that integer columns cannot hold gaps: they are typed
+        # double just below, so it is only noise.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+        signature = infer_signature(result.train_rows, outputs)
     # Every input column is required: the ColumnTransformer needs each one, and a
     # missing column should be MLflow's schema error naming it, not a sklearn error.
     # Missing values inside a column stay allowed.
