@@ -157,6 +157,20 @@ def test_split_drops_rows_without_target(penguins: pd.DataFrame) -> None:
     assert trainval[TARGET].notna().all() and test[TARGET].notna().all()
 
 
+def test_split_restores_whole_number_classes_read_as_floats() -> None:
+    """A class column 0/1/2 with gaps is read as floats (1.0); once the gaps are dropped a
+    classification split gives integers back, and a regression target stays as it was."""
+    frame = pd.DataFrame({"x": range(20), "label": [0, 1, 2, None] * 5})
+    assert frame["label"].dtype == "float64"
+    trainval, test = split_dataset(frame, "label", 0.25, 0, None, classes=True)
+    assert trainval["label"].dtype == "int64" and test["label"].dtype == "int64"
+    assert set(trainval["label"]) | set(test["label"]) == {0, 1, 2}
+    kept_float, _ = split_dataset(frame, "label", 0.25, 0, None)
+    assert kept_float["label"].dtype == "float64"
+    halves = pd.DataFrame({"x": range(8), "label": [0.5, 1.0, 1.5, 2.0] * 2})
+    assert split_dataset(halves, "label", 0.25, 0, None, classes=True)[0]["label"].dtype == "float64"
+
+
 def test_split_missing_stratify_column(penguins: pd.DataFrame) -> None:
     """A stratify column absent from the data is a DataError naming it."""
     with pytest.raises(DataError, match="'colony'"):

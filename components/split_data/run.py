@@ -13,7 +13,7 @@ def split_data(run: StepRun) -> None:
     # The raw frame is handed over, not kept: split_dataset frees it once the parts are out.
     trainval, test = split_dataset(
         read_table(run.store.use_artifact(raw_version.ref)), cfg.data.target, cfg.split.test_size,
-        cfg.split.random_seed, stratify_column(cfg),
+        cfg.split.random_seed, stratify_column(cfg), classes=cfg.model.task == "classification",
     )
     run.say(f"{len(trainval) + len(test)} labelled rows -> trainval {len(trainval)}, test {len(test)}")
     run.log_metrics({"rows_trainval": len(trainval), "rows_test": len(test)})

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from trainflow.errors import DataError
@@ -288,10 +289,14 @@ def split_dataset(
     test_size: float,
     random_seed: int,
     stratify_by: str | None,
+    classes: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split into (trainval, test), stratified by ``stratify_by`` when given.
 
     Rows without a target value cannot be learned from or scored, so they are dropped.
+    With ``classes`` (a classification target), whole-number classes that pandas read as
+    floats because of those gaps become integers again: class 1, not 1.0, in the model's
+    classes, its metric names and its served columns.
     A caller that hands ``frame`` over without keeping it has it freed before the two
     parts are copied out, and its string buffers given back after.
     """
@@ -300,6 +305,8 @@ def split_dataset(
     require_columns(frame, [target] + ([stratify_by] if stratify_by else []), "split_data")
     labelled = frame.dropna(subset=[target]).reset_index(drop=True)
     del frame
+    if classes and _whole_floats(labelled[target]):
+        labelled[target] = labelled[target].astype("int64")
     if len(labelled) < 2:
         raise DataError(f"only {len(labelled)} rows have a value in the target column {target!r}: cannot split")
     try:
@@ -324,6 +331,9 @@ def split_dataset(
     release_unused_arrow_memory()
     return trainval.reset_index(drop=True), test.reset_index(drop=True)
 
+
+def _whole_floats(values: pd.Series) -> bool:
+    return pd.api.types.is_float_dtype(values) and bool(np.isfinite(values).all()) and bool((values % 1 == 0).all())
 
 
 def class_counts(frame: pd.DataFrame, target: str) -> dict[str, int]:
