@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+import math
 from typing import Any
 
 import matplotlib
@@ -168,3 +169,45 @@ def test_batched_importance_agrees_with_sklearns_permutation_importance(result_n
     assert ours.idxmax() == theirs.idxmax()
     assert (ours - theirs[ours.index]).abs().max() < 0.05
     assert ours.max() > 0.05  # the check is not trivially met by two all-zero results
+
+
+@pytest.mark.parametrize("result_name", ["classifier", "regressor"])
+def test_importance_in_bounded_batches_measures_the_same(result_name: str, request) -> None:
+    """Wide tables would need one frame of columns x repeats x rows cells: predicting in
+    batches under a cell budget gives exactly the same importances (same shuffles), and no
+    call exceeds the budget."""
+    from trainflow.plots import feature_importance
+
+    result: TrainResult = request.getfixturevalue(result_name)
+    features, labels = result.validation
+    calls: list[int] = []
+
+    class Counting:
+        def __init__(self, model: Any) -> None:
+            self.model = model
+            self.classes_ = getattr(model, "classes_", None)
+            if self.classes_ is None:
+                del self.classes_
+
+        def predict(self, frame: pd.DataFrame) -> Any:
+            calls.append(frame.size)
+            return self.model.predict(frame)
+
+    budget = features.size * 3
+    batched = feature_importance(Counting(result.pipeline), features, labels, seed=5, batch_cells=budget)
+    whole = feature_importance(result.pipeline, features, labels, seed=5)
+    pd.testing.assert_series_equal(batched, whole)
+    assert max(calls) <= budget
+    assert len(calls) == 1 + math.ceil(len(features.columns) * 5 / 3)  # the baseline, then batches of 3 copies
+
+
+def test_the_importance_plot_shows_the_top_columns_of_a_wide_table() -> None:
+    from trainflow.plots import importance_figure
+
+    importance = pd.Series(np.arange(50, dtype="float64"), index=[f"c{i}" for i in range(50)])
+    figure = importance_figure(importance)
+    labels = _y_tick_labels(figure)
+    assert labels == [f"c{i}" for i in range(20, 50)]  # the 30 most important, least first
+    assert figure.axes[0].get_title().endswith("top 30 of 50")
+    small = importance_figure(importance.iloc[:5])
+    assert len(_y_tick_labels(small)) == 5 and "top" not in small.axes[0].get_title()
