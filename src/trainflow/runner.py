@@ -463,7 +463,12 @@ def main_argv(project_dir: Path) -> None:
         groups = [a for a in arguments if not a.startswith("-") and is_group_override(a)]
         if groups:
             check_config_groups(project_dir, groups)
-        plain = all(not a.startswith("-") and not a.lstrip("+~").startswith("hydra") for a in arguments)
+        keys = [a for a in arguments if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+        if any(a in MULTIRUN_FLAGS for a in arguments):
+            # A sweep's keys and value types, each swept value once: Hydra would stop the
+            # sweep at the first bad job with several lines and no summary.
+            check_sweep_overrides(project_dir, [a for a in keys if not is_group_override(a)])
+        plain = len(keys) == len(arguments)
         # Sweeps (-m) and Hydra's own flags are left to Hydra. The steps list alone as
         # `mlflow run .` passes it when given no options (a quoted string for a known key)
         # cannot fail to compose: the check, a third of a second, is skipped then. Typed
@@ -471,11 +476,6 @@ def main_argv(project_dir: Path) -> None:
         # Hydra makes its run folder inside the store before the pipeline starts: the store's
         # folder is made first, so that an unusable TRAINFLOW_HOME is one line, not Hydra's
         # traceback. Uncomposed (a sweep), an artifacts.root override is left to Hydra.
-        if any(a in MULTIRUN_FLAGS for a in arguments):
-            check_sweep_overrides(project_dir, [
-                a for a in arguments if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")
-                and not is_group_override(a)
-            ])
         if plain and not all(re.fullmatch(r"main\.steps='[^']*'", a) for a in arguments):
             cfg = resolve_paths(load_config(project_dir, arguments), project_dir)
             # A parameter value the estimator refuses (n_estimators=0) then fails here, not
