@@ -35,7 +35,7 @@ from trainflow.datacheck import (
 )
 from trainflow.errors import ConfigError
 from trainflow.store import LocalArtifactStore
-from trainflow.synthetic import TARGET, make_table
+from trainflow.synthetic import NUMERIC, TARGET, make_table
 
 PENGUINS = PROJECT_DIR / "data" / "penguins.csv"
 PENGUINS_RAW = PROJECT_DIR / "data" / "penguins-raw.csv"
@@ -102,9 +102,10 @@ def test_a_large_clean_synthetic_table_passes_against_another_sample(settings: d
     assert report.warnings() == [], report.table(report.warnings())
     assert report.rows == 200_000
     assert {r.column for r in report.by_name("allowed_values")} == {"color", "region", TARGET}
-    # free text and dates have too many categories for a chi-square test: said, not silently skipped
+    # free text has too many categories for a chi-square test: said, not silently skipped
     assert any("'notes'" in note and "max_categories" in note for note in report.notes)
-    assert len(report.by_name("ks")) == 5  # row_id and the four numeric features
+    # row_id, the four numeric features, and the ISO dates (strings in the table) as dates
+    assert {r.column for r in report.by_name("ks")} == {"row_id", *NUMERIC, "event_date"}
 
 
 # -- each defect fails with its named check ---------------------------------------------
@@ -190,6 +191,21 @@ def test_a_shifted_distribution_fails_its_ks_check_when_drift_is_an_error(
     assert ks.p_value is not None and ks.p_value < ks.threshold and ks.statistic > 0.1
     # the other columns are unchanged: their tests pass
     assert all(r.passed for r in report.results if r.group == "drift" and r.column != "bill_length_mm")
+
+
+def test_dates_read_as_text_are_tested_for_drift_as_dates(penguins: pd.DataFrame, settings: dict[str, Any]) -> None:
+    """A CSV's date column arrives as strings with hundreds of distinct values, too many for
+    chi-square: it is parsed and KS-tested like a date column, so dates four years later drift."""
+    days = pd.Series(pd.date_range("2020-01-01", periods=len(penguins), freq="D"))
+    dated = penguins.assign(signup=days.dt.strftime("%Y-%m-%d"))
+    later = penguins.assign(signup=(days + pd.DateOffset(years=4)).dt.strftime("%Y-%m-%d"))
+    strict = with_(settings, **{"fail_on.drift": "error"})
+    report = check(later, strict, reference=dated)
+    assert failed_keys(report) == {"drift.ks.signup"}, report.table(report.failed())
+    [ks] = report.failed()
+    assert "median 2024-06-20 vs reference 2020-06-20" in ks.message, ks.message
+    unchanged = check(dated, strict, reference=dated)
+    assert not unchanged.failed() and "drift.ks.signup" in {r.key for r in unchanged.results}
 
 
 def test_a_shifted_category_mix_fails_its_chi_square_check(penguins: pd.DataFrame, settings: dict[str, Any]) -> None:

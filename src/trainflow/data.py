@@ -9,6 +9,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,6 +335,20 @@ def split_dataset(
 
 def _whole_floats(values: pd.Series) -> bool:
     return pd.api.types.is_float_dtype(values) and bool(np.isfinite(values).all()) and bool((values % 1 == 0).all())
+
+
+def mostly_dates(values: pd.Series) -> bool:
+    """Whether a column of strings holds dates: nearly all of a sample parse, each with a
+    four-digit year. Feature inference and the drift checks share this test."""
+    sample = values.astype(str).head(200)
+    # A value without a year ("10:30", "1/5", "1st") parses too, but its missing parts are
+    # taken from today: the days since 1970 it becomes would move with the serving date.
+    if not sample.str.contains(r"(?<!\d)\d{4}(?!\d)", regex=True).all():
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+    return bool(parsed.notna().mean() >= 0.9)
 
 
 def class_counts(frame: pd.DataFrame, target: str) -> dict[str, int]:

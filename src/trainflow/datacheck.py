@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trainflow.data import mostly_dates
 from trainflow.errors import ConfigError, DataError, TrainflowError
 
 GROUPS = ("schema", "generic", "drift")
@@ -666,10 +668,14 @@ def drift_checks(
     changed: list[str] = []
     numeric: list[str] = []
     categorical: list[str] = []
+    date_strings: set[str] = set()  # dates read from text (CSV): tested as dates, not as categories
     for column in shared:
         kind, ref_kind = dtype_kind(frame[column]), dtype_kind(reference[column])
         if _is_numeric_kind(kind) and _is_numeric_kind(ref_kind) or kind == ref_kind == "datetime":
             numeric.append(column)
+        elif kind == ref_kind == "str" and mostly_dates(frame[column].dropna()) and mostly_dates(reference[column].dropna()):
+            numeric.append(column)
+            date_strings.add(column)
         elif kind in ("str", "bool") and ref_kind in ("str", "bool"):
             categorical.append(column)
         elif kind != ref_kind:
@@ -693,14 +699,19 @@ def drift_checks(
 
     tests: list[tuple[str, str, float, float, str]] = []  # (name, column, statistic, p, description)
     for column in numeric:
-        current, previous = _numeric_values(frame[column]), _numeric_values(reference[column])
+        now, before = frame[column], reference[column]
+        if column in date_strings:
+            now, before = _parse_dates(now), _parse_dates(before)
+        current, previous = _numeric_values(now), _numeric_values(before)
         if len(current) == 0 or len(previous) == 0:
             notes.append(f"drift: column {column!r} has no values in {'the data' if len(current) == 0 else 'the reference'}; not tested")
             continue
         outcome = stats.ks_2samp(current, previous)
+        dates = pd.api.types.is_datetime64_any_dtype(now.dtype)
+        median = (lambda v: str(pd.Timestamp(np.median(v)).date())) if dates else (lambda v: f"{np.median(v):.4g}")
         tests.append((
             "ks", str(column), float(outcome.statistic), float(outcome.pvalue),
-            f"KS D={outcome.statistic:.4f}; median {np.median(current):.4g} vs reference {np.median(previous):.4g}",
+            f"KS D={outcome.statistic:.4f}; median {median(current)} vs reference {median(previous)}",
         ))
     for column in categorical:
         current = _category_counts(frame[column], max_categories)
@@ -745,6 +756,13 @@ def drift_checks(
         ),
     }
     return results, family, notes
+
+
+def _parse_dates(series: pd.Series) -> pd.Series:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # as the exported model's date transformer reads them (trainflow_inference)
+        return pd.to_datetime(series, errors="coerce", format="mixed", utc=True).dt.tz_convert(None)
 
 
 def _numeric_values(series: pd.Series) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from trainflow.data import require_columns
+from trainflow.data import mostly_dates, require_columns
 from trainflow.errors import ConfigError, DataError, TrainflowError
 
 TASKS = ("classification", "regression")
@@ -243,7 +243,7 @@ def infer_features(
             if pd.api.types.is_integer_dtype(values) and distinct_ratio > 0.95 and _nearly_consecutive(values):
                 continue  # a row number or id (an amount, all distinct but spread out, is a feature)
             spec.numeric.append(column)
-        elif pd.api.types.is_datetime64_any_dtype(values) or _mostly_dates(values):
+        elif pd.api.types.is_datetime64_any_dtype(values) or mostly_dates(values):
             spec.datetime.append(column)
         elif values.nunique() >= min_text_values and values.astype(str).str.split().str.len().mean() >= 3:
             spec.text.append(column)
@@ -256,18 +256,6 @@ def _nearly_consecutive(values: pd.Series) -> bool:
     """Whether integers fill their range densely, as row numbers do (in a sample of half
     the rows or more, as a split's part is)."""
     return int(values.max()) - int(values.min()) + 1 <= 2 * len(values)
-
-
-def _mostly_dates(values: pd.Series) -> bool:
-    sample = values.astype(str).head(200)
-    # A value without a year ("10:30", "1/5", "1st") parses too, but its missing parts are
-    # taken from today: the days since 1970 it becomes would move with the serving date.
-    if not sample.str.contains(r"(?<!\d)\d{4}(?!\d)", regex=True).all():
-        return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
-    return bool(parsed.notna().mean() >= 0.9)
 
 
 def build_preprocessor(spec: FeatureSpec, options: PreprocessingOptions, layout: str = "auto") -> Any:
