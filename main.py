@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from trainflow.config import register_schema
+from trainflow.errors import exit_on_interrupt, interrupt_on_signals
 from trainflow.runner import Pipeline, exit_now, main_argv
 from trainflow.sweeps import sweep_trial
 
@@ -30,6 +31,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main_argv(PROJECT_DIR)
-    main()  # a failure exits inside, with the error line
+    interrupt_on_signals()
+    with exit_on_interrupt("trainflow"):
+        main_argv(PROJECT_DIR)
+        main()  # a failure exits inside, with the error line
     exit_now()

@@ -655,6 +655,31 @@ def test_a_deleted_output_makes_the_step_run_again(pipeline: Pipeline, monkeypat
     assert second.startswith("[pipeline] fetch_data: ran in") and "raw_data:v0: the blob of 'penguins.csv' is missing" in second
 
 
+def test_a_cache_hit_interrupted_midway_leaves_no_run_running(
+    store_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hit's MLflow run is made with the client, not mlflow.start_run: Ctrl-C (or an
+    error) while the outputs are re-used must still end it, as FAILED."""
+    import mlflow
+
+    pipeline = Pipeline(load_config(PROJECT_DIR, ["artifacts.backend=local"]), PROJECT_DIR, [])
+    client = mlflow.MlflowClient()
+    pipeline.experiment_id = client.get_experiment_by_name("trainflow").experiment_id
+    pipeline.parent_run_id = client.create_run(pipeline.experiment_id).info.run_id
+    runs: list[str] = []
+    monkeypatch.setattr(pipeline, "execute", fake_fetch(pipeline, runs))
+    pipeline.run("fetch_data")  # recorded: the next run is a hit
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.store, "reuse_outputs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run("fetch_data")
+    hits = client.search_runs([pipeline.experiment_id], "tags.`trainflow.cached` = 'true'")
+    assert [run.info.status for run in hits] == ["FAILED"]
+
+
 def test_with_wandb_artifacts_the_cache_is_off_and_says_why(home: Path) -> None:
     pipeline = Pipeline(load_config(PROJECT_DIR, ["artifacts.backend=wandb"]), PROJECT_DIR, [])
     assert (pipeline.cache_records, pipeline.cache_lookup) == (False, False)

@@ -156,3 +156,46 @@ def test_four_pipelines_share_one_store_and_one_mlflow_database(tmp_path: Path) 
     parents = [r for r in runs if r.data.tags.get("trainflow.step") == "pipeline"]
     assert len(parents) == pipelines and all(r.info.status == "FINISHED" for r in runs)
     assert len(runs) == pipelines * 7  # a parent and six steps each
+
+
+@pytest.mark.parametrize("how", ["ctrl-c on mlflow run", "sigterm to python main.py"])
+def test_an_interrupted_pipeline_closes_its_runs_and_says_so_in_one_line(tmp_path: Path, how: str) -> None:
+    """Ctrl-C on `mlflow run .` reaches main.py as SIGINT and, at once, as MLflow's SIGTERM
+    (its cancel); a CI job or `docker stop` sends SIGTERM alone. Either way the step's and
+    the pipeline's MLflow runs end (none left RUNNING), the step's temporary folder goes,
+    and the process says it stopped in one line, not a traceback."""
+    home = tmp_path / "home"
+    env = pipeline_env(home)
+    if how.startswith("ctrl-c"):
+        command, sent = [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow"], signal.SIGINT
+    else:
+        command, sent = [str(Path(MLFLOW).parent / "python"), "main.py"], signal.SIGTERM
+    process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    output: list[str] = []
+    reached = threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:
+            output.append(line)
+            if line.startswith("[train_model] using"):
+                reached.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert reached.wait(180), "".join(output)[-3000:]
+    time.sleep(0.3)
+    if sent == signal.SIGINT:
+        os.killpg(process.pid, sent)  # the terminal sends Ctrl-C to the whole foreground group
+    else:
+        os.kill(process.pid, sent)
+    process.wait(timeout=60)
+    time.sleep(0.5)
+    text = "".join(output)
+    assert "Traceback" not in text, text[-3000:]
+    assert "trainflow: interrupted; nothing partial was kept" in text, text[-3000:]
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("trainflow").experiment_id
+    runs = client.search_runs([experiment])
+    assert runs and not [(r.info.run_name, r.info.status) for r in runs if r.info.status == "RUNNING"]
+    store = LocalArtifactStore(home)
+    assert list(store.tmp.iterdir()) == [] and store.verify().ok

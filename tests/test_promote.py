@@ -307,6 +307,32 @@ def test_a_registry_alias_that_drifted_from_the_store_is_put_back(bench: Bench) 
         assert bench.prod() == bench.registry_prod() == strong
 
 
+def test_a_registry_alias_left_by_a_first_promotion_killed_midway_is_removed(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first promotion killed between moving the registry alias and committing the
+    store's move leaves models:/...@prod on a version no store version holds as prod. The
+    store is the record: the next promote_model removes it, even when it refuses."""
+    import trainflow.registry
+
+    weak, crippled = bench.add("weak"), bench.add("crippled")
+
+    def killed(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("SIGKILL")  # the process is gone: nothing below runs
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalArtifactStore, "record_promotion", killed)
+        patch.setattr(trainflow.registry, "_realign", lambda *args, **kwargs: None)  # a dead process realigns nothing
+        with pytest.raises(RuntimeError, match="SIGKILL"):
+            bench.promote(weak)
+    bench.capsys.readouterr()
+    assert bench.prod() is None and bench.registry_prod() == weak  # the state the kill left
+    code, out, err = bench.promote(crippled)
+    assert code == 1, err
+    assert f"registry alias {REGISTERED}@prod named version 1, while no model_export version holds 'prod'" in out
+    assert bench.prod() is None and bench.registry_prod() is None
+
+
 def test_rollback_moves_store_and_registry_back_and_is_recorded(bench: Bench, tmp_path: Path) -> None:
     weak, strong = bench.add("weak"), bench.add("strong")
     assert bench.promote(weak)[0] == 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import signal
 import sys
+import time
 from collections.abc import Iterator
 
 
@@ -84,3 +86,43 @@ def exit_on_user_error(prefix: str) -> Iterator[None]:
         line = str(error) if isinstance(error, StepFailed) else user_error_line(prefix, error)
         print(line, file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+
+
+# Exit status of a process stopped by Ctrl-C or SIGTERM (128 + SIGINT), as shells report it
+INTERRUPTED_EXIT = 130
+# A second signal this soon after the first is the same stop (`mlflow run` sends SIGTERM
+# right behind the terminal's SIGINT): ignored, so it cannot cut the clean-up short.
+REPEAT_SIGNAL_SECONDS = 10.0
+
+
+def interrupt_on_signals() -> None:
+    """Turn SIGTERM, like SIGINT, into ``KeyboardInterrupt``, once: the MLflow runs and
+    temporary folders this process has open are then closed as failed on the way out,
+    instead of being left RUNNING by a process that died at once (SIGTERM's default).
+    Call it in a process's ``__main__`` only (it replaces the handlers for the process)."""
+    first: list[float] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if first and time.monotonic() - first[0] < REPEAT_SIGNAL_SECONDS:
+            return
+        first[:] = [time.monotonic()]
+        raise KeyboardInterrupt
+
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers (and receives the signals)
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def exit_on_interrupt(prefix: str) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM, see :func:`interrupt_on_signals`) as one line and exit status 130,
+    not a traceback; the runs and files open are closed as the exception passes them."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted; nothing partial was kept (`trainflow artifacts verify` checks the store)",
+              file=sys.stderr, flush=True)
+        raise SystemExit(INTERRUPTED_EXIT) from None

@@ -220,6 +220,21 @@ def registry_drift(holder: ArtifactVersion, alias: str, registered_name: str) ->
     return None if current == int(recorded) else (int(recorded), current)
 
 
+def orphan_alias(name: str, alias: str, registered_name: str) -> int | None:
+    """The registry version ``registered_name@alias`` names when it is a trainflow
+    registration of ``name`` (its ``trainflow.artifact`` tag), else None. Called when no
+    store version holds ``alias``: such a registry alias was never committed in the store."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = mlflow.MlflowClient().get_model_version_by_alias(registered_name, alias)
+    except MlflowException:
+        return None
+    artifact = found.tags.get(TAG_PREFIX + "artifact", "")
+    return int(found.version) if artifact.startswith(f"{name}:") else None
+
+
 def realign_registry(store: LocalArtifactStore, name: str, alias: str, registered_name: str) -> str | None:
     """Point the registry alias back at the store's holder when they disagree; what was done, or None."""
     from trainflow.errors import ArtifactNotFound
@@ -227,7 +242,16 @@ def realign_registry(store: LocalArtifactStore, name: str, alias: str, registere
     try:
         holder = store.get(f"{name}:{alias}")
     except ArtifactNotFound:
-        return None
+        # No store version holds the alias (a first promotion killed between moving the
+        # registry alias and committing the store's move): the registry's must not name one.
+        orphan = orphan_alias(name, alias, registered_name)
+        if orphan is None:
+            return None
+        set_alias(registered_name, alias, None)
+        return (
+            f"registry alias {registered_name}@{alias} named version {orphan}, while no {name} version holds "
+            f"{alias!r} in the store: removed it"
+        )
     drift = registry_drift(holder, alias, registered_name)
     if drift is None:
         return None

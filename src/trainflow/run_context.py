@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainflow.components import CONFIG_DIR_ENV
 from trainflow.config import load_config, resolve_paths, split_overrides, validate
-from trainflow.errors import exit_on_user_error
+from trainflow.errors import exit_on_interrupt, exit_on_user_error, interrupt_on_signals
 from trainflow.steps import STEPS, StepSpec, step_params
 from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord
 from trainflow.sweeps import SweepContext, current_trial, error_tagged_run, pinned_ref, trial_tags
@@ -182,7 +182,8 @@ def step_main(step: str, body: Callable[[StepRun], None], component_file: str) -
 
     spec = STEPS[step]
     args = _parse_args(spec, sys.argv[1:])
-    with exit_on_user_error(step):
+    interrupt_on_signals()
+    with exit_on_interrupt(step), exit_on_user_error(step):
         cfg = step_config(step_config_dir(component_file), args.hydra_options)
         local = LocalArtifactStore(cfg.artifacts.root)
         use_tracking(local.root)

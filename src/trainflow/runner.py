@@ -378,13 +378,19 @@ class Pipeline:
         run = client.create_run(self.experiment_id, run_name=spec.name, tags=tags)
         try:
             self.store.reuse_outputs(source.run_id, list(source.outputs.values()), run.info.run_id)
+            params = [Param(k, param_value(v)) for k, v in plan.key.parts["params"].items()]
+            client.log_batch(run.info.run_id, params=params)
         except ArtifactNotFound as error:
             client.set_tag(run.info.run_id, "trainflow.cache_miss", str(error)[:5000])
             client.set_terminated(run.info.run_id, "FAILED")
             plan.why_not_cached = f"run {source.run_id}'s outputs vanished while being re-used"
             return False
-        params = [Param(k, param_value(v)) for k, v in plan.key.parts["params"].items()]
-        client.log_batch(run.info.run_id, params=params)
+        except BaseException:
+            # Not a run of a process (mlflow.start_run would end it): end it here, or it stays
+            # RUNNING after Ctrl-C or an error in between.
+            with contextlib.suppress(Exception):
+                client.set_terminated(run.info.run_id, "FAILED")
+            raise
         client.set_terminated(run.info.run_id, "FINISHED")
         self.outputs.update(source.outputs)
         self.finish(spec.name, run.info.run_id, began, cached_from=source.run_id)
@@ -414,6 +420,13 @@ class Pipeline:
             prod = read_store(self.cfg, self.store).get(f"model_export:{alias}")
         except TrainflowError:
             lines.append(f"  no model has alias {alias!r} yet: run the whole pipeline (-P steps=all)")
+            from trainflow.registry import orphan_alias
+
+            registered = self.cfg.promote.registered_model_name
+            orphan = orphan_alias("model_export", alias, registered)
+            if orphan is not None:
+                lines.append(f"  registry: models:/{registered}@{alias} names version {orphan}, which no promotion "
+                             "committed in the store; the next promote_model removes it")
         else:
             metrics = (prod.metadata.get("test") or {}).get("metrics", {})
             lines.append(f"  production model: {prod.ref} (alias {alias!r}); test metrics: {headline(metrics)}")
