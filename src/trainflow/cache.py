@@ -114,8 +114,11 @@ class _ModuleImports:
 
 
 @functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=1024)
 def _imports_of(source: bytes, package: str) -> _ModuleImports:
-    """What a module's source imports, anywhere in it; ``package`` resolves relative imports."""
+    """What a module's source imports, anywhere in it; ``package`` resolves relative imports.
+    Memoised by the source itself (an edited file is parsed afresh): every step's key walks
+    the same library modules, and parsing them is most of what computing a key costs."""
     names: set[str] = set()
     dynamic = False
     for node in ast.walk(ast.parse(source)):
