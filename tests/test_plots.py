@@ -5,8 +5,8 @@ figures, valid PNGs, a normalised confusion matrix, importance by raw column.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import matplotlib
@@ -20,7 +20,7 @@ from trainflow.plots import evaluation_figures
 from trainflow.synthetic import INFORMATIVE, TARGET, feature_spec_for_synthetic, make_table
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PARAMS = {"n_estimators": 20, "random_state": 0}
