@@ -187,14 +187,16 @@ def cmd_sweeps_list(store: LocalArtifactStore, args: argparse.Namespace) -> None
 
 
 def cmd_sweeps_show(store: LocalArtifactStore, args: argparse.Namespace) -> None:
-    from trainflow.sweeps import check_direction, format_sweep
+    from trainflow.evaluate import check_direction
+    from trainflow.sweeps import format_sweep
 
-    check_direction(args.metric, not args.lower_is_better, cli=True)
+    check_direction(args.metric, not args.lower_is_better, None)
     print(format_sweep(store, args.sweep_id, args.metric, not args.lower_is_better))
 
 
 def cmd_sweeps_best(store: LocalArtifactStore, args: argparse.Namespace) -> None:
-    from trainflow.sweeps import CANDIDATE_ALIAS, MODEL_ARTIFACT, check_direction, select_best
+    from trainflow.evaluate import check_direction
+    from trainflow.sweeps import CANDIDATE_ALIAS, MODEL_ARTIFACT, select_best
 
     if args.alias == PRODUCTION_ALIAS:
         raise TrainflowError(
@@ -202,7 +204,7 @@ def cmd_sweeps_best(store: LocalArtifactStore, args: argparse.Namespace) -> None
             f"alias the best trial as {CANDIDATE_ALIAS} (drop --alias), then promote it with "
             f"`mlflow run . -P steps=promote_model -P hydra_options=\"promote.model={MODEL_ARTIFACT}:{CANDIDATE_ALIAS}\"`"
         )
-    check_direction(args.metric, not args.lower_is_better, cli=True)
+    check_direction(args.metric, not args.lower_is_better, None)
     best, value = select_best(store, args.sweep_id, args.metric, not args.lower_is_better, args.alias)
     trial, metric = best.metadata["sweep"].get("trial"), args.metric.removeprefix("val_")
     print(f"model_export:{args.alias} -> {best.ref} (trial {trial} of sweep {args.sweep_id}, val_{metric} = {value:.4f})")

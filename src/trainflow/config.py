@@ -391,9 +391,9 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
 
     validate_promote(cfg.promote)
     parse_ref(cfg.batch_predict.model)
-    from trainflow.sweeps import check_direction
+    from trainflow.evaluate import check_direction
 
-    check_direction(cfg.sweep.metric, cfg.sweep.higher_is_better)
+    check_direction(cfg.sweep.metric, cfg.sweep.higher_is_better, "sweep")
     if cfg.sweep.n_jobs < 1:
         raise ConfigError(f"sweep.n_jobs={cfg.sweep.n_jobs} must be at least 1 (trials at once with hydra/launcher=joblib)")
 

@@ -24,6 +24,22 @@ def higher_is_better(name: str) -> bool:
     return name not in LOWER_IS_BETTER
 
 
+def check_direction(metric: str, higher: bool, setting: str | None) -> None:
+    """Refuse comparing an error metric as a score, or a score as an error: the "best"
+    model would be the worst. ``metric`` as it was given (a validation metric may carry
+    ``val_``); ``setting``: the config section that holds it and ``higher_is_better``
+    (``promote``, ``sweep``), or None for the command line's ``--lower-is-better``."""
+    from trainflow.errors import ConfigError
+
+    better = higher_is_better(metric.removeprefix("val_"))
+    if higher == better:
+        return
+    word = "higher" if better else "lower"
+    if setting is None:
+        raise ConfigError(f"--metric {metric} is better {word}: {'drop' if better else 'add'} --lower-is-better")
+    raise ConfigError(f"{setting}.metric={metric} is better {word}: set {setting}.higher_is_better={str(better).lower()} with it")
+
+
 def is_task_metric(name: str, task: str) -> bool:
     """Whether ``name`` is a metric trainflow reports for ``task``."""
     if task == "regression":

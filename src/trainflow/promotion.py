@@ -108,7 +108,7 @@ def validate_promote(promote: Any) -> None:
     for name, bound in policy.thresholds.items():
         if not math.isfinite(bound):
             raise ConfigError(f"promote.thresholds.{name}={bound} must be a finite number")
-    from trainflow.evaluate import higher_is_better
+    from trainflow.evaluate import check_direction
     from trainflow.sweeps import CANDIDATE_ALIAS
 
     alias = str(promote["alias"])
@@ -118,13 +118,8 @@ def validate_promote(promote: Any) -> None:
             f"promote.alias={alias} is moved by every {'logged version' if alias == LATEST else 'train_model run'}; "
             "name the production alias something else, e.g. prod or staging"
         )
-    if policy.higher_is_better != higher_is_better(policy.metric):
-        # A score compared as an error would promote worse models, and the other way round.
-        better = "higher" if higher_is_better(policy.metric) else "lower"
-        raise ConfigError(
-            f"promote.metric={policy.metric} is better {better}: set promote.higher_is_better="
-            f"{str(higher_is_better(policy.metric)).lower()} with it"
-        )
+    # A score compared as an error would promote worse models, and the other way round.
+    check_direction(policy.metric, policy.higher_is_better, "promote")
     name = str(promote["registered_model_name"])
     if not _REGISTERED_NAME_RE.fullmatch(name):
         raise ConfigError(

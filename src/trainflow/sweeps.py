@@ -262,23 +262,6 @@ def error_tagged_run() -> Iterator[None]:
 # -- choosing the best trial ----------------------------------------------------------
 
 
-def check_direction(metric: str, higher_is_better: bool, cli: bool = False) -> None:
-    """Refuse comparing an error metric as a score, or a score as an error: the "best"
-    trial would be the worst (``promote.higher_is_better`` is checked the same way).
-    ``cli``: the direction came from ``--lower-is-better``, else from ``sweep.higher_is_better``."""
-    from trainflow.errors import ConfigError
-    from trainflow.evaluate import higher_is_better as better_higher
-
-    better = better_higher(metric.removeprefix("val_"))
-    if higher_is_better == better:
-        return
-    if cli:
-        raise ConfigError(f"--metric {metric} is better {'higher' if better else 'lower'}: "
-                          f"{'drop' if better else 'add'} --lower-is-better")
-    raise ConfigError(f"sweep.metric={metric} is better {'higher' if better else 'lower'}: "
-                      f"set sweep.higher_is_better={str(better).lower()} with it")
-
-
 def metric_value(version: ArtifactVersion, metric: str) -> float | None:
     """The model's validation ``metric`` (``val_`` prefix optional); None when not finite."""
     validation = version.metadata.get("validation") or {}
