@@ -285,7 +285,7 @@ def validate_alias(alias: str) -> str:
     return alias
 
 
-def _check_settable(alias: str) -> None:
+def check_settable(alias: str) -> None:
     """An alias a caller may move: valid, and not ``latest``, which the store moves itself."""
     if alias == LATEST:
         raise TrainflowError("'latest' is managed by the store: it names the version a step logged (or re-used from the cache) last")
@@ -634,7 +634,7 @@ class LocalArtifactStore:
 
     def set_alias(self, ref: str, alias: str, run_id: str | None = None) -> ArtifactVersion:
         """Point ``alias`` at the version ``ref`` resolves to (moving it from any other)."""
-        _check_settable(alias)
+        check_settable(alias)
         with self._transaction() as db:
             version_id = self._resolve_id(db, parse_ref(ref))
             name = db.execute("SELECT name FROM versions WHERE id = ?", (version_id,)).fetchone()[0]
@@ -648,7 +648,7 @@ class LocalArtifactStore:
         Returns the version the alias names afterwards and whether this call set it, so
         two writers racing for a first ``reference`` cannot both win.
         """
-        _check_settable(alias)
+        check_settable(alias)
         with self._transaction() as db:
             version_id = self._resolve_id(db, parse_ref(ref))
             name = db.execute("SELECT name FROM versions WHERE id = ?", (version_id,)).fetchone()[0]

@@ -23,12 +23,12 @@ from typing import Any
 
 from trainflow.errors import ArtifactNotFound, ChampionChanged, TrainflowError
 from trainflow.store import (
-    LATEST,
     ArtifactVersion,
     LocalArtifactStore,
     PromotionEntry,
     RunRecord,
     StoredFile,
+    check_settable,
     gated_alias_message,
     parse_ref,
     validate_alias,
@@ -187,9 +187,7 @@ class WandbArtifactStore:
     def set_alias(self, ref: str, alias: str, run_id: str | None = None) -> ArtifactVersion:
         """As the local store's: ``latest`` is W&B's own, and an alias the promotion gate
         decided about (a ``promotions`` entry on its holder) moves only through the gate."""
-        if alias == LATEST:
-            raise TrainflowError("'latest' is managed by the store: it names the version a step logged last")
-        validate_alias(alias)
+        check_settable(alias)
         artifact = self._artifact(ref)
         name = artifact.name.split(":")[0]
         try:
