@@ -521,7 +521,7 @@ def test_unknown_version_names_the_reference_and_what_exists(two_names: LocalArt
         two_names.record_usage("data:v5", RunRecord("r", "s"))
 
 
-BAD_NAMES = ["../escape", "..", "a..b", "a/b", "/abs/path", "a;b", "x;rm -rf", "$(id)", "a`id`", "a|b", "a&b", "a>b", "has space", "-leading-dash", "", "a" * 129]
+BAD_NAMES = ["../escape", "..", "a..b", "a/b/c", "/abs/path", "proj..x/name", "a;b", "x;rm -rf", "$(id)", "a`id`", "a|b", "a&b", "a>b", "has space", "-leading-dash", "", "a" * 129]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
@@ -869,3 +869,35 @@ def test_verify_command_exits_non_zero_on_damage(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "is missing" in result.stdout and "trainflow: error: " in result.stderr
+
+
+def test_projects_keep_their_names_apart(tmp_path: Path) -> None:
+    """Two projects in one store: the same name, versions, aliases and promotion records
+    never meet; a store without a project reaches a name that only one project holds."""
+    source = tmp_path / "table.csv"
+    source.write_text("a,b\n1,2\n")
+    churn = LocalArtifactStore(tmp_path / "store", project="churn")
+    penguins = LocalArtifactStore(tmp_path / "store", project="penguins")
+    churn.log_artifact(source, "raw_data", type="raw_data")
+    source.write_text("a,b\n3,4\n")
+    first = penguins.log_artifact(source, "raw_data", type="raw_data")
+    second = penguins.log_artifact(source, "raw_data", type="raw_data", aliases=("reference",))
+    assert (first.ref, first.project, first.qualified_name) == ("raw_data:v0", "penguins", "penguins/raw_data")
+    assert second.ref == "raw_data:v1"
+    assert [v.ref for v in churn.list_versions("raw_data")] == ["raw_data:v0"]
+    assert churn.get("raw_data:latest").digest != penguins.get("raw_data:latest").digest
+    with pytest.raises(ArtifactNotFound, match="project 'churn'"):
+        churn.get("raw_data:reference")
+    # another project's artifact, named explicitly
+    assert churn.get("penguins/raw_data:reference").ref == "raw_data:v1"
+    assert churn.list_names() == [("raw_data", "raw_data", 1)]
+    unbound = LocalArtifactStore(tmp_path / "store")
+    assert unbound.projects() == ["churn", "penguins"]
+    assert [name for name, _, _ in unbound.list_names()] == ["churn/raw_data", "penguins/raw_data"]
+    with pytest.raises(TrainflowError, match="several projects"):
+        unbound.get("raw_data:latest")
+    # checkouts of the same name and version in two projects do not overwrite each other
+    assert churn.use_artifact("raw_data:v0").read_text() == "a,b\n1,2\n"
+    assert penguins.use_artifact("raw_data:v0").read_text() == "a,b\n3,4\n"
+    penguins.log_artifact(source, "model_export", type="model_export")
+    assert unbound.get("model_export:latest").project == "penguins"  # only one project has it

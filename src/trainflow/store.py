@@ -65,6 +65,8 @@ from trainflow.errors import (
 
 LATEST = "latest"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# A project (trainflow's, like a W&B project) groups the artifacts of one table and target.
+_PROJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ALIAS_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 _VERSION_RE = re.compile(r"v(\d+)")
 _CHUNK = 4 << 20  # read and hashed at a time
@@ -249,7 +251,7 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class ArtifactVersion:
-    name: str
+    name: str  # within its project: raw_data, model_export, ...
     version: int
     type: str
     kind: str
@@ -261,19 +263,38 @@ class ArtifactVersion:
     created_at: str
     run: RunRecord | None
     files: tuple[StoredFile, ...]
+    project: str | None = None  # None: a store without projects (or W&B, whose project is the API's)
 
     @property
     def ref(self) -> str:
+        """``name:vN``: the reference within its project, as configs and steps use it."""
         return f"{self.name}:v{self.version}"
+
+    @property
+    def qualified_name(self) -> str:
+        """``project/name`` (``name`` without a project): the name the index keeps."""
+        return f"{self.project}/{self.name}" if self.project else self.name
 
 
 def validate_name(name: str) -> str:
-    if not _NAME_RE.fullmatch(name) or ".." in name:
+    """An artifact name, optionally qualified by its project: ``name`` or ``project/name``."""
+    project, _, short = name.rpartition("/")
+    if not _NAME_RE.fullmatch(short) or ".." in name or (project and not _PROJECT_RE.fullmatch(project)):
         raise TrainflowError(
             f"invalid artifact name {name!r}: use letters, digits, '.', '_' and '-' "
-            "(no '/', no '..', at most 128 characters), e.g. 'trainval_data.parquet'"
+            "(no '..', at most 128 characters), optionally after a project and '/', e.g. "
+            "'trainval_data.parquet' or 'penguins-species/trainval_data.parquet'"
         )
     return name
+
+
+def validate_project(project: str) -> str:
+    if not _PROJECT_RE.fullmatch(project) or ".." in project:
+        raise TrainflowError(
+            f"invalid project name {project!r}: use letters, digits, '.', '_' and '-' (at most 64 characters), "
+            "e.g. project=churn"
+        )
+    return project
 
 
 def validate_alias(alias: str) -> str:
@@ -296,7 +317,7 @@ def _refuse_gated_alias(db: sqlite3.Connection, name: str, alias: str, ref: str)
     """An alias the promotion gate has decided about (``prod``) moves only through the gate or
     a rollback, which check the candidate, keep the history and move the registry's alias too."""
     if db.execute("SELECT 1 FROM promotions WHERE name = ? AND alias = ? LIMIT 1", (name, alias)).fetchone():
-        raise TrainflowError(gated_alias_message(name, alias, ref))
+        raise TrainflowError(gated_alias_message(name.rpartition("/")[2], alias, ref))
 
 
 def gated_alias_message(name: str, alias: str, ref: str) -> str:
@@ -330,9 +351,17 @@ def _digest_manifest(kind: str, files: Sequence[StoredFile]) -> str:
 
 
 class LocalArtifactStore:
-    """Versioned artifacts on local disk, shaped like W&B's artifact API."""
+    """Versioned artifacts on local disk, shaped like W&B's artifact API.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    ``project`` scopes every name, as a W&B project does: ``raw_data:v0`` means that
+    project's ``raw_data``, kept in the index as ``<project>/raw_data``, so several tables
+    share one store without sharing references, champions or drift baselines. A name
+    written ``other/raw_data`` reaches another project explicitly. Without a project
+    (tools, tests), a name found in exactly one project means that one.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], project: str | None = None) -> None:
+        self.project = validate_project(project) if project is not None else None
         self.root = Path(root).resolve()
         self.blobs = self.root / "blobs"
         self.checkouts = self.root / "checkouts"
@@ -394,6 +423,33 @@ class LocalArtifactStore:
             yield db
         finally:
             db.close()
+
+    # -- projects -------------------------------------------------------------------
+
+    def _qualify(self, db: sqlite3.Connection, name: str) -> str:
+        """The index's name for ``name`` in this store's project (see the class docstring)."""
+        if "/" in name:
+            return name
+        if self.project is not None:
+            return f"{self.project}/{name}"
+        if db.execute("SELECT 1 FROM versions WHERE name = ? LIMIT 1", (name,)).fetchone():
+            return name
+        found = [r[0] for r in db.execute(
+            "SELECT DISTINCT name FROM versions WHERE name LIKE ? ESCAPE '\\' ORDER BY name",
+            ("%/" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"),),
+        )]
+        if len(found) > 1:
+            projects = ", ".join(f.rpartition("/")[0] for f in found)
+            raise TrainflowError(
+                f"{name!r} exists in several projects ({projects}): name one, e.g. {found[0]}:latest or --project"
+            )
+        return found[0] if found else name
+
+    def projects(self) -> list[str]:
+        """The projects that hold artifacts in this store, by name."""
+        with self._reading() as db:
+            names = [r[0] for r in db.execute("SELECT DISTINCT name FROM versions WHERE name LIKE '%/%'")]
+        return sorted({name.rpartition("/")[0] for name in names})
 
     # -- writing --------------------------------------------------------------------
 
@@ -556,10 +612,12 @@ class LocalArtifactStore:
             if alias != LATEST:
                 validate_alias(alias)
         metadata_json = json.dumps(dict(metadata or {}), sort_keys=True)
+        with self._reading() as db:
+            qualified = self._qualify(db, name)
         kind, entries = self._walk(Path(path))
         with self._space_checked(f"{name} into the artifact store at {self.root}"):
             files, stamps = self._put_blobs(entries)
-            return self._insert_version(name, type, kind, files, stamps, description, metadata_json, aliases, run)
+            return self._insert_version(qualified, type, kind, files, stamps, description, metadata_json, aliases, run)
 
     @contextlib.contextmanager
     def _space_checked(self, where: str) -> Iterator[None]:
@@ -584,8 +642,8 @@ class LocalArtifactStore:
         aliases: Sequence[str],
         run: RunRecord | None,
     ) -> ArtifactVersion:
-        """The next version of ``name`` over blobs already in place, in one transaction
-        that also records the stamps of the blobs this write hashed."""
+        """The next version of ``name`` (as the index names it) over blobs already in place,
+        in one transaction that also records the stamps of the blobs this write hashed."""
         digest = _digest_manifest(kind, files)
         with self._transaction() as db:
             if run is not None:
@@ -606,7 +664,7 @@ class LocalArtifactStore:
             )
             for alias in dict.fromkeys([LATEST, *aliases]):
                 if alias != LATEST:
-                    _refuse_gated_alias(db, name, alias, f"{name}:v{number}")
+                    _refuse_gated_alias(db, name, alias, f"{name.rpartition('/')[2]}:v{number}")
                 self._move_alias(db, name, alias, version_id, run.run_id if run else None)
         return self.get(f"{name}:v{number}")
 
@@ -692,6 +750,7 @@ class LocalArtifactStore:
         with self._transaction() as db:
             if run is not None:
                 self._insert_run(db, run)
+            name = self._qualify(db, name)
             row = db.execute("SELECT version_id FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
             current_id = row[0] if row else None
             candidate_id = self._resolve_id(db, parse_ref(candidate)) if candidate else None
@@ -700,12 +759,12 @@ class LocalArtifactStore:
                 if alias == LATEST:
                     raise TrainflowError("'latest' is managed by the store: it names the version a step logged (or re-used from the cache) last")
                 if candidate_id is None:
-                    raise TrainflowError(f"cannot move {name}:{alias} without a version to move it to")
+                    raise TrainflowError(f"cannot move {name.rpartition('/')[2]}:{alias} without a version to move it to")
                 expected_id = self._resolve_id(db, parse_ref(expected)) if expected else None
                 if current_id != expected_id:
                     holder = self._ref_of(db, current_id) if current_id is not None else "no version"
                     raise ChampionChanged(
-                        f"{name}:{alias} changed to {holder} while this decision was made against "
+                        f"{name.rpartition('/')[2]}:{alias} changed to {holder} while this decision was made against "
                         f"{expected or 'no version'}: nothing was moved; run the step again"
                     )
                 self._move_alias(db, name, alias, candidate_id, run.run_id if run else None)
@@ -720,8 +779,9 @@ class LocalArtifactStore:
 
     @staticmethod
     def _ref_of(db: sqlite3.Connection, version_id: int) -> str:
+        """``name:vN`` of a version, within its project."""
         row = db.execute("SELECT name, version FROM versions WHERE id = ?", (version_id,)).fetchone()
-        return f"{row[0]}:v{row[1]}"
+        return f"{row[0].rpartition('/')[2]}:v{row[1]}"
 
     def _promotion(self, db: sqlite3.Connection, entry_id: int) -> PromotionEntry:
         row = db.execute("SELECT * FROM promotions WHERE id = ?", (entry_id,)).fetchone()
@@ -730,19 +790,23 @@ class LocalArtifactStore:
             return self._ref_of(db, version_id) if version_id is not None else None
 
         return PromotionEntry(
-            id=row["id"], name=row["name"], alias=row["alias"], action=row["action"], outcome=row["outcome"],
+            id=row["id"], name=row["name"].rpartition("/")[2], alias=row["alias"], action=row["action"], outcome=row["outcome"],
             candidate=ref(row["candidate_id"]), before=ref(row["before_id"]), after=ref(row["after_id"]),
             run_id=row["run_id"], actor=row["actor"], details=json.loads(row["details"]), at=row["at"],
         )
 
     def promotions(self, name: str | None = None, alias: str | None = None) -> list[PromotionEntry]:
-        """The promotion history, oldest first, optionally for one name and alias."""
+        """The promotion history, oldest first, optionally for one name and alias (of this
+        store's project; without a project and a name, of every project)."""
         with self._reading() as db:
+            if name is not None:
+                name = self._qualify(db, name)
             ids = [
                 r[0]
                 for r in db.execute(
-                    "SELECT id FROM promotions WHERE (? IS NULL OR name = ?) AND (? IS NULL OR alias = ?) ORDER BY id",
-                    (name, name, alias, alias),
+                    "SELECT id FROM promotions WHERE (? IS NULL OR name = ?) AND (? IS NULL OR alias = ?)"
+                    " AND (? IS NULL OR name LIKE ? || '/%') ORDER BY id",
+                    (name, name, alias, alias, self.project, self.project),
                 )
             ]
             return [self._promotion(db, i) for i in ids]
@@ -761,7 +825,7 @@ class LocalArtifactStore:
             for name, ref in outputs.items():
                 version_id = self._resolve_id(db, parse_ref(ref))
                 row = db.execute("SELECT name, run_id FROM versions WHERE id = ?", (version_id,)).fetchone()
-                if row["name"] != name or row["run_id"] != run_id:
+                if row["name"] != self._qualify(db, name) or row["run_id"] != run_id:
                     raise TrainflowError(f"{ref} was not logged as {name!r} by run {run_id}: not recording it as its output")
             db.execute(
                 "INSERT OR IGNORE INTO step_cache (step, key, run_id, outputs, parts, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -821,20 +885,31 @@ class LocalArtifactStore:
     # -- reading --------------------------------------------------------------------
 
     def _resolve_id(self, db: sqlite3.Connection, ref: ArtifactRef) -> int:
+        """The id of the version ``ref`` names, its name taken in this store's project."""
+        ref = ArtifactRef(self._qualify(db, ref.name), ref.version, ref.alias)
         if ref.version is not None:
             row = db.execute("SELECT id FROM versions WHERE name = ? AND version = ?", (ref.name, ref.version)).fetchone()
         else:
             row = db.execute("SELECT version_id FROM aliases WHERE name = ? AND alias = ?", (ref.name, ref.alias)).fetchone()
         if row is not None:
             return int(row[0])
-        known = [r[0] for r in db.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
-        if ref.name not in known:
-            hint = f"known artifacts: {', '.join(known)}" if known else "the store is empty: run the step that logs it first"
-            raise ArtifactNotFound(f"no artifact named {ref.name!r} in {self.root} ({hint})")
+        project, _, short = ref.name.rpartition("/")
+        known = [
+            r[0].rpartition("/")[2] for r in db.execute("SELECT DISTINCT name FROM versions ORDER BY name")
+            if r[0].rpartition("/")[0] == project
+        ]
+        where = f"project {project!r} of {self.root}" if project else str(self.root)
+        if short not in known:
+            hint = (
+                f"known artifacts: {', '.join(known)}" if known
+                else "it has none yet: run the step that logs it first"
+            )
+            raise ArtifactNotFound(f"no artifact named {short!r} in {where} ({hint})")
         versions = [f"v{r[0]}" for r in db.execute("SELECT version FROM versions WHERE name = ? ORDER BY version", (ref.name,))]
         aliases = [r[0] for r in db.execute("SELECT alias FROM aliases WHERE name = ? ORDER BY alias", (ref.name,))]
         raise ArtifactNotFound(
-            f"{ref} does not resolve: {ref.name} has versions {', '.join(versions)} and aliases "
+            f"{ArtifactRef(short, ref.version, ref.alias)} does not resolve{f' in project {project!r}' if project else ''}: "
+            f"{short} has versions {', '.join(versions)} and aliases "
             f"{', '.join(aliases)}; use one of them or set the alias with `trainflow artifacts alias`"
         )
 
@@ -854,8 +929,9 @@ class LocalArtifactStore:
             if row["run_id"] is not None
             else None
         )
+        project, _, name = row["name"].rpartition("/")
         return ArtifactVersion(
-            name=row["name"], version=row["version"], type=row["type"], kind=row["kind"], digest=row["digest"],
+            name=name, project=project or None, version=row["version"], type=row["type"], kind=row["kind"], digest=row["digest"],
             size=row["size"], description=row["description"], metadata=json.loads(row["metadata"]),
             aliases=aliases, created_at=row["created_at"], run=run, files=files,
         )
@@ -866,18 +942,23 @@ class LocalArtifactStore:
             return self._load(db, self._resolve_id(db, parse_ref(ref)))
 
     def list_names(self) -> list[tuple[str, str, int]]:
-        """``(name, type, number of versions)`` for every artifact, by name."""
+        """``(name, type, number of versions)`` for every artifact, by name: this store's
+        project's names, or without a project every name as the index keeps it (``project/name``)."""
         with self._reading() as db:
             rows = db.execute(
                 "SELECT name, (SELECT type FROM versions w WHERE w.name = v.name ORDER BY version DESC LIMIT 1),"
                 " COUNT(*) FROM versions v GROUP BY name ORDER BY name"
             ).fetchall()
-        return [(r[0], r[1], r[2]) for r in rows]
+        if self.project is None:
+            return [(r[0], r[1], r[2]) for r in rows]
+        prefix = f"{self.project}/"
+        return [(r[0].removeprefix(prefix), r[1], r[2]) for r in rows if r[0].startswith(prefix)]
 
     def list_versions(self, name: str) -> list[ArtifactVersion]:
         """Every version of ``name``, oldest first (none for an unknown name)."""
         validate_name(name)
         with self._reading() as db:
+            name = self._qualify(db, name)
             ids = [r[0] for r in db.execute("SELECT id FROM versions WHERE name = ? ORDER BY version", (name,))]
             return [self._load(db, i) for i in ids]
 
@@ -904,6 +985,7 @@ class LocalArtifactStore:
     def alias_history(self, name: str, alias: str) -> list[tuple[int, int | None, str | None, str]]:
         """``(version, previous version, run id, time)`` for every move of ``name:alias``, oldest first."""
         with self._reading() as db:
+            name = self._qualify(db, name)
             rows = db.execute(
                 "SELECT v.version, p.version, h.run_id, h.at FROM alias_history h"
                 " JOIN versions v ON v.id = h.version_id LEFT JOIN versions p ON p.id = h.previous_id"
@@ -941,7 +1023,7 @@ class LocalArtifactStore:
 
     def _checkout(self, version: ArtifactVersion) -> Path:
         """The version's files, each the blob itself (a hard link) or a copy, checked on this read."""
-        target = self.checkouts / version.name / f"v{version.version}"
+        target = self.checkouts / version.qualified_name / f"v{version.version}"
         stamps = self._stamps(version)
         if not (target.is_dir() and self._matches(target, version.files, stamps)):
             self._rebuild(target, version, stamps)
