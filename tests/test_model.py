@@ -44,9 +44,9 @@ from trainflow.model import (
     FeatureSpec,
     PreprocessingOptions,
     TrainResult,
-    build_pipeline,
     export,
     load_exported,
+    pipeline_for,
     train,
     train_from_config,
     validate_estimator_params,
@@ -87,15 +87,22 @@ def exported(trained: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> 
     return export(trained, path, metadata={"note": "from test_model"})
 
 
+def penguin_pipeline(task: str, estimator: str, params: dict[str, Any], spec: FeatureSpec = SPEC,
+                     options: PreprocessingOptions = OPTIONS, frame: pd.DataFrame | None = None) -> Pipeline:
+    frame = pd.read_csv(PENGUINS) if frame is None else frame
+    return pipeline_for(frame, spec, options, task, estimator, params, n_classes=3 if task == "classification" else 0)[0]
+
+
 def test_build_pipeline_structure() -> None:
-    """A Pipeline of a ColumnTransformer 'preprocess' over the given columns and a labelled forest 'model'."""
-    pipeline = build_pipeline(SPEC, OPTIONS, "classification", "random_forest", {"n_estimators": 7, "max_depth": 3})
+    """A Pipeline: input casting, a ColumnTransformer 'preprocess' over the given columns, a labelled forest 'model'."""
+    pipeline = penguin_pipeline("classification", "random_forest", {"n_estimators": 7, "max_depth": 3})
     assert isinstance(pipeline, Pipeline)
-    assert [name for name, _ in pipeline.steps] == ["preprocess", "model"]
+    assert [name for name, _ in pipeline.steps] == ["inputs", "preprocess", "model"]
     preprocess = pipeline.named_steps["preprocess"]
     assert isinstance(preprocess, ColumnTransformer)
     assert {name: cols for name, _, cols in preprocess.transformers} == {"numeric": NUMERIC, "categorical": CATEGORICAL}
-    assert preprocess.sparse_threshold > 0  # one-hot output may stay sparse for a forest
+    # a forest gets ordinal codes: one column per categorical, as is for numbers (it takes NaN)
+    assert isinstance(preprocess.transformers[0][1], OrdinalEncoder) and preprocess.transformers[1][1] == "passthrough"
     model = pipeline.named_steps["model"]
     assert isinstance(model, LabelledProbabilities)
     assert isinstance(model.estimator, RandomForestClassifier)
@@ -106,8 +113,10 @@ def test_build_pipeline_text_dates_and_options() -> None:
     """Each text column gets its own TF-IDF; dates one transformer; options reach imputer and encoder."""
     spec = FeatureSpec(numeric=["x"], categorical=["c"], text=["title", "body"], datetime=["when", "until"])
     options = PreprocessingOptions(numeric_imputation="mean", categorical_encoding="ordinal", text_max_features=17)
-    preprocess = build_pipeline(spec, options, "classification", "logistic_regression", {}).named_steps["preprocess"]
-    transformers = {name: (step, cols) for name, step, cols in preprocess.transformers}
+    frame = pd.DataFrame({"x": [1.0, 2.0], "c": ["a", "b"], "title": ["a b c", "d e f"], "body": ["x", "y"],
+                          "when": ["2024-01-01", "2024-02-01"], "until": ["2025-01-01", None]})
+    pipeline = penguin_pipeline("classification", "logistic_regression", {}, spec, options, frame)
+    transformers = {name: (step, cols) for name, step, cols in pipeline.named_steps["preprocess"].transformers}
     assert set(transformers) == {"numeric", "categorical", "text:title", "text:body", "datetime"}
     assert transformers["text:title"][1] == ["title"] and transformers["text:body"][1] == ["body"]
     assert transformers["datetime"][1] == ["when", "until"]
@@ -115,22 +124,23 @@ def test_build_pipeline_text_dates_and_options() -> None:
         tfidf = transformers[name][0].named_steps["tfidf"]
         assert isinstance(tfidf, TfidfVectorizer) and tfidf.max_features == 17
     assert transformers["numeric"][0].named_steps["impute"].strategy == "mean"
-    assert isinstance(transformers["categorical"][0].named_steps["encode"], OrdinalEncoder)
+    assert isinstance(transformers["categorical"][0], OrdinalEncoder)
 
 
 def test_build_pipeline_regression_and_dense_estimators() -> None:
-    """Regressors are not wrapped; histogram boosting gets a dense matrix."""
-    ridge = build_pipeline(SPEC, OPTIONS, "regression", "ridge", {"alpha": 2.0})
+    """Regressors are not wrapped; histogram boosting gets a dense matrix and native categories."""
+    ridge = penguin_pipeline("regression", "ridge", {"alpha": 2.0})
     assert isinstance(ridge.named_steps["model"], Ridge)
     assert ridge.named_steps["model"].alpha == 2.0
-    boosting = build_pipeline(SPEC, OPTIONS, "regression", "hist_gradient_boosting", {})
+    boosting = penguin_pipeline("regression", "hist_gradient_boosting", {})
     assert boosting.named_steps["preprocess"].sparse_threshold == 0.0
+    assert boosting.named_steps["model"].categorical_features == [0, 1]  # island, sex: the first columns out
 
 
 def test_build_pipeline_bad_param_type() -> None:
     """An unknown keyword reaching the estimator constructor is a ConfigError naming the block."""
     with pytest.raises(ConfigError, match=r"model\.random_forest"):
-        build_pipeline(SPEC, OPTIONS, "classification", "random_forest", {"n_trees": 5})
+        penguin_pipeline("classification", "random_forest", {"n_trees": 5})
 
 
 @pytest.mark.parametrize(
@@ -508,12 +518,14 @@ def test_the_preprocessed_matrix_is_laid_out_for_the_estimator(estimator: str, s
     which for this table (dense enough) is dense."""
     import scipy.sparse
 
-    from trainflow.model import PreprocessingOptions, build_pipeline
+    from trainflow.model import PreprocessingOptions
     from trainflow.synthetic import TARGET, feature_spec_for_synthetic, make_table
 
     table = make_table(300, seed=5)
-    pipeline = build_pipeline(feature_spec_for_synthetic(), PreprocessingOptions(), "classification", estimator, {})
-    matrix = pipeline.named_steps["preprocess"].fit_transform(table.drop(columns=[TARGET]), table[TARGET])
+    features = table.drop(columns=[TARGET])
+    pipeline, _ = pipeline_for(features, feature_spec_for_synthetic(), PreprocessingOptions(), "classification",
+                               estimator, {}, n_classes=3)
+    matrix = pipeline.named_steps["preprocess"].fit_transform(features, table[TARGET])
     assert scipy.sparse.issparse(matrix) is sparse
     assert matrix.shape[0] == 300
 

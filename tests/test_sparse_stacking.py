@@ -4,14 +4,16 @@ without scipy's second copy of it."""
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 
 import numpy as np
 import pytest
 from scipy import sparse
 from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
 
-from trainflow.model import PreprocessingOptions, build_preprocessor
+from trainflow.features import PreprocessingOptions, build_preprocessor, plan_features
 from trainflow.synthetic import TARGET, feature_spec_for_synthetic, make_table
 from trainflow_inference import CsrColumnTransformer, stack_as_csr
 
@@ -70,7 +72,9 @@ def test_the_preprocessor_matches_column_transformer(layout: str) -> None:
     give the same matrix, in fit_transform and in transform, for every layout."""
     table = make_table(3_000, seed=5).drop(columns=[TARGET])
     train, new = table.iloc[:2_000], table.iloc[2_000:]
-    ours = build_preprocessor(feature_spec_for_synthetic(), PreprocessingOptions(), layout=layout)
+    # a linear model's plan: one-hot and TF-IDF parts are sparse, numbers and dates dense
+    plan = plan_features(train, feature_spec_for_synthetic(), PreprocessingOptions(), LogisticRegression(), n_classes=3)
+    ours = build_preprocessor(dataclasses.replace(plan, layout=layout), PreprocessingOptions())
     assert isinstance(ours, CsrColumnTransformer)
     plain = ColumnTransformer(ours.transformers, remainder=ours.remainder, sparse_threshold=ours.sparse_threshold)
     fitted, expected = ours.fit_transform(train), plain.fit_transform(train)

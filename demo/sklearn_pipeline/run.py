@@ -225,11 +225,16 @@ def export_and_reload(classifier: Pipeline, rows: pd.DataFrame, output_dir: Path
 
 def same_from_config() -> None:
     section("4. In trainflow, train_model builds this shape from config.yaml")
-    from trainflow.model import FeatureSpec, PreprocessingOptions, build_preprocessor
+    from sklearn.linear_model import LogisticRegression
 
+    from trainflow.features import FeatureSpec, PreprocessingOptions, build_preprocessor, plan_features
+
+    raw = pd.read_csv(DATA_DIR / "penguins-raw.csv")
     spec = FeatureSpec(numeric=RAW_NUMERIC, categorical=RAW_CATEGORICAL, text=[RAW_TEXT])
-    preprocess = build_preprocessor(spec, PreprocessingOptions())
-    print(f"trainflow.model.build_preprocessor(FeatureSpec(...)) -> ColumnTransformer with "
+    # The encoding follows the estimator: one-hot for a linear model, as above
+    plan = plan_features(raw, spec, PreprocessingOptions(), LogisticRegression(), n_classes=3)
+    preprocess = build_preprocessor(plan, PreprocessingOptions())
+    print(f"trainflow.features.build_preprocessor(plan_features(...)) -> ColumnTransformer with "
           f"{[name for name, _, _ in preprocess.transformers]}")
 
 

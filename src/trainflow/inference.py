@@ -6,6 +6,7 @@ enforced), so batch and online predictions agree. No training code, no MLflow ru
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -46,16 +47,6 @@ def predict_table(model_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
     if schema is not None:
         require_columns(frame, list(schema.required_input_names()), "batch_predict")
         features = frame[[c for c in schema.input_names() if c in frame.columns]]
-        # Numeric features are typed double so that they may have gaps; MLflow refuses an
-        # int64 column for a double one ("Can not safely convert int64 to float64"), so a
-        # table with gap-free integers, exactly like the training table, would be refused.
-        integers = [
-            c.name for c in schema.inputs
-            if getattr(c.type, "name", None) == "double" and c.name in features.columns
-            and pd.api.types.is_integer_dtype(features[c.name])
-        ]
-        if integers:
-            features = features.astype({c: "float64" for c in integers})
     else:
         features = frame
     model = mlflow.pyfunc.load_model(str(model_dir))
@@ -65,8 +56,8 @@ def predict_table(model_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
         # Schema enforcement (a text where a number belongs) or the pipeline (inf) refusing
         # the rows: the input's fault, so one line that names what the model expects.
         expected = (
-            ", ".join(f"{c.name}: {getattr(c.type, 'name', c.type)}" for c in schema.inputs)
-            if schema is not None else "see its MLmodel"
+            ", ".join(f"{c.name}: {_type_name(c.type)}" for c in schema.inputs) if schema is not None
+            else "see its MLmodel"
         )
         # MLflow's schema error starts with the whole frame; its reason follows "Error: ".
         reason = " ".join(str(error).rpartition("Error: ")[2].split()) or type(error).__name__
@@ -90,10 +81,24 @@ def predict_table(model_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _type_name(kind: object) -> str:
+    """A column's type as the signature says it; an open one (MLflow's ``any``) is what
+    trainflow leaves open: a number (trainflow.model.input_signature)."""
+    name = getattr(kind, "name", None)
+    return "number" if name is None or str(name).lower() == "any" else str(name)
+
+
+# Another project's version: project/name:selector (the selector is what tells it from a path)
+_QUALIFIED_REF = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*:[A-Za-z0-9][\w.-]*")
+
+
 def is_location(value: str) -> bool:
     """Whether a ``batch_predict.input`` value is a path or URL rather than an artifact reference.
 
-    Artifact names cannot contain '/', so anything with one (``./new.csv``,
-    ``/data/x.parquet``, ``file://...``, ``https://...``) is a location.
+    An artifact name has no '/' except after its project, and then a version or alias
+    follows (``churn-churned/test_data.parquet:latest``); anything else with a '/'
+    (``./new.csv``, ``/data/x.parquet``, ``file://...``, ``https://...``) is a location.
     """
+    if "://" not in value and _QUALIFIED_REF.fullmatch(value):
+        return False
     return "/" in value or "\\" in value

@@ -1,5 +1,8 @@
 """The inference pipeline: preprocessing and model in one sklearn ``Pipeline``, built from
 config, trained, exported with MLflow and loaded back without any training code.
+
+Which columns are features and how they are encoded is :mod:`trainflow.features`; this
+module chooses the estimator, fits, scores and exports.
 """
 
 from __future__ import annotations
@@ -7,7 +10,7 @@ from __future__ import annotations
 import inspect
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
@@ -15,10 +18,27 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from trainflow.data import mostly_dates, require_columns
+from trainflow.data import TASKS, require_columns, resolve_task, stratify_target
 from trainflow.errors import ConfigError, DataError, TrainflowError
+from trainflow.features import (
+    CATEGORICAL_ENCODINGS,
+    KIND_SETTINGS,
+    ColumnChoice,
+    FeaturePlan,
+    FeatureSpec,
+    PreprocessingOptions,
+    build_preprocessor,
+    configure_estimator,
+    explain_columns,
+    feature_table,
+    listed_columns,
+    plan_features,
+    spec_of,
+)
 
-TASKS = ("classification", "regression")
+AUTO_TASK = "auto"
+# model.estimator=custom: the estimator model.custom names by its _target_ (Hydra's instantiate)
+CUSTOM = "custom"
 ESTIMATORS: dict[str, dict[str, str]] = {
     "classification": {
         "random_forest": "sklearn.ensemble.RandomForestClassifier",
@@ -31,17 +51,7 @@ ESTIMATORS: dict[str, dict[str, str]] = {
         "ridge": "sklearn.linear_model.Ridge",
     },
 }
-# Estimators that cannot take the sparse matrices one-hot and TF-IDF produce.
-DENSE_INPUT = {"hist_gradient_boosting"}
-# Estimators that work on sparse matrices directly: their preprocessed matrix stays sparse
-# however dense it is, since a dense copy of it (and of each part before stacking) is the
-# largest allocation of a training run on a wide table. Trees keep the column
-# transformer's own choice: they fit faster on a dense matrix.
-SPARSE_INPUT = {"logistic_regression", "ridge"}
-# ColumnTransformer.sparse_threshold per output layout: always dense, its choice, always sparse
-SPARSE_THRESHOLDS = {"dense": 0.0, "auto": 0.3, "sparse": 1.0}
 NUMERIC_IMPUTATION = ("mean", "median", "most_frequent")
-CATEGORICAL_ENCODINGS = ("onehot", "ordinal")
 SERIALIZATIONS = ("skops", "cloudpickle")
 
 # Types the skops loader may instantiate for the pipelines trainflow builds, beyond
@@ -53,47 +63,37 @@ SERIALIZATIONS = ("skops", "cloudpickle")
 #   project wrote and stores by digest.
 # - sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor and
 #   ..._hist_gradient_boosting.binning._BinMapper: the same, for histogram boosting.
+# - functools.partial, sklearn.utils.validation.check_array: histogram boosting with
+#   native categories keeps its numeric columns' input check as partial(check_array,
+#   dtype=..., ensure_all_finite=False). Loading rebuilds the partial object and runs
+#   nothing; a partial can wrap only a trusted function, and check_array is the one.
 # - trainflow_inference.*: our own small transformers, shipped inside the artifact.
+# A custom estimator's own types are trusted only when listed in model.trusted_types.
 SKOPS_TRUSTED_TYPES = [
     "numpy.dtype",
     "numpy.float64",
     "sklearn.tree._tree.Tree",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "functools.partial",
+    "sklearn.utils.validation.check_array",
     "trainflow_inference.DatetimeFeatures",
+    "trainflow_inference.InputColumns",
     "trainflow_inference.TextColumn",
+    "trainflow_inference.TextComponents",
     "trainflow_inference.CsrColumnTransformer",
     "trainflow_inference.LabelledProbabilities",
     "trainflow_inference.ServingPipeline",
 ]
 
-# What the exported model needs at serving time, pinned to the training environment.
+# What the exported model needs at serving time, pinned to the training environment
+# (a custom estimator's own package is added: pinned_requirements).
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "skops")
 
 
-@dataclass(frozen=True)
-class FeatureSpec:
-    """Which raw columns feed the pipeline, by kind. Columns not named are dropped."""
-
-    numeric: list[str] = field(default_factory=list)
-    categorical: list[str] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-    datetime: list[str] = field(default_factory=list)
-
-    @property
-    def columns(self) -> list[str]:
-        return self.numeric + self.categorical + self.text + self.datetime
-
-    def as_dict(self) -> dict[str, list[str]]:
-        return {"numeric": self.numeric, "categorical": self.categorical, "text": self.text, "datetime": self.datetime}
-
-
-@dataclass(frozen=True)
-class PreprocessingOptions:
-    numeric_imputation: str = "median"
-    categorical_imputation: str = "most_frequent"
-    categorical_encoding: str = "onehot"
-    text_max_features: int = 100
+def estimator_tasks(estimator: str) -> list[str]:
+    """The tasks a built-in estimator name exists for (both, for ``custom``)."""
+    return list(TASKS) if estimator == CUSTOM else [task for task in TASKS if estimator in ESTIMATORS[task]]
 
 
 def estimator_class(task: str, estimator: str) -> type:
@@ -111,13 +111,21 @@ def validate_model_config(model: DictConfig, target: str, estimator_params: bool
     ``estimator_params=False`` skips :func:`validate_estimator_config`, the one check that
     imports scikit-learn, for a caller that makes it later (the pipeline, before real work).
     """
-    if model.task not in TASKS:
-        raise ConfigError(f"model.task={model.task!r} is not one of {', '.join(TASKS)}")
-    choices = ESTIMATORS[model.task]
-    if model.estimator not in choices:
+    if model.task not in (AUTO_TASK, *TASKS):
+        raise ConfigError(f"model.task={model.task!r} is not one of {AUTO_TASK}, {', '.join(TASKS)}")
+    tasks = estimator_tasks(model.estimator)
+    if not tasks:
+        names = sorted({name for names in ESTIMATORS.values() for name in names} | {CUSTOM})
+        raise ConfigError(f"model.estimator={model.estimator!r} is not one of {', '.join(names)}")
+    if model.task != AUTO_TASK and model.task not in tasks:
         raise ConfigError(
             f"model.estimator={model.estimator!r} does not fit model.task={model.task}: "
-            f"choose one of {', '.join(choices)}"
+            f"choose one of {', '.join([*ESTIMATORS[model.task], CUSTOM])}"
+        )
+    if model.estimator == CUSTOM and not (model.custom or {}).get("_target_"):
+        raise ConfigError(
+            "model.estimator=custom needs the estimator's import path in model.custom._target_, e.g. "
+            "model.custom._target_=sklearn.ensemble.ExtraTreesClassifier"
         )
     if model.serialization not in SERIALIZATIONS:
         raise ConfigError(f"model.serialization={model.serialization!r} is not one of {', '.join(SERIALIZATIONS)}")
@@ -133,8 +141,13 @@ def validate_model_config(model: DictConfig, target: str, estimator_params: bool
             f"model.features.categorical_encoding={features.categorical_encoding!r} is not one of "
             f"{', '.join(CATEGORICAL_ENCODINGS)}"
         )
-    if features.text.max_features < 1:
-        raise ConfigError("model.features.text.max_features must be at least 1")
+    for key, value, least in (
+        ("text.max_features", features.text.max_features, 1), ("text.components", features.text.components, 1),
+        ("max_categories", features.max_categories, 2), ("high_cardinality", features.high_cardinality, 2),
+        ("max_dense_bytes", features.max_dense_bytes, 1),
+    ):
+        if value < least:
+            raise ConfigError(f"model.features.{key}={value} must be at least {least}")
     if estimator_params:
         validate_estimator_config(model)
     if features.infer:
@@ -154,8 +167,68 @@ def validate_model_config(model: DictConfig, target: str, estimator_params: bool
 
 def validate_estimator_config(model: DictConfig) -> None:
     """Fail on a ``model.<estimator>`` parameter the chosen sklearn class does not accept,
-    or a value of the wrong type or out of its range."""
-    validate_estimator_params(model.task, model.estimator, OmegaConf.to_container(model[model.estimator], resolve=True))
+    or a value of the wrong type or out of its range. With ``model.task=auto`` a parameter
+    is valid when the estimator of either task accepts it (the data decides the task later).
+    A custom estimator is instantiated, which checks its import path and parameters."""
+    if model.estimator == CUSTOM:
+        instantiate_custom(model.custom)
+        return
+    params = OmegaConf.to_container(model[model.estimator], resolve=True)
+    tasks = estimator_tasks(model.estimator) if model.task == AUTO_TASK else [model.task]
+    errors = []
+    for task in tasks:
+        try:
+            validate_estimator_params(task, model.estimator, params)
+            return
+        except ConfigError as error:
+            errors.append(error)
+    raise errors[0]
+
+
+def instantiate_custom(custom: Any) -> Any:
+    """The estimator ``model.custom`` describes (Hydra's ``_target_`` and its parameters)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    settings = OmegaConf.to_container(custom, resolve=True) if isinstance(custom, DictConfig) else dict(custom)
+    try:
+        estimator = instantiate(settings, _convert_="all")
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        detail = " ".join(str(cause).split()) or type(cause).__name__
+        raise ConfigError(f"model.custom._target_={settings.get('_target_')!r} cannot be built: {detail}") from None
+    if not (hasattr(estimator, "fit") and hasattr(estimator, "get_params")):
+        raise ConfigError(
+            f"model.custom._target_={settings.get('_target_')!r} is not a scikit-learn-compatible estimator "
+            "(it needs fit and get_params)"
+        )
+    return estimator
+
+
+def make_estimator(task: str, estimator: str, params: dict[str, Any], custom: Any = None) -> Any:
+    """The unfitted model for ``task``: a built-in name with its parameters, or the custom one;
+    refuses one made for the other task, naming the ones that fit."""
+    from sklearn.base import is_classifier, is_regressor
+
+    if estimator == CUSTOM:
+        model = instantiate_custom(custom)
+        fits = is_classifier(model) if task == "classification" else is_regressor(model)
+        if not fits:
+            raise ConfigError(
+                f"model.custom._target_={type(model).__module__}.{type(model).__name__} is not a "
+                f"{'classifier' if task == 'classification' else 'regressor'}, and this is a {task} task: "
+                "choose a class for the task (or set model.task)"
+            )
+        return model
+    if estimator not in ESTIMATORS[task]:
+        raise ConfigError(
+            f"model.estimator={estimator} is for {' and '.join(estimator_tasks(estimator))}, and this is a {task} task: "
+            f"choose one of {', '.join(ESTIMATORS[task])} (or set model.task)"
+        )
+    try:
+        return estimator_class(task, estimator)(**params)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"model.{estimator}: {error}") from None
 
 
 # scikit-learn's message for a bad parameter value: which parameter, and what it must be.
@@ -211,125 +284,27 @@ def preprocessing_options(model: DictConfig) -> PreprocessingOptions:
         categorical_imputation=features.imputation.categorical,
         categorical_encoding=features.categorical_encoding,
         text_max_features=features.text.max_features,
+        text_components=features.text.components,
+        max_categories=features.max_categories,
+        high_cardinality=features.high_cardinality,
+        max_dense_bytes=features.max_dense_bytes,
     )
 
-
-def infer_features(
-    frame: pd.DataFrame, target: str, max_categories: int = 50, min_text_values: int = 6
-) -> FeatureSpec:
-    """Guess each column's kind from its dtype and values; leave out the target, constant
-    and id-like columns.
-
-    - numbers (not booleans) -> numeric, except integers with over 95% distinct values
-      that nearly fill their range (a row number or id), which are left out; booleans ->
-      categorical;
-    - strings with a four-digit year that mostly parse as dates -> datetime;
-    - strings averaging three or more words, with at least ``min_text_values`` distinct
-      values -> text (a few long labels, like species names, are categories);
-    - other strings: categorical when they have at most ``max_categories`` distinct values
-      or fewer than half their values are distinct; else left out (an id).
-    """
-    spec = FeatureSpec()
-    for column in frame.columns:
-        if column == target:
-            continue
-        values = frame[column].dropna()
-        if values.nunique() <= 1:
-            continue
-        distinct_ratio = values.nunique() / len(values)
-        if pd.api.types.is_bool_dtype(values):
-            spec.categorical.append(column)
-        elif pd.api.types.is_numeric_dtype(values):
-            if pd.api.types.is_integer_dtype(values) and distinct_ratio > 0.95 and _nearly_consecutive(values):
-                continue  # a row number or id (an amount, all distinct but spread out, is a feature)
-            spec.numeric.append(column)
-        elif pd.api.types.is_datetime64_any_dtype(values) or mostly_dates(values):
-            spec.datetime.append(column)
-        elif values.nunique() >= min_text_values and values.astype(str).str.split().str.len().mean() >= 3:
-            spec.text.append(column)
-        elif values.nunique() <= max_categories or distinct_ratio < 0.5:
-            spec.categorical.append(column)
-    return spec
-
-
-def _nearly_consecutive(values: pd.Series) -> bool:
-    """Whether integers fill their range densely, as row numbers do (in a sample of half
-    the rows or more, as a split's part is)."""
-    return int(values.max()) - int(values.min()) + 1 <= 2 * len(values)
-
-
-def build_preprocessor(spec: FeatureSpec, options: PreprocessingOptions, layout: str = "auto") -> Any:
-    """The column transformer (``CsrColumnTransformer``): numeric impute+scale;
-    categorical impute+encode; each text column its own TF-IDF; dates to numbers, imputed
-    and scaled. ``layout`` (a key of ``SPARSE_THRESHOLDS``) says whether its output is
-    dense, sparse, or sparse when mostly zeros."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
-
-    from trainflow_inference import CsrColumnTransformer, DatetimeFeatures, TextColumn
-
-    transformers: list[tuple[str, Any, Any]] = []
-    if spec.numeric:
-        numeric = Pipeline([("impute", SimpleImputer(strategy=options.numeric_imputation)), ("scale", StandardScaler())])
-        transformers.append(("numeric", numeric, spec.numeric))
-    if spec.categorical:
-        encoder = (
-            OneHotEncoder(handle_unknown="ignore")
-            if options.categorical_encoding == "onehot"
-            else OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
-        )
-        categorical = Pipeline(
-            [("impute", SimpleImputer(strategy=options.categorical_imputation)), ("encode", encoder)]
-        )
-        transformers.append(("categorical", categorical, spec.categorical))
-    for column in spec.text:
-        text = Pipeline([("fill", TextColumn()), ("tfidf", TfidfVectorizer(max_features=options.text_max_features))])
-        transformers.append((f"text:{column}", text, [column]))
-    if spec.datetime:
-        dates = Pipeline(
-            [("parse", DatetimeFeatures()), ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-             ("scale", StandardScaler())]
-        )
-        transformers.append(("datetime", dates, spec.datetime))
-    return CsrColumnTransformer(transformers, remainder="drop", sparse_threshold=SPARSE_THRESHOLDS[layout])
-
-
-def output_layout(estimator: str) -> str:
-    """How the preprocessed matrix is laid out for ``estimator`` (see ``SPARSE_THRESHOLDS``)."""
-    return "dense" if estimator in DENSE_INPUT else "sparse" if estimator in SPARSE_INPUT else "auto"
-
-
-def build_pipeline(
-    spec: FeatureSpec, options: PreprocessingOptions, task: str, estimator: str, params: dict[str, Any]
-) -> Any:
-    """Preprocessing followed by the model; classifiers answer ``predict_proba`` with labelled columns,
-    and an empty frame gets an empty answer (``ServingPipeline``)."""
-    from trainflow_inference import LabelledProbabilities, ServingPipeline
-
-    try:
-        model = estimator_class(task, estimator)(**params)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"model.{estimator}: {error}") from None
-    if task == "classification":
-        model = LabelledProbabilities(model)
-    return ServingPipeline(
-        [("preprocess", build_preprocessor(spec, options, layout=output_layout(estimator))), ("model", model)]
-    )
 
 
 @dataclass
 class TrainResult:
     pipeline: Any
     task: str
-    estimator: str
+    estimator: str  # the built-in name, or the custom estimator's import path
     target: str
     features: FeatureSpec
     estimator_params: dict[str, Any]
     validation_metrics: dict[str, float]
     train_rows: pd.DataFrame  # raw feature columns of the training rows: signature and input example
     validation: tuple[pd.DataFrame, pd.Series]  # raw validation rows and labels, for plots
+    feature_table: pd.DataFrame  # every raw column: kind, why, encoding (trainflow.features.feature_table)
+    baseline: dict[str, Any]  # the trivial baseline fitted on the same rows (trainflow.evaluate.trivial_baseline)
 
     def summary(self) -> dict[str, Any]:
         """What a reader of the exported artifact needs to know, as JSON-friendly metadata."""
@@ -341,6 +316,7 @@ class TrainResult:
             "features": self.features.as_dict(),
             "rows": {"train": len(self.train_rows), "validation": len(self.validation[0])},
             "validation": self.validation_metrics,
+            "baseline": self.baseline,
         }
         if self.task == "classification":
             summary["classes"] = [str(c) for c in self.pipeline.classes_]
@@ -349,17 +325,14 @@ class TrainResult:
 
 @dataclass
 class TrainingRows:
-    """``trainval`` split for a fit: the feature columns and labels of each part."""
+    """``trainval`` split for a fit: the feature columns and labels of each part, the task
+    the target makes it, and each raw column's kind with the reason."""
 
     features: FeatureSpec
+    choices: list[ColumnChoice]
+    task: str
     train: tuple[pd.DataFrame, pd.Series]
     validation: tuple[pd.DataFrame, pd.Series]
-
-
-_KIND_SETTINGS = {
-    "numeric": "model.features.numeric", "categorical": "model.features.categorical",
-    "text": "model.features.text.columns", "datetime": "model.features.datetime",
-}
 
 
 def check_feature_kinds(frame: pd.DataFrame, spec: FeatureSpec) -> None:
@@ -377,7 +350,7 @@ def check_feature_kinds(frame: pd.DataFrame, spec: FeatureSpec) -> None:
                 problem = "has no value in the training rows: remove it"
             else:
                 continue
-            raise DataError(f"{_KIND_SETTINGS[kind]} lists {column!r}, which {problem} (or fix the data)")
+            raise DataError(f"{KIND_SETTINGS[kind]} lists {column!r}, which {problem} (or fix the data)")
 
 
 def split_rows(
@@ -391,13 +364,19 @@ def split_rows(
 ) -> TrainingRows:
     """The train and validation parts of ``trainval``, with the checks a fit needs first.
 
-    ``spec=None`` infers the feature kinds from the data.
+    ``task`` ``auto`` is decided from the target; ``spec=None`` infers the feature kinds
+    from the data; ``stratify_by`` ``auto`` follows the task (:func:`stratify_target`).
     """
     from sklearn.model_selection import train_test_split
 
-    require_columns(trainval, [target] + ([stratify_by] if stratify_by else []), "train_model")
+    require_columns(trainval, [target] + ([stratify_by] if stratify_by not in (None, "auto") else []), "train_model")
     trainval = trainval.dropna(subset=[target])
-    spec = spec or infer_features(trainval, target)
+    if not len(trainval):
+        raise DataError(f"no row of the training data has a value in the target column {target!r}")
+    task, _ = resolve_task(task, trainval[target])
+    stratify_by = stratify_target(stratify_by, target, task)
+    choices = explain_columns(trainval, target) if spec is None else listed_columns(trainval, target, spec)
+    spec = spec_of(choices) if spec is None else spec
     if not spec.columns:
         raise DataError(f"no usable feature column in the data besides the target {target!r}")
     require_columns(trainval, spec.columns, "train_model")
@@ -419,31 +398,72 @@ def split_rows(
             f"the validation part would have {len(x_val)} row(s) of {len(labels)}: metrics need at least 2; "
             "raise split.val_size or use a larger table"
         )
-    return TrainingRows(spec, (x_train, y_train), (x_val, y_val))
+    return TrainingRows(spec, choices, task, (x_train, y_train), (x_val, y_val))
+
+
+def build_pipeline(plan: FeaturePlan, options: PreprocessingOptions, estimator: Any, task: str) -> Any:
+    """Input casting, preprocessing, then the model: classifiers answer ``predict_proba``
+    with labelled columns, and an empty frame gets an empty answer (``ServingPipeline``)."""
+    from trainflow_inference import InputColumns, LabelledProbabilities, ServingPipeline
+
+    model = configure_estimator(estimator, plan)
+    if task == "classification":
+        model = LabelledProbabilities(model)
+    return ServingPipeline(
+        [("inputs", InputColumns()), ("preprocess", build_preprocessor(plan, options)), ("model", model)]
+    )
+
+
+def pipeline_for(
+    frame: pd.DataFrame,
+    spec: FeatureSpec,
+    options: PreprocessingOptions,
+    task: str,
+    estimator: str,
+    params: dict[str, Any],
+    custom: Any = None,
+    n_classes: int = 0,
+) -> tuple[Any, FeaturePlan]:
+    """The unfitted pipeline for ``estimator`` on training rows ``frame`` (``n_classes``: the
+    target's, 0 for regression), and the feature plan it follows."""
+    model = make_estimator(task, estimator, params, custom)
+    plan = plan_features(frame, spec, options, model, n_classes)
+    return build_pipeline(plan, options, model, task), plan
 
 
 def fit(
     rows: TrainingRows,
     target: str,
-    task: str,
     estimator: str,
     estimator_params: dict[str, Any],
     options: PreprocessingOptions,
+    custom: Any = None,
 ) -> TrainResult:
-    """Fit the inference pipeline on the train rows; score it on the validation rows."""
+    """Fit the inference pipeline on the train rows; score it, and the trivial baseline
+    fitted on the same rows, on the validation rows."""
     from trainflow.data import release_unused_arrow_memory
-    from trainflow.evaluate import score_predictions
+    from trainflow.evaluate import score_predictions, trivial_baseline
 
     # A frame the rows were split from, if the caller let it go, has just been freed; its
     # string columns' buffers stay in Arrow's pool unless given back.
     release_unused_arrow_memory()
-    pipeline = build_pipeline(rows.features, options, task, estimator, estimator_params)
-    pipeline.fit(*rows.train)
-    metrics = score_predictions(pipeline, *rows.validation, task)
-    return TrainResult(
-        pipeline, task, estimator, target, rows.features, dict(estimator_params), metrics, rows.train[0],
-        rows.validation,
+    x_train, y_train = rows.train
+    n_classes = int(y_train.nunique()) if rows.task == "classification" else 0
+    pipeline, plan = pipeline_for(
+        x_train, rows.features, options, rows.task, estimator, estimator_params, custom, n_classes
     )
+    pipeline.fit(x_train, y_train)
+    metrics = score_predictions(pipeline, *rows.validation, rows.task)
+    name = estimator if estimator != CUSTOM else _import_path(_final_estimator(pipeline))
+    params = estimator_params if estimator != CUSTOM else {k: v for k, v in dict(custom).items() if k != "_target_"}
+    return TrainResult(
+        pipeline, rows.task, name, target, rows.features, dict(params), metrics, x_train, rows.validation,
+        feature_table(rows.choices, plan, options), trivial_baseline(y_train, rows.task),
+    )
+
+
+def _import_path(estimator: Any) -> str:
+    return f"{type(estimator).__module__}.{type(estimator).__qualname__}"
 
 
 # train() and train_from_config() split, let go of trainval, then fit: a caller that
@@ -461,100 +481,133 @@ def train(
     val_size: float,
     random_seed: int,
     stratify_by: str | None,
+    custom: Any = None,
 ) -> TrainResult:
     """Fit the inference pipeline on a train part of ``trainval``; score it on the rest.
 
-    ``spec=None`` infers the feature kinds from the data.
+    ``task`` ``auto`` is decided from the target; ``spec=None`` infers the feature kinds.
     """
     rows = split_rows(trainval, target, task, spec, val_size, random_seed, stratify_by)
     del trainval
-    return fit(rows, target, task, estimator, estimator_params, options)
+    return fit(rows, target, estimator, estimator_params, options, custom)
 
 
-def train_from_config(trainval: pd.DataFrame, cfg: DictConfig) -> TrainResult:
-    """:func:`train` with the ``data``, ``split`` and ``model`` sections of the config."""
-    from trainflow.config import stratify_column
-
+def train_from_config(trainval: pd.DataFrame, cfg: DictConfig, task: str | None = None) -> TrainResult:
+    """:func:`train` with the ``data``, ``split`` and ``model`` sections of the config;
+    ``task`` overrides ``model.task`` (the one split_data recorded, when it is ``auto``)."""
     model = cfg.model
     rows = split_rows(
         trainval,
         target=cfg.data.target,
-        task=model.task,
+        task=task or model.task,
         spec=None if model.features.infer else feature_spec(model),
         val_size=cfg.split.val_size,
         random_seed=cfg.split.random_seed,
-        stratify_by=stratify_column(cfg),
+        stratify_by=cfg.split.stratify_by,
     )
     del trainval
+    custom = model.custom if model.estimator == CUSTOM else None
     return fit(
         rows,
         target=cfg.data.target,
-        task=model.task,
         estimator=model.estimator,
-        estimator_params=OmegaConf.to_container(model[model.estimator], resolve=True),
+        estimator_params={} if custom is not None else OmegaConf.to_container(model[model.estimator], resolve=True),
         options=preprocessing_options(model),
+        custom=custom,
     )
 
+def pinned_requirements(estimator: Any = None) -> list[str]:
+    """The packages the exported model needs, at their installed versions; with a
+    ``estimator`` from another package (LightGBM, XGBoost), that package too."""
+    packages = list(MODEL_REQUIREMENTS)
+    if estimator is not None:
+        from importlib.metadata import packages_distributions
 
-def pinned_requirements() -> list[str]:
-    return [f"{package}=={installed_version(package)}" for package in MODEL_REQUIREMENTS]
+        top = type(estimator).__module__.split(".")[0]
+        packages += [d for d in packages_distributions().get(top, [])[:1] if d not in ("scikit-learn", *packages)]
+    return [f"{package}=={installed_version(package)}" for package in packages]
+
+
+def _final_estimator(pipeline: Any) -> Any:
+    model = pipeline.steps[-1][1]
+    return getattr(model, "estimator_", model)  # trainflow_inference.LabelledProbabilities
+
+
+def input_signature(rows: pd.DataFrame, outputs: Any) -> Any:
+    """The model's signature: every raw input column required, and columns that are numbers
+    in training of open type (MLflow's ``any``), so that a batch reaches the model as pandas
+    read it: int64 when its numbers have no gaps, float64 when they have. No single MLflow
+    type admits both (``double`` refuses int64, ``long`` refuses NaN); the pipeline's first
+    step (``InputColumns``) casts them and refuses anything that is not a number."""
+    from mlflow.models import infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    numbers = {
+        c for c in rows.columns if pd.api.types.is_numeric_dtype(rows[c]) and not pd.api.types.is_bool_dtype(rows[c])
+    }
+    with warnings.catch_warnings():
+        # MLflow's multi-line hint that integer columns cannot hold gaps: they are open just below.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+        signature = infer_signature(rows, outputs)
+    # Required: a missing column is then MLflow's schema error naming it, not a sklearn error.
+    signature.inputs = Schema([
+        ColSpec(type=AnyType() if c.name in numbers else c.type, name=c.name, required=True)
+        for c in signature.inputs.inputs
+    ])
+    return signature
 
 
 def export(
-    result: TrainResult, path: Path, serialization: str = "skops", metadata: dict[str, Any] | None = None
+    result: TrainResult,
+    path: Path,
+    serialization: str = "skops",
+    metadata: dict[str, Any] | None = None,
+    trusted_types: list[str] | tuple[str, ...] = (),
 ) -> Path:
-    """Save the fitted pipeline as an MLflow model: signature on raw input columns, input
-    example, pinned requirements, and the inference code it needs (``code_paths``).
+    """Save the fitted pipeline as an MLflow model: signature on raw input columns (see
+    :func:`input_signature`), input example, pinned requirements, and the inference code it
+    needs (``code_paths``).
 
-    skops is the default and loads only reviewed types; cloudpickle can run arbitrary
-    code when loaded and is used only when asked for.
+    skops is the default and loads only reviewed types: trainflow's (``SKOPS_TRUSTED_TYPES``)
+    and ``trusted_types`` (``model.trusted_types``); a model holding any other fails here
+    with their names. cloudpickle can run arbitrary code when loaded and is used only when
+    asked for.
     """
     import mlflow.sklearn
-    from mlflow.models import infer_signature
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.exceptions import MlflowException
 
     import trainflow_inference
 
-    # Numeric features travel as doubles: an integer column without gaps in training
-    # would otherwise be typed `long`, and a missing value at serving time refused.
-    # The input types are inferred from every training row (a column empty in the first
-    # rows is still typed right); the doubles are set on the schema, not by copying them.
-    # An integer column listed as categorical (codes) is imputed like any other, so it
-    # travels as doubles too (the encoder matches 3.0 to the category 3).
-    integers = {c for c in result.train_rows.columns if pd.api.types.is_integer_dtype(result.train_rows[c])}
-    numeric = set(result.features.numeric) | integers
-    example = result.train_rows.head(100).astype({c: "float64" for c in numeric})
+    example = result.train_rows.head(5)
     classifier = result.task == "classification"
     outputs = result.pipeline.predict_proba(example) if classifier else result.pipeline.predict(example)
-    with warnings.catch_warnings():
-        # MLflow's multi-line hint that integer columns cannot hold gaps: they are typed
-        # double just below, so it is only noise.
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
-        signature = infer_signature(result.train_rows, outputs)
-    # Every input column is required: the ColumnTransformer needs each one, and a
-    # missing column should be MLflow's schema error naming it, not a sklearn error.
-    # Missing values inside a column stay allowed.
-    signature.inputs = Schema([
-        ColSpec(type="double" if c.name in numeric else c.type, name=c.name, required=True)
-        for c in signature.inputs.inputs
-    ])
     if serialization == "cloudpickle":
         warnings.warn(
             "model.serialization=cloudpickle: loading this artifact can run arbitrary code; "
             "prefer the default skops", UserWarning, stacklevel=2,
         )
-    mlflow.sklearn.save_model(
-        result.pipeline,
-        str(path),
-        signature=signature,
-        input_example=example.head(5),
-        pip_requirements=pinned_requirements(),
-        serialization_format=serialization,
-        skops_trusted_types=SKOPS_TRUSTED_TYPES if serialization == "skops" else None,
-        pyfunc_predict_fn="predict_proba" if classifier else "predict",
-        code_paths=[str(Path(trainflow_inference.__file__).parent)],
-        metadata={**result.summary(), **(metadata or {})},
-    )
+    try:
+        mlflow.sklearn.save_model(
+            result.pipeline,
+            str(path),
+            signature=input_signature(result.train_rows, outputs),
+            input_example=example,
+            pip_requirements=pinned_requirements(_final_estimator(result.pipeline)),
+            serialization_format=serialization,
+            skops_trusted_types=[*SKOPS_TRUSTED_TYPES, *trusted_types] if serialization == "skops" else None,
+            pyfunc_predict_fn="predict_proba" if classifier else "predict",
+            code_paths=[str(Path(trainflow_inference.__file__).parent)],
+            metadata={**result.summary(), **(metadata or {})},
+        )
+    except MlflowException as error:
+        found = re.search(r"Untrusted types found in the file: (\[.*?\])", str(error))
+        if found is None:
+            raise
+        raise ConfigError(
+            f"the model holds types trainflow has not reviewed for loading: {found.group(1)}; nothing was exported. "
+            "Review them (a type whose loading runs code must not be trusted) and list them in model.trusted_types, "
+            "or use model.serialization=cloudpickle"
+        ) from None
     return path
 
 
@@ -570,6 +623,6 @@ def load_exported(path: Path) -> Any:
         untrusted = str(error).splitlines()[0].removeprefix("Untrusted types found in the file: ").rstrip(".")
         raise TrainflowError(
             f"the model at {path} holds types outside its reviewed skops list {untrusted}: it was not loaded. "
-            "A model trainflow exported never does this, so it was edited or made elsewhere: re-export it with "
-            "train_model, or review those types and add them to SKOPS_TRUSTED_TYPES in trainflow/model.py"
+            "A model trainflow exported lists every type it holds in its MLmodel, so it was edited or made elsewhere: "
+            "re-export it with train_model"
         ) from None

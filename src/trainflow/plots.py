@@ -10,6 +10,10 @@ import numpy as np
 import pandas as pd
 
 IMPORTANCE_SAMPLE_ROWS = 2000
+# The confusion matrix, ROC curves and residuals are drawn from at most this many rows: a
+# sample this size draws the same curves, and the metrics are computed on every row anyway,
+# so the plots' cost stays a small share of a step on a large table.
+PLOT_SAMPLE_ROWS = 20_000
 # Shuffled copies are predicted together up to this many cells per call: one call keeps a
 # forest's per-call cost to one payment, the bound keeps wide tables (300 columns x 5
 # repeats x 2,000 rows would be 900 million cells in one frame) within memory.
@@ -143,8 +147,14 @@ def residuals_figure(y_true: Any, predicted: Any) -> Any:
     return figure
 
 
-def evaluation_figures(model: Any, features: pd.DataFrame, labels: pd.Series, task: str, seed: int = 0) -> dict[str, Any]:
-    """Every plot for a fitted pipeline on labelled rows, keyed by PNG file name."""
+def evaluation_figures(
+    model: Any, features: pd.DataFrame, labels: pd.Series, task: str, seed: int = 0, max_rows: int = PLOT_SAMPLE_ROWS
+) -> dict[str, Any]:
+    """Every plot for a fitted pipeline on labelled rows (a seeded sample of ``max_rows``
+    of them at most), keyed by PNG file name."""
+    if len(features) > max_rows:
+        sample = features.sample(max_rows, random_state=seed).index
+        features, labels = features.loc[sample], labels.loc[sample]
     figures = {"feature_importance.png": importance_figure(feature_importance(model, features, labels, seed))}
     if task == "classification":
         classes = [str(c) for c in model.classes_]

@@ -57,6 +57,65 @@ class DatetimeFeatures(TransformerMixin, BaseEstimator):
         return np.asarray([f"{c}_{part}" for c in self.columns_ for part in _DATE_PARTS], dtype=object)
 
 
+class InputColumns(TransformerMixin, BaseEstimator):
+    """The pipeline's first step: the raw columns as the model expects them.
+
+    Columns that were numbers in training become float64 whatever pandas made of them
+    (int64 when a batch has no gaps, float64 with NaN when it has, objects from JSON), so
+    the signature can leave their type open and still every step sees the same input.
+    A value that is not a number is refused in one line naming the column.
+    """
+
+    def fit(self, X: Any, y: Any = None) -> InputColumns:
+        frame = _as_frame(X)
+        self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
+        self.n_features_in_ = frame.shape[1]
+        self.numeric_ = [
+            str(c) for c in frame.columns
+            if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+        ]
+        return self
+
+    def transform(self, X: Any) -> pd.DataFrame:
+        frame = _as_frame(X)
+        casts = {}
+        for column in self.numeric_:
+            if column not in frame.columns or frame[column].dtype == np.float64:
+                continue  # a missing column is the next step's (and the signature's) to name
+            try:
+                casts[column] = pd.to_numeric(frame[column], errors="raise").astype("float64")
+            except (ValueError, TypeError):
+                bad = frame[column][pd.to_numeric(frame[column], errors="coerce").isna() & frame[column].notna()]
+                example = f"; got {bad.iloc[0]!r}" if len(bad) else ""
+                raise ValueError(f"column {column!r} must hold numbers{example}") from None
+        return frame.assign(**casts) if casts else frame
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return self.feature_names_in_
+
+
+class TextComponents(TransformerMixin, BaseEstimator):
+    """A text column's TF-IDF matrix as at most ``components`` dense components (truncated
+    SVD), for estimators that need a dense matrix: 30 numbers per row instead of a column
+    per term. A vocabulary too small to reduce is passed on densely."""
+
+    def __init__(self, components: int = 30) -> None:
+        self.components = components
+
+    def fit(self, X: Any, y: Any = None) -> TextComponents:
+        from sklearn.decomposition import TruncatedSVD
+
+        self.n_features_in_ = X.shape[1]
+        k = min(self.components, X.shape[1] - 1)
+        self.svd_ = TruncatedSVD(n_components=k, random_state=0).fit(X) if k >= 1 else None
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        if self.svd_ is None:
+            return X.toarray() if sparse.issparse(X) else np.asarray(X)
+        return self.svd_.transform(X)
+
+
 class TextColumn(TransformerMixin, BaseEstimator):
     """One text column as a 1-D array of strings (missing -> ""), the input TF-IDF expects."""
 
@@ -146,19 +205,24 @@ class LabelledProbabilities(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     """A classifier whose ``predict_proba`` returns a DataFrame with one column per class.
 
     MLflow's pyfunc flavour calls ``predict_proba``, so ``mlflow models serve`` answers
-    with labelled probabilities instead of a bare array.
+    with labelled probabilities instead of a bare array. The wrapped estimator learns
+    class codes 0..k-1 (some, like XGBoost's, accept nothing else); the labels are this
+    wrapper's ``classes_``, so every estimator answers in the user's own labels.
     """
 
     def __init__(self, estimator: Any) -> None:
         self.estimator = estimator
 
     def fit(self, X: Any, y: Any, **fit_params: Any) -> LabelledProbabilities:
-        self.estimator_ = clone(self.estimator).fit(X, y, **fit_params)
-        self.classes_ = self.estimator_.classes_
+        self.classes_, codes = np.unique(np.asarray(y), return_inverse=True)
+        self.estimator_ = clone(self.estimator).fit(X, codes, **fit_params)
+        self.encoded_ = True
         return self
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.estimator_.predict(X)
+        predicted = self.estimator_.predict(X)
+        # Artifacts written before the codes (no encoded_) hold an estimator of the labels.
+        return self.classes_[np.asarray(predicted, dtype=np.int64)] if getattr(self, "encoded_", False) else predicted
 
     def predict_proba(self, X: Any) -> pd.DataFrame:
         return self.labelled(self.estimator_.predict_proba(X))
