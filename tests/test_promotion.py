@@ -31,11 +31,19 @@ TEST_SET = "test_data.parquet:v3"
 POLICY = GatePolicy(metric="roc_auc_ovo", thresholds={"roc_auc_ovo": 0.9}, min_improvement=0.005)
 
 
-def model(version: int, metrics: dict[str, float] | None = None, tested_on: str | None = TEST_SET) -> ArtifactVersion:
-    """A model_export version as test_model leaves it (no test record when metrics is None)."""
+def model(
+    version: int, metrics: dict[str, float] | None = None, tested_on: str | None = TEST_SET,
+    baseline: dict[str, float] | None = None, features: dict[str, list[str]] | None = None,
+) -> ArtifactVersion:
+    """A model_export version as test_model leaves it (no test record when metrics is None),
+    with the trivial baseline's metrics beside its own when given."""
     metadata: dict[str, Any] = {}
     if metrics is not None:
         metadata["test"] = {"test_data": tested_on, "metrics": metrics, "run_id": f"run-{version}"}
+        if baseline is not None:
+            metadata["test"]["baseline_metrics"] = baseline
+    if features is not None:
+        metadata["features"] = features
     return ArtifactVersion(
         name="model_export", version=version, type="model_export", kind="dir", digest=f"d{version}", size=1,
         description="", metadata=metadata, aliases=(), created_at="", run=None, files=(),
@@ -50,10 +58,58 @@ def test_first_model_is_promoted_on_thresholds_alone() -> None:
     decision = decide(model(0, {"roc_auc_ovo": 0.97, "accuracy": 0.95}), TEST_SET, POLICY, champion=None)
     assert decision.outcome == PROMOTED and decision.promote and not decision.forced
     assert rows(decision)["roc_auc_ovo"] == ("0.9700", ">= 0.9", "pass")
-    assert rows(decision)["champion"] == ("none yet", "thresholds decide", "pass")
+    assert rows(decision)["champion"] == ("none yet", "baseline and bounds decide", "pass")
+    assert rows(decision)["roc_auc_ovo vs baseline"] == ("0.9700", "baseline not recorded", "-")  # tested before baselines
     table = decision.table()
     assert table.splitlines()[0].split() == ["criterion", "value", "bound", "verdict"]
     assert "roc_auc_ovo" in table and ">= 0.9" in table
+
+
+GENERIC = GatePolicy(metric="roc_auc_ovo", thresholds={}, min_improvement=0.005, baseline_margin=0.01)
+
+
+def test_with_no_champion_and_no_bounds_the_baseline_decides() -> None:
+    """A generic table's first model: promoted when it beats the trivial baseline (fitted on
+    the same rows, scored on the same test set) by the margin, refused when it does not."""
+    better = decide(model(0, {"roc_auc_ovo": 0.61}, baseline={"roc_auc_ovo": 0.5}), TEST_SET, GENERIC)
+    assert better.outcome == PROMOTED
+    assert rows(better)["roc_auc_ovo vs baseline"] == ("0.6100", ">= 0.5100 (baseline 0.5000 + 0.01)", "pass")
+    guessing = decide(model(1, {"roc_auc_ovo": 0.505}, baseline={"roc_auc_ovo": 0.5}), TEST_SET, GENERIC)
+    assert guessing.outcome == REFUSED and not guessing.ineligible  # a verdict on the model, not an error
+    assert "roc_auc_ovo vs baseline is 0.5050, needs >= 0.5100" in guessing.failures()
+
+
+def test_an_error_metric_beats_its_baseline_downwards() -> None:
+    policy = GatePolicy(metric="rmse", higher_is_better=False, thresholds={}, baseline_margin=0.5)
+    assert decide(model(0, {"rmse": 3.0}, baseline={"rmse": 4.0}), TEST_SET, policy).outcome == PROMOTED
+    worse = decide(model(0, {"rmse": 3.8}, baseline={"rmse": 4.0}), TEST_SET, policy)
+    assert worse.outcome == REFUSED and rows(worse)["rmse vs baseline"][1] == "<= 3.5000 (baseline 4.0000 - 0.5)"
+
+
+def test_the_baseline_holds_even_when_the_champion_is_beaten() -> None:
+    champion = model(0, {"roc_auc_ovo": 0.40}, baseline={"roc_auc_ovo": 0.5})
+    candidate = model(1, {"roc_auc_ovo": 0.45}, baseline={"roc_auc_ovo": 0.5})
+    decision = decide(candidate, TEST_SET, GENERIC, champion=champion)
+    assert decision.outcome == REFUSED and rows(decision)["roc_auc_ovo vs baseline"][2] == "FAIL"
+
+
+def test_differing_input_columns_are_said_in_the_gate_table() -> None:
+    champion = model(0, {"roc_auc_ovo": 0.90}, features={"numeric": ["a", "b"], "categorical": ["c"]})
+    candidate = model(1, {"roc_auc_ovo": 0.95}, features={"numeric": ["a", "d"], "categorical": ["c"]})
+    decision = decide(candidate, TEST_SET, GENERIC, champion=champion)
+    assert rows(decision)["input columns vs champion"] == ("+1 (d) -1 (b)", "the champion's", "note")
+    assert decision.outcome == PROMOTED  # said, not decided on
+    same = decide(model(2, {"roc_auc_ovo": 0.95}, features=champion.metadata["features"]), TEST_SET, GENERIC, champion)
+    assert "input columns vs champion" not in rows(same)
+
+
+def test_the_gate_metric_follows_the_task(project_dir: Path) -> None:
+    cfg = load_config(project_dir, ["data.uri=x.csv", "data.target=y"])
+    assert GatePolicy.from_config(cfg.promote, "classification").metric == "roc_auc_ovo"
+    regression = GatePolicy.from_config(cfg.promote, "regression")
+    assert (regression.metric, regression.higher_is_better, regression.thresholds) == ("r2", True, {})
+    errors = GatePolicy.from_config(load_config(project_dir, ["data.uri=x.csv", "data.target=y", "promote.metric=mae"]).promote)
+    assert (errors.metric, errors.higher_is_better) == ("mae", False)
 
 
 def test_below_threshold_is_refused_even_without_champion() -> None:

@@ -21,15 +21,15 @@ import mlflow
 import mlflow.sklearn
 import pandas as pd
 import pytest
-from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, pipeline_env, run_command
+from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, pipeline_env, project_store, run_command
 
 from trainflow.processes import free_port, stop_process_group, wait_until_answering
-from trainflow.store import LocalArtifactStore, file_sha256
+from trainflow.store import file_sha256
 
 TRAINFLOW = str(BIN_DIR / "trainflow")
-REGISTERED = "trainflow-model"
-WEAK = "model.random_forest.max_depth=2 model.random_forest.n_estimators=1"  # test roc_auc_ovo 0.972
-LOWER = "model.random_forest.max_depth=1 model.random_forest.n_estimators=2"  # 0.966
+REGISTERED = "penguins-species"
+WEAK = "model.random_forest.max_depth=1 model.random_forest.n_estimators=3"  # test roc_auc_ovo 0.9686
+LOWER = "model.random_forest.max_depth=1 model.random_forest.n_estimators=2"  # 0.9346
 RETRAIN = ["-P", "steps=train_model,test_model,promote_model"]
 
 
@@ -52,7 +52,7 @@ def snapshot(result: subprocess.CompletedProcess[str], home: Path, env: dict[str
     registered = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(REGISTERED, "prod")
     return Stage(
         result,
-        LocalArtifactStore(home).get("model_export:prod").ref,
+        project_store(home).get("model_export:prod").ref,
         registered.tags["trainflow.artifact"],
         int(registered.version),
     )
@@ -84,8 +84,8 @@ def test_first_pipeline_on_a_fresh_store_promotes_its_model(story) -> None:
     assert first.store_prod == first.registry_prod == "model_export:v0"
     out = first.result.stdout
     assert "promotion gate for model_export:v0 (champion: none, test set test_data.parquet:v0): promoted" in out
-    assert "roc_auc_ovo 0.9722 >= 0.9 pass" in table_rows(out)
-    assert "champion none yet thresholds decide pass" in table_rows(out)
+    assert "roc_auc_ovo 0.9686 >= 0.9 pass" in table_rows(out)
+    assert "champion none yet baseline and bounds decide pass" in table_rows(out)
     assert f"registered as models:/{REGISTERED}/1 with alias 'prod'" in out
 
 
@@ -96,7 +96,7 @@ def test_a_run_that_scores_lower_keeps_the_champion_and_says_so(story) -> None:
     assert lower.registry_version == 1
     out = lower.result.stdout
     assert "model_export:v1 not promoted: champion v0 kept ('prod' stays model_export:v0)" in out
-    assert "roc_auc_ovo vs champion model_export:v0 0.9663 >= 0.9772 (champion 0.9722 + 0.005) FAIL" in table_rows(out)
+    assert "roc_auc_ovo vs champion model_export:v0 0.9346 >= 0.9736 (champion 0.9686 + 0.005) FAIL" in table_rows(out)
 
 
 def test_a_run_that_scores_higher_by_the_margin_replaces_it(story) -> None:
@@ -104,7 +104,7 @@ def test_a_run_that_scores_higher_by_the_margin_replaces_it(story) -> None:
     higher = stages["higher"]
     assert higher.store_prod == higher.registry_prod == "model_export:v2"
     assert higher.registry_version == 2
-    assert "roc_auc_ovo vs champion model_export:v0 1.0000 >= 0.9772 (champion 0.9722 + 0.005) pass" in table_rows(
+    assert "roc_auc_ovo vs champion model_export:v0 1.0000 >= 0.9736 (champion 0.9686 + 0.005) pass" in table_rows(
         higher.result.stdout
     )
 
@@ -117,7 +117,7 @@ def test_rollback_restores_the_old_champion_in_store_and_registry(story, tmp_pat
     assert "model_export:prod: model_export:v2 -> model_export:v0 (rolled back" in back.result.stdout
     # The registry's prod loads now that every step's process has ended, and it is the store's bytes.
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/{REGISTERED}@prod", dst_path=str(tmp_path)))
     for stored in store.get("model_export:prod").files:
         assert file_sha256(downloaded / stored.path) == stored.sha256
@@ -142,7 +142,7 @@ def post(url: str, body: bytes) -> tuple[int, dict]:
 
 def test_mlflow_models_serve_answers_with_the_promoted_model(story, tmp_path: Path) -> None:
     home, env, _ = story
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     model_dir = store.use_artifact("model_export:prod")
     example = json.loads((model_dir / "serving_input_example.json").read_text())
     port = free_port()
@@ -182,7 +182,7 @@ def test_batch_predict_is_optional_and_scores_with_prod(story, tmp_path: Path) -
     result = run_command([MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=batch_predict"], env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[pipeline] finished 1 step(s)" in result.stdout
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     logged = store.get("predictions.parquet:latest")
     assert logged.metadata["model"] == "model_export:v0"
     assert logged.metadata["input"] == {"artifact": "test_data.parquet:v0"}

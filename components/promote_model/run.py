@@ -6,11 +6,11 @@ from trainflow.data import read_table
 from trainflow.errors import ChampionChanged, CorruptArtifact, DataError, TrainflowError
 from trainflow.evaluate import score_exported_model
 from trainflow.promotion import (
-    CHAMPION_KEPT,
     PROMOTED,
     REFUSED,
     Decision,
     GatePolicy,
+    check_gate_fits_task,
     decide,
     needs_rescore,
     prediction_mismatch,
@@ -94,8 +94,10 @@ def log_decision(run: StepRun, decision: Decision) -> None:
 
 def promote_model(run: StepRun) -> None:
     cfg = run.cfg.promote
-    policy = GatePolicy.from_config(cfg)
     model = run.resolve("model_artifact")
+    task = model.metadata.get("task", "classification")
+    check_gate_fits_task(cfg, task)  # with model.task=auto, the first moment the task is known here
+    policy = GatePolicy.from_config(cfg, task)
     test_set = run.resolve("test_artifact")
     alias = cfg.alias
     # The store's alias is the record: a registry alias that drifted from it is put back first.
@@ -147,21 +149,24 @@ def promote_model(run: StepRun) -> None:
         model.name, alias, "promote", decision.outcome, model.ref, details=record, actor=current_actor(), run=run.record
     )
     held = f"{alias!r} stays {champion.ref}" if champion else f"no version has {alias!r}"
-    if decision.outcome == REFUSED:
+    if decision.ineligible:  # not a verdict on the model: something to fix first
         untested = not decision.criteria[0].passed
         fix = (
             "run test_model on this model first (-P steps=test_model,promote_model)"
             if untested
-            else "train a better model, or change promote.thresholds if the bound is wrong"
+            else "check the test set and test_model's metrics (a metric is missing or not finite)"
         )
         raise TrainflowError(f"{model.ref} not promoted, {held}: {decision.failures()}; {fix}")
-    assert decision.outcome == CHAMPION_KEPT and champion is not None
-    run.say(f"{model.ref} not promoted: champion v{champion.version} kept ({held}): {decision.failures()}")
+    # Not promoted on the model's merits: a reported outcome, not a failure of the pipeline.
+    if decision.outcome == REFUSED:
+        said = f"{model.ref} not promoted, {held}: {decision.failures()}"
+        failing = said
+    else:
+        said = f"{model.ref} not promoted: champion v{champion.version} kept ({held}): {decision.failures()}"
+        failing = f"{model.ref} not promoted: champion {champion.ref} kept ({decision.failures()})"
+    run.say(said)
     if cfg.fail_if_not_promoted:
-        raise TrainflowError(
-            f"{model.ref} not promoted: champion {champion.ref} kept ({decision.failures()}); "
-            "failing because promote.fail_if_not_promoted=true"
-        )
+        raise TrainflowError(f"{failing}; failing because promote.fail_if_not_promoted=true")
 
 
 if __name__ == "__main__":

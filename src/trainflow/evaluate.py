@@ -17,6 +17,10 @@ HEADLINE_METRICS = {"classification": ("roc_auc_ovo", "accuracy", "f1_macro"), "
 
 # The error metrics trainflow reports: lower is better. Every other one is a score.
 LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})
+# promote.metric / sweep.metric "auto": the task's metric. Both are unitless, so that a
+# margin (promote.baseline_margin, min_improvement) means the same on every table.
+AUTO = "auto"
+DEFAULT_METRICS = {"classification": "roc_auc_ovo", "regression": "r2"}
 
 
 def higher_is_better(name: str) -> bool:
@@ -24,20 +28,36 @@ def higher_is_better(name: str) -> bool:
     return name not in LOWER_IS_BETTER
 
 
-def check_direction(metric: str, higher: bool, setting: str | None) -> None:
+def task_metric(metric: str, task: str) -> str:
+    """``metric`` as configured, with ``auto`` meaning the task's own."""
+    return DEFAULT_METRICS[task] if metric == AUTO else metric
+
+
+def metric_direction(metric: str, higher: bool | None) -> bool:
+    """Whether larger is better for ``metric``: as configured, or (None) the metric's own."""
+    return higher_is_better(metric.removeprefix("val_")) if higher is None else higher
+
+
+def check_direction(metric: str, higher: bool | None, setting: str | None) -> None:
     """Refuse comparing an error metric as a score, or a score as an error: the "best"
     model would be the worst. ``metric`` as it was given (a validation metric may carry
-    ``val_``); ``setting``: the config section that holds it and ``higher_is_better``
-    (``promote``, ``sweep``), or None for the command line's ``--lower-is-better``."""
+    ``val_``); ``higher`` None (the metric's own direction) always fits; ``setting``: the
+    config section that holds it and ``higher_is_better`` (``promote``, ``sweep``), or None
+    for the command line's ``--lower-is-better``."""
     from trainflow.errors import ConfigError
 
+    if higher is None or metric == AUTO:
+        return
     better = higher_is_better(metric.removeprefix("val_"))
     if higher == better:
         return
     word = "higher" if better else "lower"
     if setting is None:
         raise ConfigError(f"--metric {metric} is better {word}: {'drop' if better else 'add'} --lower-is-better")
-    raise ConfigError(f"{setting}.metric={metric} is better {word}: set {setting}.higher_is_better={str(better).lower()} with it")
+    raise ConfigError(
+        f"{setting}.metric={metric} is better {word}: set {setting}.higher_is_better={str(better).lower()} "
+        "(or null, the metric's own direction) with it"
+    )
 
 
 def is_task_metric(name: str, task: str) -> bool:
@@ -106,6 +126,34 @@ def regression_metrics(y_true: Sequence[float], predicted: Sequence[float]) -> d
         "mae": float(mean_absolute_error(y_true, predicted)),
         "rmse": float(np.sqrt(mean_squared_error(y_true, predicted))),
     }
+
+
+def trivial_baseline(labels: pd.Series, task: str) -> dict[str, Any]:
+    """What scikit-learn's trivial baseline learns from training labels, as JSON-friendly
+    metadata: ``DummyClassifier(strategy="prior")`` (the class priors; it predicts them
+    for every row) or ``DummyRegressor(strategy="mean")`` (the mean)."""
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+
+    rows = np.zeros((len(labels), 1))  # a dummy ignores its features
+    if task == "classification":
+        dummy = DummyClassifier(strategy="prior").fit(rows, labels)
+        return {
+            "estimator": "DummyClassifier(strategy='prior')",
+            "classes": [str(c) for c in dummy.classes_],
+            "class_prior": [float(p) for p in dummy.class_prior_],
+        }
+    dummy = DummyRegressor(strategy="mean").fit(rows, labels)
+    return {"estimator": "DummyRegressor(strategy='mean')", "constant": float(np.ravel(dummy.constant_)[0])}
+
+
+def baseline_scores(baseline: dict[str, Any], labels: pd.Series, classes: Sequence[Any], task: str) -> dict[str, float]:
+    """The task's metrics of the baseline :func:`trivial_baseline` describes on labelled
+    rows, as a model with those ``classes`` (its ``classes_``) is scored."""
+    if task == "classification":
+        prior = dict(zip(baseline["classes"], baseline["class_prior"], strict=True))
+        probabilities = np.tile([prior.get(str(c), 0.0) for c in classes], (len(labels), 1))
+        return classification_metrics(labels, probabilities, classes)
+    return regression_metrics(labels, np.full(len(labels), baseline["constant"], dtype="float64"))
 
 
 def score_predictions(model: Any, features: pd.DataFrame, labels: pd.Series, task: str) -> dict[str, float]:

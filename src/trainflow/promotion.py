@@ -7,15 +7,21 @@ decision). Nothing here touches MLflow, the store or the disk.
 A candidate is promoted only when
 
 1. ``test_model`` scored it on the current test set, with finite metrics;
-2. every absolute threshold in ``promote.thresholds`` holds, each in its own metric's
+2. it beats the trivial baseline on ``promote.metric`` by ``promote.baseline_margin``:
+   scikit-learn's ``DummyClassifier`` (class priors) or ``DummyRegressor`` (the mean)
+   fitted on the model's own training rows and scored on the same test set, which
+   ``test_model`` records beside the model's metrics. This holds on any table, with or
+   without a champion or bounds: a model no better than guessing is never promoted;
+3. every absolute threshold in ``promote.thresholds`` holds, each in its own metric's
    direction: a minimum for a score, a maximum for an error (``log_loss``, ``mae``,
    ``rmse``), whatever ``promote.metric`` is;
-3. it beats the champion (the version holding the alias) on ``promote.metric``, on the
+4. it beats the champion (the version holding the alias) on ``promote.metric``, on the
    same test set, strictly and by at least ``promote.min_improvement``. With no
-   champion the thresholds alone decide; ``promote.force`` overrides this comparison
-   only, and the decision says so.
+   champion the baseline and thresholds decide; ``promote.force`` overrides this
+   comparison only, and the decision says so. Input columns that differ from the
+   champion's are noted in the table.
 
-A failure of (1) or (2) is a refusal; a failure of (3) alone keeps the champion.
+A failure of (1), (2) or (3) is a refusal; a failure of (4) alone keeps the champion.
 """
 
 from __future__ import annotations
@@ -36,8 +42,10 @@ REFUSED = "refused"
 ROLLED_BACK = "rolled_back"
 
 ELIGIBILITY = "eligibility"
+BASELINE = "baseline"
 THRESHOLD = "threshold"
 CHAMPION = "champion"
+NOTE = "note"  # said in the table, decides nothing
 
 _REGISTERED_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,255}")
 
@@ -51,16 +59,22 @@ class GatePolicy:
     thresholds: Mapping[str, float] = field(default_factory=dict)
     min_improvement: float = 0.0
     force: bool = False
+    baseline_margin: float = 0.0
 
     @classmethod
-    def from_config(cls, promote: Any) -> GatePolicy:
-        """From the ``promote`` config section (a DictConfig or a mapping)."""
+    def from_config(cls, promote: Any, task: str = "classification") -> GatePolicy:
+        """From the ``promote`` config section (a DictConfig or a mapping), for a model of
+        ``task`` (``promote.metric=auto`` is the task's metric)."""
+        from trainflow.evaluate import metric_direction, task_metric
+
+        metric = task_metric(str(promote["metric"]), task)
         return cls(
-            metric=str(promote["metric"]),
-            higher_is_better=bool(promote["higher_is_better"]),
+            metric=metric,
+            higher_is_better=metric_direction(metric, promote.get("higher_is_better")),
             thresholds={str(k): float(v) for k, v in dict(promote["thresholds"]).items()},
             min_improvement=float(promote["min_improvement"]),
             force=bool(promote["force"]),
+            baseline_margin=float(promote.get("baseline_margin", 0.0)),
         )
 
     @property
@@ -74,20 +88,22 @@ class GatePolicy:
             "thresholds": dict(self.thresholds),
             "min_improvement": self.min_improvement,
             "force": self.force,
+            "baseline_margin": self.baseline_margin,
         }
 
 
 def check_gate_fits_task(promote: Any, task: str) -> None:
-    """Fail before training when the gate names metrics the task never reports."""
+    """Fail when the gate names metrics the task never reports: before training when the
+    task is configured, or once the data decided it (``model.task=auto``)."""
     from trainflow.evaluate import is_task_metric
 
-    policy = GatePolicy.from_config(promote)
+    policy = GatePolicy.from_config(promote, task)
     foreign = [m for m in (policy.metric, *policy.thresholds) if not is_task_metric(m, task)]
     if foreign:
         example = (
-            "promote.metric=r2 ~promote.thresholds.roc_auc_ovo +promote.thresholds.r2=0.5"
+            "promote.metric=auto promote.thresholds={} (or +promote.thresholds.r2=0.5)"
             if task == "regression"
-            else "promote.metric=roc_auc_ovo"
+            else "promote.metric=auto promote.thresholds={} (or +promote.thresholds.roc_auc_ovo=0.9)"
         )
         raise ConfigError(
             f"promote gate uses {', '.join(sorted(set(foreign)))}, which model.task={task} does not report; "
@@ -97,14 +113,16 @@ def check_gate_fits_task(promote: Any, task: str) -> None:
 
 def validate_promote(promote: Any) -> None:
     """Checks on the ``promote`` section the schema's types cannot express."""
+    if not str(promote["metric"]):
+        raise ConfigError("promote.metric is empty: name the test metric to compare models by (e.g. r2), or auto")
     policy = GatePolicy.from_config(promote)
-    if not policy.metric:
-        raise ConfigError("promote.metric is empty: name the test metric to compare models by, e.g. roc_auc_ovo")
-    if not math.isfinite(policy.min_improvement) or policy.min_improvement < 0:
-        raise ConfigError(
-            f"promote.min_improvement={policy.min_improvement} must be a finite number >= 0 (the margin, in "
-            f"units of {policy.metric}, by which a candidate must beat the champion), e.g. 0.005"
-        )
+    for key, what in (("min_improvement", "the champion"), ("baseline_margin", "the trivial baseline")):
+        margin = getattr(policy, key)
+        if not math.isfinite(margin) or margin < 0:
+            raise ConfigError(
+                f"promote.{key}={margin} must be a finite number >= 0 (the margin, in units of promote.metric, "
+                f"by which a candidate must beat {what}), e.g. 0.005"
+            )
     for name, bound in policy.thresholds.items():
         if not math.isfinite(bound):
             raise ConfigError(f"promote.thresholds.{name}={bound} must be a finite number")
@@ -119,7 +137,7 @@ def validate_promote(promote: Any) -> None:
             "name the production alias something else, e.g. prod or staging"
         )
     # A score compared as an error would promote worse models, and the other way round.
-    check_direction(policy.metric, policy.higher_is_better, "promote")
+    check_direction(str(promote["metric"]), promote.get("higher_is_better"), "promote")
     name = str(promote["registered_model_name"])
     if not _REGISTERED_NAME_RE.fullmatch(name):
         raise ConfigError(
@@ -139,6 +157,8 @@ class Criterion:
 
     @property
     def verdict(self) -> str:
+        if self.kind == NOTE:
+            return "note"
         if self.passed is None:
             return "-"
         if self.forced:
@@ -176,6 +196,12 @@ class Decision:
     def promote(self) -> bool:
         return self.outcome == PROMOTED
 
+    @property
+    def ineligible(self) -> bool:
+        """Refused before any comparison: untested on this test set, or metrics missing or not
+        finite. That needs fixing; failing the baseline or a bound is an outcome."""
+        return any(c.kind == ELIGIBILITY and c.passed is False for c in self.criteria)
+
     def table(self) -> str:
         rows = [("criterion", "value", "bound", "verdict")]
         rows += [(c.name, c.value, c.bound, c.verdict) for c in self.criteria]
@@ -207,6 +233,32 @@ def tested_metrics(version: ArtifactVersion) -> tuple[str | None, dict[str, Any]
     """``(test set ref, metrics)`` that ``test_model`` recorded on a version, or ``(None, {})``."""
     record = version.metadata.get("test") or {}
     return record.get("test_data"), dict(record.get("metrics") or {})
+
+
+def baseline_metrics(version: ArtifactVersion) -> dict[str, Any]:
+    """The trivial baseline's metrics ``test_model`` recorded beside the version's (same
+    test set), or ``{}`` for a model tested before baselines were."""
+    return dict((version.metadata.get("test") or {}).get("baseline_metrics") or {})
+
+
+def input_columns(version: ArtifactVersion) -> set[str]:
+    """The raw columns a model reads (its recorded feature lists)."""
+    return {str(c) for columns in (version.metadata.get("features") or {}).values() for c in columns}
+
+
+def column_difference(candidate: ArtifactVersion, champion: ArtifactVersion) -> str | None:
+    """How the candidate's input columns differ from the champion's, or None if they do not."""
+    mine, theirs = input_columns(candidate), input_columns(champion)
+    if not mine or not theirs or mine == theirs:
+        return None
+
+    def named(columns: set[str]) -> str:
+        shown = sorted(columns)
+        return ", ".join(shown[:5]) + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
+
+    parts = [f"+{len(mine - theirs)} ({named(mine - theirs)})" if mine - theirs else "",
+             f"-{len(theirs - mine)} ({named(theirs - mine)})" if theirs - mine else ""]
+    return " ".join(part for part in parts if part)
 
 
 def _number(value: Any) -> float | None:
@@ -314,11 +366,13 @@ def decide(
             Criterion(f"{policy.metric} recorded (promote.metric)", "missing", f"one of: {recorded}", False)
         )
         eligible = False
+    criteria.append(_baseline_criterion(policy, candidate_value, baseline_metrics(model), eligible))
 
     champion_metrics: dict[str, Any] = {}
     forced = False
     if champion is None:
-        criteria.append(Criterion("champion", "none yet", "thresholds decide", True if eligible else None, CHAMPION))
+        decided = True if eligible else None
+        criteria.append(Criterion("champion", "none yet", "baseline and bounds decide", decided, CHAMPION))
     elif champion.ref == model.ref:
         criteria.append(
             Criterion(
@@ -329,6 +383,9 @@ def decide(
         champion_tested_on, champion_metrics = tested_metrics(champion)
         champion_value = _number(champion_metrics.get(policy.metric))
         name = f"{policy.metric} vs champion {champion.ref}"
+        columns = column_difference(model, champion)
+        if columns:
+            criteria.append(Criterion("input columns vs champion", columns, "the champion's", None, NOTE))
         if not eligible:
             criteria.append(Criterion(name, "-", "-", None, CHAMPION))
         elif champion_tested_on != test_set or champion_value is None or not math.isfinite(champion_value):
@@ -351,7 +408,7 @@ def decide(
                 Criterion(name, f"{candidate_value:.4f}", bound, passed, CHAMPION, forced=not passed and policy.force)
             )
 
-    if any(c.passed is False for c in criteria if c.kind != CHAMPION):
+    if any(c.passed is False for c in criteria if c.kind not in (CHAMPION, NOTE)):
         outcome = REFUSED
     elif any(c.passed is False for c in criteria if c.kind == CHAMPION):
         if champion is not None and champion.ref != model.ref and policy.force:
@@ -371,6 +428,25 @@ def decide(
         forced=forced,
         policy=policy,
     )
+
+
+def _baseline_criterion(
+    policy: GatePolicy, candidate: float | None, baseline: Mapping[str, Any], eligible: bool
+) -> Criterion:
+    """Whether the candidate beats the trivial baseline on ``policy.metric`` by its margin."""
+    name = f"{policy.metric} vs baseline"
+    value = _number(baseline.get(policy.metric))
+    if not eligible or candidate is None:
+        return Criterion(name, "-", "-", None, BASELINE)
+    if value is None or not math.isfinite(value):
+        # A model tested before baselines were recorded: nothing to compare with.
+        return Criterion(name, f"{candidate:.4f}", "baseline not recorded", None, BASELINE)
+    margin = policy.baseline_margin
+    target = value + margin if policy.higher_is_better else value - margin
+    gain = candidate - value if policy.higher_is_better else value - candidate
+    sign = "+" if policy.higher_is_better else "-"
+    bound = f"{policy.comparison} {target:.4f} (baseline {value:.4f} {sign} {margin:g})"
+    return Criterion(name, f"{candidate:.4f}", bound, gain > 0 and gain >= margin - 1e-12, BASELINE)
 
 
 def rollback_target(moves: Iterable[tuple[int, int | None, str | None]], rollback_runs: set[str]) -> int | None:
