@@ -14,9 +14,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import MLFLOW, PROJECT_DIR, copy_of, error_lines, pipeline_env, run_command
-
-from trainflow.store import LocalArtifactStore
+from conftest import MLFLOW, PROJECT_DIR, copy_of, error_lines, pipeline_env, project_store, run_command
 
 PENGUINS = PROJECT_DIR / "data" / "penguins.csv"
 
@@ -49,7 +47,7 @@ def checked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
 
 def test_a_clean_first_table_passes_and_becomes_the_reference(checked: tuple[Path, dict[str, str], str]) -> None:
     home, env, stdout = checked
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     assert store.get("raw_data:reference").ref == "raw_data:v0"
     assert "raw_data:v0 is now raw_data:reference" in stdout
     report = store.get("data_check_report:v0")
@@ -65,17 +63,18 @@ def test_a_clean_first_table_passes_and_becomes_the_reference(checked: tuple[Pat
 def test_a_later_table_is_measured_against_the_reference(
     checked: tuple[Path, dict[str, str], str], tmp_path: Path
 ) -> None:
-    """Longer bills: the KS test flags the drift, which by default warns; the reference stays."""
+    """Slightly longer bills, another extract of the same data set: the KS test flags the
+    drift, which is small (PSI under drift.max_psi), so it warns; the reference stays."""
     home, env = copy_of(checked[0], tmp_path)
     shifted = pd.read_csv(PENGUINS)
-    shifted["bill_length_mm"] = shifted["bill_length_mm"] + 3.0
+    shifted["bill_length_mm"] = shifted["bill_length_mm"] + 1.5
     path = tmp_path / "longer_bills.csv"
     shifted.to_csv(path, index=False)
-    result = run_steps("fetch_data,check_data", env, f"data.uri={path}")
+    result = run_steps("fetch_data,check_data", env, f"dataset=penguins data.uri={path}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "drift measured against raw_data:v0 (raw_data:reference" in result.stdout
     assert "| warn    | drift | ks    | bill_length_mm" in result.stdout
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     assert store.get("raw_data:reference").ref == "raw_data:v0"  # not moved by a later pass
     report = store.get("data_check_report:v1")
     assert report.metadata["raw_data"] == "raw_data:v1" and report.metadata["reference"] == "raw_data:v0"
@@ -88,6 +87,25 @@ def test_a_later_table_is_measured_against_the_reference(
     assert metrics["drift.ks.bill_length_mm.p_value"] < metrics["drift.ks.bill_length_mm.threshold"]
     assert metrics["drift.ks.bill_length_mm.passed"] == 0.0 and metrics["drift.ks.body_mass_g.passed"] == 1.0
     assert metrics["drift.ks.bill_length_mm.statistic"] > 0.1
+    assert 0.1 < metrics["drift.ks.bill_length_mm.psi"] <= 0.25
+
+
+def test_a_large_shift_stops_the_pipeline_before_split_data(
+    checked: tuple[Path, dict[str, str], str], tmp_path: Path
+) -> None:
+    """Bills 8 mm longer, every other column as it was: a large shift (PSI well above
+    drift.max_psi) stops the pipeline by default, naming the column and the effect size."""
+    home, env = copy_of(checked[0], tmp_path)
+    shifted = pd.read_csv(PENGUINS)
+    shifted["bill_length_mm"] = shifted["bill_length_mm"] + 8.0  # still within the expectations' range
+    path = tmp_path / "much_longer_bills.csv"
+    shifted.to_csv(path, index=False)
+    result = run_steps("fetch_data,check_data,split_data", env, f"dataset=penguins data.uri={path}")
+    assert result.returncode != 0
+    [line] = [line for line in error_lines(result.stderr) if line.startswith("check_data: error:")]
+    assert "1 of" in line and "drift.ks[bill_length_mm]" in line
+    assert "a large shift" in result.stderr and "[pipeline] split_data" not in result.stdout
+    assert project_store(home).get("raw_data:reference").ref == "raw_data:v0"
 
 
 def test_a_broken_table_stops_the_pipeline_before_split_data(
@@ -99,7 +117,7 @@ def test_a_broken_table_stops_the_pipeline_before_split_data(
     broken.loc[[3, 200], "island"] = "Atlantis"
     path = tmp_path / "broken.csv"
     broken.to_csv(path, index=False)
-    result = run_steps("fetch_data,check_data,split_data", env, f"data.uri={path}")
+    result = run_steps("fetch_data,check_data,split_data", env, f"dataset=penguins data.uri={path}")
     assert result.returncode != 0
     [line] = [line for line in error_lines(result.stderr) if line.startswith("check_data: error:")]
     assert "2 of" in line and "schema.columns_present[sex]" in line and "schema.allowed_values[island]" in line
@@ -109,7 +127,7 @@ def test_a_broken_table_stops_the_pipeline_before_split_data(
     assert "| fail    | schema | columns_present | sex" in result.stderr
     assert "'Atlantis' (2 rows)" in result.stderr
     assert "[pipeline] split_data" not in result.stdout
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     names = {name for name, _, _ in store.list_names()}
     assert "trainval_data.parquet" not in names or store.get("trainval_data.parquet:latest").version == 0
     assert names >= {"raw_data", "data_check_report"}

@@ -9,7 +9,7 @@ import sys
 
 from omegaconf import OmegaConf
 
-from trainflow.data import read_table
+from trainflow.data import read_table, resolve_task
 from trainflow.datacheck import DataCheckFailed, check_table, failure_hints, verdict_metadata
 from trainflow.errors import ArtifactNotFound
 from trainflow.run_context import StepRun, step_main
@@ -46,10 +46,14 @@ def check_data(run: StepRun) -> None:
         note = f"drift measured against {reference_version.ref} (raw_data:{alias}, {len(reference):,} rows)"
     run.say(note)
 
-    report = check_table(
-        frame, cfg.data.target, cfg.model.task, settings, reference, reference_version.ref if reference is not None else None
-    )
+    target = cfg.data.target
+    # Without the target column the task cannot be told; the generic check target_present says so.
+    task, why = resolve_task(cfg.model.task, frame[target]) if target in frame.columns else (cfg.model.task, "")
+    reference_name = reference_version.ref if reference is not None else None
+    report = check_table(frame, target, task, settings, reference, reference_name)
     report.notes.insert(0, note)
+    if why:
+        report.notes.insert(1, f"task: {task} ({why})")
     failed, warnings = report.failed(), report.warnings()
     became_reference = False
     if not failed and reference_version is None:

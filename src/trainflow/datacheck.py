@@ -14,11 +14,16 @@ groups of checks, each result a :class:`CheckResult` with a name a user can look
     ``reference_columns``, ``ks`` per numeric column (two-sample Kolmogorov-Smirnov),
     ``chi_square`` per categorical column (test of homogeneity); the tests form one
     family whose false-alarm rate is held at ``drift.alpha`` by a Sidak or Bonferroni
-    correction, stated in the report.
+    correction, stated in the report. Each test also measures how far the column moved,
+    as a population stability index (:func:`population_stability_index`): on a large
+    table every tiny shift is significant, so a significant shift stops the step only
+    when it is also large (PSI above ``drift.max_psi``), and warns otherwise.
 
 Whether a failed check stops the pipeline is decided by :meth:`CheckReport.failed`: a
-check fails the step when its own severity is ``error`` (only ``extra_columns`` can be
-declared ``warn``) and ``fail_on`` says ``error`` for its group; otherwise it warns.
+check fails the step when its own severity is ``error`` and ``fail_on`` says ``error``
+for its group; otherwise it warns. Checks whose severity is ``warn``: ``extra_columns``
+when declared so, ``duplicate_rows`` without a bound, ``reference_columns`` (which
+columns a table must have is the expectations' to say), a small (or a date column's) drift.
 
 Everything is vectorised: a million rows take seconds (``bench/datacheck.py``).
 pandera and scipy are imported when first needed, so importing this module (config
@@ -46,7 +51,7 @@ DTYPES = ("int", "float", "str", "bool", "datetime")
 COLUMN_KEYS = ("dtype", "nullable", "allowed", "min", "max")
 SEVERITIES = ("error", "warn")
 CORRECTIONS = ("sidak", "bonferroni")
-DEFAULT_FAIL_ON = {"schema": "error", "generic": "error", "drift": "warn"}
+DEFAULT_FAIL_ON = {"schema": "error", "generic": "error", "drift": "error"}
 MISSING_CATEGORY = "<missing>"
 EXAMPLES = 5  # offending values quoted in a message
 # Inferred expectations (trainflow data-schema infer): categories for string columns
@@ -99,6 +104,7 @@ class CheckResult:
     severity: str = "error"
     message: str = ""
     p_value: float | None = None
+    effect_size: float | None = None  # drift: the population stability index
 
     @property
     def key(self) -> str:
@@ -173,6 +179,7 @@ class CheckReport:
                 ("statistic", result.statistic),
                 ("threshold", result.threshold),
                 ("p_value", result.p_value),
+                ("psi", result.effect_size),
             ):
                 if value is not None and math.isfinite(value):
                     metrics[f"{key}.{suffix}"] = float(value)
@@ -558,9 +565,12 @@ def generic_checks(
     target: str,
     task: str,
     min_class_count: int,
-    max_duplicate_fraction: float,
+    max_duplicate_fraction: float | None,
 ) -> list[CheckResult]:
-    """Checks that hold for any training table, with or without expectations."""
+    """Checks that hold for any training table, with or without expectations.
+
+    Duplicated rows stop the step only above ``max_duplicate_fraction``; with None (no
+    bound: many tables repeat rows legitimately) any duplicates only warn."""
     rows = len(frame)
     results = [
         CheckResult("generic", "non_empty", None, float(rows), 1.0, rows > 0,
@@ -610,12 +620,21 @@ def generic_checks(
     )
     duplicated = int(frame.duplicated().sum()) if rows else 0
     fraction = duplicated / rows if rows else 0.0
-    results.append(
-        CheckResult(
-            "generic", "duplicate_rows", None, fraction, float(max_duplicate_fraction), fraction <= max_duplicate_fraction,
-            message=f"{duplicated:,} duplicated row(s), {fraction:.2%} of the table (at most {max_duplicate_fraction:.2%})",
+    counted = f"{duplicated:,} duplicated row(s), {fraction:.2%} of the table"
+    if max_duplicate_fraction is None:
+        results.append(
+            CheckResult(
+                "generic", "duplicate_rows", None, fraction, None, duplicated == 0, severity="warn",
+                message=f"{counted} (no bound: set data_check.max_duplicate_fraction to stop on them)",
+            )
         )
-    )
+    else:
+        results.append(
+            CheckResult(
+                "generic", "duplicate_rows", None, fraction, float(max_duplicate_fraction),
+                fraction <= max_duplicate_fraction, message=f"{counted} (at most {max_duplicate_fraction:.2%})",
+            )
+        )
     return results
 
 
@@ -633,6 +652,32 @@ def corrected_alpha(alpha: float, tests: int, correction: str) -> float:
     raise ValueError(f"correction={correction!r} is not one of {', '.join(CORRECTIONS)}")
 
 
+# Proportions below this count as this in the PSI, so that a bin empty on one side adds a
+# large but finite term instead of an infinite one.
+_PSI_FLOOR = 1e-4
+PSI_BINS = 10
+
+
+def population_stability_index(current: np.ndarray, reference: np.ndarray) -> float:
+    """``sum((c - r) * ln(c / r))`` over matching bins' shares (counts, each side summing
+    to its rows): 0 for the same distribution; by convention under 0.1 is stable, 0.1-0.25
+    a moderate shift and above 0.25 a large one."""
+    c = np.maximum(np.asarray(current, dtype=float) / max(float(np.sum(current)), 1.0), _PSI_FLOOR)
+    r = np.maximum(np.asarray(reference, dtype=float) / max(float(np.sum(reference)), 1.0), _PSI_FLOOR)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def binned_counts(
+    current: np.ndarray, reference: np.ndarray, missing: tuple[int, int], bins: int = PSI_BINS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both samples' counts over the reference's quantile bins (``bins`` of them, fewer
+    where values repeat), plus a bin of missing values (``missing``: each side's count)."""
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1])) if len(reference) else np.array([])
+    now = np.bincount(np.searchsorted(edges, current, side="right"), minlength=len(edges) + 1)
+    before = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1)
+    return np.append(now, missing[0]), np.append(before, missing[1])
+
+
 def _category_counts(series: pd.Series, limit: int) -> pd.Series | None:
     """Rows per category (missing values as ``<missing>``); None when there are more than ``limit``."""
     counts = series.value_counts(dropna=False, sort=False)
@@ -648,6 +693,7 @@ def drift_checks(
     alpha: float,
     correction: str,
     max_categories: int,
+    max_psi: float = 0.25,
 ) -> tuple[list[CheckResult], dict[str, Any], list[str]]:
     """Compare each shared column's distribution with the reference's.
 
@@ -656,6 +702,11 @@ def drift_checks(
     chi-square test of homogeneity on the category counts, missing values counted as a
     category of their own. All tests form one family: each uses the per-test alpha of
     ``correction`` so that the chance of any false alarm on unchanged data is ``alpha``.
+
+    A test fails when its shift is significant. How much it moved, the population
+    stability index over the reference's deciles (numbers; missing values a bin of their
+    own) or categories, decides what a failure does: above ``max_psi`` it is an error,
+    at or below only a warning. Date columns only warn: new data is later data.
 
     Returns the results, the description of the test family, and notes on skipped columns.
     """
@@ -690,14 +741,17 @@ def drift_checks(
             f"type changed: {', '.join(changed)}" if changed else "",
         ) if part
     )
+    # A changed set of columns is said, not stopped on: which columns a table must have is
+    # the expectations' to declare (the schema group).
     results = [
         CheckResult(
-            "drift", "reference_columns", None, float(mismatches), 0.0, mismatches == 0,
+            "drift", "reference_columns", None, float(mismatches), 0.0, mismatches == 0, severity="warn",
             message=detail or "same columns and column types as the reference",
         )
     ]
 
-    tests: list[tuple[str, str, float, float, str]] = []  # (name, column, statistic, p, description)
+    # (name, column, statistic, p, PSI, a date column, description)
+    tests: list[tuple[str, str, float, float, float, bool, str]] = []
     for column in numeric:
         now, before = frame[column], reference[column]
         if column in date_strings:
@@ -709,8 +763,11 @@ def drift_checks(
         outcome = stats.ks_2samp(current, previous)
         dates = pd.api.types.is_datetime64_any_dtype(now.dtype)
         median = (lambda v: str(pd.Timestamp(np.median(v)).date())) if dates else (lambda v: f"{np.median(v):.4g}")
+        psi = population_stability_index(
+            *binned_counts(current, previous, (len(now) - len(current), len(before) - len(previous)))
+        )
         tests.append((
-            "ks", str(column), float(outcome.statistic), float(outcome.pvalue),
+            "ks", str(column), float(outcome.statistic), float(outcome.pvalue), psi, dates,
             f"KS D={outcome.statistic:.4f}; median {median(current)} vs reference {median(previous)}",
         ))
     for column in categorical:
@@ -730,17 +787,26 @@ def drift_checks(
         moved = int(np.argmax(np.abs(shares[0] - shares[1])))
         new = [str(c) for c in union[(table[1] == 0) & (table[0] > 0)]]
         tests.append((
-            "chi_square", str(column), statistic, p_value,
+            "chi_square", str(column), statistic, p_value, population_stability_index(table[0], table[1]), False,
             f"chi2={statistic:.4g}; largest move: {union[moved]!r} {shares[1][moved]:.1%} -> {shares[0][moved]:.1%}"
             + (f"; new categories {new}" if new else ""),
         ))
 
     per_test = corrected_alpha(alpha, len(tests), correction)
-    for name, column, statistic, p_value, description in tests:
+    for name, column, statistic, p_value, psi, dates, description in tests:
+        significant = p_value < per_test
+        large = psi > max_psi and not dates
+        if not significant:
+            size = f"PSI={psi:.3f}"
+        elif dates:
+            size = f"PSI={psi:.3f}, a date column: new data is later data, so it only warns"
+        else:
+            size = f"PSI={psi:.3f} {'>' if large else '<='} {max_psi:g}: {'a large' if large else 'a small'} shift"
         results.append(
             CheckResult(
-                "drift", name, column, statistic, per_test, p_value >= per_test, p_value=p_value,
-                message=f"{description}; p={p_value:.3g} {'<' if p_value < per_test else '>='} {per_test:.4g}",
+                "drift", name, column, statistic, per_test, not significant, severity="error" if large else "warn",
+                p_value=p_value, effect_size=psi,
+                message=f"{description}; p={p_value:.3g} {'<' if significant else '>='} {per_test:.4g}; {size}",
             )
         )
     family = {
@@ -752,8 +818,10 @@ def drift_checks(
             f"Drift: {len(tests)} test(s) ({sum(t[0] == 'ks' for t in tests)} Kolmogorov-Smirnov on numeric columns, "
             f"{sum(t[0] == 'chi_square' for t in tests)} chi-square on categorical columns) as one family; "
             f"{'Sidak' if correction == 'sidak' else 'Bonferroni'} correction: each test at "
-            f"alpha={per_test:.4g} so that the family-wise false-alarm rate is {alpha}."
+            f"alpha={per_test:.4g} so that the family-wise false-alarm rate is {alpha}. A significant shift "
+            f"stops the pipeline when its population stability index is above {max_psi:g}, else it warns."
         ),
+        "max_psi": max_psi,
     }
     return results, family, notes
 
@@ -794,15 +862,16 @@ def check_table(
         results += schema_checks(frame, expectations, target if task == "classification" else None)
     else:
         notes.append("data_check.expectations is null: no schema checks, only the generic and drift checks")
+    duplicates = settings.get("max_duplicate_fraction")
     results += generic_checks(
-        frame, target, task, int(settings.get("min_class_count", 1)), float(settings.get("max_duplicate_fraction", 1.0))
+        frame, target, task, int(settings.get("min_class_count", 1)), None if duplicates is None else float(duplicates)
     )
     family: dict[str, Any] = {}
     if reference is not None:
         drift = settings.get("drift") or {}
         drift_results, family, drift_notes = drift_checks(
             frame, reference, float(drift.get("alpha", 0.05)), str(drift.get("correction", "sidak")),
-            int(drift.get("max_categories", 50)),
+            int(drift.get("max_categories", 50)), float(drift.get("max_psi", 0.25)),
         )
         results += drift_results
         notes += drift_notes
@@ -914,10 +983,15 @@ def validate_data_check_config(section: Mapping[str, Any]) -> None:
         raise ConfigError(f"data_check.drift.alpha={drift.get('alpha')} must be strictly between 0 and 1, e.g. 0.05")
     if int(drift.get("max_categories", 0)) < 2:
         raise ConfigError(f"data_check.drift.max_categories={drift.get('max_categories')} must be at least 2")
-    if not 0.0 <= float(section.get("max_duplicate_fraction", -1)) <= 1.0:
+    duplicates = section.get("max_duplicate_fraction")
+    if duplicates is not None and not 0.0 <= float(duplicates) <= 1.0:
         raise ConfigError(
-            f"data_check.max_duplicate_fraction={section.get('max_duplicate_fraction')} must be a fraction in [0, 1]"
+            f"data_check.max_duplicate_fraction={duplicates} must be a fraction in [0, 1], "
+            "or null (duplicates only warn)"
         )
+    max_psi = float(drift.get("max_psi", 0.25))
+    if not math.isfinite(max_psi) or max_psi <= 0:
+        raise ConfigError(f"data_check.drift.max_psi={drift.get('max_psi')} must be a positive number, e.g. 0.25")
     if int(section.get("min_class_count", -1)) < 0:
         raise ConfigError(f"data_check.min_class_count={section.get('min_class_count')} must be 0 or more")
     try:
