@@ -57,7 +57,10 @@ def synthetic_config_overrides() -> list[str]:
     """The project's config, pointed at the synthetic table's columns and target."""
     spec = feature_spec_for_synthetic()
     return [
+        "data.uri=synthetic.csv",  # a table of its own: generic settings (the file is made in memory)
         f"data.target={TARGET}",
+        "model.estimator=random_forest",  # the forest earlier runs measured
+        "model.features.infer=false",
         f"model.features.numeric=[{','.join(spec.numeric)}]",
         f"model.features.categorical=[{','.join(spec.categorical)}]",
         f"model.features.text.columns=[{','.join(spec.text)}]",

@@ -133,8 +133,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from trainflow.config import load_config, resolve_paths, stratify_column
-from trainflow.data import read_table, split_dataset
+from trainflow.config import load_config, resolve_paths
+from trainflow.data import read_table, resolve_task, split_dataset, stratify_target
 from trainflow.datacheck import check_table
 from trainflow.evaluate import score_exported_model
 from trainflow.model import export, train_from_config
@@ -143,12 +143,16 @@ cfg = resolve_paths(load_config(Path("project")), Path("project").resolve())
 stage = sys.argv[1]
 if stage == "check":
     settings = OmegaConf.to_container(cfg.data_check, resolve=True)
-    report = check_table(read_table(Path("raw.csv")), cfg.data.target, cfg.model.task, settings, None, None)
+    raw = read_table(Path("raw.csv"))
+    task, _ = resolve_task(cfg.model.task, raw[cfg.data.target])
+    report = check_table(raw, cfg.data.target, task, settings, None, None)
     Path("check_report.json").write_text(report.to_json())
     sys.exit(1 if report.failed() else 0)
 elif stage == "split":
-    trainval, test = split_dataset(read_table(Path("raw.csv")), cfg.data.target, cfg.split.test_size,
-                                   cfg.split.random_seed, stratify_column(cfg))
+    raw = read_table(Path("raw.csv"))
+    task, _ = resolve_task(cfg.model.task, raw[cfg.data.target])
+    trainval, test = split_dataset(raw, cfg.data.target, cfg.split.test_size, cfg.split.random_seed,
+                                   stratify_target(cfg.split.stratify_by, cfg.data.target, task))
     trainval.to_parquet("trainval.parquet")
     test.to_parquet("test.parquet")
 elif stage == "train":

@@ -11,8 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainflow.config import load_config, resolve_paths, stratify_column
-from trainflow.data import read_table, split_dataset
+from trainflow.config import load_config, resolve_paths
+from trainflow.data import read_table, resolve_task, split_dataset, stratify_target
 from trainflow.evaluate import score_exported_model
 from trainflow.model import export, train_from_config
 
@@ -25,7 +25,9 @@ def run(out_dir: Path) -> dict[str, float]:
     seconds: dict[str, float] = {}
     began = time.perf_counter()
     raw = read_table(Path(cfg.data.uri))
-    trainval, test = split_dataset(raw, cfg.data.target, cfg.split.test_size, cfg.split.random_seed, stratify_column(cfg))
+    task, _ = resolve_task(cfg.model.task, raw[cfg.data.target])
+    trainval, test = split_dataset(raw, cfg.data.target, cfg.split.test_size, cfg.split.random_seed,
+                                   stratify_target(cfg.split.stratify_by, cfg.data.target, task))
     seconds["load+split"] = time.perf_counter() - began
     began = time.perf_counter()
     result = train_from_config(trainval, cfg)

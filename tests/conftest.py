@@ -15,11 +15,25 @@ from pathlib import Path
 import pytest
 
 from trainflow.components import CONFIG_DIR_ENV
+from trainflow.store import LocalArtifactStore
 from trainflow.tracking import create_store_database
 
+# Two pytest workers share two cores: OpenMP code (histogram boosting, in the tests' own
+# process and in every pipeline they start, which inherit this) would run two threads per
+# worker and spin while the other worker holds a core; one thread each keeps a fit's time
+# that of one core (measured here: a 2.5 s fit took 50-70 s with another process busy).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+# The project the default data set's artifacts belong to (dataset/penguins.yaml)
+PENGUINS_PROJECT = "penguins-species"
 BIN_DIR = Path(sys.executable).parent
 MLFLOW = str(BIN_DIR / "mlflow")
+
+
+def project_store(home: str | Path, project: str = PENGUINS_PROJECT) -> LocalArtifactStore:
+    """The store at ``home`` as a pipeline on ``project`` (the default data set's) sees it."""
+    return LocalArtifactStore(home, project=project)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import BIN_DIR, pipeline_env, run_command
+from conftest import BIN_DIR, pipeline_env, project_store, run_command
 
 from trainflow.store import LocalArtifactStore
 
@@ -56,7 +56,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
     for name, command in commands.items():
         result = run_command(command, env)
         assert result.returncode == 0, f"{name}: {result.stdout[-3000:]}{result.stderr[-3000:]}"
-        store = LocalArtifactStore(home)
+        store = project_store(home)
         counts = {artifact: count for artifact, _, count in store.list_names()}
         stages[name] = Stage(result, step_lines(result.stdout), store.get("model_export:latest").ref, counts)
     return home, env, stages
@@ -69,7 +69,7 @@ def test_a_cold_pipeline_runs_and_records_every_cacheable_step(story) -> None:
     assert all(outcome == "ran" for outcome, _, _ in cold.values())
     assert "cache: no earlier run with this key" in stages["cold"].result.stdout
     assert "promote_model: ran" in stages["cold"].result.stdout and "never cached" in stages["cold"].result.stdout
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     for step in ("fetch_data", "check_data", "split_data", "train_model", "test_model"):
         run_id = cold[step][2]
         assert any(record.run_id == run_id for record in _records(store, step)), step
@@ -100,7 +100,7 @@ def test_an_unchanged_pipeline_is_served_from_the_cache_and_moves_latest_back(st
             "raw_data": 1, "data_check_report": reports, "trainval_data.parquet": 1, "test_data.parquet": 1,
             "model_export": 2,
         }, stage
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     moves = [move[:3] for move in store.alias_history("model_export", "latest")]
     assert (0, 1, warm["train_model"][2]) in moves  # recorded as a move by the cache hit's run
     assert len(store.promotions()) == 3 and store.promotions()[-1].candidate == "model_export:v0"
@@ -125,7 +125,7 @@ def test_a_changed_training_parameter_reruns_train_model_onwards_only(story) -> 
     assert changed["fetch_data"][:2] == ("cached", cold["fetch_data"][2])
     assert changed["split_data"][:2] == ("cached", cold["split_data"][2])
     assert [changed[s][0] for s in ("train_model", "test_model", "promote_model")] == ["ran", "ran", "ran"]
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     model = store.get("model_export:v1")
     assert model.run is not None and model.run.run_id == changed["train_model"][2]
     assert model.metadata["estimator_params"]["n_estimators"] == 20
@@ -138,4 +138,4 @@ def test_main_cache_false_runs_the_step_anyway(story) -> None:
     assert "[pipeline] cache: off (main.cache=false)" in forced.result.stdout
     assert forced.lines["fetch_data"][0] == "ran"
     assert "cache: main.cache=false" in forced.result.stdout
-    assert LocalArtifactStore(home).get("raw_data:latest").ref == "raw_data:v1"
+    assert project_store(home).get("raw_data:latest").ref == "raw_data:v1"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_DIR, error_lines, run_command
+from conftest import PROJECT_DIR, error_lines, project_store, run_command
 
 from trainflow.cli import run as cli_run
 from trainflow.store import LocalArtifactStore, RunRecord
@@ -348,7 +348,7 @@ def test_an_empty_experiment_name_is_one_line(store_env: dict[str, str], capsys:
     ],
 )
 def test_negative_numbers_are_refused(store_env: dict[str, str], capsys: pytest.CaptureFixture[str], argv) -> None:
-    LocalArtifactStore(store_env["TRAINFLOW_HOME"])  # an empty store
+    project_store(store_env["TRAINFLOW_HOME"])  # an empty store
     code, _, err = _cli(capsys, *argv)
     assert code == 2 and "must be a finite number >= 0" in err
 

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from conftest import error_lines, run_command
 
-from trainflow.config import flatten, load_config, resolve_paths, split_overrides, stratify_column, validate
+from trainflow.config import flatten, load_config, resolve_paths, split_overrides, validate
+from trainflow.data import stratify_target
 from trainflow.errors import ConfigError
 from trainflow.runner import expand_mlproject_args
 from trainflow.steps import STEPS, select_steps
@@ -21,7 +22,7 @@ def test_default_config_composes_and_validates(project_dir: Path) -> None:
     validate(cfg)
     assert cfg.main.steps == "all"
     assert cfg.data.target == "species"
-    assert stratify_column(cfg) == cfg.data.target
+    assert cfg.model.task == "classification" and cfg.project == "penguins-species"
     assert Path(cfg.data.uri).is_file()
     assert Path(cfg.artifacts.root).is_absolute()
 
@@ -83,13 +84,11 @@ def test_feature_lists_are_ignored_when_inferring(project_dir: Path) -> None:
     assert cfg.model.features.infer is True
 
 
-def test_stratification_follows_the_task(project_dir: Path) -> None:
-    regression = load_config(project_dir, ["model.task=regression", "model.estimator=ridge"])
-    assert stratify_column(regression) is None
-    explicit = load_config(project_dir, ["split.stratify_by=island"])
-    assert stratify_column(explicit) == "island"
-    plain = load_config(project_dir, ["split.stratify_by=null"])
-    assert stratify_column(plain) is None
+def test_stratification_follows_the_task() -> None:
+    assert stratify_target("auto", "species", "classification") == "species"
+    assert stratify_target("auto", "body_mass_g", "regression") is None
+    assert stratify_target("island", "species", "regression") == "island"
+    assert stratify_target(None, "species", "classification") is None
 
 
 def test_any_random_forest_parameter_can_be_added(project_dir: Path) -> None:
@@ -107,13 +106,13 @@ def test_trainflow_home_sets_the_store_root(project_dir: Path, monkeypatch: pyte
 
 def test_relative_paths_resolve_against_the_project(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRAINFLOW_HOME", raising=False)
-    cfg = resolve_paths(load_config(project_dir, ["data.uri=data/penguins-raw.csv"]), project_dir)
+    cfg = resolve_paths(load_config(project_dir, ["data.uri=data/penguins-raw.csv", "dataset=penguins"]), project_dir)
     assert cfg.artifacts.root == str(project_dir / ".trainflow")
     assert cfg.data.uri == str(project_dir / "data" / "penguins-raw.csv")
 
 
 def test_remote_uris_are_left_alone(project_dir: Path) -> None:
-    cfg = resolve_paths(load_config(project_dir, ["data.uri=http://127.0.0.1:9/x.csv"]), project_dir)
+    cfg = resolve_paths(load_config(project_dir, ["data.uri=http://127.0.0.1:9/x.csv", "data.target=y"]), project_dir)
     assert cfg.data.uri == "http://127.0.0.1:9/x.csv"
 
 
@@ -219,9 +218,11 @@ def test_bad_estimator_value_fails_in_one_line_in_a_component_run_alone(store_en
 
 
 def test_a_gate_for_the_other_task_fails_before_anything_runs(store_env: dict[str, str]) -> None:
-    result = run_command([sys.executable, "main.py", "model.task=regression", "model.estimator=ridge",
+    """The penguins data set's gate bound (roc_auc_ovo) does not fit a regression task: one line
+    before any step runs."""
+    result = run_command([sys.executable, "main.py", "dataset=penguins", "model.task=regression", "model.estimator=ridge",
                           "data.target=body_mass_g", "model.features.numeric=[bill_length_mm]"], store_env)
     assert result.returncode == 1
     [line] = error_lines(result.stderr)
-    assert "roc_auc_ovo" in line and "promote.metric=r2" in line
+    assert "roc_auc_ovo" in line and "promote.thresholds={}" in line
     assert "[pipeline] fetch_data" not in result.stdout

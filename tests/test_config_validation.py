@@ -27,7 +27,7 @@ PLUS_HINT = "a + override only adds keys trainflow does not read"
         (["main.steps='split_data'", "+split.tst_size=0.3"], "unknown key split.tst_size (did you mean split.test_size?)"),
         # no close match: the section's keys instead
         (["+split.zzz=1"], "unknown key split.zzz (split has test_size, val_size, random_seed, stratify_by)"),
-        (["+nosuchsection=1"], "unknown key nosuchsection (the sections are main, artifacts,"),
+        (["+nosuchsection=1"], "unknown key nosuchsection (the sections are project, main, artifacts,"),
         # nested sections, and one inside an Optional[...] dataclass field
         (["+model.features.text.max_feature=5"], "unknown key model.features.text.max_feature (did you mean"),
         (["+data_check.expectations.row_count.mean=3"], "unknown key data_check.expectations.row_count.mean"),

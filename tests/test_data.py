@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trainflow.data import class_counts, read_table, require_columns, split_dataset
+from trainflow.data import class_counts, infer_task, read_table, require_columns, resolve_task, split_dataset
 from trainflow.errors import DataError
 
 PENGUINS = Path(__file__).resolve().parents[1] / "data" / "penguins.csv"
@@ -274,3 +274,28 @@ def test_a_test_set_of_one_row_is_one_data_error() -> None:
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, 5.0], "y": [1.5, 2.5, 2.0, 4.5, 5.0]})
     with pytest.raises(DataError, match=r"test set would have 1 row\(s\) of 5.*split.test_size"):
         split_dataset(frame, "y", test_size=0.2, random_seed=0, stratify_by=None)
+
+
+@pytest.mark.parametrize(
+    ("values", "task", "why"),
+    [
+        (["Adelie", "Gentoo", None], "classification", "holds text: 2 classes"),
+        ([True, False, True], "classification", "holds true/false values: 2 classes"),
+        ([0, 1, 1, 0], "classification", "holds 2 distinct whole numbers"),
+        ([1.0, 2.0, None, 5.0], "classification", "holds 3 distinct whole numbers"),  # classes read with a gap
+        ([0.5, 1.25, 3.0], "regression", "holds numbers with fractions"),
+        (list(range(21)), "regression", "holds 21 distinct whole numbers (more than 20: a quantity)"),
+        (list(range(20)), "classification", "holds 20 distinct whole numbers (at most 20: classes)"),
+    ],
+)
+def test_the_task_follows_from_the_target(values: list[object], task: str, why: str) -> None:
+    inferred, reason = infer_task(pd.Series(values, name="y"))
+    assert inferred == task and why in reason
+    resolved, said = resolve_task("auto", pd.Series(values, name="y"))
+    assert resolved == task and said.startswith("the target 'y' ") and "set model.task to choose" in said
+
+
+def test_a_configured_task_is_kept_and_dates_are_refused() -> None:
+    assert resolve_task("regression", pd.Series(["a", "b"])) == ("regression", "model.task=regression")
+    with pytest.raises(DataError, match="holds dates"):
+        infer_task(pd.Series(pd.to_datetime(["2024-01-01", "2024-02-01"]), name="when"))

@@ -15,9 +15,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import MLFLOW, pipeline_env, run_command
-
-from trainflow.store import LocalArtifactStore
+from conftest import MLFLOW, pipeline_env, project_store, run_command
 
 # "[pipeline] <step>: ran in N s (MLflow run ...)", the runner's line for each step (a cold store: none is cached)
 STEP_DONE = re.compile(r"^\[pipeline\] (\w+): ran in ([\d.]+) s", re.MULTILINE)
@@ -69,7 +67,7 @@ def test_every_step_runs_in_one_shared_uv_environment_then_virtualenv_reuses_it(
     assert list(seconds) == ["fetch_data", "check_data", "split_data", "train_model", "test_model", "promote_model"]
     assert set(_env_managers_of_steps(home).values()) == {"uv"}
     assert len(list(env_root.iterdir())) == 1, "one environment for all steps"
-    assert LocalArtifactStore(home).get("model_export:prod").ref == "model_export:v0"
+    assert project_store(home).get("model_export:prod").ref == "model_export:v0"
     cold, *warm = seconds.values()
     timings = f"uv: cold {cold:.1f} s (fetch_data, building the environment), warm steps {', '.join(f'{s:.1f}' for s in warm)} s"
     print(timings)

@@ -22,9 +22,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import MLFLOW, PROJECT_DIR, pipeline_env, run_command
-
-from trainflow.store import LocalArtifactStore
+from conftest import MLFLOW, PROJECT_DIR, pipeline_env, project_store, run_command
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +39,7 @@ def big_table(path: Path, rows: int = 1_500_000) -> Path:
 
 def assert_store_whole(home: Path) -> list[int]:
     """The store opens, verifies clean, and every version reads back; returns raw_data's versions."""
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     report = store.verify()
     assert report.ok, report.problems
     versions = [v.version for v in store.list_versions("raw_data")] if store.list_names() else []
@@ -105,7 +103,7 @@ def test_a_step_killed_while_logging_leaves_no_partial_version(tmp_path: Path) -
     assert survivor.returncode == 0, survivor.stdout[-2000:] + survivor.stderr[-2000:]
     final = assert_store_whole(home)
     assert final[-1] == 1 + sum(o.endswith("committed") for o in outcomes)
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     assert store.get("raw_data:latest").metadata["rows"] == 1_500_000
     leftovers = [p for p in store.tmp.iterdir()]
     repaired = store.verify(repair=True, grace_seconds=0)
@@ -131,7 +129,7 @@ def test_four_pipelines_share_one_store_and_one_mlflow_database(tmp_path: Path) 
     for process, (stdout, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
 
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     assert store.verify().ok
     for name in ("raw_data", "data_check_report", "trainval_data.parquet", "test_data.parquet", "model_export"):
         versions = [v.version for v in store.list_versions(name)]
@@ -197,5 +195,5 @@ def test_an_interrupted_pipeline_closes_its_runs_and_says_so_in_one_line(tmp_pat
     experiment = client.get_experiment_by_name("trainflow").experiment_id
     runs = client.search_runs([experiment])
     assert runs and not [(r.info.run_name, r.info.status) for r in runs if r.info.status == "RUNNING"]
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     assert list(store.tmp.iterdir()) == [] and store.verify().ok

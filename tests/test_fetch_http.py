@@ -15,11 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import error_lines, run_command
+from conftest import error_lines, project_store, run_command
 
 from trainflow.data import fetch
 from trainflow.errors import DataError
-from trainflow.store import LocalArtifactStore
 
 PENGUINS = Path(__file__).resolve().parents[1] / "data" / "penguins.csv"
 GOOD_BYTES = PENGUINS.read_bytes()
@@ -281,8 +280,10 @@ def test_fetch_empty_local_file(tmp_path: Path) -> None:
 
 
 def _run_fetch_component(hydra_options: str, env: dict[str, str], project_dir: Path):  # type: ignore[no-untyped-def]
+    """fetch_data alone, on a copy of the penguins served over HTTP (the penguins data set's project)."""
     return run_command(
-        [MLFLOW, "run", "components/fetch_data", "--env-manager", "local", "-P", f"hydra_options={hydra_options}"],
+        [MLFLOW, "run", "components/fetch_data", "--env-manager", "local",
+         "-P", f"hydra_options=dataset=penguins {hydra_options}"],
         env=env,
         cwd=project_dir,
     )
@@ -296,7 +297,7 @@ def test_component_http_404_fails_cleanly(server_url: str, store_env: dict[str, 
     assert len(errors) == 1, result.stderr
     assert "404" in errors[0]
     assert errors == [line for line in error_lines(result.stderr) if "fetch_data" in line]
-    store = LocalArtifactStore(store_env["TRAINFLOW_HOME"])
+    store = project_store(store_env["TRAINFLOW_HOME"])
     assert "raw_data" not in [name for name, _, _ in store.list_names()]
 
 
@@ -306,7 +307,7 @@ def test_component_http_success_logs_raw_data(server_url: str, store_env: dict[s
     digest = hashlib.sha256(GOOD_BYTES).hexdigest()
     result = _run_fetch_component(f"data.uri={url} data.sha256={digest}", store_env, project_dir)
     assert result.returncode == 0, result.stdout + result.stderr
-    store = LocalArtifactStore(store_env["TRAINFLOW_HOME"])
+    store = project_store(store_env["TRAINFLOW_HOME"])
     version = store.get("raw_data:v0")
     assert version.metadata["source"] == url
     assert version.metadata["sha256"] == digest
@@ -322,7 +323,7 @@ def test_component_garbage_fails_cleanly(server_url: str, store_env: dict[str, s
     errors = [line for line in result.stderr.splitlines() if "fetch_data: error:" in line]
     assert len(errors) == 1, result.stderr
     assert "garbage.bin" in errors[0]
-    store = LocalArtifactStore(store_env["TRAINFLOW_HOME"])
+    store = project_store(store_env["TRAINFLOW_HOME"])
     assert "raw_data" not in [name for name, _, _ in store.list_names()]
 
 
@@ -338,7 +339,7 @@ def prod_env(store_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     stand_in = tmp_path / "model"
     stand_in.mkdir()
     (stand_in / "MLmodel").write_text("stand-in: never loaded\n")
-    LocalArtifactStore(store_env["TRAINFLOW_HOME"]).log_artifact(stand_in, "model_export", "model_export", aliases=["prod"])
+    project_store(store_env["TRAINFLOW_HOME"]).log_artifact(stand_in, "model_export", "model_export", aliases=["prod"])
     return store_env
 
 
@@ -364,5 +365,5 @@ def test_batch_predict_input_errors_name_batch_predict_input(
     assert line.startswith("batch_predict: error: ") and problem in line and table in line, line
     assert "batch_predict.input" in line and "data.uri" not in line, line
     assert "Traceback" not in result.stderr
-    store = LocalArtifactStore(prod_env["TRAINFLOW_HOME"])
+    store = project_store(prod_env["TRAINFLOW_HOME"])
     assert [name for name, _, _ in store.list_names()] == ["model_export"]

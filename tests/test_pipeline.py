@@ -14,9 +14,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, error_lines, pipeline_env, run_command
+from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, error_lines, pipeline_env, project_store, run_command
 
-from trainflow.store import LocalArtifactStore, lineage
+from trainflow.store import lineage
 
 SECRETS = {
     "WANDB_API_KEY": "local-0123456789abcdef0123456789abcdef01234567",
@@ -57,7 +57,7 @@ def test_no_secret_reaches_logs_params_or_artifacts(pipeline: tuple[Path, dict[s
 
 def test_every_step_logged_its_artifacts(pipeline: tuple[Path, dict[str, str], str]) -> None:
     home, _, _ = pipeline
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     names = {name: count for name, _, count in store.list_names()}
     assert names == {
         "raw_data": 1, "data_check_report": 1, "trainval_data.parquet": 1, "test_data.parquet": 1, "model_export": 1
@@ -81,7 +81,7 @@ def test_every_step_logged_its_artifacts(pipeline: tuple[Path, dict[str, str], s
 
 def test_model_was_tested_promoted_and_is_servable(pipeline: tuple[Path, dict[str, str], str]) -> None:
     home, _, stdout = pipeline
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     prod = store.get("model_export:prod")
     assert prod.ref == "model_export:v0"
     # train_model nominated it for testing (candidate); promote_model made it the champion (prod)
@@ -113,7 +113,7 @@ def test_model_was_tested_promoted_and_is_servable(pipeline: tuple[Path, dict[st
 
 def test_lineage_leads_back_to_the_raw_data(pipeline: tuple[Path, dict[str, str], str]) -> None:
     home, env, _ = pipeline
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     chain = [(depth, version.ref) for depth, version in lineage(store, "model_export:prod")]
     assert chain == [(0, "model_export:v0"), (1, "trainval_data.parquet:v0"), (2, "raw_data:v0")]
     model = store.get("model_export:v0")
@@ -181,7 +181,7 @@ def test_selected_steps_with_overrides_then_promotion_refuses_untested_model(
     assert trained.data.tags["trainflow.execution"] == "process"
     assert trained.data.tags["mlflow.source.type"] == "PROJECT"  # started by mlflow.run
     assert trained.data.params["trainval_artifact"] == "trainval_data.parquet:v1"  # the entry point's parameter
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     assert store.get("raw_data:latest").version == 0  # fetch_data did not run
     test = pd.read_parquet(store.use_artifact("test_data.parquet:v1"))
     assert abs(len(test) / 344 - 0.25) < 0.01
@@ -206,7 +206,7 @@ def test_single_component_run_as_ci_would(pipeline: tuple[Path, dict[str, str], 
         env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    model = LocalArtifactStore(home).get("model_export:latest")
+    model = project_store(home).get("model_export:latest")
     assert model.version == 1
     assert model.metadata["estimator_params"]["n_estimators"] == 20
     assert model.metadata["estimator_params"]["max_depth"] == 3
@@ -229,7 +229,7 @@ def test_an_input_of_the_wrong_type_is_refused_before_the_step_reads_it(
     pipeline: tuple[Path, dict[str, str], str], tmp_path: Path, command: list[str], refused: str
 ) -> None:
     home, env = copy_of(pipeline[0], tmp_path)
-    before = {name: [v.ref for v in LocalArtifactStore(home).list_versions(name)] for name in ("model_export", "raw_data")}
+    before = {name: [v.ref for v in project_store(home).list_versions(name)] for name in ("model_export", "raw_data")}
     result = run_command(command, env)
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     # one error line, the step's; the pipeline adds where it stopped, not a second error
@@ -237,7 +237,7 @@ def test_an_input_of_the_wrong_type_is_refused_before_the_step_reads_it(
     assert refused in line and "point " in line
     if "main.py" in command:
         assert "[pipeline] stopped: step test_model failed after" in result.stderr
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     assert {name: [v.ref for v in store.list_versions(name)] for name in before} == before
     assert store.get("model_export:prod").ref == "model_export:v0"
 
@@ -259,7 +259,7 @@ def test_plain_hydra_runs_one_step(pipeline: tuple[Path, dict[str, str], str], t
     )
     tested = [run for run in runs if run.data.tags.get("trainflow.cached") != "true"]
     assert len(runs) == 3 and len(tested) == 2  # the original pipeline's, the cache hit's, the forced one
-    metadata = LocalArtifactStore(home).get("model_export:v0").metadata
+    metadata = project_store(home).get("model_export:v0").metadata
     assert metadata["test"]["run_id"] == max(tested, key=lambda r: r.info.start_time).info.run_id
 
 
@@ -272,11 +272,13 @@ def test_empty_hydra_options_and_quoted_paths_with_spaces(tmp_path: Path) -> Non
     empty = run_command([MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=fetch_data", "-P", "hydra_options="], env)
     assert empty.returncode == 0, empty.stderr[-3000:]
     quoted = run_command(
-        [MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=fetch_data", "-P", f"hydra_options=data.uri='{spaced}'"],
+        # another copy of the demo table: dataset=penguins keeps it in the data set's project
+        [MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=fetch_data",
+         "-P", f"hydra_options=dataset=penguins data.uri='{spaced}'"],
         env,
     )
     assert quoted.returncode == 0, quoted.stderr[-3000:]
-    store = LocalArtifactStore(tmp_path / "home")
+    store = project_store(tmp_path / "home")
     assert store.get("raw_data:v0").metadata["source"] == (PROJECT_DIR / "data" / "penguins.csv").as_uri()
     assert store.get("raw_data:v1").metadata["source"] == spaced.as_uri()
     # Same bytes under a different name: stored once.
@@ -292,44 +294,44 @@ def test_unknown_step_through_mlflow_run_lists_valid_steps(tmp_path: Path) -> No
     assert not (tmp_path / "home" / "index.db").exists()
 
 
-def test_a_messier_table_runs_through_overrides_alone(tmp_path: Path) -> None:
-    """penguins-raw: a binary target, free text, dates, many gaps; features inferred; no code change."""
+def test_a_messier_table_runs_from_its_uri_and_target_alone(tmp_path: Path) -> None:
+    """penguins-raw: a binary target, free text, dates, many gaps; nothing else named: the
+    demo data set's settings drop, features and task are inferred, no code change."""
     env = pipeline_env(tmp_path / "home")
-    overrides = (
-        "data.uri=data/penguins-raw.csv 'data.target=Clutch Completion' model.features.infer=true "
-        "model.estimator=hist_gradient_boosting data_check.expectations=null"
-    )
+    overrides = "data.uri=data/penguins-raw.csv 'data.target=Clutch Completion'"
     result = run_command(
         [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow", "-P", f"hydra_options={overrides}"],
         env,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    store = LocalArtifactStore(tmp_path / "home")
+    assert "task: classification (the target 'Clutch Completion' holds text: 2 classes" in result.stdout
+    assert "project: penguins-raw-clutch-completion" in result.stdout
+    store = project_store(tmp_path / "home", "penguins-raw-clutch-completion")
     prod = store.get("model_export:prod")
     features = prod.metadata["features"]
     assert "Comments" in features["text"] and "Date Egg" in features["datetime"]
     assert "Individual ID" not in sum(features.values(), [])  # id-like: left out
-    assert prod.metadata["estimator"] == "hist_gradient_boosting"
+    assert prod.metadata["estimator"] == "hist_gradient_boosting"  # config.yaml's generic default
     assert sorted(prod.metadata["classes"]) == ["No", "Yes"]
-    assert 0.5 <= prod.metadata["test"]["metrics"]["roc_auc_ovo"] <= 1.0
-    # expectations off: check_data ran its generic checks only, and passed
+    metrics, baseline = prod.metadata["test"]["metrics"], prod.metadata["test"]["baseline_metrics"]
+    assert metrics["roc_auc_ovo"] >= baseline["roc_auc_ovo"] + 0.01  # promoted: it beat the baseline
+    # no expectations for this table: check_data ran its generic checks only, and passed
     report = store.get("data_check_report:v0").metadata
     assert report["passed"] is True and report["checks"] == 6
 
 
 def test_a_regression_target_runs_end_to_end(tmp_path: Path) -> None:
-    """Body mass as a regression target: r2/mae/rmse, residual plot, values from pyfunc."""
+    """Body mass as the target, named with its table alone: the task (regression), the gate's
+    metric (r2) and the baseline (the training mean) follow from it; r2/mae/rmse, residual
+    plot, values from pyfunc."""
     env = pipeline_env(tmp_path / "home")
-    overrides = (
-        "data.target=body_mass_g model.task=regression "
-        "model.features.numeric=[bill_length_mm,bill_depth_mm,flipper_length_mm] "
-        "model.features.categorical=[island,sex,species] model.random_forest.n_estimators=50 "
-        "promote.metric=r2 ~promote.thresholds.roc_auc_ovo +promote.thresholds.r2=0.5"
-    )
+    overrides = "data.uri=data/penguins.csv data.target=body_mass_g"
     result = run_command([MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow",
                           "-P", f"hydra_options={overrides}"], env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    store = LocalArtifactStore(tmp_path / "home")
+    assert "task: regression (the target 'body_mass_g' holds 94 distinct whole numbers (more than 20: a quantity)" in result.stdout
+    assert "r2 vs baseline" in result.stdout
+    store = project_store(tmp_path / "home", "penguins-body_mass_g")
     prod = store.get("model_export:prod")
     metrics = prod.metadata["test"]["metrics"]
     assert set(metrics) == {"r2", "mae", "rmse"}

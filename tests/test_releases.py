@@ -15,9 +15,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, pipeline_env, run_command
-
-from trainflow.store import LocalArtifactStore
+from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, pipeline_env, project_store, run_command
 
 TAG = "v1.0.0"
 TRAINFLOW = str(BIN_DIR / "trainflow")
@@ -76,7 +74,7 @@ def test_a_tagged_release_runs_from_git_and_its_commit_is_in_the_lineage(release
         if step != "pipeline":
             assert run.data.tags["trainflow.git_commit"] == release.commit, step
     # The release's own data file was read: the clone, not this checkout.
-    raw = LocalArtifactStore(home).get("raw_data:latest")
+    raw = project_store(home).get("raw_data:latest")
     assert raw.metadata["source"] != (PROJECT_DIR / "data" / "penguins.csv").as_uri()
     assert raw.metadata["source"].endswith("/data/penguins.csv")
 
@@ -107,7 +105,7 @@ def test_components_from_a_repository_at_a_pinned_version_use_the_pipelines_conf
         assert tags["mlflow.source.name"].startswith(release.uri), tags["mlflow.source.name"]
     # Code from the release, configuration from the pipeline: data.uri is this project's file,
     # and the artifacts are in the pipeline's store.
-    raw = LocalArtifactStore(home).get("raw_data:latest")
+    raw = project_store(home).get("raw_data:latest")
     assert raw.metadata["source"] == (PROJECT_DIR / "data" / "penguins.csv").as_uri()
     assert raw.run.git_commit == release.commit
     assert runs["split_data"].data.tags["trainflow.input.raw_artifact"] == raw.ref

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, error_lines, pipeline_env, run_command
+from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, error_lines, pipeline_env, project_store, run_command
 from omegaconf import DictConfig
 
 from trainflow.config import load_config, resolve_paths, validate
@@ -121,7 +121,7 @@ def test_opening_a_sweep_makes_its_run_its_w_and_b_group_and_pins_its_inputs(
     home = Path(store_env["TRAINFLOW_HOME"])
     table = tmp_path / "trainval.parquet"
     table.write_bytes(b"PAR1 not really")
-    trainval = LocalArtifactStore(home).log_artifact(table, "trainval_data.parquet", "dataset")
+    trainval = project_store(home).log_artifact(table, "trainval_data.parquet", "dataset")
     register_schema()
     with initialize_config_dir(config_dir=str(PROJECT_DIR), version_base="1.3"):
         config = compose(
@@ -159,7 +159,7 @@ def split_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("sweeps") / "home"
     env = pipeline_env(home)
     penguins = PROJECT_DIR / "data" / "penguins.csv"
-    LocalArtifactStore(home).log_artifact(penguins, "raw_data", "raw_data", metadata={"source": penguins.as_uri()})
+    project_store(home).log_artifact(penguins, "raw_data", "raw_data", metadata={"source": penguins.as_uri()})
     result = run_command(
         [MLFLOW, "run", "components/split_data", "--env-manager", "local", "--experiment-name", "trainflow",
          "-P", "raw_artifact=raw_data:v0"], env,
@@ -178,7 +178,7 @@ def _check_grid_sweep(home: Path, env: dict[str, str], output: str) -> tuple[str
     """What every 2x2 sweep must leave: 4 trials, 4 models with their parameters and
     metric, the best one as the candidate, nested MLflow runs, a summary, a sound store."""
     sweep_id, parent_id = _sweep_of(output)
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     models = store.list_versions("model_export")
     assert len(models) == 4
     assert {m.metadata["sweep"]["id"] for m in models} == {sweep_id}
@@ -236,14 +236,14 @@ def test_sequential_sweep_through_mlflow_run_then_test_and_promote_the_candidate
     assert [row.split()[1] for row in table[1:]] == ["ok"] * 4
 
     # tune -> test -> promote without naming a version: test_model and promote_model take the candidate
-    candidate = LocalArtifactStore(home).get(f"model_export:{CANDIDATE_ALIAS}")
+    candidate = project_store(home).get(f"model_export:{CANDIDATE_ALIAS}")
     promoted = run_command(
         [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow",
          "-P", "steps=test_model,promote_model"], env,
     )
     assert promoted.returncode == 0, promoted.stdout[-4000:] + promoted.stderr[-3000:]
     assert f"[test_model] using {candidate.ref}" in promoted.stdout  # the runner pins the alias it resolved
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     assert store.get("model_export:prod").ref == candidate.ref
     assert store.get(candidate.ref).metadata["test"]["test_data"] == "test_data.parquet:v0"
     assert len(store.list_versions("model_export")) == len(models)
@@ -289,7 +289,7 @@ def test_a_failing_trial_is_reported_and_does_not_stop_the_others(split_store: P
     assert error_lines(swept.stderr)[-1].startswith(
         f"trainflow: error: 1 of 2 trial(s) of sweep {sweep_id} failed (trial 0: model.random_forest.n_estimators=0 is not valid:"
     )
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     models = store.list_versions("model_export")
     assert [(m.metadata["sweep"]["trial"], m.aliases) for m in models] == [(1, ("latest",))]
     assert f"trainflow sweeps best {sweep_id} --metric roc_auc_ovo" in swept.stdout  # no select_best: a hint
@@ -309,7 +309,7 @@ def test_a_failing_trial_is_reported_and_does_not_stop_the_others(split_store: P
     chosen = run_command([str(BIN_DIR / "trainflow"), "sweeps", "best", sweep_id, "--metric", "roc_auc_ovo"], env)
     assert chosen.returncode == 0, chosen.stderr
     assert chosen.stdout.startswith(f"model_export:candidate -> {models[0].ref} (trial 1 of sweep {sweep_id}")
-    assert LocalArtifactStore(home).get("model_export:candidate").ref == models[0].ref
+    assert project_store(home).get("model_export:candidate").ref == models[0].ref
 
 
 def _sweep_runs(env: dict[str, str]) -> list:
@@ -362,8 +362,9 @@ def test_an_error_metric_is_never_compared_as_a_score(tmp_path: Path, store_env:
         return resolve_paths(load_config(PROJECT_DIR, list(overrides)), PROJECT_DIR)
 
     with pytest.raises(ConfigError, match="sweep.metric=log_loss is better lower: set sweep.higher_is_better=false"):
-        validate(config("sweep.metric=log_loss"), estimator_params=False)
+        validate(config("sweep.metric=log_loss", "sweep.higher_is_better=true"), estimator_params=False)
     validate(config("sweep.metric=log_loss", "sweep.higher_is_better=false"), estimator_params=False)
+    validate(config("sweep.metric=log_loss"), estimator_params=False)  # null: the metric's own direction
 
     store = LocalArtifactStore(tmp_path / "store")
     for trial, loss in enumerate((0.3, 0.1)):
@@ -398,15 +399,16 @@ def test_a_reused_sweep_folder_reports_only_this_sweeps_trials(tmp_path: Path) -
 def test_the_model_of_a_failed_trial_is_not_chosen(split_store: Path, tmp_path: Path) -> None:
     home, env = copy_of(split_store, tmp_path)
     # Both trials train the same model (a tie: the earlier trial would win); trial 0 then fails
-    # at promote_model (a bound no model meets), trial 1 succeeds.
+    # at promote_model (a bound no model meets, and CI's switch), trial 1 succeeds.
     swept = run_command(
         [str(BIN_DIR / "python"), "main.py", "-m", "main.steps='train_model,test_model,promote_model'",
-         "model.random_forest.n_estimators=5", "promote.thresholds.roc_auc_ovo=1.1,0.5", "main.select_best=true"],
+         "model.random_forest.n_estimators=5", "promote.thresholds.roc_auc_ovo=1.1,0.5", "main.select_best=true",
+         "promote.fail_if_not_promoted=true"],
         env,
     )
     assert swept.returncode == 1, swept.stdout[-4000:] + swept.stderr[-3000:]
     assert "1 of 2 trial(s) succeeded" in swept.stdout
-    store = LocalArtifactStore(home)
+    store = project_store(home)
     trial_of = {m.ref: m.metadata["sweep"]["trial"] for m in store.list_versions("model_export")}
     assert trial_of[store.get("model_export:candidate").ref] == 1
 

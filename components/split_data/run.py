@@ -1,7 +1,7 @@
-"""split_data: split the raw table into ``trainval_data.parquet`` and ``test_data.parquet``."""
+"""split_data: split the raw table into ``trainval_data.parquet`` and ``test_data.parquet``,
+recording the task (classification or regression) the target makes it."""
 
-from trainflow.config import stratify_column
-from trainflow.data import read_table, split_dataset, target_summary
+from trainflow.data import read_table, require_columns, resolve_task, split_dataset, stratify_target, target_summary
 from trainflow.datacheck import refuse_failed_data
 from trainflow.run_context import StepRun, step_main
 
@@ -10,10 +10,16 @@ def split_data(run: StepRun) -> None:
     raw_version = run.resolve("raw_artifact")
     refuse_failed_data(raw_version.metadata, raw_version.ref)
     cfg = run.cfg
-    # The raw frame is handed over, not kept: split_dataset frees it once the parts are out.
+    target = cfg.data.target
+    # In a list so that the frame can be handed over (raw.pop()) with nothing else holding
+    # it: split_dataset frees it once the parts are out.
+    raw = [read_table(run.store.use_artifact(raw_version.ref))]
+    require_columns(raw[0], [target], "split_data")
+    task, why = resolve_task(cfg.model.task, raw[0][target])
+    run.say(f"task: {task} ({why})")
+    stratify_by = stratify_target(cfg.split.stratify_by, target, task)
     trainval, test = split_dataset(
-        read_table(run.store.use_artifact(raw_version.ref)), cfg.data.target, cfg.split.test_size,
-        cfg.split.random_seed, stratify_column(cfg), classes=cfg.model.task == "classification",
+        raw.pop(), target, cfg.split.test_size, cfg.split.random_seed, stratify_by, classes=task == "classification"
     )
     run.say(f"{len(trainval) + len(test)} labelled rows -> trainval {len(trainval)}, test {len(test)}")
     run.log_metrics({"rows_trainval": len(trainval), "rows_test": len(test)})
@@ -25,7 +31,7 @@ def split_data(run: StepRun) -> None:
             name,
             type="split_data",
             description=f"{name.split('_')[0]} rows of {run.used['raw_artifact'].ref}",
-            metadata={"rows": len(frame), "target": cfg.data.target, **target_summary(frame, cfg.data.target, cfg.model.task)},
+            metadata={"rows": len(frame), "target": target, "task": task, **target_summary(frame, target, task)},
         )
 
 

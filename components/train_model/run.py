@@ -1,5 +1,7 @@
 """train_model: fit the inference pipeline on trainval data and export it as ``model_export``."""
 
+from trainflow.data import read_table
+from trainflow.features import format_feature_table
 from trainflow.model import export, train_from_config
 from trainflow.plots import evaluation_figures
 from trainflow.run_context import StepRun, step_main
@@ -7,21 +9,31 @@ from trainflow.sweeps import CANDIDATE_ALIAS
 
 
 def train_model(run: StepRun) -> None:
+    cfg = run.cfg
+    trainval = run.resolve("trainval_artifact")
+    # model.task=auto: the task split_data decided from the whole table (trainval alone could differ)
+    task = trainval.metadata.get("task", "auto") if cfg.model.task == "auto" else cfg.model.task
     # Not kept in a variable: train_from_config frees the frame once it is split.
-    result = train_from_config(run.read_table("trainval_artifact"), run.cfg)
+    result = train_from_config(read_table(run.store.use_artifact(trainval.ref)), cfg, task)
+    used = int((result.feature_table["kind"] != "dropped").sum())
     run.say(
-        f"{result.task} with {result.estimator} on {len(result.train_rows)} rows "
-        f"(validation {len(result.validation[0])}); features: {result.features.as_dict()}"
+        f"{result.task} with {result.estimator} on {len(result.train_rows):,} rows (validation "
+        f"{len(result.validation[0]):,}); features ({used} of {len(result.feature_table)} columns):\n"
+        + format_feature_table(result.feature_table)
     )
+    run.log_table(result.feature_table, "features.json")
     run.log_params({f"features_used.{kind}": columns for kind, columns in result.features.as_dict().items()})
     run.log_metrics(result.validation_metrics, prefix="val_")
-    run.log_figures(evaluation_figures(result.pipeline, *result.validation, result.task, run.cfg.split.random_seed))
-    export_dir = export(result, run.workdir / "model_export", serialization=run.cfg.model.serialization)
+    run.log_figures(evaluation_figures(result.pipeline, *result.validation, result.task, cfg.split.random_seed))
+    export_dir = export(
+        result, run.workdir / "model_export", serialization=cfg.model.serialization,
+        trusted_types=list(cfg.model.trusted_types),
+    )
     run.log_artifact(
         export_dir,
         "model_export",
         type="model_export",
-        description=f"Inference pipeline (preprocessing + {result.estimator}) trained on {run.used['trainval_artifact'].ref}",
+        description=f"Inference pipeline (preprocessing + {result.estimator}) trained on {trainval.ref}",
         metadata=result.summary(),
         # The model to test and promote next; a sweep nominates its best trial instead.
         aliases=() if run.sweep else (CANDIDATE_ALIAS,),

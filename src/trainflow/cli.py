@@ -357,7 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=("local", "wandb", "auto"), default="local",
         help="artifacts from the local store (default) or a W&B project (auto: W&B when logged in)",
     )
-    parser.add_argument("--project", default=os.environ.get("WANDB_PROJECT", "trainflow"), help="W&B project")
+    parser.add_argument(
+        "--project", default=None,
+        help="the project (one table and target, e.g. penguins-species): in the local store, default the only "
+        "one it holds, else name it; on W&B, the W&B project (default $WANDB_PROJECT)",
+    )
     parser.add_argument("--entity", default=os.environ.get("WANDB_ENTITY"), help="W&B entity")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -470,12 +474,15 @@ def run(argv: Sequence[str] | None = None) -> None:
             import wandb
 
             api = open_api(wandb, 30, instead="drop --backend to read the local store")
-            store = WandbArtifactStore(wandb, api, args.project, args.entity, download_root=root / "wandb")
+            project = args.project or os.environ.get("WANDB_PROJECT")
+            if not project:
+                raise TrainflowError("name the W&B project: --project NAME (or set WANDB_PROJECT)")
+            store = WandbArtifactStore(wandb, api, project, args.entity, download_root=root / "wandb")
             args.handler(store, args)
             return
         if args.command != "init" and not (root / "index.db").is_file():
             raise TrainflowError(f"no artifact store at {root.resolve()}: set TRAINFLOW_HOME or --root, or run the pipeline")
-        args.handler(LocalArtifactStore(root), args)
+        args.handler(LocalArtifactStore(root, project=args.project), args)
 
 
 if __name__ == "__main__":

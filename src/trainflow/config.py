@@ -44,8 +44,8 @@ class MainConfig:
 
 @dataclass
 class SweepConfig:
-    metric: str = MISSING
-    higher_is_better: bool = MISSING
+    metric: str = MISSING  # auto: the task's (trainflow.evaluate.DEFAULT_METRICS)
+    higher_is_better: Optional[bool] = None  # None: the metric's own direction
     n_jobs: int = MISSING
 
 
@@ -89,6 +89,7 @@ class SplitConfig:
 class TextFeaturesConfig:
     columns: list[str] = MISSING
     max_features: int = MISSING
+    components: int = MISSING
 
 
 @dataclass
@@ -106,18 +107,24 @@ class FeaturesConfig:
     datetime: list[str] = MISSING
     imputation: ImputationConfig = field(default_factory=ImputationConfig)
     categorical_encoding: str = MISSING
+    max_categories: int = MISSING
+    high_cardinality: int = MISSING
+    max_dense_bytes: int = MISSING
 
 
 @dataclass
 class ModelConfig:
-    task: str = MISSING
+    task: str = MISSING  # auto | classification | regression
     estimator: str = MISSING
     serialization: str = MISSING
+    trusted_types: list[str] = MISSING
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     random_forest: dict[str, Any] = MISSING
     hist_gradient_boosting: dict[str, Any] = MISSING
     logistic_regression: dict[str, Any] = MISSING
     ridge: dict[str, Any] = MISSING
+    # model.estimator=custom: instantiated by Hydra from its _target_ (trainflow.model)
+    custom: dict[str, Any] = MISSING
 
 
 @dataclass
@@ -130,8 +137,9 @@ class PromoteConfig:
     model: str = MISSING
     alias: str = MISSING
     # The promotion gate (trainflow.promotion) and the MLflow Model Registry
-    metric: str = MISSING
-    higher_is_better: bool = MISSING
+    metric: str = MISSING  # auto: the task's (trainflow.evaluate.DEFAULT_METRICS)
+    higher_is_better: Optional[bool] = None  # None: the metric's own direction
+    baseline_margin: float = MISSING
     thresholds: dict[str, float] = MISSING
     min_improvement: float = MISSING
     force: bool = MISSING
@@ -166,6 +174,7 @@ class DriftConfig:
     alpha: float = MISSING
     correction: str = MISSING
     max_categories: int = MISSING
+    max_psi: float = MISSING
 
 
 @dataclass
@@ -179,7 +188,7 @@ class FailOnConfig:
 class DataCheckConfig:
     expectations: Optional[ExpectationsConfig] = None
     min_class_count: int = MISSING
-    max_duplicate_fraction: float = MISSING
+    max_duplicate_fraction: Optional[float] = None  # None: duplicates only warn
     drift: DriftConfig = field(default_factory=DriftConfig)
     fail_on: FailOnConfig = field(default_factory=FailOnConfig)
     reference_alias: str = MISSING
@@ -187,6 +196,8 @@ class DataCheckConfig:
 
 @dataclass
 class TrainflowConfig:
+    # Names the table's artifacts, champion and registered model (derived by default: project_name)
+    project: str = MISSING
     main: MainConfig = field(default_factory=MainConfig)
     artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -201,10 +212,46 @@ class TrainflowConfig:
 
 
 def register_schema() -> None:
-    """Make the schema available to ``config.yaml``'s defaults list."""
+    """Make the schema available to ``config.yaml``'s defaults list, and the resolver its
+    ``project`` key calls."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name=SCHEMA_NAME, node=TrainflowConfig)
+    if not OmegaConf.has_resolver(PROJECT_RESOLVER):
+        OmegaConf.register_new_resolver(PROJECT_RESOLVER, project_name)
+
+
+PROJECT_RESOLVER = "trainflow.project"
+_NOT_IN_NAME = re.compile(r"[^a-z0-9_.]+")
+
+
+def project_name(uri: str, target: str) -> str:
+    """The project a table and target belong to unless ``project`` is set: the file's name
+    without its extensions and the target, as one lowercase name (``data/penguins.csv``,
+    ``species`` -> ``penguins-species``), valid as a store, W&B and registry name."""
+    from urllib.parse import unquote, urlparse
+
+    path = urlparse(uri).path if "://" in uri else uri
+    stem = Path(unquote(path)).name.split(".")[0] or "data"
+
+    def slug(text: str) -> str:
+        return _NOT_IN_NAME.sub("-", text.lower()).strip("-.") or "x"
+
+    return f"{slug(stem)}-{slug(target)}"[:64].rstrip("-.")
+
+
+# Overrides that name a table other than the data set's (dataset_choice).
+_TABLE_KEYS = ("data.uri=", "data.target=")
+
+
+def dataset_choice(overrides: Sequence[str]) -> list[str]:
+    """``overrides``, plus ``~dataset`` when they name a table (``data.uri``/``data.target``)
+    without choosing a data set: then the demo's settings (its column expectations, gate
+    bounds) must not apply to someone else's table, and config.yaml's generic ones do."""
+    keys = [o.lstrip("+") for o in overrides]
+    names_table = any(k.startswith(_TABLE_KEYS) for k in keys)
+    chooses = any(re.match(r"~?dataset(@[\w.]*)?(=|$)", k) for k in keys)
+    return [*overrides, "~dataset"] if names_table and not chooses else list(overrides)
 
 
 def load_config(project_dir: Path, overrides: list[str] | None = None) -> DictConfig:
@@ -214,9 +261,10 @@ def load_config(project_dir: Path, overrides: list[str] | None = None) -> DictCo
     from omegaconf.errors import OmegaConfBaseException
 
     register_schema()
+    overrides = dataset_choice(overrides or [])
     try:
         with initialize_config_dir(config_dir=str(project_dir.resolve()), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=list(overrides or []))
+            cfg = compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as error:
         messages = [str(error)] + ([str(error.__cause__)] if error.__cause__ else [])
         detail = [
@@ -229,7 +277,22 @@ def load_config(project_dir: Path, overrides: list[str] | None = None) -> DictCo
         if any(o.startswith("main.steps=") for o in overrides or []) and "main.steps" in " ".join(detail):
             hint = "write the steps as one quoted string, e.g. main.steps='fetch_data,check_data'"
         raise ConfigError(f"bad configuration override: {' '.join(detail)} ({hint})") from None
+    check_table_named(cfg)
     return cfg
+
+
+def check_table_named(cfg: DictConfig) -> None:
+    """Fail in one line when no table or no target is named (no data set chosen)."""
+    missing = [key for key in ("uri", "target") if OmegaConf.is_missing(cfg.data, key)]
+    if not missing:
+        return
+    named = {"uri": "the table", "target": "the column to predict"}
+    raise ConfigError(
+        f"data.{missing[0]} is not set: naming a table or a target on the command line drops the demo data set's "
+        f"settings, so name {' and '.join(named[k] for k in missing)} too, e.g. "
+        + " ".join({"uri": "data.uri=data/penguins.csv", "target": "data.target=species"}[k] for k in missing)
+        + " (or choose a data set: dataset=penguins)"
+    )
 
 
 def check_sweep_overrides(project_dir: Path, overrides: list[str]) -> None:
@@ -448,13 +511,6 @@ def _unwrap_optional(kind: Any) -> Any:
         if len(rest) == 1:
             return rest[0]
     return kind
-
-
-def stratify_column(cfg: DictConfig) -> str | None:
-    """``split.stratify_by``, with ``auto`` meaning the target for classification, none for regression."""
-    if cfg.split.stratify_by == "auto":
-        return cfg.data.target if cfg.model.task == "classification" else None
-    return cfg.split.stratify_by
 
 
 def _is_hex(text: str) -> bool:

@@ -351,6 +351,53 @@ def mostly_dates(values: pd.Series) -> bool:
     return bool(parsed.notna().mean() >= 0.9)
 
 
+TASKS = ("classification", "regression")
+# A target of whole numbers with at most this many distinct values holds classes (grades,
+# codes, 0/1); with more, it is a quantity (counts, prices in cents, years).
+MAX_WHOLE_NUMBER_CLASSES = 20
+
+
+def infer_task(labels: pd.Series) -> tuple[str, str]:
+    """``(task, why)``: classification or regression, decided from the target's values.
+
+    Text, booleans and categories are classes; numbers with a fractional part are a
+    quantity; whole numbers are classes when there are at most
+    ``MAX_WHOLE_NUMBER_CLASSES`` distinct ones. ``why`` completes "the target ...".
+    """
+    values = labels.dropna()
+    distinct = int(values.nunique())
+    if pd.api.types.is_datetime64_any_dtype(values):
+        raise DataError(
+            f"the target {labels.name!r} holds dates: predict a number or a class derived from them instead "
+            "(e.g. days until an event), or choose another data.target"
+        )
+    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+        kind = "true/false values" if pd.api.types.is_bool_dtype(values) else "text"
+        return "classification", f"holds {kind}: {distinct:,} classes"
+    if not pd.api.types.is_integer_dtype(values) and not bool((values % 1 == 0).all()):
+        return "regression", f"holds numbers with fractions ({distinct:,} distinct)"
+    if distinct <= MAX_WHOLE_NUMBER_CLASSES:
+        limit = MAX_WHOLE_NUMBER_CLASSES
+        return "classification", f"holds {distinct} distinct whole numbers (at most {limit}: classes)"
+    return "regression", f"holds {distinct:,} distinct whole numbers (more than {MAX_WHOLE_NUMBER_CLASSES}: a quantity)"
+
+
+def resolve_task(configured: str, labels: pd.Series) -> tuple[str, str]:
+    """``(task, why)`` for ``model.task``: as set, or (``auto``) inferred from the target."""
+    if configured != "auto":
+        return configured, f"model.task={configured}"
+    task, why = infer_task(labels)
+    return task, f"the target {labels.name!r} {why}; set model.task to choose"
+
+
+def stratify_target(stratify_by: str | None, target: str, task: str) -> str | None:
+    """``split.stratify_by`` for a resolved ``task``: ``auto`` is the target for
+    classification and nothing for regression."""
+    if stratify_by == "auto":
+        return target if task == "classification" else None
+    return stratify_by
+
+
 def class_counts(frame: pd.DataFrame, target: str) -> dict[str, int]:
     """Rows per class of ``target``, keyed by the class as text (JSON-friendly)."""
     return {str(label): int(count) for label, count in frame[target].value_counts().sort_index().items()}

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from trainflow.components import CONFIG_DIR_ENV
 from trainflow.config import load_config, resolve_paths, split_overrides, validate
 from trainflow.errors import exit_on_interrupt, exit_on_user_error, interrupt_on_signals
-from trainflow.steps import STEPS, StepSpec, step_params
+from trainflow.steps import PROJECT_TAG, STEPS, StepSpec, step_params
 from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord
 from trainflow.sweeps import SweepContext, current_trial, error_tagged_run, pinned_ref, trial_tags
 
@@ -116,6 +116,16 @@ class StepRun:
         if self.wandb_run is not None:
             self.wandb_run.config.update(dict(params), allow_val_change=True)
 
+    def log_table(self, table: pd.DataFrame, name: str) -> None:
+        """A table in the MLflow run (the UI shows it under Artifacts) and as a W&B table."""
+        import mlflow
+
+        mlflow.log_table(table, artifact_file=name)
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({name.rsplit(".", 1)[0]: wandb.Table(dataframe=table)})
+
     def log_figures(self, figures: Mapping[str, Any], folder: str = "plots") -> None:
         """Save matplotlib figures as PNGs in the MLflow run (the UI shows them)."""
         import matplotlib.pyplot as plt
@@ -185,7 +195,7 @@ def step_main(step: str, body: Callable[[StepRun], None], component_file: str) -
     interrupt_on_signals()
     with exit_on_interrupt(step), exit_on_user_error(step):
         cfg = step_config(step_config_dir(component_file), args.hydra_options)
-        local = LocalArtifactStore(cfg.artifacts.root)
+        local = LocalArtifactStore(cfg.artifacts.root, project=cfg.project)
         use_tracking(local.root)
         start = start_run_args(cfg.main.experiment_name, local.root, step)
         run_step(spec, body, cfg, input_refs(spec, cfg, vars(args)), component_checkout(component_file), start, local)
@@ -227,6 +237,7 @@ def run_step(
         commit = active.data.tags.get("mlflow.source.git.commit") or git_commit(project_dir)
         mlflow.set_tags({
             "trainflow.step": step,
+            PROJECT_TAG: cfg.project,
             EXECUTION_TAG: "in_process" if in_process is not None else "process",
             **({"trainflow.git_commit": commit} if commit else {}),
             **(trial_tags(trial) if trial else {}),

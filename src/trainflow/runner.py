@@ -40,7 +40,7 @@ from trainflow.cache import (
 from trainflow.components import ComponentSource, prepare_steps
 from trainflow.config import resolve_paths, validate
 from trainflow.errors import StepFailed, TrainflowError, exit_on_user_error, user_error_line
-from trainflow.steps import OUTPUT_TAG, STEPS, StepSpec, select_steps
+from trainflow.steps import OUTPUT_TAG, PROJECT_TAG, STEPS, StepSpec, select_steps
 from trainflow.store import ArtifactVersion, CachedRun, LocalArtifactStore, make_store_folders
 
 OPTIONS_FLAG = "--hydra-options"
@@ -95,7 +95,8 @@ class Pipeline:
         validate(self.cfg, estimator_params=False)
         self.estimator_checked = False
         self.steps = select_steps(self.cfg.main.steps)
-        if "promote_model" in self.steps:
+        if "promote_model" in self.steps and self.cfg.model.task != "auto":
+            # With model.task=auto the data decides; promote_model checks the gate then.
             from trainflow.promotion import check_gate_fits_task
 
             check_gate_fits_task(self.cfg.promote, self.cfg.model.task)
@@ -104,7 +105,7 @@ class Pipeline:
         prepare_steps(project_dir, self.cfg.main.env_manager)
         # Components compose the same config from these; which steps run is not their concern.
         self.hydra_options = shlex.join(o for o in overrides if not o.startswith("main.steps="))
-        self.store = LocalArtifactStore(self.cfg.artifacts.root)
+        self.store = LocalArtifactStore(self.cfg.artifacts.root, project=self.cfg.project)
         self.outputs: dict[str, str] = {}  # artifact name -> exact version logged (or re-used) by this pipeline
         self.finished: list[tuple[str, str, float, str | None]] = []  # (step, MLflow run id, seconds, cached from)
         self.experiment_id = ""  # the parent run's experiment, set by open()
@@ -131,7 +132,7 @@ class Pipeline:
                 pipeline.experiment_id = parent.info.experiment_id
                 pipeline.parent_run_id = parent.info.run_id
                 pipeline.announce_backend(parent.info.run_id)
-                mlflow.set_tag("trainflow.step", "pipeline")
+                mlflow.set_tags({"trainflow.step": "pipeline", PROJECT_TAG: pipeline.cfg.project})
                 mlflow.log_params({"main.steps": ",".join(pipeline.steps), "overrides": pipeline.hydra_options})
                 began = time.perf_counter()
                 yield pipeline
@@ -413,7 +414,10 @@ class Pipeline:
 
         alias = self.cfg.promote.alias
         cached = sum(1 for *_, cached_from in self.finished if cached_from)
-        lines = [f"[pipeline] finished {len(self.finished)} step(s) in {seconds:.1f} s ({cached} cached)"]
+        lines = [
+            f"[pipeline] finished {len(self.finished)} step(s) in {seconds:.1f} s ({cached} cached)",
+            f"  project: {self.cfg.project} (its artifacts, champion and registered model; `project=` names it)",
+        ]
         if self.outputs:
             lines.append(f"  logged: {', '.join(self.outputs.values())}")
         try:
@@ -460,6 +464,7 @@ def main_argv(project_dir: Path) -> None:
         check_config_groups,
         check_sweep_overrides,
         configured_store_root,
+        dataset_choice,
         is_group_override,
         load_config,
         sets_estimator_params,
@@ -469,7 +474,15 @@ def main_argv(project_dir: Path) -> None:
     library_as_loaded()  # before any step runs: the code this process's in-process steps execute
     with exit_on_user_error("trainflow"):
         expanded = expand_mlproject_args(sys.argv)
-        sys.argv[:] = expanded[:1] + hydra_arguments(expanded[1:])
+        arguments = hydra_arguments(expanded[1:])
+        chosen = dataset_choice(arguments)
+        if len(chosen) > len(arguments):
+            print(
+                "[pipeline] data.uri/data.target name your own table: the demo data set's settings "
+                "(dataset/penguins.yaml: its column expectations, gate bounds) do not apply, config.yaml's "
+                "generic ones do; choose a data set's with dataset=NAME", flush=True,
+            )
+        sys.argv[:] = expanded[:1] + chosen
         arguments = sys.argv[1:]
         # Config group choices (hydra/launcher=joblib) are checked in sweeps (-m) too: a
         # sweep's launcher is one of them. Only when given: the check starts Hydra's search.

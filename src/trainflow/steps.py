@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 # Each step's MLflow run carries trainflow.output.<artifact> = <name:vN> for every version it
 # logged (or, for a cache hit, re-used): how the runner and sweeps learn a step's results.
 OUTPUT_TAG = "trainflow.output."
+# The project (table and target) a run worked for: MLflow's search and UI filter by it.
+PROJECT_TAG = "trainflow.project"
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ STEPS: dict[str, StepSpec] = {
             "download or copy the raw table and log it with its source and sha256",
             inputs=(),
             outputs=("raw_data",),
-            config_sections=("data",),
+            config_sections=("project", "data"),
             cacheable=True,
             # Cached: the source's content is in the key (a local file's sha256, a declared
             # data.sha256, or with data.cache_remote=true the URL's ETag/Last-Modified); a URL
@@ -117,6 +119,7 @@ STEPS: dict[str, StepSpec] = {
             # characters MLflow refuses in a param key); the report and the run's
             # resolved_config.yaml record it.
             config_sections=(
+                "project",
                 "data",
                 "data_check.min_class_count",
                 "data_check.max_duplicate_fraction",
@@ -139,7 +142,7 @@ STEPS: dict[str, StepSpec] = {
             "split the raw table into trainval and held-out test sets",
             inputs=(StepInput("raw_artifact", "raw_data", "raw_data"),),
             outputs=("trainval_data.parquet", "test_data.parquet"),
-            config_sections=("data", "split", "model.task"),
+            config_sections=("project", "data", "split", "model.task"),
             cacheable=True,  # a seeded split of the same table is the same split
             # check_data's verdict decides whether split_data refuses the table
             reads_metadata=(("raw_artifact", "data_check.passed"),),
@@ -149,7 +152,7 @@ STEPS: dict[str, StepSpec] = {
             "fit the inference pipeline, validate it and export it",
             inputs=(StepInput("trainval_artifact", "trainval_data.parquet", "split_data"),),
             outputs=("model_export",),
-            config_sections=("data", "split", "model"),
+            config_sections=("project", "data", "split", "model"),
             cacheable=True,  # the same data, config, code and environment fit the same pipeline
         ),
         StepSpec(
@@ -160,7 +163,7 @@ STEPS: dict[str, StepSpec] = {
                 StepInput("test_artifact", "test_data.parquet", "split_data"),
             ),
             outputs=(),
-            config_sections=("data", "test"),
+            config_sections=("project", "data", "test"),
             # Cached per exact version: its result is the `test` record on the model version,
             # naming the test set version, which promote_model compares by reference.
             cacheable=True,
@@ -174,7 +177,7 @@ STEPS: dict[str, StepSpec] = {
                 StepInput("test_artifact", "test_data.parquet", "split_data"),
             ),
             outputs=(),
-            config_sections=("data", "promote"),
+            config_sections=("project", "data", "promote"),
             # Never cached: its point is a decision against the champion of now, appended to
             # the promotion history every time.
         ),
@@ -186,7 +189,7 @@ STEPS: dict[str, StepSpec] = {
                 StepInput("input_table", "test_data.parquet", None, config_key="batch_predict.input", chained=False),
             ),
             outputs=("predictions.parquet",),
-            config_sections=("batch_predict", "data.max_bytes"),
+            config_sections=("project", "batch_predict", "data.max_bytes"),
             in_all=False,
             # Never cached: it runs only when asked for, and it may score a path or URL outside
             # the store whose content the key cannot see without reading all of it.

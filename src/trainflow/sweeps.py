@@ -422,7 +422,7 @@ class SweepCallback(Callback):
         # here in one line, before the sweep's run exists; swept values are each trial's.
         validate(cfg, estimator_params=False)
         steps = select_steps(cfg.main.steps)
-        local = LocalArtifactStore(cfg.artifacts.root)
+        local = LocalArtifactStore(cfg.artifacts.root, project=cfg.project)
         tracking = use_tracking(local.root)
         use_wal(tracking)  # trials write to the MLflow database at once
         sweep_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
@@ -457,9 +457,15 @@ class SweepCallback(Callback):
 
         assert self.sweep is not None
         cfg = _task_config(config)
-        store = read_store(cfg, LocalArtifactStore(cfg.artifacts.root))
-        metric, higher = cfg.sweep.metric, cfg.sweep.higher_is_better
+        from trainflow.evaluate import metric_direction, task_metric
+
+        store = read_store(cfg, LocalArtifactStore(cfg.artifacts.root, project=cfg.project))
         trials = read_trials(Path(str(config.hydra.sweep.dir)), self.sweep.id)
+        # sweep.metric=auto is the task's metric; the trials' models say which task the data made it.
+        tasks = [store.get(t.model).metadata.get("task") for t in trials if t.model]
+        task = next((t for t in tasks if t), cfg.model.task if cfg.model.task != "auto" else "classification")
+        metric = task_metric(cfg.sweep.metric, task)
+        higher = metric_direction(metric, cfg.sweep.higher_is_better)
         for trial in trials:
             if trial.model:
                 # A misspelt metric leaves the column empty here; choosing the best names the problem.

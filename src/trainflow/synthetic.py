@@ -4,6 +4,8 @@ One call gives numeric columns (some carrying signal, some noise), two string
 categorical columns (one informative), a short free-text column whose words come from
 class- or topic-dependent vocabularies (so TF-IDF has something to find), ISO date
 strings, a unique ``row_id`` and missing values sprinkled over the feature columns.
+Optionally: a high-cardinality string column (``account``, thousands of levels with
+skewed frequencies, partly informative), imbalanced classes and rows without a target.
 Tests use small tables; benchmarks use millions of rows, so everything is vectorised.
 """
 
@@ -20,6 +22,7 @@ NUMERIC = ["signal_1", "signal_2", "noise_1", "noise_2"]
 CATEGORICAL = ["color", "region"]
 TEXT = ["notes"]
 DATETIME = ["event_date"]
+HIGH_CARDINALITY = "account"
 # Which feature columns carry information about the target (the rest is noise).
 INFORMATIVE = ["signal_1", "signal_2", "color", "notes", "event_date"]
 
@@ -55,9 +58,17 @@ def make_table(
     n_classes: int = 3,
     seed: int = 0,
     missing_fraction: float = 0.05,
+    class_weights: tuple[float, ...] | None = None,
+    high_cardinality: int = 0,
+    missing_target_fraction: float = 0.0,
 ) -> pd.DataFrame:
     """A seeded table of ``n_rows`` rows: the feature columns of
     :func:`feature_spec_for_synthetic`, ``row_id`` and ``target``.
+
+    ``class_weights`` (classification) makes the classes that unequal (e.g. ``(0.9, 0.1)``);
+    ``high_cardinality`` adds the string column ``account`` with that many levels, Zipf-like
+    in frequency, each level leaning to one class or shifting the target;
+    ``missing_target_fraction`` of the rows get no target (None / NaN).
 
     For classification ``target`` holds ``"class_0"`` .. ``"class_{n_classes-1}"`` and the
     features are drawn conditionally on the class; for regression it is a float, a noisy
@@ -74,11 +85,18 @@ def make_table(
         raise ValueError(f"n_classes={n_classes} must be at least 2 for classification")
     if not 0.0 <= missing_fraction < 1.0:
         raise ValueError(f"missing_fraction={missing_fraction} must be in [0, 1)")
+    if class_weights is not None and (len(class_weights) != n_classes or min(class_weights) <= 0):
+        raise ValueError(f"class_weights={class_weights} must be {n_classes} positive numbers")
 
     rng = np.random.default_rng(seed)
     n_groups = n_classes if task == "classification" else REGRESSION_TOPICS
     # The latent group: the class for classification, the text topic for regression.
-    group = rng.integers(0, n_groups, size=n_rows)
+    if task == "classification" and class_weights:
+        group = rng.choice(n_groups, size=n_rows, p=np.asarray(class_weights, dtype=float) / sum(class_weights))
+    else:
+        group = rng.integers(0, n_groups, size=n_rows)
+    # Drawn here, before the task's own draws, only when asked for: tables without it stay as they were.
+    account = _accounts(rng, group, n_groups, high_cardinality) if high_cardinality else None
 
     noise_1 = rng.normal(0.0, 1.0, n_rows)
     noise_2 = rng.normal(5.0, 2.0, n_rows)
@@ -114,6 +132,8 @@ def make_table(
             + 3.0 * (days / DATE_SPAN_DAYS - 0.5)
             + rng.normal(0.0, 1.0, n_rows)
         )
+        if account is not None:  # each account shifts the target by its own amount
+            target = target + np.sin(account.astype(np.float64))
     color = np.asarray(COLORS, dtype=object)[color_code]
     dates = np.datetime_as_string(FIRST_DATE + days.astype("timedelta64[D]"), unit="D").astype(object)
 
@@ -130,9 +150,26 @@ def make_table(
         "notes": np.where(gaps(), None, notes),
         "event_date": np.where(gaps(), None, dates),
     }
+    if account is not None:
+        names = np.char.add("acct-", np.char.zfill(account.astype(str), 5)).astype(object)
+        columns[HIGH_CARDINALITY] = np.where(gaps(), None, names)
     frame = pd.DataFrame({ID_COLUMN: np.arange(n_rows, dtype=np.int64), **columns})
     frame[TARGET] = target
+    if missing_target_fraction:
+        frame.loc[rng.random(n_rows) < missing_target_fraction, TARGET] = None
     return frame
+
+
+def _accounts(rng: np.random.Generator, group: np.ndarray, n_groups: int, levels: int) -> np.ndarray:
+    """Level numbers 0..levels-1 with Zipf-like frequencies (a few accounts are most of the
+    rows); 40% of rows take a level that belongs to their group (level % n_groups), so the
+    column carries signal that only a model using its levels finds."""
+    ranks = np.arange(1, levels + 1, dtype=np.float64)
+    p = 1.0 / ranks**1.1
+    drawn = rng.choice(levels, size=len(group), p=p / p.sum())
+    own = drawn - drawn % n_groups + group
+    own = np.where(own < levels, own, group)
+    return np.where(rng.random(len(group)) < 0.4, own, drawn)
 
 
 def _vocabulary(group: int) -> tuple[str, ...]:
