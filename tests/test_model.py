@@ -575,3 +575,28 @@ def test_a_validation_part_of_one_row_is_one_data_error() -> None:
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [1.5, 2.5, 2.0, 4.5]})
     with pytest.raises(DataError, match=r"validation part would have 1 row\(s\) of 4.*split.val_size"):
         train(frame, "y", "regression", "ridge", {}, FeatureSpec(numeric=["x"]), PreprocessingOptions(), 0.2, 0, None)
+
+
+def test_the_baseline_gap_is_sure_only_when_the_test_set_says_so() -> None:
+    """A model that learnt nothing (random scores) beats the prior by luck on 800 rows: the
+    gap's lower bound is below it; a real signal on the same rows keeps its bound high."""
+    from trainflow.evaluate import baseline_gap, baseline_outputs, trivial_baseline
+
+    random = np.random.default_rng(4)
+    labels = pd.Series(random.choice(["no", "yes"], 800))
+    baseline = trivial_baseline(labels, "classification")
+    answers = baseline_outputs(baseline, len(labels), ["no", "yes"], "classification")
+    noise = random.random(800)
+    guess = np.column_stack([1 - noise, noise])
+    lucky = baseline_gap("roc_auc_ovo", labels, guess, answers, ["no", "yes"], "classification")
+    assert lucky["resamples"] == 100 and lucky["rows"] == 800
+    assert lucky["lower"] < lucky["gap"] and lucky["lower"] < 0.01  # not sure it beats the prior by the margin
+    signal = np.clip(np.where(labels == "yes", 0.7, 0.3) + random.normal(0, 0.2, 800), 0.01, 0.99)
+    sure = baseline_gap("roc_auc_ovo", labels, np.column_stack([1 - signal, signal]), answers, ["no", "yes"],
+                        "classification")
+    assert sure["gap"] > 0.3 and sure["lower"] > 0.25
+    # an error metric's gap is measured downwards: the mean's rmse minus the model's
+    values = pd.Series(random.normal(10, 2, 500))
+    mean = baseline_outputs(trivial_baseline(values, "regression"), 500, [], "regression")
+    fitted = baseline_gap("rmse", values, values.to_numpy() + random.normal(0, 0.5, 500), mean, [], "regression")
+    assert fitted["gap"] > 1.0 and fitted["lower"] > 1.0

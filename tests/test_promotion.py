@@ -34,6 +34,7 @@ POLICY = GatePolicy(metric="roc_auc_ovo", thresholds={"roc_auc_ovo": 0.9}, min_i
 def model(
     version: int, metrics: dict[str, float] | None = None, tested_on: str | None = TEST_SET,
     baseline: dict[str, float] | None = None, features: dict[str, list[str]] | None = None,
+    gap: dict[str, object] | None = None,
 ) -> ArtifactVersion:
     """A model_export version as test_model leaves it (no test record when metrics is None),
     with the trivial baseline's metrics beside its own when given."""
@@ -42,6 +43,8 @@ def model(
         metadata["test"] = {"test_data": tested_on, "metrics": metrics, "run_id": f"run-{version}"}
         if baseline is not None:
             metadata["test"]["baseline_metrics"] = baseline
+        if gap is not None:
+            metadata["test"]["baseline_gap"] = gap
     if features is not None:
         metadata["features"] = features
     return ArtifactVersion(
@@ -77,6 +80,25 @@ def test_with_no_champion_and_no_bounds_the_baseline_decides() -> None:
     guessing = decide(model(1, {"roc_auc_ovo": 0.505}, baseline={"roc_auc_ovo": 0.5}), TEST_SET, GENERIC)
     assert guessing.outcome == REFUSED and not guessing.ineligible  # a verdict on the model, not an error
     assert "roc_auc_ovo vs baseline is 0.5050, needs >= 0.5100" in guessing.failures()
+
+
+def test_a_gap_that_chance_could_make_is_not_enough() -> None:
+    """Noise on a small test set: 0.5326 against 0.5 observed, but the bootstrap's 95% lower
+    bound of the gap is below the margin: refused. The same gap measured surely passes."""
+    lucky = model(0, {"roc_auc_ovo": 0.5326}, baseline={"roc_auc_ovo": 0.5},
+                  gap={"metric": "roc_auc_ovo", "gap": 0.0326, "lower": -0.0004, "resamples": 100, "rows": 800})
+    decision = decide(lucky, TEST_SET, GENERIC)
+    assert decision.outcome == REFUSED
+    assert rows(decision)["roc_auc_ovo vs baseline"] == (
+        "0.5326, gap +0.0326 (95% lower bound -0.0004)", "gap >= 0.01 at 95% (baseline 0.5000)", "FAIL"
+    )
+    sure = model(1, {"roc_auc_ovo": 0.5326}, baseline={"roc_auc_ovo": 0.5},
+                 gap={"metric": "roc_auc_ovo", "gap": 0.0326, "lower": 0.021, "resamples": 100, "rows": 80_000})
+    assert decide(sure, TEST_SET, GENERIC).outcome == PROMOTED
+    # a gap measured for another metric is not this gate's evidence: the observed gap decides
+    other = model(2, {"roc_auc_ovo": 0.5326}, baseline={"roc_auc_ovo": 0.5},
+                  gap={"metric": "accuracy", "gap": 0.1, "lower": -0.2, "resamples": 100, "rows": 800})
+    assert decide(other, TEST_SET, GENERIC).outcome == PROMOTED
 
 
 def test_an_error_metric_beats_its_baseline_downwards() -> None:

@@ -146,21 +146,72 @@ def trivial_baseline(labels: pd.Series, task: str) -> dict[str, Any]:
     return {"estimator": "DummyRegressor(strategy='mean')", "constant": float(np.ravel(dummy.constant_)[0])}
 
 
-def baseline_scores(baseline: dict[str, Any], labels: pd.Series, classes: Sequence[Any], task: str) -> dict[str, float]:
-    """The task's metrics of the baseline :func:`trivial_baseline` describes on labelled
-    rows, as a model with those ``classes`` (its ``classes_``) is scored."""
+def baseline_outputs(baseline: dict[str, Any], rows: int, classes: Sequence[Any], task: str) -> np.ndarray:
+    """What the baseline :func:`trivial_baseline` describes answers for ``rows`` rows, as a
+    model with those ``classes`` (its ``classes_``) answers: probabilities, or values."""
     if task == "classification":
         prior = dict(zip(baseline["classes"], baseline["class_prior"], strict=True))
-        probabilities = np.tile([prior.get(str(c), 0.0) for c in classes], (len(labels), 1))
-        return classification_metrics(labels, probabilities, classes)
-    return regression_metrics(labels, np.full(len(labels), baseline["constant"], dtype="float64"))
+        return np.tile([prior.get(str(c), 0.0) for c in classes], (rows, 1))
+    return np.full(rows, baseline["constant"], dtype="float64")
+
+
+def outputs_of(model: Any, features: pd.DataFrame, task: str) -> np.ndarray:
+    """A fitted pipeline's answers on rows: class probabilities, or values."""
+    answers = model.predict_proba(features) if task == "classification" else model.predict(features)
+    return np.asarray(answers, dtype="float64")
+
+
+def task_metrics(labels: Any, outputs: np.ndarray, classes: Sequence[Any], task: str) -> dict[str, float]:
+    """The task's metrics of answers (:func:`outputs_of`) on labelled rows."""
+    if task == "classification":
+        return classification_metrics(labels, outputs, classes)
+    return regression_metrics(labels, outputs)
 
 
 def score_predictions(model: Any, features: pd.DataFrame, labels: pd.Series, task: str) -> dict[str, float]:
     """The task's metrics for a fitted pipeline (in memory or loaded back) on labelled rows."""
-    if task == "classification":
-        return classification_metrics(labels, model.predict_proba(features), model.classes_)
-    return regression_metrics(labels, model.predict(features))
+    return task_metrics(labels, outputs_of(model, features, task), getattr(model, "classes_", []), task)
+
+
+# The bootstrap that says how surely a model beats its baseline: this many resamples of at
+# most this many test rows (larger test sets are resampled m out of n and the spread scaled
+# back by sqrt(m/n): a few seconds at most, whatever the test set's size).
+BOOTSTRAP_RESAMPLES = 100
+BOOTSTRAP_ROWS = 5_000
+
+
+def baseline_gap(
+    metric: str, labels: pd.Series, outputs: np.ndarray, baseline: np.ndarray, classes: Sequence[Any], task: str,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How far a model beats its baseline on ``metric`` (in the metric's better direction),
+    with a one-sided 95% lower bound on that gap from a bootstrap over the test rows: on a
+    small test set a model that learnt nothing can beat the baseline by luck, and the
+    bound says so. ``{"metric", "gap", "lower", "resamples", "rows"}``."""
+    truth = np.asarray(labels)
+    sign = 1.0 if higher_is_better(metric) else -1.0
+
+    def gap(rows: Any) -> float:
+        model = task_metrics(truth[rows], outputs[rows], classes, task)[metric]
+        return sign * (model - task_metrics(truth[rows], baseline[rows], classes, task)[metric])
+
+    observed = gap(slice(None))
+    n = len(truth)
+    m = min(n, BOOTSTRAP_ROWS)
+    random = np.random.default_rng(seed)
+    gaps = []
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        try:
+            value = gap(random.integers(0, n, m))
+        except (KeyError, ValueError):  # a resample without every class the metric needs
+            continue
+        if np.isfinite(value):
+            gaps.append(value)
+    if len(gaps) < BOOTSTRAP_RESAMPLES // 2:
+        lower = float("nan")
+    else:
+        lower = observed - (float(np.mean(gaps)) - float(np.quantile(gaps, 0.05))) * np.sqrt(m / n)
+    return {"metric": metric, "gap": float(observed), "lower": float(lower), "resamples": len(gaps), "rows": m}
 
 
 @dataclass
@@ -172,8 +223,15 @@ class ExportedModel:
     features: pd.DataFrame
     labels: pd.Series
 
+    @property
+    def classes(self) -> list[Any]:
+        return list(getattr(self.model, "classes_", []))
+
+    def outputs(self) -> np.ndarray:
+        return outputs_of(self.model, self.features, self.task)
+
     def score(self) -> dict[str, float]:
-        return score_predictions(self.model, self.features, self.labels, self.task)
+        return task_metrics(self.labels, self.outputs(), self.classes, self.task)
 
 
 def load_for_scoring(model_dir: Path, table: pd.DataFrame, target: str) -> ExportedModel:

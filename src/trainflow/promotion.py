@@ -142,7 +142,7 @@ def validate_promote(promote: Any) -> None:
     if not _REGISTERED_NAME_RE.fullmatch(name):
         raise ConfigError(
             f"promote.registered_model_name={name!r} is not a usable MLflow registered model name: use letters, "
-            "digits, '.', '_' and '-' (it appears in URIs like models:/<name>@prod), e.g. trainflow-model"
+            "digits, '.', '_' and '-' (it appears in URIs like models:/<name>@prod), e.g. penguins-species"
         )
 
 
@@ -235,10 +235,12 @@ def tested_metrics(version: ArtifactVersion) -> tuple[str | None, dict[str, Any]
     return record.get("test_data"), dict(record.get("metrics") or {})
 
 
-def baseline_metrics(version: ArtifactVersion) -> dict[str, Any]:
+def baseline_metrics(version: ArtifactVersion) -> tuple[dict[str, Any], dict[str, Any]]:
     """The trivial baseline's metrics ``test_model`` recorded beside the version's (same
-    test set), or ``{}`` for a model tested before baselines were."""
-    return dict((version.metadata.get("test") or {}).get("baseline_metrics") or {})
+    test set), and the bootstrapped gap on the gate's metric (trainflow.evaluate.baseline_gap);
+    empty for a model tested before baselines were."""
+    record = version.metadata.get("test") or {}
+    return dict(record.get("baseline_metrics") or {}), dict(record.get("baseline_gap") or {})
 
 
 def input_columns(version: ArtifactVersion) -> set[str]:
@@ -366,7 +368,7 @@ def decide(
             Criterion(f"{policy.metric} recorded (promote.metric)", "missing", f"one of: {recorded}", False)
         )
         eligible = False
-    criteria.append(_baseline_criterion(policy, candidate_value, baseline_metrics(model), eligible))
+    criteria.append(_baseline_criterion(policy, candidate_value, *baseline_metrics(model), eligible))
 
     champion_metrics: dict[str, Any] = {}
     forced = False
@@ -431,9 +433,11 @@ def decide(
 
 
 def _baseline_criterion(
-    policy: GatePolicy, candidate: float | None, baseline: Mapping[str, Any], eligible: bool
+    policy: GatePolicy, candidate: float | None, baseline: Mapping[str, Any], gap: Mapping[str, Any], eligible: bool
 ) -> Criterion:
-    """Whether the candidate beats the trivial baseline on ``policy.metric`` by its margin."""
+    """Whether the candidate beats the trivial baseline on ``policy.metric`` by its margin:
+    surely (the gap's 95% lower bound from test_model's bootstrap) when that was measured
+    for this metric, else by the observed gap."""
     name = f"{policy.metric} vs baseline"
     value = _number(baseline.get(policy.metric))
     if not eligible or candidate is None:
@@ -442,11 +446,17 @@ def _baseline_criterion(
         # A model tested before baselines were recorded: nothing to compare with.
         return Criterion(name, f"{candidate:.4f}", "baseline not recorded", None, BASELINE)
     margin = policy.baseline_margin
+    observed = candidate - value if policy.higher_is_better else value - candidate
+    lower = _number(gap.get("lower")) if gap.get("metric") == policy.metric else None
+    if lower is not None and math.isfinite(lower):
+        return Criterion(
+            name, f"{candidate:.4f}, gap {observed:+.4f} (95% lower bound {lower:+.4f})",
+            f"gap >= {margin:g} at 95% (baseline {value:.4f})", observed > 0 and lower >= margin - 1e-12, BASELINE,
+        )
     target = value + margin if policy.higher_is_better else value - margin
-    gain = candidate - value if policy.higher_is_better else value - candidate
     sign = "+" if policy.higher_is_better else "-"
     bound = f"{policy.comparison} {target:.4f} (baseline {value:.4f} {sign} {margin:g})"
-    return Criterion(name, f"{candidate:.4f}", bound, gain > 0 and gain >= margin - 1e-12, BASELINE)
+    return Criterion(name, f"{candidate:.4f}", bound, observed > 0 and observed >= margin - 1e-12, BASELINE)
 
 
 def rollback_target(moves: Iterable[tuple[int, int | None, str | None]], rollback_runs: set[str]) -> int | None:

@@ -163,7 +163,8 @@ STEPS: dict[str, StepSpec] = {
                 StepInput("test_artifact", "test_data.parquet", "split_data"),
             ),
             outputs=(),
-            config_sections=("project", "data", "test"),
+            # promote.metric: the metric whose gap to the baseline test_model bootstraps
+            config_sections=("project", "data", "test", "promote.metric"),
             # Cached per exact version: its result is the `test` record on the model version,
             # naming the test set version, which promote_model compares by reference.
             cacheable=True,
