@@ -11,8 +11,10 @@ RUN_ENV := TRAINFLOW_HOME="$(TRAINFLOW_HOME)" MLFLOW_TRACKING_URI="$(MLFLOW_TRAC
 PYTEST_ARGS ?= -n 2 --dist loadfile
 # The pyproject extras installed into .venv: `make test EXTRAS=dev,torch` adds torch, so
 # the PyTorch demo's tests run instead of being skipped (CI runs `make test-torch`, which
-# does this for the demo's tests only, last).
+# does this for the demo's tests only, last). The tests also install the boost extra
+# (LightGBM, XGBoost: 30 MB), whose custom-estimator tests are skipped without it.
 EXTRAS ?= dev
+TEST_EXTRAS ?= dev,boost
 # One stamp per extras set, so asking for other extras installs them; the stamp also
 # depends on the pins, so changing either reinstalls.
 comma := ,
@@ -35,27 +37,29 @@ run: setup
 	$(RUN_ENV) $(BIN)/mlflow run . --env-manager local --experiment-name trainflow
 
 # The default suite: everything not marked slow, the whole pipeline through `mlflow run` included.
-test: setup
+test:
+	$(MAKE) setup EXTRAS=$(TEST_EXTRAS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Long loops (fault injection, scale) and the pipeline in isolated uv/virtualenv environments;
 # CI runs them before `make test`. Exit 5 means none exist yet.
-test-slow: setup
+test-slow:
+	$(MAKE) setup EXTRAS=$(TEST_EXTRAS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # The PyTorch demo's tests with the torch extra installed. CI runs this last: once torch
 # is installed, every process that imports skops.io also imports torch (through
 # scikit-learn's array-API shim), about 1.5 s more per pipeline step.
 test-torch:
-	$(MAKE) setup EXTRAS=dev,torch
+	$(MAKE) setup EXTRAS=$(TEST_EXTRAS),torch
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests/test_demos.py $(PYTEST_ARGS)
 
 # Re-resolve requirements.lock from pyproject.toml in a scratch environment, every extra
-# included so that the lock pins torch's dependencies too.
+# included so that the lock pins torch's and the boosters' dependencies too.
 lock:
 	rm -rf /tmp/trainflow-lock && $(PYTHON) -m venv /tmp/trainflow-lock
 	/tmp/trainflow-lock/bin/python -m pip install --quiet --upgrade pip==26.3
-	/tmp/trainflow-lock/bin/python -m pip install --quiet -e ".[dev,torch]"
+	/tmp/trainflow-lock/bin/python -m pip install --quiet -e ".[dev,torch,boost]"
 	/tmp/trainflow-lock/bin/python -m pip freeze --exclude-editable > requirements.lock
 
 clean:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import shutil
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import version as installed_version
@@ -520,11 +521,11 @@ def pinned_requirements(estimator: Any = None) -> list[str]:
     """The packages the exported model needs, at their installed versions; with a
     ``estimator`` from another package (LightGBM, XGBoost), that package too."""
     packages = list(MODEL_REQUIREMENTS)
-    if estimator is not None:
+    top = type(estimator).__module__.split(".")[0] if estimator is not None else "sklearn"
+    if top != "sklearn":
         from importlib.metadata import packages_distributions
 
-        top = type(estimator).__module__.split(".")[0]
-        packages += [d for d in packages_distributions().get(top, [])[:1] if d not in ("scikit-learn", *packages)]
+        packages += [d for d in packages_distributions().get(top, [])[:1] if d not in packages]
     return [f"{package}=={installed_version(package)}" for package in packages]
 
 
@@ -600,6 +601,7 @@ def export(
             metadata={**result.summary(), **(metadata or {})},
         )
     except MlflowException as error:
+        shutil.rmtree(path, ignore_errors=True)  # MLflow leaves the half-written folder behind
         found = re.search(r"Untrusted types found in the file: (\[.*?\])", str(error))
         if found is None:
             raise
