@@ -1,7 +1,7 @@
 """trainflow's benchmark suite: every section measured side by side in one run, printed and
 written to bench/results.md with the machine and the versions used.
 
-    python bench/run.py                  # everything, full sizes (about 15-25 minutes on 2 cores)
+    python bench/run.py                  # everything, full sizes (about 40-60 minutes on 2 cores)
     python bench/run.py --only store inference
     python bench/run.py --smoke --out /tmp/results.md   # tiny sizes: `make test` runs this
 
@@ -10,6 +10,8 @@ Sections (one module each, all exposing ``measure(smoke)``):
 3.   bench/scale.py     the pipeline at 10^4, 10^5, 10^6 generated rows: time and peak memory
 4.   bench/inference.py pyfunc vs. the raw pipeline on 10^5 rows; REST latency and throughput
 5.   bench/store.py     logging and reading a 1 GiB directory vs. `cp`; deduplication
+6.   bench/own_table.py a user's own table (340,000 and 10^6 rows, a 4,000-level column): the whole
+                        pipeline vs. a plain scikit-learn script doing the same job
 
 A smoke run's figures mean nothing (sizes too small to time) and are not held to the targets.
 """
@@ -27,7 +29,7 @@ from pathlib import Path
 from report import Section, machine, markdown_table
 
 BENCH_DIR = Path(__file__).resolve().parent
-SECTIONS = ("pipeline", "scale", "inference", "store")
+SECTIONS = ("pipeline", "scale", "inference", "store", "own_table")
 VERSIONS = ("trainflow", "mlflow", "scikit-learn", "pandas", "numpy", "hydra-core", "skops")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import PROJECT_DIR, pipeline_env, run_command
 
-SECTION_TITLES = ("1. Overhead", "2. Re-run", "3. Scale", "4. Inference", "5. Artifact store")
+SECTION_TITLES = ("1. Overhead", "2. Re-run", "3. Scale", "4. Inference", "5. Artifact store", "6. Your own table")
 
 
 def test_the_benchmark_suite_runs_and_writes_every_sections_table(tmp_path: Path) -> None:

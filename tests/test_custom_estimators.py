@@ -40,7 +40,8 @@ def table() -> pd.DataFrame:
 
 
 def config(*overrides: str):  # type: ignore[no-untyped-def]
-    return load_config(PROJECT_DIR, ["data.uri=table.csv", f"data.target={TARGET}", "model.estimator=custom", *overrides])
+    named = ["data.uri=table.csv", f"data.target={TARGET}", "model.estimator=custom"]
+    return load_config(PROJECT_DIR, [*named, *overrides])
 
 
 def roundtrip(table: pd.DataFrame, tmp_path: Path, *overrides: str) -> tuple[object, Path]:
@@ -50,7 +51,9 @@ def roundtrip(table: pd.DataFrame, tmp_path: Path, *overrides: str) -> tuple[obj
     return result, path
 
 
-def test_a_scikit_learn_estimator_by_import_path_trains_exports_and_reloads(table: pd.DataFrame, tmp_path: Path) -> None:
+def test_a_scikit_learn_estimator_by_import_path_trains_exports_and_reloads(
+    table: pd.DataFrame, tmp_path: Path
+) -> None:
     result, path = roundtrip(table, tmp_path, "model.custom._target_=sklearn.ensemble.ExtraTreesClassifier",
                              "+model.custom.n_estimators=25", "+model.custom.random_state=0")
     assert result.estimator == "sklearn.ensemble._forest.ExtraTreesClassifier"

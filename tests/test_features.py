@@ -106,7 +106,8 @@ def test_no_dense_matrix_above_the_budget_is_ever_built() -> None:
         plan_features(frame, spec, tight, HistGradientBoostingClassifier())
     assert "1,000 rows x 50 columns" in str(refused.value) and "sparse input" in str(refused.value)
     text = pd.DataFrame({"t": [f"word{i % 300} other{i % 7} more words" for i in range(1_000)]})
-    plan = plan_features(text, FeatureSpec(text=["t"]), PreprocessingOptions(max_dense_bytes=100_000), RandomForestRegressor())
+    small = PreprocessingOptions(max_dense_bytes=100_000)
+    plan = plan_features(text, FeatureSpec(text=["t"]), small, RandomForestRegressor())
     assert plan.layout == "sparse"  # 1,000 x 100 TF-IDF terms dense would be 800,000 bytes
     matrix = build_preprocessor(plan, PreprocessingOptions()).fit_transform(text)
     assert sparse.issparse(matrix)

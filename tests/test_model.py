@@ -600,3 +600,20 @@ def test_the_baseline_gap_is_sure_only_when_the_test_set_says_so() -> None:
     mean = baseline_outputs(trivial_baseline(values, "regression"), 500, [], "regression")
     fitted = baseline_gap("rmse", values, values.to_numpy() + random.normal(0, 0.5, 500), mean, [], "regression")
     assert fitted["gap"] > 1.0 and fitted["lower"] > 1.0
+
+
+def test_a_metric_computed_alone_equals_the_full_set() -> None:
+    from trainflow.evaluate import metric_value, task_metrics
+
+    random = np.random.default_rng(9)
+    for classes in (["a", "b"], ["a", "b", "c"]):
+        labels = random.choice(classes, 300)
+        outputs = random.dirichlet(np.ones(len(classes)), 300)
+        full = task_metrics(labels, outputs, classes, "classification")
+        for name in ("roc_auc_ovo", "accuracy", "f1_macro", "log_loss"):
+            assert metric_value(name, labels, outputs, classes, "classification") == pytest.approx(full[name]), name
+    values = random.normal(size=200)
+    predicted = values + random.normal(scale=0.3, size=200)
+    full = task_metrics(values, predicted, [], "regression")
+    for name in ("r2", "mae", "rmse"):
+        assert metric_value(name, values, predicted, [], "regression") == pytest.approx(full[name]), name

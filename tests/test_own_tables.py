@@ -82,7 +82,9 @@ def test_several_tables_live_side_by_side_in_one_store(shared: tuple[Path, dict[
     assert "churn-target/model_export" in listed.stdout and "penguins-species/model_export" in listed.stdout
     ambiguous = run_command([str(BIN_DIR / "trainflow"), "artifacts", "show", "model_export:prod"], env)
     assert ambiguous.returncode == 1 and "several projects" in error_lines(ambiguous.stderr)[0]
-    shown = run_command([str(BIN_DIR / "trainflow"), "--project", "churn-target", "artifacts", "show", "model_export:prod"], env)
+    shown = run_command(
+        [str(BIN_DIR / "trainflow"), "--project", "churn-target", "artifacts", "show", "model_export:prod"], env
+    )
     assert shown.returncode == 0 and "hist_gradient_boosting" in shown.stdout
 
 

@@ -16,6 +16,7 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -549,13 +550,23 @@ def input_signature(rows: pd.DataFrame, outputs: Any) -> Any:
     with warnings.catch_warnings():
         # MLflow's multi-line hint that integer columns cannot hold gaps: they are open just below.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
-        signature = infer_signature(rows, outputs)
+        signature = infer_signature(_typing_sample(rows), outputs)
     # Required: a missing column is then MLflow's schema error naming it, not a sklearn error.
     signature.inputs = Schema([
         ColSpec(type=AnyType() if c.name in numbers else c.type, name=c.name, required=True)
         for c in signature.inputs.inputs
     ])
     return signature
+
+
+def _typing_sample(rows: pd.DataFrame, per_column: int = 20) -> pd.DataFrame:
+    """The first rows, and for every column its first rows with a value: enough for MLflow
+    to type every column (even one empty in the first rows) without reading the whole table
+    (1.5 s at 200,000 rows)."""
+    positions = set(range(min(len(rows), 200)))
+    for column in rows.columns:
+        positions.update(np.flatnonzero(rows[column].notna().to_numpy())[:per_column].tolist())
+    return rows.iloc[sorted(positions)]
 
 
 def export(
