@@ -57,7 +57,7 @@ def test_a_step_killed_while_logging_leaves_no_partial_version(tmp_path: Path) -
     source = big_table(tmp_path / "big.csv")
     command = [
         MLFLOW, "run", str(PROJECT_DIR / "components" / "fetch_data"), "--env-manager", "local",
-        "--experiment-name", "trainflow", "-P", f"hydra_options=data.uri={source}",
+        "--experiment-name", "trainflow", "-P", f"hydra_options=dataset=penguins data.uri={source}",
     ]
 
     def start() -> tuple[subprocess.Popen[str], queue.Queue[tuple[float, str]]]:

@@ -70,7 +70,7 @@ def test_the_pipeline_logs_runs_metrics_and_the_registered_model_to_the_server(
     plots = client.list_artifacts(by_step["test_model"].info.run_id, "plots")
     assert plots and any(artifacts.rglob(Path(plots[0].path).name))
 
-    prod = client.get_model_version_by_alias("trainflow-model", "prod")
+    prod = client.get_model_version_by_alias("penguins-species", "prod")
     assert prod.tags["trainflow.artifact"] == "model_export:v0"
     assert prod.run_id == by_step["promote_model"].info.run_id
     # The registered files, downloaded over HTTP, load as the model.

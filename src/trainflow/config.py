@@ -20,7 +20,7 @@ from typing import Any, Optional, Union
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from trainflow.components import is_repository_uri
-from trainflow.errors import ConfigError
+from trainflow.errors import ConfigError, TrainflowError
 
 SCHEMA_NAME = "trainflow_schema"
 ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
@@ -441,7 +441,12 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
     if cfg.data.sha256 is not None and (len(cfg.data.sha256) != 64 or not _is_hex(cfg.data.sha256)):
         raise ConfigError(f"data.sha256={cfg.data.sha256!r} is not a 64-character hex sha256 digest")
     from trainflow.model import validate_model_config
-    from trainflow.store import parse_ref, validate_alias
+    from trainflow.store import parse_ref, validate_alias, validate_project
+
+    try:
+        validate_project(cfg.project)
+    except TrainflowError as error:
+        raise ConfigError(f"project: {error}") from None
 
     validate_model_config(cfg.model, cfg.data.target, estimator_params=estimator_params)
     validate_alias(cfg.promote.alias)

@@ -20,6 +20,7 @@ Plain functions, frames in and plans out; no MLflow, no store. Three stages:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -301,7 +302,7 @@ def plan_features(
     )
     if plan.dense_bytes > options.max_dense_bytes:
         if layout == "auto":  # it may be kept sparse instead
-            return FeaturePlan(**{**plan.__dict__, "layout": "sparse"})
+            return dataclasses.replace(plan, layout="sparse")
         raise DataError(_over_budget(plan, options, takes))
     return plan
 
