@@ -414,7 +414,7 @@ class SweepCallback(Callback):
         from trainflow.config import validate
         from trainflow.steps import select_steps
         from trainflow.store import LocalArtifactStore
-        from trainflow.tracking import experiment_id, use_tracking, use_wal
+        from trainflow.tracking import experiment_id, use_tracking
         from trainflow.wandb_backend import read_store
 
         cfg = _task_config(config)
@@ -423,8 +423,7 @@ class SweepCallback(Callback):
         validate(cfg, estimator_params=False)
         steps = select_steps(cfg.main.steps)
         local = LocalArtifactStore(cfg.artifacts.root, project=cfg.project)
-        tracking = use_tracking(local.root)
-        use_wal(tracking)  # trials write to the MLflow database at once
+        use_tracking(local.root)
         sweep_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
         client = mlflow.MlflowClient()
         # `mlflow run .` made a run for this process: it becomes the sweep's run, and the

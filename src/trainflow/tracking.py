@@ -34,15 +34,19 @@ def use_tracking(store_root: Path) -> str:
     mlflow.set_tracking_uri(uri)
     if is_store_database(uri, store_root):
         create_store_database(store_root)
+    use_wal(uri)
     return uri
 
 
 def use_wal(uri: str) -> None:
     """Put an SQLite tracking database in WAL mode (the mode is kept in the file).
 
-    Then readers never block writers, so concurrent writers (the trials of a parallel
-    sweep) wait only for each other's short transactions, which MLflow's 20 s busy
-    timeout covers, instead of failing with "database is locked" behind a long read.
+    Then readers never block writers. Concurrent writers (the trials of a parallel sweep,
+    a step beside ``mlflow ui``) wait only for each other's short transactions, which
+    MLflow's 20 s busy timeout covers, instead of failing with "database is locked" behind
+    a long read. So does a process interrupted in the middle of a query: the cursor its
+    traceback keeps alive holds a read, which in SQLite's default (rollback journal) mode
+    blocks the writes that close its runs as failed.
     Best effort: a process holding the database open (``mlflow ui``) can keep the old mode.
     """
     if not uri.startswith("sqlite:///"):

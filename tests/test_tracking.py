@@ -1,0 +1,28 @@
+"""The store's MLflow database (SQLite) as several processes and interrupted ones use it."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import mlflow
+
+from trainflow.tracking import use_tracking
+
+
+def test_a_read_left_open_does_not_block_closing_a_run(store_env: dict[str, str]) -> None:
+    """A process interrupted in the middle of a query keeps that query's cursor alive in its
+    traceback, and with it a read of the database. The writes that then close its runs as
+    failed must not wait behind that read (20 s, then "database is locked", in SQLite's
+    default journal mode): the store's database is in WAL mode."""
+    root = Path(store_env["TRAINFLOW_HOME"])
+    use_tracking(root)
+    client = mlflow.MlflowClient()
+    run = client.create_run("0")
+    with contextlib.closing(sqlite3.connect(root / "mlflow.db", timeout=0.1)) as reader:
+        assert reader.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        pending = reader.execute("SELECT run_uuid FROM runs UNION ALL SELECT run_uuid FROM runs")
+        assert pending.fetchone() is not None  # the statement is still stepping: its read is held
+        client.set_terminated(run.info.run_id, "FAILED")
+    assert client.get_run(run.info.run_id).info.status == "FAILED"
