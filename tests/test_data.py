@@ -73,7 +73,7 @@ def test_read_table_garbage_with_parquet_magic(tmp_path: Path) -> None:
     """Bytes starting with the Parquet magic but otherwise garbage are a DataError."""
     fake = tmp_path / "fake.parquet"
     fake.write_bytes(b"PAR1" + random.Random(3).randbytes(1000))
-    with pytest.raises(DataError, match="neither a readable CSV nor Parquet"):
+    with pytest.raises(DataError, match="starts like Parquet but has no Parquet footer"):
         read_table(fake)
 
 

@@ -41,7 +41,7 @@ def check_data(run: StepRun) -> None:
     elif reference_version.ref == checked.ref:
         note = f"{checked.ref} is raw_data:{alias} itself: drift not checked"
     else:
-        reference = read_table(run.store.use_artifact(reference_version.ref, run=run.record))
+        reference = read_table(run.store.use_artifact(reference_version.ref, run=run.record), limits=run.table_limits)
         mlflow.set_tag("trainflow.reference", reference_version.ref)
         note = f"drift measured against {reference_version.ref} (raw_data:{alias}, {len(reference):,} rows)"
     run.say(note)

@@ -7,7 +7,9 @@ from trainflow.run_context import StepRun, step_main
 def fetch_data(run: StepRun) -> None:
     data = run.cfg.data
     fetched = fetch(data.uri, run.workdir / "download", expected_sha256=data.sha256, max_bytes=data.max_bytes)
-    table = read_table(fetched.path)
+    table = read_table(fetched.path, limits=run.table_limits)
+    for note in table.attrs["read_notes"]:
+        run.say(note)
     run.say(f"fetched {fetched.source}: {len(table)} rows x {len(table.columns)} columns, sha256 {fetched.sha256}")
     run.log_artifact(
         fetched.path,
@@ -20,6 +22,7 @@ def fetch_data(run: StepRun) -> None:
             "size": fetched.size,
             "rows": len(table),
             "columns": [str(c) for c in table.columns],
+            **({"read_notes": table.attrs["read_notes"]} if table.attrs["read_notes"] else {}),
             # What the server said about this content (ETag, Last-Modified): data.cache_remote keys on them
             **({"http_validators": fetched.validators} if fetched.validators else {}),
         },

@@ -35,7 +35,7 @@ def rescore(
     run: StepRun, model: ArtifactVersion, champion: ArtifactVersion, test_set: ArtifactVersion, force: bool
 ) -> ArtifactVersion:
     """Score the champion on the current test set and record it on its version, as test_model does."""
-    test = read_table(run.store.use_artifact(test_set.ref))
+    test = read_table(run.store.use_artifact(test_set.ref), limits=run.table_limits)
     try:
         # A champion whose files are damaged cannot be compared either: force replaces it.
         model_dir = run.store.use_artifact(champion.ref, run=run.record)

@@ -13,7 +13,7 @@ def split_data(run: StepRun) -> None:
     target = cfg.data.target
     # In a list so that the frame can be handed over (raw.pop()) with nothing else holding
     # it: split_dataset frees it once the parts are out.
-    raw = [read_table(run.store.use_artifact(raw_version.ref))]
+    raw = [read_table(run.store.use_artifact(raw_version.ref), limits=run.table_limits)]
     require_columns(raw[0], [target], "split_data")
     task, why = resolve_task(cfg.model.task, raw[0][target])
     run.say(f"task: {task} ({why})")

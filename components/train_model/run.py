@@ -14,7 +14,7 @@ def train_model(run: StepRun) -> None:
     # model.task=auto: the task split_data decided from the whole table (trainval alone could differ)
     task = trainval.metadata.get("task", "auto") if cfg.model.task == "auto" else cfg.model.task
     # Not kept in a variable: train_from_config frees the frame once it is split.
-    result = train_from_config(read_table(run.store.use_artifact(trainval.ref)), cfg, task)
+    result = train_from_config(read_table(run.store.use_artifact(trainval.ref), limits=run.table_limits), cfg, task)
     used = int((result.feature_table["kind"] != "dropped").sum())
     run.say(
         f"{result.task} with {result.estimator} on {len(result.train_rows):,} rows (validation "

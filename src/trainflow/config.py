@@ -67,6 +67,15 @@ class WandbConfig:
 
 
 @dataclass
+class TableLimitsConfig:
+    # What a table file may hold before it is parsed (trainflow.table_file.TableLimits)
+    max_columns: int = MISSING
+    max_header_bytes: int = MISSING
+    max_line_bytes: int = MISSING
+    max_cells: int = MISSING
+
+
+@dataclass
 class DataConfig:
     uri: str = MISSING
     sha256: Optional[str] = None
@@ -75,6 +84,7 @@ class DataConfig:
     cache_remote: bool = MISSING
     # Larger sources are refused before or while they are fetched (trainflow.data.fetch)
     max_bytes: int = MISSING
+    limits: TableLimitsConfig = field(default_factory=TableLimitsConfig)
 
 
 @dataclass
@@ -432,6 +442,9 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
         raise ConfigError(f"artifacts.backend={cfg.artifacts.backend!r} is not one of {', '.join(BACKENDS)}")
     if cfg.data.max_bytes <= 0:
         raise ConfigError(f"data.max_bytes={cfg.data.max_bytes} must be a positive number of bytes, e.g. 2147483648")
+    for key, value in cfg.data.limits.items():
+        if value <= 0:
+            raise ConfigError(f"data.limits.{key}={value} must be a positive number; the default is in config.yaml")
     for key in ("test_size", "val_size"):
         value = cfg.split[key]
         if not 0.0 < value < 1.0:

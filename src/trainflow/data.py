@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import http.client
 import os
@@ -18,9 +17,19 @@ import numpy as np
 import pandas as pd
 
 from trainflow.errors import DataError
+from trainflow.table_file import (
+    SNIFF_BYTES,
+    TableLimits,
+    csv_layout,
+    file_kind,
+    normalise_parquet_columns,
+    not_utf8,
+    parquet_layout,
+    read_csv_checked,
+)
 
 _CHUNK = 1 << 20
-# Enough of a file's start to recognise HTML or the encoding of text.
+# Enough of a file's start to recognise HTML.
 _SNIFF_BYTES = 512
 # data.max_bytes' default: a table this size already needs several times as much memory once parsed.
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -183,45 +192,47 @@ def remote_validators(url: str, timeout: float = HTTP_TIMEOUT_SECONDS) -> dict[s
         raise DataError(f"cannot ask {url} whether it changed ({error.__class__.__name__}: {error})") from None
 
 
-def read_table(path: Path, setting: str = "data.uri", allow_empty: bool = False) -> pd.DataFrame:
-    """Read a CSV or Parquet file (chosen by content, not only by suffix) into a DataFrame.
+def read_table(
+    path: Path,
+    setting: str = "data.uri",
+    allow_empty: bool = False,
+    limits: TableLimits | None = None,
+) -> pd.DataFrame:
+    """Read a CSV or Parquet file (chosen by content, not by suffix) into a DataFrame.
 
+    Before the parse, :mod:`trainflow.table_file` refuses in one line what cannot be read
+    in time and memory bounded by the file's size (``limits``: ``data.limits``) or would
+    be read wrongly (compressed files, archives, other encodings, unnamed or repeated
+    columns, nested types). What has one safe reading is converted and reported: the
+    frame's ``attrs["read_notes"]`` lists those conversions.
     ``setting`` is what the user named the file with (a config key): the errors tell them to fix that.
     A table to learn from needs rows and two columns; one to score (``allow_empty``) may have no rows.
     """
     path = Path(path)
+    limits = limits or TableLimits()
     try:
         with open(path, "rb") as reader:
-            head = reader.read(_SNIFF_BYTES)
+            head = reader.read(SNIFF_BYTES)
     except OSError as error:
         raise DataError(f"cannot read {path}: {error.strerror}") from None
     if not head:
         raise DataError(f"{path.name} is empty: point {setting} at a file with data")
-    wide = _wide_unicode(head) if head[:4] != b"PAR1" else None
-    if wide is not None:
-        # pandas would stop at the first byte that is not UTF-8, and a guessed 8-bit
-        # encoding would "succeed" with a NUL beside every character.
-        raise DataError(
-            f"{path.name} is {wide.upper()} text, not UTF-8; trainflow reads UTF-8 CSV: re-save it as UTF-8 "
-            f"(e.g. pandas: pd.read_csv(f, encoding={wide!r}).to_csv(out, index=False)) or as Parquet"
-        )
+    notes: list[str] = []
+    kind = file_kind(path, head, setting)
     try:
-        if head[:4] == b"PAR1":
-            frame = pd.read_parquet(path)
+        if kind == "parquet":
+            parquet_layout(path, limits, setting)
+            frame = normalise_parquet_columns(pd.read_parquet(path), notes)
         else:
-            frame = pd.read_csv(path)
+            frame = read_csv_checked(path, csv_layout(path, limits).columns, notes)
     except UnicodeDecodeError as error:
-        raise DataError(
-            f"{path.name} is not UTF-8 text (byte {error.object[error.start:error.start + 1]!r} at offset "
-            f"{error.start}): save it as UTF-8 (e.g. pandas: pd.read_csv(f, encoding='latin-1').to_csv(out, "
-            "index=False)) or as Parquet"
-        ) from None
+        raise not_utf8(path, error) from None
     except (ValueError, pd.errors.ParserError, OSError) as error:
         raise DataError(
             f"{path.name} is neither a readable CSV nor Parquet file ({error.__class__.__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}); check {setting}"
         ) from None
-    if len(frame.columns) == 1:
+    if kind == "csv" and len(frame.columns) == 1:
         delimiter = next((d for d in (";", "\t", "|") if d in str(frame.columns[0])), None)
         if delimiter is not None:
             raise DataError(
@@ -234,34 +245,9 @@ def read_table(path: Path, setting: str = "data.uri", allow_empty: bool = False)
             f"{path.name} has {len(frame)} rows and {len(frame.columns)} columns: a training table needs "
             "rows and at least a feature and a target column"
         )
+    frame.attrs["read_notes"] = notes
     release_unused_arrow_memory()
     return frame
-
-
-# UTF-32's little-endian BOM begins with UTF-16's, so it is tried first.
-_UNICODE_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
-)
-# Without a BOM, ASCII text in a wide encoding still shows where its NULs fall in each
-# 4 bytes: (byte 0, 1, 2, 3 of every 4 is NUL) -> codec.
-_NUL_PATTERNS = {
-    (False, True, False, True): "utf-16-le", (True, False, True, False): "utf-16-be",
-    (False, True, True, True): "utf-32-le", (True, True, True, False): "utf-32-be",
-}
-
-
-def _wide_unicode(head: bytes) -> str | None:
-    """The Python codec of UTF-16/UTF-32 text starting with ``head``, or None for anything else."""
-    for bom, codec in _UNICODE_BOMS:
-        if head.startswith(bom):
-            return codec
-    words = len(head) // 4
-    if words < 4:
-        return None
-    # 90%, not all: a character past U+00FF fills a byte that is NUL for ASCII ones.
-    pattern = tuple(head[i : words * 4 : 4].count(0) >= 0.9 * words for i in range(4))
-    return _NUL_PATTERNS.get(pattern)
 
 
 def release_unused_arrow_memory() -> None:
@@ -306,8 +292,7 @@ def split_dataset(
     require_columns(frame, [target] + ([stratify_by] if stratify_by else []), "split_data")
     labelled = frame.dropna(subset=[target]).reset_index(drop=True)
     del frame
-    if classes and _whole_floats(labelled[target]):
-        labelled[target] = labelled[target].astype("int64")
+    labelled[target] = class_labels(labelled[target]) if classes else finite_quantity(labelled[target])
     if len(labelled) < 2:
         raise DataError(f"only {len(labelled)} rows have a value in the target column {target!r}: cannot split")
     try:
@@ -331,6 +316,29 @@ def split_dataset(
         )
     release_unused_arrow_memory()
     return trainval.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def class_labels(values: pd.Series) -> pd.Series:
+    """A classification target without gaps, its labels of one type: whole numbers that
+    pandas read as floats (because of gaps) as integers, and true/false values that it
+    kept as objects (because of gaps) as booleans; scikit-learn's metrics refuse a mix."""
+    if _whole_floats(values):
+        return values.astype("int64")
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "boolean":
+        return values.astype(bool)
+    return values
+
+
+def finite_quantity(values: pd.Series) -> pd.Series:
+    """A regression target without gaps, refused in one line if any value is infinite."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        infinite = int(np.isinf(values.to_numpy(dtype="float64")).sum())
+        if infinite:
+            raise DataError(
+                f"the target {values.name!r} holds {infinite:,} infinite value(s): a quantity to predict must be "
+                "finite; fix or drop those rows"
+            )
+    return values
 
 
 def _whole_floats(values: pd.Series) -> bool:

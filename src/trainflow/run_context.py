@@ -34,6 +34,7 @@ from trainflow.errors import exit_on_interrupt, exit_on_user_error, interrupt_on
 from trainflow.steps import PROJECT_TAG, STEPS, StepSpec, step_params
 from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord
 from trainflow.sweeps import SweepContext, current_trial, error_tagged_run, pinned_ref, trial_tags
+from trainflow.table_file import TableLimits
 
 # How a step ran: "process" (its own `mlflow run` or `python run.py`) or "in_process"
 # (a function call in the pipeline's process, main.in_process)
@@ -78,10 +79,15 @@ class StepRun:
         """The verified, read-only checkout of the input ``param`` (a file, or a directory)."""
         return self.store.use_artifact(self.resolve(param).ref)
 
+    @property
+    def table_limits(self) -> TableLimits:
+        """``data.limits``: every table a step reads is held to them."""
+        return TableLimits.from_config(self.cfg.data.limits)
+
     def read_table(self, param: str) -> pd.DataFrame:
         from trainflow.data import read_table
 
-        return read_table(self.use(param))
+        return read_table(self.use(param), limits=self.table_limits)
 
     def log_artifact(
         self,
