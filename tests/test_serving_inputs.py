@@ -84,16 +84,41 @@ def test_pyfunc_takes_a_csv_as_pandas_reads_it(served: tuple[Path, dict[str, Pat
 
 
 def test_the_signature_documents_every_column(served: tuple[Path, dict[str, Path], np.ndarray]) -> None:
-    """Numbers are open-typed (MLflow's any; the model's first step casts them and refuses
-    text), strings stay strings, and every column is required."""
+    """Numbers and text are open-typed (MLflow's any: the model's first step casts them and
+    refuses what is neither), and every column is required."""
     from mlflow.models import Model
 
     model, _, _ = served
     schema = Model.load(str(model)).get_input_schema()
     types = {c.name: getattr(c.type, "name", str(c.type)) for c in schema.inputs}
     assert types == {"bill_length_mm": "Any", "bill_depth_mm": "Any", "flipper_length_mm": "Any",
-                     "body_mass_g": "Any", "island": "string", "sex": "string"}
+                     "body_mass_g": "Any", "island": "Any", "sex": "Any"}
     assert all(c.required for c in schema.inputs)
+
+
+def test_text_columns_take_what_clients_send(served: tuple[Path, dict[str, Path], np.ndarray]) -> None:
+    """A number or true/false sent for a text column is its text (an unknown label, not a
+    type error); a text column with no value in the batch is missing values (pandas makes
+    it float64, which MLflow's string type refused); a list is refused in one line."""
+    model, files, _ = served
+    pyfunc = mlflow.pyfunc.load_model(str(model))
+    rows = as_read(files["no_gaps"])
+    baseline = pyfunc.predict(rows.assign(island="no such island")).to_numpy()
+    np.testing.assert_allclose(pyfunc.predict(rows.assign(island=3)).to_numpy(), baseline)
+    empty_sex = pyfunc.predict(rows.assign(sex=np.nan)).to_numpy()
+    assert empty_sex.shape == baseline.shape and np.allclose(empty_sex.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match=r"^column 'island' must hold text; got \['Dream'\]$"):
+        pyfunc.predict(rows.assign(island=[["Dream"]] * len(rows)))
+
+
+def test_rows_with_a_repeated_column_are_one_line_in_batch_predict(served: tuple[Path, dict[str, Path], np.ndarray]) -> None:
+    from trainflow.errors import DataError
+    from trainflow.inference import predict_table
+
+    model, files, _ = served
+    rows = as_read(files["no_gaps"])
+    with pytest.raises(DataError, match="name more than one column 'island': give every column a unique name"):
+        predict_table(model, pd.concat([rows, rows[["island"]]], axis=1))
 
 
 def json_body(frame: pd.DataFrame) -> dict[str, object]:

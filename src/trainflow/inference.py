@@ -43,6 +43,10 @@ def predict_table(model_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
+    repeated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+    if repeated:
+        raise DataError(f"the rows to score name more than one column {', '.join(map(repr, repeated))}: "
+                        "give every column a unique name")
     schema = Model.load(str(model_dir)).get_input_schema()
     if schema is not None:
         require_columns(frame, list(schema.required_input_names()), "batch_predict")

@@ -537,15 +537,18 @@ def _final_estimator(pipeline: Any) -> Any:
 
 def input_signature(rows: pd.DataFrame, outputs: Any) -> Any:
     """The model's signature: every raw input column required, and columns that are numbers
-    in training of open type (MLflow's ``any``), so that a batch reaches the model as pandas
-    read it: int64 when its numbers have no gaps, float64 when they have. No single MLflow
-    type admits both (``double`` refuses int64, ``long`` refuses NaN); the pipeline's first
-    step (``InputColumns``) casts them and refuses anything that is not a number."""
+    or text in training of open type (MLflow's ``any``), so that a batch reaches the model
+    as pandas read it: int64 when its numbers have no gaps, float64 when they have, a text
+    column with no value as float64. No single MLflow type admits both (``double`` refuses
+    int64, ``long`` refuses NaN, ``string`` an empty column); the pipeline's first step
+    (``InputColumns``) casts them and refuses in one line what is neither."""
     from mlflow.models import infer_signature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    numbers = {
-        c for c in rows.columns if pd.api.types.is_numeric_dtype(rows[c]) and not pd.api.types.is_bool_dtype(rows[c])
+    open_type = {
+        c for c in rows.columns
+        if (pd.api.types.is_numeric_dtype(rows[c]) and not pd.api.types.is_bool_dtype(rows[c]))
+        or pd.api.types.is_string_dtype(rows[c]) or rows[c].dtype == object
     }
     with warnings.catch_warnings():
         # MLflow's multi-line hint that integer columns cannot hold gaps: they are open just below.
@@ -553,7 +556,7 @@ def input_signature(rows: pd.DataFrame, outputs: Any) -> Any:
         signature = infer_signature(_typing_sample(rows), outputs)
     # Required: a missing column is then MLflow's schema error naming it, not a sklearn error.
     signature.inputs = Schema([
-        ColSpec(type=AnyType() if c.name in numbers else c.type, name=c.name, required=True)
+        ColSpec(type=AnyType() if c.name in open_type else c.type, name=c.name, required=True)
         for c in signature.inputs.inputs
     ])
     return signature

@@ -63,7 +63,10 @@ class InputColumns(TransformerMixin, BaseEstimator):
     Columns that were numbers in training become float64 whatever pandas made of them
     (int64 when a batch has no gaps, float64 with NaN when it has, objects from JSON), so
     the signature can leave their type open and still every step sees the same input.
-    A value that is not a number is refused in one line naming the column.
+    Columns that were text stay text: a number or true/false sent for them is read as
+    its text ("3"), and a column with no value at all is missing values, not a type
+    error. A value that is neither (a list, a mapping) is refused in one line naming the
+    column, and so is a missing column.
     """
 
     def fit(self, X: Any, y: Any = None) -> InputColumns:
@@ -74,24 +77,48 @@ class InputColumns(TransformerMixin, BaseEstimator):
             str(c) for c in frame.columns
             if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
         ]
+        self.text_ = [str(c) for c in frame.columns if _holds_text(frame[c])]
         return self
 
     def transform(self, X: Any) -> pd.DataFrame:
         frame = _as_frame(X)
+        missing = [c for c in self.feature_names_in_ if c not in frame.columns]
+        if missing:
+            raise ValueError(
+                f"missing column(s) {', '.join(map(repr, missing))}: the model needs "
+                f"{', '.join(map(str, self.feature_names_in_))}"
+            )
         casts = {}
         for column in self.numeric_:
-            if column not in frame.columns or frame[column].dtype == np.float64:
-                continue  # a missing column is the next step's (and the signature's) to name
+            if frame[column].dtype == np.float64:
+                continue
             try:
                 casts[column] = pd.to_numeric(frame[column], errors="raise").astype("float64")
             except (ValueError, TypeError):
                 bad = frame[column][pd.to_numeric(frame[column], errors="coerce").isna() & frame[column].notna()]
                 example = f"; got {bad.iloc[0]!r}" if len(bad) else ""
                 raise ValueError(f"column {column!r} must hold numbers{example}") from None
+        # Models exported before text columns were recorded have no text_.
+        for column in getattr(self, "text_", []):
+            values = frame[column]
+            kind = pd.api.types.infer_dtype(values, skipna=True)
+            if kind in ("string", "empty"):
+                continue
+            nested = values[values.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray)))]
+            if len(nested):
+                raise ValueError(f"column {column!r} must hold text; got {nested.iloc[0]!r}")
+            casts[column] = values.astype(object).where(values.isna(), values.astype(str))
         return frame.assign(**casts) if casts else frame
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         return self.feature_names_in_
+
+
+def _holds_text(values: pd.Series) -> bool:
+    return not (
+        pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+        or pd.api.types.is_datetime64_any_dtype(values)
+    )
 
 
 class TextComponents(TransformerMixin, BaseEstimator):
