@@ -157,3 +157,32 @@ def step_run_list(env: dict[str, str], step: str) -> list:  # type: ignore[type-
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("trainflow").experiment_id
     return client.search_runs([experiment], f"tags.`trainflow.step` = '{step}'")
+
+
+def test_the_front_door_refuses_a_repeated_name_and_reports_a_conversion(
+    checked: tuple[Path, dict[str, str], str], tmp_path: Path
+) -> None:
+    """Through `mlflow run`: a header that repeats a name stops fetch_data in one line and
+    logs nothing; a column of numbers and text is read as text, said and recorded."""
+    home, env = copy_of(checked[0], tmp_path)
+    store = project_store(home)
+    before = [v.ref for v in store.list_versions("raw_data")]
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text(PENGUINS.read_text().replace("island,", "sex,", 1))
+    result = run_steps("fetch_data", env, f"dataset=penguins data.uri={repeated}")
+    assert result.returncode != 0
+    [line] = error_lines(result.stderr)
+    assert line == "fetch_data: error: repeated.csv names more than one column 'sex': rename them so that every column name is unique"
+    assert [v.ref for v in project_store(home).list_versions("raw_data")] == before and store.verify().ok
+
+    mixed = pd.read_csv(PENGUINS)
+    mixed["year"] = mixed["year"].astype(str)
+    mixed = pd.concat([mixed] * 800, ignore_index=True)  # past the first 262,144 rows pandas types at once
+    mixed.loc[len(mixed) - 1, "year"] = "unknown"
+    path = tmp_path / "mixed.csv"
+    mixed.to_csv(path, index=False)
+    result = run_steps("fetch_data", env, f"dataset=penguins data.uri={path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[fetch_data] column 'year': numbers and text mixed; read as text" in result.stdout
+    latest = project_store(home).get("raw_data:latest")
+    assert latest.metadata["read_notes"] == ["column 'year': numbers and text mixed; read as text"]

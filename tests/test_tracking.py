@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+import pytest
 
 from trainflow.tracking import use_tracking
+
+
+@pytest.fixture(autouse=True)
+def tracking_uri_not_left_set() -> Iterator[None]:
+    """use_tracking sets this process's MLflow tracking URI, which outranks the environment
+    variable other tests in the worker set: unset it after each test."""
+    yield
+    mlflow.set_tracking_uri(None)
 
 
 def test_a_read_left_open_does_not_block_closing_a_run(store_env: dict[str, str]) -> None:
