@@ -106,7 +106,8 @@ def tables(draw: st.DrawFn) -> pd.DataFrame:
 
 
 def _damage(draw: st.DrawFn, data: bytes) -> bytes:
-    how = draw(st.sampled_from(["none"] * 14 + ["truncate", "flip", "nul", "gzip", "garbage_row", "open_quote", "no_breaks"]))
+    kinds = ["truncate", "flip", "nul", "gzip", "garbage_row", "open_quote", "no_breaks", "trailing_comma"]
+    how = draw(st.sampled_from(["none"] * 14 + kinds))
     if how == "truncate" and data:
         return data[: draw(st.integers(0, len(data) - 1))]
     if how == "flip" and data:
@@ -120,6 +121,9 @@ def _damage(draw: st.DrawFn, data: bytes) -> bytes:
         return data + b"1,2,3,4,5,6,7,8,9,10,11\n"
     if how == "open_quote":
         return data + b'"never closed,1\n'
+    if how == "trailing_comma":  # a delimiter at the end of every row but the header
+        header, _, rows = data.partition(b"\n")
+        return header + b"\n" + rows.replace(b"\n", b",\n")
     if how == "no_breaks":
         return data.replace(b"\n", b",") * 3
     return data
@@ -135,7 +139,8 @@ def _parquet_bytes(draw: st.DrawFn, frame: pd.DataFrame) -> bytes:
             except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed values: Parquet holds them as text
                 arrays.append(pa.array(part.iloc[:, j].map(lambda v: None if v is None else str(v)), type=pa.string()))
     names = list(frame.columns)
-    extra = draw(st.sampled_from(["none"] * 10 + ["struct", "list", "binary", "decimal", "duration"]))
+    extra = draw(st.sampled_from(["none"] * 10 + ["struct", "list", "binary", "decimal", "duration", "date", "timestamp_tz",
+                                                  "dictionary", "uint64", "float16", "null", "large_string"]))
     rows = len(frame)
     if extra == "struct":
         arrays.append(pa.array([{"a": i} for i in range(rows)]))
@@ -149,6 +154,20 @@ def _parquet_bytes(draw: st.DrawFn, frame: pd.DataFrame) -> bytes:
         arrays.append(pa.array([decimal.Decimal(i) / 4 for i in range(rows)], type=pa.decimal128(12, 4)))
     elif extra == "duration":
         arrays.append(pa.array(list(range(rows)), type=pa.duration("s")))
+    elif extra == "date":
+        arrays.append(pa.array([i * 100 for i in range(rows)], type=pa.date32()))
+    elif extra == "timestamp_tz":
+        arrays.append(pa.array([i * 10**9 for i in range(rows)], type=pa.timestamp("ns", tz="Europe/Paris")))
+    elif extra == "dictionary":
+        arrays.append(pa.array(["a", "b", None, "c"] * (rows // 4) + ["a"] * (rows % 4)).dictionary_encode())
+    elif extra == "uint64":
+        arrays.append(pa.array([2**64 - 1 - i for i in range(rows)], type=pa.uint64()))
+    elif extra == "float16":
+        arrays.append(pa.array(np.arange(rows, dtype=np.float16)))
+    elif extra == "null":
+        arrays.append(pa.nulls(rows))
+    elif extra == "large_string":
+        arrays.append(pa.array([f"v{i % 3}" for i in range(rows)], type=pa.large_string()))
     if extra != "none":
         names.append(f"extra_{extra}")
     buffer = io.BytesIO()

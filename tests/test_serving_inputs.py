@@ -152,7 +152,8 @@ def test_mlflow_models_serve_takes_json_with_and_without_gaps(
     served: tuple[Path, dict[str, Path], np.ndarray], tmp_path: Path
 ) -> None:
     """REST with JSON (`dataframe_split`, MLflow's documented body) both ways; a text in a
-    number column is a 400 naming the column."""
+    number column is a 400 naming the column, a missing column a 400 naming it (MLflow's
+    schema check); no rows get no predictions; a number for a text column is its text."""
     model, files, expected = served
     port = free_port()
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
@@ -176,6 +177,13 @@ def test_mlflow_models_serve_takes_json_with_and_without_gaps(
         # MLflow's server says the model refused the input and returns the model's reason in the trace
         assert status == 400 and answer["error_code"] == "BAD_REQUEST", answer
         assert "column 'body_mass_g' must hold numbers; got 'heavy'" in answer["stack_trace"]
+        rows = as_read(files["no_gaps"])
+        status, answer = post(f"{base}/invocations", json_body(rows.head(0)))  # no rows: no predictions
+        assert status == 200 and answer["predictions"] == [], answer
+        status, answer = post(f"{base}/invocations", json_body(rows.assign(island=3, sex=None)))
+        assert status == 200 and len(answer["predictions"]) == len(rows), answer
+        status, answer = post(f"{base}/invocations", json_body(rows.drop(columns=["island"])))
+        assert status == 400 and "Model is missing inputs ['island']" in answer["message"], answer
     finally:
         stop_process_group(server)
         log.close()

@@ -66,6 +66,15 @@ def test_a_header_of_a_million_names_is_refused_before_parsing(tmp_path: Path) -
     assert "1,000,000 columns, more than data.limits.max_columns=10,000" in message
 
 
+@pytest.mark.parametrize("rows", ["1,2,3\n4,5,6\n", "1,2,\n4,5,\n"])
+def test_rows_longer_than_the_header_are_refused_not_shifted(tmp_path: Path, rows: str) -> None:
+    """pandas takes the extra first fields of such rows as the index: every column would
+    hold its neighbour's values (and a delimiter at the end of each row does the same)."""
+    message = refusal(write(tmp_path / "t.csv", "a,b\n" + rows))
+    assert message == ("t.csv's rows have more fields than its header has names (2): name every column in the "
+                       "header, or remove the delimiter at the end of each row")
+
+
 def test_a_long_line_and_too_many_cells_name_their_settings(tmp_path: Path) -> None:
     rows = "\n".join(f"{i},{i}" for i in range(1000))
     path = write(tmp_path / "t.csv", "a,b\n" + rows + "\n" + "x" * 5000 + ",1\n")
@@ -147,6 +156,16 @@ def test_parquet_decimals_are_read_as_floats_and_reported(tmp_path: Path) -> Non
     frame = read_table(path)
     assert frame["price"].dtype == np.float64 and frame["price"].tolist()[::2] == [1.25, 3.5]
     assert frame.attrs["read_notes"] == ["column 'price': decimals; read as float64 (about 16 significant digits)"]
+
+
+def test_parquet_dates_are_read_as_dates_and_reported(tmp_path: Path) -> None:
+    """Found by the fuzzing: a Parquet date column reached the task as text (datetime.date
+    objects), so a date target was "200 classes" instead of refused as dates."""
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"day": pa.array([0, 100, None], type=pa.date32()), "y": [0, 1, 0]}), path)
+    frame = read_table(path)
+    assert pd.api.types.is_datetime64_any_dtype(frame["day"]) and str(frame["day"].iloc[1].date()) == "1970-04-11"
+    assert frame.attrs["read_notes"] == ["column 'day': dates; read as datetime64"]
 
 
 def test_a_column_mixing_numbers_and_text_is_read_as_text_and_reported(tmp_path: Path) -> None:

@@ -342,6 +342,13 @@ def read_csv_checked(path: Path, names: list[str], notes: list[str]) -> pd.DataF
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # found and fixed below
         frame = pd.read_csv(path)
+    if not frame.index.equals(pd.RangeIndex(len(frame))):
+        # pandas' rule for rows with more fields than the header has names: the first
+        # fields become the index, and every column then holds its neighbour's values.
+        raise DataError(
+            f"{path.name}'s rows have more fields than its header has names ({len(names):,}): name every column "
+            "in the header, or remove the delimiter at the end of each row"
+        )
     mixed = mixed_columns(frame)
     if mixed:
         as_text = pd.read_csv(path, usecols=mixed, dtype="str")
@@ -359,12 +366,20 @@ def _conversion_note(columns: list[str], what: str, result: str) -> str:
 
 def normalise_parquet_columns(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     """Parquet decimals (pandas gives Python ``Decimal`` objects, which no estimator takes)
-    as float64, reported in ``notes``."""
+    as float64, and dates as datetime64, reported in ``notes``."""
     decimals = [c for c in frame.columns if frame[c].dtype == object
                 and pd.api.types.infer_dtype(frame[c], skipna=True) == "decimal"]
     for column in decimals:
         frame[column] = pd.to_numeric(frame[column].astype("float64"))
     if decimals:
         notes.append(_conversion_note(decimals, "decimals", "float64 (about 16 significant digits)"))
+    # Parquet dates (no time of day) come as Python date objects, which pandas takes for
+    # text: as datetime64 they are dates to the checks, the task and the features.
+    dates = [c for c in frame.columns if frame[c].dtype == object
+             and pd.api.types.infer_dtype(frame[c], skipna=True) == "date"]
+    for column in dates:
+        frame[column] = pd.to_datetime(frame[column])
+    if dates:
+        notes.append(_conversion_note(dates, "dates", "datetime64"))
     return frame
 
