@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from report import BIN, PROJECT_DIR, Section, Target, machine, ratio, seconds
+from report import BIN, PROJECT_DIR, Section, Target, machine, print_section, ratio, seconds
 
 from trainflow.config import load_config
 from trainflow.model import TrainResult, export, train_from_config, validate_model_config
@@ -236,10 +236,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat (checks that it runs)")
     args = parser.parse_args()
-    section = measure(args.smoke)
-    print(section.markdown())
-    for target in section.targets:
-        print(f"\n- target: {target.what}: {target.goal}, measured {target.measured}: {'met' if target.met else 'MISSED'}")
+    print_section(measure(args.smoke))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,15 @@ class Section:
         return "\n".join(lines)
 
 
+def print_section(section: Section) -> None:
+    """A section as a script run alone prints it: its table, then each target met or missed."""
+    print(section.markdown())
+    if section.targets:
+        print()
+    for target in section.targets:
+        print(f"- {'met' if target.met else 'MISSED'}: {target.what}: {target.goal}, measured {target.measured}")
+
+
 def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
     header = "| " + " | ".join(columns) + " |"
     rule = "| " + " | ".join("---" for _ in columns) + " |"

@@ -12,6 +12,7 @@ Sections (one module each, all exposing ``measure(smoke)``):
 5.   bench/store.py     logging and reading a 1 GiB directory vs. `cp`; deduplication
 6.   bench/own_table.py a user's own table (340,000 and 10^6 rows, a 4,000-level column): the whole
                         pipeline vs. a plain scikit-learn script doing the same job
+7.   bench/front_door.py read_table's checks vs. bare pandas on 10^6 rows; a header of 10^6 names
 
 A smoke run's figures mean nothing (sizes too small to time) and are not held to the targets.
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 from report import Section, machine, markdown_table
 
 BENCH_DIR = Path(__file__).resolve().parent
-SECTIONS = ("pipeline", "scale", "inference", "store", "own_table")
+SECTIONS = ("pipeline", "scale", "inference", "store", "own_table", "front_door")
 VERSIONS = ("trainflow", "mlflow", "scikit-learn", "pandas", "numpy", "hydra-core", "skops")
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
-from report import Section, Target, machine, mebibytes, ratio, seconds, stopwatch
+from report import Section, Target, machine, mebibytes, print_section, ratio, seconds, stopwatch
 
 from trainflow.store import LocalArtifactStore
 
@@ -208,12 +208,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="a few MiB, once: checks that the bench runs")
     parser.add_argument("--repeat", type=int, default=None, help="repeats, best of each row kept (default 3; smoke 1)")
     args = parser.parse_args()
-    section = measure(args.smoke, args.repeat)
-    print(section.markdown())
-    if section.targets:
-        print()
-        for target in section.targets:
-            print(f"- {'met' if target.met else 'MISSED'}: {target.what}: {target.goal}, measured {target.measured}")
+    print_section(measure(args.smoke, args.repeat))
 
 
 if __name__ == "__main__":

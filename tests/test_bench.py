@@ -12,7 +12,8 @@ from pathlib import Path
 
 from conftest import PROJECT_DIR, pipeline_env, run_command
 
-SECTION_TITLES = ("1. Overhead", "2. Re-run", "3. Scale", "4. Inference", "5. Artifact store", "6. Your own table")
+SECTION_TITLES = ("1. Overhead", "2. Re-run", "3. Scale", "4. Inference", "5. Artifact store", "6. Your own table",
+                  "7. The front door")
 
 
 def test_the_benchmark_suite_runs_and_writes_every_sections_table(tmp_path: Path) -> None:
