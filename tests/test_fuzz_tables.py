@@ -2,7 +2,8 @@
 
 Hypothesis generates tables of random shape, column types, names, missing values,
 encodings and damage, writes each as CSV or Parquet, and runs the functions the steps
-call on it in this process: reading (``read_table``), checking (``check_table``),
+call on it in this process: reading (``read_table``), checking (``check_table``, with
+drift against the table's first half),
 splitting (``split_dataset``) and training (``train_from_config``, which builds the
 features). Each example must either get through or stop with trainflow's one-line user
 error (:class:`TrainflowError`), within a time bound; anything else (a raw exception, a
@@ -215,7 +216,9 @@ def through_the_front_door(path: Path, target: str | None) -> str:
     cfg = _config(target)
     task, _ = resolve_task(cfg.model.task, frame[target])
     settings_ = OmegaConf.to_container(cfg.data_check, resolve=True)
-    report = check_table(frame, target, task, settings_)
+    # The drift checks too: the table's first half stands for an earlier version of it.
+    reference = frame.iloc[: len(frame) // 2] if len(frame) >= 4 else None
+    report = check_table(frame, target, task, settings_, reference, "raw_data:v0" if reference is not None else None)
     if report.failed():
         return "refused by check_data"
     stratify = stratify_target(cfg.split.stratify_by, target, task)

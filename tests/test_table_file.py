@@ -41,6 +41,11 @@ def test_a_repeated_column_name_is_refused_not_renamed(tmp_path: Path) -> None:
     assert "names more than one column 'price'" in message and "unique" in message
 
 
+def test_a_repeated_name_after_blank_lines_is_still_found(tmp_path: Path) -> None:
+    """pandas skips blank lines before the header: the check reads the same header."""
+    assert "names more than one column 'a'" in refusal(write(tmp_path / "t.csv", "\n\na,a\n1,2\n"))
+
+
 def test_a_repeated_column_name_in_parquet_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "t.parquet"
     pq.write_table(pa.Table.from_arrays([pa.array([1, 2]), pa.array([3, 4])], names=["a", "a"]), path)

@@ -172,7 +172,8 @@ def csv_header(path: Path, limits: TableLimits) -> list[str]:
     # A quoted name may hold anything up to the bound: the csv module's own cap is 128 KiB.
     csv.field_size_limit(max(csv.field_size_limit(), limits.max_header_bytes))
     try:
-        names = next(csv.reader(lines()), [])
+        # pandas skips blank lines before the header; so does this.
+        names = next((row for row in csv.reader(lines()) if row), [])
     except csv.Error as error:
         raise DataError(f"{path.name}'s header is not valid CSV ({error}): fix the first line") from None
     ended = bool(consumed) and consumed[-1].endswith(("\n", "\r"))
