@@ -5,6 +5,7 @@ tests never see each other's runs and can run in parallel.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -76,6 +77,23 @@ def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[
     for key in ("TRAINFLOW_HOME", "MLFLOW_TRACKING_URI"):
         monkeypatch.setenv(key, env[key])
     yield env
+
+
+@contextlib.contextmanager
+def tracking_at(uri: str) -> Iterator[None]:
+    """This process's MLflow tracking URI is ``uri`` for the block. Set with
+    ``mlflow.set_tracking_uri``, which outranks ``MLFLOW_TRACKING_URI`` (so a URI another
+    test in the worker left set cannot win), then unset, leaving the variable as it was."""
+    import mlflow
+
+    variable = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+        if variable is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
 
 
 def tamper(path: Path, data: bytes) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import PROJECT_DIR, run_command
+from conftest import PROJECT_DIR, run_command, tracking_at
 
 SKLEARN_DEMO = PROJECT_DIR / "demo" / "sklearn_pipeline" / "run.py"
 PYTORCH_DEMO = PROJECT_DIR / "demo" / "pytorch" / "run.py"
@@ -167,15 +167,13 @@ def test_pytorch_demo_learns(pytorch_demo: DemoRun) -> None:
     assert accuracy >= 0.9  # three well separated species: a working network gets most right
 
 
-def test_pytorch_demo_logged_model_loads_by_uri_and_checks_its_inputs(
-    pytorch_demo: DemoRun, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_pytorch_demo_logged_model_loads_by_uri_and_checks_its_inputs(pytorch_demo: DemoRun) -> None:
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", pytorch_demo.env["MLFLOW_TRACKING_URI"])
     model_uri = (pytorch_demo.output_dir / "model_uri.txt").read_text().strip()
-    model = mlflow.pyfunc.load_model(model_uri)
+    with tracking_at(pytorch_demo.env["MLFLOW_TRACKING_URI"]):
+        model = mlflow.pyfunc.load_model(model_uri)
     assert [c.name for c in model.metadata.signature.inputs.inputs] == [
         "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "island", "sex"
     ]
@@ -190,12 +188,12 @@ def test_pytorch_demo_logged_model_loads_by_uri_and_checks_its_inputs(
         model.predict(rows.drop(columns=["island"]))
 
 
-def test_pytorch_demo_artifact_is_self_contained(pytorch_demo: DemoRun, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pytorch_demo_artifact_is_self_contained(pytorch_demo: DemoRun) -> None:
     import mlflow.artifacts
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", pytorch_demo.env["MLFLOW_TRACKING_URI"])
     model_uri = (pytorch_demo.output_dir / "model_uri.txt").read_text().strip()
-    local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(pytorch_demo.output_dir / "download")))
+    with tracking_at(pytorch_demo.env["MLFLOW_TRACKING_URI"]):
+        local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(pytorch_demo.output_dir / "download")))
     assert (local / "serving.py").is_file()
     assert list(local.glob("artifacts/*.pt2"))
     assert "import run" not in (local / "serving.py").read_text()  # the model's code needs no training code
