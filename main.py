@@ -7,11 +7,13 @@
 The step table lives in ``src/trainflow/steps.py``; each step's logic in the library.
 """
 
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from trainflow.app_help import asks_for_help, pipeline_help
 from trainflow.config import register_schema
 from trainflow.errors import exit_on_interrupt, interrupt_on_signals
 from trainflow.runner import Pipeline, exit_now, main_argv
@@ -31,6 +33,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if asks_for_help(sys.argv[1:]):  # Hydra's own --help searches the whole project folder
+        print(pipeline_help(PROJECT_DIR), end="")
+        raise SystemExit(0)
     interrupt_on_signals()
     with exit_on_interrupt("trainflow"):
         main_argv(PROJECT_DIR)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -231,3 +232,17 @@ def test_a_gate_for_the_other_task_fails_before_anything_runs(store_env: dict[st
     [line] = error_lines(result.stderr)
     assert "roc_auc_ovo" in line and "promote.thresholds={}" in line
     assert "[pipeline] fetch_data" not in result.stdout
+
+
+def test_main_help_is_the_pipelines_own(project_dir: Path) -> None:
+    """`python main.py --help` answers from the step table and config.yaml: Hydra's help
+    walked .venv/ and the store for minutes and listed installed packages' config folders."""
+    result = subprocess.run([sys.executable, "main.py", "--help"], cwd=project_dir, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    for step in STEPS:
+        assert f"\n  {step} " in text
+    assert "reads model_export, test_data.parquet" in text and "logs trainval_data.parquet, test_data.parquet" in text
+    assert "\n  dataset: penguins\n" in text and "\n  data.target        species\n" in text
+    assert ".venv" not in text and "site-packages" not in text and "hydra/" not in text
