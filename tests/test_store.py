@@ -21,7 +21,15 @@ import pytest
 from conftest import tamper
 
 from trainflow.errors import ArtifactNotFound, CorruptArtifact, TrainflowError
-from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord, file_sha256, lineage, parse_ref
+from trainflow.store import (
+    ArtifactVersion,
+    LocalArtifactStore,
+    NewVersion,
+    RunRecord,
+    file_sha256,
+    lineage,
+    parse_ref,
+)
 
 # -- helpers ------------------------------------------------------------------------------
 
@@ -901,3 +909,33 @@ def test_projects_keep_their_names_apart(tmp_path: Path) -> None:
     assert penguins.use_artifact("raw_data:v0").read_text() == "a,b\n3,4\n"
     penguins.log_artifact(source, "model_export", type="model_export")
     assert unbound.get("model_export:latest").project == "penguins"  # only one project has it
+
+
+def test_several_versions_are_visible_together_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """split_data's two outputs in one transaction: interrupted while recording the
+    second, neither moves, so latest of the two always come from the same split."""
+    store = LocalArtifactStore(tmp_path / "store")
+    (tmp_path / "a.txt").write_text("trainval 0")
+    (tmp_path / "b.txt").write_text("test 0")
+    pair = [NewVersion(tmp_path / "a.txt", "trainval", "split"), NewVersion(tmp_path / "b.txt", "test", "split")]
+    first = store.log_artifacts(pair, run=RunRecord("run-0", "split_data", None, {}))
+    assert [v.ref for v in first] == ["trainval:v0", "test:v0"] and {v.run.run_id for v in first} == {"run-0"}
+
+    (tmp_path / "a.txt").write_text("trainval 1")
+    (tmp_path / "b.txt").write_text("test 1")
+    insert = LocalArtifactStore._insert_version
+    calls = []
+
+    def interrupted_at_the_second(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return insert(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalArtifactStore, "_insert_version", interrupted_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        store.log_artifacts(pair)
+    assert calls == ["trainval", "test"]
+    monkeypatch.undo()
+    assert store.get("trainval:latest").ref == "trainval:v0" and store.get("test:latest").ref == "test:v0"
+    assert [v.ref for v in store.log_artifacts(pair)] == ["trainval:v1", "test:v1"]

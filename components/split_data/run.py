@@ -4,6 +4,7 @@ recording the task (classification or regression) the target makes it."""
 from trainflow.data import read_table, require_columns, resolve_task, split_dataset, stratify_target, target_summary
 from trainflow.datacheck import refuse_failed_data
 from trainflow.run_context import StepRun, step_main
+from trainflow.store import NewVersion
 
 
 def split_data(run: StepRun) -> None:
@@ -23,16 +24,18 @@ def split_data(run: StepRun) -> None:
     )
     run.say(f"{len(trainval) + len(test)} labelled rows -> trainval {len(trainval)}, test {len(test)}")
     run.log_metrics({"rows_trainval": len(trainval), "rows_test": len(test)})
+    outputs = []
     for name, frame in (("trainval_data.parquet", trainval), ("test_data.parquet", test)):
         path = run.workdir / name
         frame.to_parquet(path, index=False)
-        run.log_artifact(
+        outputs.append(NewVersion(
             path,
             name,
             type="split_data",
             description=f"{name.split('_')[0]} rows of {run.used['raw_artifact'].ref}",
             metadata={"rows": len(frame), "target": target, "task": task, **target_summary(frame, target, task)},
-        )
+        ))
+    run.log_artifacts(outputs)  # both or neither: latest of the two always come from one split
 
 
 if __name__ == "__main__":

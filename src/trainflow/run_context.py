@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from trainflow.components import CONFIG_DIR_ENV
 from trainflow.config import load_config, resolve_paths, split_overrides, validate
 from trainflow.errors import exit_on_interrupt, exit_on_user_error, interrupt_on_signals
 from trainflow.steps import PROJECT_TAG, STEPS, StepSpec, step_params
-from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord
+from trainflow.store import ArtifactVersion, LocalArtifactStore, NewVersion, RunRecord
 from trainflow.sweeps import SweepContext, current_trial, error_tagged_run, pinned_ref, trial_tags
 from trainflow.table_file import TableLimits
 
@@ -98,21 +99,28 @@ class StepRun:
         metadata: Mapping[str, Any] | None = None,
         aliases: Sequence[str] = (),
     ) -> ArtifactVersion:
+        [version] = self.log_artifacts([NewVersion(path, name, type, description, metadata, tuple(aliases))])
+        return version
+
+    def log_artifacts(self, versions: Sequence[NewVersion]) -> list[ArtifactVersion]:
+        """Log the step's outputs as new versions, in one store transaction (see
+        ``LocalArtifactStore.log_artifacts``); tag the MLflow run with each and say so."""
         import mlflow
 
         if self.sweep is not None:  # a trial's outputs say which sweep, trial and parameters made them
-            metadata = {**(metadata or {}), "sweep": self.sweep.metadata()}
-        version = self.store.log_artifact(
-            path, name, type, description=description, metadata=metadata, aliases=aliases, run=self.record
-        )
-        if self.wandb_run is not None and isinstance(self.store, LocalArtifactStore):
-            # An offline W&B run keeps a copy for `wandb sync`; consumers read the local store.
-            from trainflow.wandb_backend import log_to_run
+            sweep = self.sweep.metadata()
+            versions = [dataclasses.replace(new, metadata={**(new.metadata or {}), "sweep": sweep}) for new in versions]
+        logged = self.store.log_artifacts(versions, run=self.record)
+        for new, version in zip(versions, logged, strict=True):
+            if self.wandb_run is not None and isinstance(self.store, LocalArtifactStore):
+                # An offline W&B run keeps a copy for `wandb sync`; consumers read the local store.
+                from trainflow.wandb_backend import log_to_run
 
-            log_to_run(self.wandb_run, Path(path), name, type, description, metadata or {}, aliases)
-        mlflow.set_tag(f"trainflow.output.{name}", version.ref)
-        self.say(f"logged {version.ref} ({version.size:,} bytes, aliases: {', '.join(version.aliases)})")
-        return version
+                log_to_run(self.wandb_run, Path(new.path), new.name, new.type, new.description, new.metadata or {},
+                           new.aliases)
+            mlflow.set_tag(f"trainflow.output.{new.name}", version.ref)
+            self.say(f"logged {version.ref} ({version.size:,} bytes, aliases: {', '.join(version.aliases)})")
+        return logged
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Record values the step decided (not configured) as MLflow params."""

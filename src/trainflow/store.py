@@ -240,6 +240,18 @@ class StoredFile:
 
 
 @dataclass(frozen=True)
+class NewVersion:
+    """A file or directory to store as the next version of ``name`` (see ``log_artifacts``)."""
+
+    path: Path
+    name: str
+    type: str
+    description: str = ""
+    metadata: Mapping[str, Any] | None = None
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """The step run that produced or consumed versions."""
 
@@ -607,17 +619,35 @@ class LocalArtifactStore:
 
         ``latest`` moves to the new version; each alias in ``aliases`` moves too.
         """
-        validate_name(name)
-        for alias in aliases:
-            if alias != LATEST:
-                validate_alias(alias)
-        metadata_json = json.dumps(dict(metadata or {}), sort_keys=True)
+        [version] = self.log_artifacts([NewVersion(Path(path), name, type, description, metadata, tuple(aliases))], run)
+        return version
+
+    def log_artifacts(self, versions: Sequence[NewVersion], run: RunRecord | None = None) -> list[ArtifactVersion]:
+        """Store several files or directories as the next versions of their names, all
+        visible in one transaction or none: a step that writes two outputs (split_data's
+        trainval and test sets) can never leave one ``latest`` ahead of the other."""
+        for new in versions:
+            validate_name(new.name)
+            for alias in new.aliases:
+                if alias != LATEST:
+                    validate_alias(alias)
         with self._reading() as db:
-            qualified = self._qualify(db, name)
-        kind, entries = self._walk(Path(path))
-        with self._space_checked(f"{name} into the artifact store at {self.root}"):
-            files, stamps = self._put_blobs(entries)
-            return self._insert_version(qualified, type, kind, files, stamps, description, metadata_json, aliases, run)
+            names = [self._qualify(db, new.name) for new in versions]
+        walked = [self._walk(Path(new.path)) for new in versions]
+        stored = []
+        with self._space_checked(f"{', '.join(new.name for new in versions)} into the artifact store at {self.root}"):
+            for _, entries in walked:
+                stored.append(self._put_blobs(entries))
+        refs = []
+        with self._transaction() as db:
+            if run is not None:
+                self._insert_run(db, run)
+            for new, name, (kind, _), (files, stamps) in zip(versions, names, walked, stored, strict=True):
+                self._insert_stamps(db, stamps)
+                metadata_json = json.dumps(dict(new.metadata or {}), sort_keys=True)
+                refs.append(self._insert_version(db, name, new.type, kind, files, new.description, metadata_json,
+                                                 new.aliases, run))
+        return [self.get(ref) for ref in refs]
 
     @contextlib.contextmanager
     def _space_checked(self, where: str) -> Iterator[None]:
@@ -632,41 +662,37 @@ class LocalArtifactStore:
 
     def _insert_version(
         self,
+        db: sqlite3.Connection,
         name: str,
         type: str,
         kind: str,
         files: list[StoredFile],
-        stamps: Mapping[str, tuple[str, Stamp]],
         description: str,
         metadata_json: str,
         aliases: Sequence[str],
         run: RunRecord | None,
-    ) -> ArtifactVersion:
-        """The next version of ``name`` (as the index names it) over blobs already in place,
-        in one transaction that also records the stamps of the blobs this write hashed."""
+    ) -> str:
+        """Insert the next version of ``name`` (as the index names it) over blobs already in
+        place, inside the caller's transaction; return its reference."""
         digest = _digest_manifest(kind, files)
-        with self._transaction() as db:
-            if run is not None:
-                self._insert_run(db, run)
-            self._insert_stamps(db, stamps)
-            row = db.execute("SELECT COALESCE(MAX(version) + 1, 0) FROM versions WHERE name = ?", (name,)).fetchone()
-            number = row[0]
-            cursor = db.execute(
-                "INSERT INTO versions (name, version, type, kind, digest, size, description, metadata, run_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, number, type, kind, digest, sum(f.size for f in files), description, metadata_json,
-                 run.run_id if run else None, _now()),
-            )
-            version_id = cursor.lastrowid
-            db.executemany(
-                "INSERT INTO files (version_id, path, sha256, size) VALUES (?, ?, ?, ?)",
-                [(version_id, f.path, f.sha256, f.size) for f in files],
-            )
-            for alias in dict.fromkeys([LATEST, *aliases]):
-                if alias != LATEST:
-                    _refuse_gated_alias(db, name, alias, f"{name.rpartition('/')[2]}:v{number}")
-                self._move_alias(db, name, alias, version_id, run.run_id if run else None)
-        return self.get(f"{name}:v{number}")
+        row = db.execute("SELECT COALESCE(MAX(version) + 1, 0) FROM versions WHERE name = ?", (name,)).fetchone()
+        number = row[0]
+        cursor = db.execute(
+            "INSERT INTO versions (name, version, type, kind, digest, size, description, metadata, run_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, number, type, kind, digest, sum(f.size for f in files), description, metadata_json,
+             run.run_id if run else None, _now()),
+        )
+        version_id = cursor.lastrowid
+        db.executemany(
+            "INSERT INTO files (version_id, path, sha256, size) VALUES (?, ?, ?, ?)",
+            [(version_id, f.path, f.sha256, f.size) for f in files],
+        )
+        for alias in dict.fromkeys([LATEST, *aliases]):
+            if alias != LATEST:
+                _refuse_gated_alias(db, name, alias, f"{name.rpartition('/')[2]}:v{number}")
+            self._move_alias(db, name, alias, version_id, run.run_id if run else None)
+        return f"{name}:v{number}"
 
     @staticmethod
     def _insert_stamps(db: sqlite3.Connection, stamps: Mapping[str, tuple[str, Stamp]]) -> None:

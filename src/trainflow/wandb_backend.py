@@ -25,6 +25,7 @@ from trainflow.errors import ArtifactNotFound, ChampionChanged, TrainflowError
 from trainflow.store import (
     ArtifactVersion,
     LocalArtifactStore,
+    NewVersion,
     PromotionEntry,
     RunRecord,
     StoredFile,
@@ -183,6 +184,14 @@ class WandbArtifactStore:
         logged = self._require_run().log_artifact(artifact, aliases=["latest", *aliases])
         logged.wait()  # the upload must finish before the step's temporary files go away
         return self._version(logged)
+
+    def log_artifacts(self, versions: Sequence[NewVersion], run: RunRecord | None = None) -> list[ArtifactVersion]:
+        """Each in turn: W&B has no transaction spanning artifacts, so an interrupted step
+        can leave the first logged (the local store's ``log_artifacts`` cannot)."""
+        return [
+            self.log_artifact(new.path, new.name, new.type, new.description, new.metadata, new.aliases, run)
+            for new in versions
+        ]
 
     def set_alias(self, ref: str, alias: str, run_id: str | None = None) -> ArtifactVersion:
         """As the local store's: ``latest`` is W&B's own, and an alias the promotion gate
