@@ -15,7 +15,8 @@ import pytest
 
 from trainflow.config import load_config
 from trainflow.errors import ConfigError
-from trainflow.model import export, load_exported, train_from_config
+from trainflow.inference import load_exported
+from trainflow.model import export, train_from_config
 from trainflow.synthetic import HIGH_CARDINALITY, TARGET, make_table
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]

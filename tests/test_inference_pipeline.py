@@ -27,13 +27,12 @@ from threadpoolctl import threadpool_limits
 import trainflow_inference
 from trainflow.config import load_config
 from trainflow.errors import ConfigError, DataError, TrainflowError
-from trainflow.inference import predict_table, prediction_column
 from trainflow.features import FeatureSpec, PreprocessingOptions, infer_features
+from trainflow.inference import load_exported, predict_table, prediction_column
 from trainflow.model import (
     ESTIMATORS,
     TrainResult,
     export,
-    load_exported,
     train,
     validate_model_config,
 )
@@ -216,7 +215,7 @@ for key, item in request["models"].items():
     out.mkdir()
     pyfunc_output = mlflow.pyfunc.load_model(item["model"]).predict(frame)
     np.save(out / "pyfunc.npy", np.asarray(pyfunc_output, dtype="float64"), allow_pickle=False)
-    model = mlflow.sklearn.load_model(item["model"])  # what trainflow.model.load_exported does
+    model = mlflow.sklearn.load_model(item["model"])  # what trainflow.inference.load_exported does
     if item["task"] == "classification":
         np.save(out / "predict.npy", np.asarray(model.predict(frame)).astype(str), allow_pickle=False)
         np.save(out / "proba.npy", np.asarray(model.predict_proba(frame), dtype="float64"), allow_pickle=False)

@@ -39,13 +39,13 @@ from trainflow.evaluate import (
     regression_metrics,
     score_exported_model,
 )
+from trainflow.inference import load_exported
 from trainflow.model import (
     MODEL_REQUIREMENTS,
     FeatureSpec,
     PreprocessingOptions,
     TrainResult,
     export,
-    load_exported,
     pipeline_for,
     train,
     train_from_config,

@@ -21,9 +21,8 @@ from omegaconf import DictConfig
 
 from trainflow.config import load_config, resolve_paths, validate
 from trainflow.errors import ConfigError, TrainflowError
-from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord
+from trainflow.store import CANDIDATE_ALIAS, ArtifactVersion, LocalArtifactStore, RunRecord
 from trainflow.sweeps import (
-    CANDIDATE_ALIAS,
     SWEEP_ENV,
     SweepCallback,
     TrialRecord,

@@ -5,7 +5,7 @@ from trainflow.features import format_feature_table
 from trainflow.model import export, train_from_config
 from trainflow.plots import evaluation_figures
 from trainflow.run_context import StepRun, step_main
-from trainflow.sweeps import CANDIDATE_ALIAS
+from trainflow.store import CANDIDATE_ALIAS
 
 
 def train_model(run: StepRun) -> None:

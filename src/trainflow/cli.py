@@ -196,7 +196,8 @@ def cmd_sweeps_show(store: LocalArtifactStore, args: argparse.Namespace) -> None
 
 def cmd_sweeps_best(store: LocalArtifactStore, args: argparse.Namespace) -> None:
     from trainflow.evaluate import check_direction
-    from trainflow.sweeps import CANDIDATE_ALIAS, MODEL_ARTIFACT, select_best
+    from trainflow.store import CANDIDATE_ALIAS
+    from trainflow.sweeps import MODEL_ARTIFACT, select_best
 
     if args.alias == PRODUCTION_ALIAS:
         raise TrainflowError(

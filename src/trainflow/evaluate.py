@@ -285,7 +285,7 @@ def load_for_scoring(model_dir: Path, table: pd.DataFrame, target: str) -> Expor
     from mlflow.models import Model
 
     from trainflow.data import require_columns
-    from trainflow.model import load_exported
+    from trainflow.inference import load_exported
 
     exported = Model.load(str(model_dir))
     inputs = list(exported.get_input_schema().input_names())

@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from trainflow.data import require_columns
-from trainflow.errors import DataError
+from trainflow.errors import DataError, TrainflowError
 
 PREDICTION = "prediction"
 
@@ -106,3 +107,20 @@ def is_location(value: str) -> bool:
     if "://" not in value and _QUALIFIED_REF.fullmatch(value):
         return False
     return "/" in value or "\\" in value
+
+
+def load_exported(path: Path) -> Any:
+    """Load an exported inference pipeline: MLflow and the artifact only, no training code."""
+    import mlflow.sklearn
+
+    try:
+        return mlflow.sklearn.load_model(str(path))
+    except Exception as error:
+        if type(error).__name__ != "UntrustedTypesFoundException":  # skops.io.exceptions
+            raise
+        untrusted = str(error).splitlines()[0].removeprefix("Untrusted types found in the file: ").rstrip(".")
+        raise TrainflowError(
+            f"the model at {path} holds types outside its reviewed skops list {untrusted}: it was not loaded. "
+            "A model trainflow exported lists every type it holds in its MLmodel, so it was edited or made elsewhere: "
+            "re-export it with train_model"
+        ) from None

@@ -625,20 +625,3 @@ def export(
             "or use model.serialization=cloudpickle"
         ) from None
     return path
-
-
-def load_exported(path: Path) -> Any:
-    """Load an exported inference pipeline: MLflow and the artifact only, no training code."""
-    import mlflow.sklearn
-
-    try:
-        return mlflow.sklearn.load_model(str(path))
-    except Exception as error:
-        if type(error).__name__ != "UntrustedTypesFoundException":  # skops.io.exceptions
-            raise
-        untrusted = str(error).splitlines()[0].removeprefix("Untrusted types found in the file: ").rstrip(".")
-        raise TrainflowError(
-            f"the model at {path} holds types outside its reviewed skops list {untrusted}: it was not loaded. "
-            "A model trainflow exported lists every type it holds in its MLmodel, so it was edited or made elsewhere: "
-            "re-export it with train_model"
-        ) from None

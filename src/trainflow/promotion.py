@@ -34,7 +34,7 @@ from itertools import chain
 from typing import Any
 
 from trainflow.errors import ConfigError
-from trainflow.store import LATEST, ArtifactVersion
+from trainflow.store import CANDIDATE_ALIAS, LATEST, ArtifactVersion
 
 PROMOTED = "promoted"
 CHAMPION_KEPT = "champion_kept"
@@ -127,7 +127,6 @@ def validate_promote(promote: Any) -> None:
         if not math.isfinite(bound):
             raise ConfigError(f"promote.thresholds.{name}={bound} must be a finite number")
     from trainflow.evaluate import check_direction
-    from trainflow.sweeps import CANDIDATE_ALIAS
 
     alias = str(promote["alias"])
     if alias in (LATEST, CANDIDATE_ALIAS):

@@ -64,6 +64,9 @@ from trainflow.errors import (
 )
 
 LATEST = "latest"
+# The model test_model and promote_model take by default (test.model, promote.model):
+# train_model nominates every model it trains outside a sweep; a sweep nominates its best.
+CANDIDATE_ALIAS = "candidate"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 # A project (trainflow's, like a W&B project) groups the artifacts of one table and target.
 _PROJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -40,16 +40,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from trainflow.errors import TrainflowError, exit_on_user_error
-from trainflow.store import ArtifactVersion
+from trainflow.store import CANDIDATE_ALIAS, ArtifactVersion
 
 SWEEP_ENV = "TRAINFLOW_SWEEP"
 SWEEP_ID_TAG = "trainflow.sweep_id"
 TRIAL_TAG = "trainflow.sweep.trial"
 ERROR_TAG = "trainflow.error"
 MODEL_ARTIFACT = "model_export"
-# The model test_model and promote_model take by default (test.model, promote.model):
-# train_model nominates every model it trains outside a sweep; a sweep nominates its best.
-CANDIDATE_ALIAS = "candidate"
 TRIAL_RECORD = "trial.json"
 SUMMARY_TEXT = "sweep_summary.txt"
 SUMMARY_JSON = "sweep_summary.json"
