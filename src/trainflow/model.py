@@ -21,7 +21,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from trainflow.data import TASKS, require_columns, resolve_task, stratify_target
-from trainflow.errors import ConfigError, DataError, TrainflowError
+from trainflow.errors import ConfigError, DataError
 from trainflow.features import (
     CATEGORICAL_ENCODINGS,
     KIND_SETTINGS,
