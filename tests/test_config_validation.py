@@ -56,7 +56,7 @@ def test_a_key_the_schema_lacks_is_refused(project_dir: Path, overrides: list[st
     ],
 )
 def test_open_sections_take_new_keys(project_dir: Path, overrides: list[str]) -> None:
-    """The positive control: what config.yaml and the README say can be added with + passes."""
+    """The positive control: what config.yaml and the docs say can be added with + passes."""
     validate(resolve_paths(load_config(project_dir, overrides), project_dir))
 
 
@@ -130,14 +130,16 @@ def readme_hydra_options(readme: str) -> list[str]:
 
 
 def test_every_hydra_options_example_in_the_readme_composes(project_dir: Path) -> None:
-    """The README's examples go through the same split as `mlflow run -P hydra_options=...`
+    """The examples of the README and the docs site's pages (docs/, where most of them now
+    live) go through the same split as `mlflow run -P hydra_options=...`
     and compose against config.yaml (a sweep's overrides must parse), so an example with
     quoting the split removes, or a key the schema lacks, fails here and not for a reader."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from trainflow.runner import expand_mlproject_args
 
-    examples = readme_hydra_options((project_dir / "README.md").read_text())
+    pages = [project_dir / "README.md", *sorted((project_dir / "docs").rglob("*.md"))]
+    examples = [example for page in pages for example in readme_hydra_options(page.read_text())]
     assert len(examples) >= 10, examples  # the extraction itself still finds the examples
     for options in examples:
         arguments = expand_mlproject_args(["main.py", "--steps", "all", "--hydra-options", options])[1:]
