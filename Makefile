@@ -20,7 +20,7 @@ TEST_EXTRAS ?= dev,boost
 comma := ,
 INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: run test test-slow test-torch setup lock clean
+.PHONY: run test test-slow test-torch docs setup lock clean
 
 setup: $(INSTALLED)
 
@@ -54,12 +54,21 @@ test-torch:
 	$(MAKE) setup EXTRAS=$(TEST_EXTRAS),torch
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests/test_demos.py $(PYTEST_ARGS)
 
+# The documentation site (mkdocs.yml, docs/) with the pinned docs extra, built with --strict
+# so that a broken link, anchor or API reference fails. The site goes to SITE_DIR, inside
+# .venv and never committed; `.venv/bin/mkdocs serve` serves the pages while you edit them.
+DOCS_EXTRAS ?= docs
+SITE_DIR ?= $(VENV)/site
+docs:
+	$(MAKE) setup EXTRAS=$(DOCS_EXTRAS)
+	$(BIN)/mkdocs build --strict --site-dir "$(SITE_DIR)"
+
 # Re-resolve requirements.lock from pyproject.toml in a scratch environment, every extra
-# included so that the lock pins torch's and the boosters' dependencies too.
+# included so that the lock pins torch's, the boosters' and the docs tools' dependencies too.
 lock:
 	rm -rf /tmp/trainflow-lock && $(PYTHON) -m venv /tmp/trainflow-lock
 	/tmp/trainflow-lock/bin/python -m pip install --quiet --upgrade pip==26.3
-	/tmp/trainflow-lock/bin/python -m pip install --quiet -e ".[dev,torch,boost]"
+	/tmp/trainflow-lock/bin/python -m pip install --quiet -e ".[dev,torch,boost,docs]"
 	/tmp/trainflow-lock/bin/python -m pip freeze --exclude-editable > requirements.lock
 
 clean:
