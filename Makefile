@@ -36,9 +36,11 @@ run: setup
 	@test -f "$(TRAINFLOW_HOME)/mlflow.db" || $(RUN_ENV) $(BIN)/trainflow init
 	$(RUN_ENV) $(BIN)/mlflow run . --env-manager local --experiment-name trainflow
 
-# The default suite: everything not marked slow, the whole pipeline through `mlflow run` included.
+# The import contract (pyproject's [tool.importlinter]: layers import downward only), then the
+# default suite: everything not marked slow, the whole pipeline through `mlflow run` included.
 test:
 	$(MAKE) setup EXTRAS=$(TEST_EXTRAS)
+	$(BIN)/lint-imports --no-cache
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Long loops (fault injection, scale) and the pipeline in isolated uv/virtualenv environments;
