@@ -273,6 +273,7 @@ class Pipeline:
         import importlib.util
 
         from trainflow.run_context import input_refs, release_memory, run_step
+        from trainflow.sweeps import current_trial
 
         component = Path(self.components.location) / spec.name / "run.py"
         loader = importlib.util.spec_from_file_location(f"trainflow_component_{spec.name}", component)
@@ -292,7 +293,9 @@ class Pipeline:
             traceback.print_exc()
             raise self.failed(spec, "", began) from None
         finally:
-            release_memory()
+            # After the last step the process ends, unless a sweep runs its next trial in it.
+            if spec.name != self.steps[-1] or current_trial() is not None:
+                release_memory()
 
     def failed(self, spec: StepSpec, detail: str, began: float) -> StepFailed:
         return StepFailed(
