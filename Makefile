@@ -36,10 +36,12 @@ run: setup
 	@test -f "$(TRAINFLOW_HOME)/mlflow.db" || $(RUN_ENV) $(BIN)/trainflow init
 	$(RUN_ENV) $(BIN)/mlflow run . --env-manager local --experiment-name trainflow
 
-# The import contract (pyproject's [tool.importlinter]: layers import downward only), then the
-# default suite: everything not marked slow, the whole pipeline through `mlflow run` included.
+# The lint check (ruff), the import contract (pyproject's [tool.importlinter]: layers import
+# downward only), then the default suite: everything not marked slow, the whole pipeline
+# through `mlflow run` included.
 test:
 	$(MAKE) setup EXTRAS=$(TEST_EXTRAS)
+	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 

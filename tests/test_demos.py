@@ -20,7 +20,6 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import PROJECT_DIR, run_command, tracking_at
 
 SKLEARN_DEMO = PROJECT_DIR / "demo" / "sklearn_pipeline" / "run.py"
@@ -212,7 +211,6 @@ def test_pytorch_demo_has_no_torch_deprecation_warnings(pytorch_demo: DemoRun) -
 
 def test_lookup_sends_unknown_and_missing_categories_to_the_unknown_bucket(demo_module: ModuleType) -> None:
     import torch
-
     from serving import category_code
 
     train = pd.DataFrame({"x": [1.0, 2.0, 3.0], "island": ["Dream", "Biscoe", "Dream"]})

@@ -37,12 +37,12 @@ import numpy as np
 import pandas as pd
 import torch
 from packaging.version import Version
-from torch import nn
-from torch.nn import functional
 
 # The encoding production uses (serving.py is what the logged model runs); training
 # imports it so both sides turn strings into codes the same way.
 from serving import MISSING_CATEGORY, category_code, encode_raw_rows
+from torch import nn
+from torch.nn import functional
 
 DEMO_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = DEMO_DIR.parents[1]

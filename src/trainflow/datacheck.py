@@ -310,7 +310,7 @@ def dtype_kind(series: pd.Series) -> str:
         return "datetime"
     if isinstance(dtype, pd.StringDtype):
         return "str"
-    if dtype == object:
+    if pd.api.types.is_object_dtype(dtype):
         inferred = pd.api.types.infer_dtype(series, skipna=True)
         if inferred in ("string", "empty"):
             return "str"
