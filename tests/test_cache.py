@@ -791,3 +791,20 @@ def test_a_run_whose_record_was_overwritten_meanwhile_is_not_recorded(pipeline: 
     monkeypatch.setattr(pipeline, "execute", test_in_place)
     pipeline.run("test_model")
     assert [r.run_id for r in pipeline.store.cached_runs("test_model", key.digest)] == ["test-2"]
+
+
+def test_an_in_process_step_hands_its_outputs_back_directly(store_env: dict[str, str], monkeypatch) -> None:
+    """A step run in the pipeline's process returns what it logged to the runner: the
+    tracking database records the run, it is not the channel the outputs come back by."""
+    import mlflow
+
+    cfg = resolve_paths(load_config(PROJECT_DIR, ["artifacts.backend=local", "main.steps=fetch_data"]), PROJECT_DIR)
+    with Pipeline.open(cfg, project_dir=PROJECT_DIR) as pipeline:
+        assert pipeline.runs_here(STEPS["fetch_data"])
+        with monkeypatch.context() as patched:
+            def no_channel(*args, **kwargs):  # type: ignore[no-untyped-def]
+                raise AssertionError("the runner read a step's outputs back from the tracking database")
+
+            patched.setattr(mlflow.MlflowClient, "get_run", no_channel)
+            pipeline.run("fetch_data")
+        assert pipeline.outputs == {"raw_data": "raw_data:v0"}

@@ -55,6 +55,7 @@ class StepRun:
     wandb_run: Any = None  # the step's W&B run, when W&B records it (see wandb_backend.step_backend)
     sweep: SweepContext | None = None  # the sweep trial this step runs in, if any
     used: dict[str, ArtifactVersion] = field(default_factory=dict)
+    logged: dict[str, str] = field(default_factory=dict)  # artifact name -> name:vN this step logged
 
     @property
     def run_id(self) -> str:
@@ -119,6 +120,7 @@ class StepRun:
                 log_to_run(self.wandb_run, Path(new.path), new.name, new.type, new.description, new.metadata or {},
                            new.aliases)
             mlflow.set_tag(f"trainflow.output.{new.name}", version.ref)
+            self.logged[new.name] = version.ref
             self.say(f"logged {version.ref} ({version.size:,} bytes, aliases: {', '.join(version.aliases)})")
         return logged
 
@@ -230,11 +232,12 @@ def run_step(
     start: Mapping[str, Any],
     local: LocalArtifactStore,
     in_process: Mapping[str, str] | None = None,
-) -> str:
+) -> tuple[str, dict[str, str]]:
     """Open the step's MLflow run with ``mlflow.start_run(**start)``, log what it uses, and
-    call ``body``; return the run id. A component's process runs its step through here,
-    and so does the pipeline's own process (``main.in_process``), which passes the
-    component parameters ``mlflow run`` would have logged as ``in_process``.
+    call ``body``; return the run id and the versions the step logged (artifact name ->
+    ``name:vN``). A component's process runs its step through here, and so does the
+    pipeline's own process (``main.in_process``), which passes the component parameters
+    ``mlflow run`` would have logged as ``in_process`` and takes the outputs as returned.
 
     The run's metrics ``step_seconds`` and ``step_peak_rss_bytes`` say what the step's
     body took: wall time, and the largest resident memory of the process while it ran.
@@ -267,14 +270,15 @@ def run_step(
             reset_peak_rss()
             at_start = memory_status().get("VmRSS")
             began = time.perf_counter()
-            body(StepRun(spec, cfg, store, record, dict(refs), Path(tmp), wandb_run, trial))
+            step_run = StepRun(spec, cfg, store, record, dict(refs), Path(tmp), wandb_run, trial)
+            body(step_run)
             seconds, peak = time.perf_counter() - began, memory_status().get("VmHWM")
             mlflow.log_metrics({
                 "step_seconds": seconds,
                 **({"step_peak_rss_bytes": peak} if peak else {}),
                 **({"step_rss_at_start_bytes": at_start} if at_start else {}),
             })
-    return active.info.run_id
+    return active.info.run_id, dict(step_run.logged)
 
 
 # glibc's mallopt() parameter for the size from which an allocation gets its own mapping

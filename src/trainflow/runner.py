@@ -233,10 +233,10 @@ class Pipeline:
         import mlflow
 
         if self.runs_here(spec):
-            run_id = self.execute_here(spec, parameters, began)
-        else:
-            run_id = self.execute_component(spec, parameters, began)
-        # Each component tags its run with what it logged, whichever backend holds it.
+            return self.execute_here(spec, parameters, began)
+        run_id = self.execute_component(spec, parameters, began)
+        # A component's own process says what it logged the one way it can: it tags its MLflow
+        # run with each output, whichever backend holds the versions.
         tags = mlflow.MlflowClient().get_run(run_id).data.tags
         return run_id, {key.removeprefix(OUTPUT_TAG): ref for key, ref in tags.items() if key.startswith(OUTPUT_TAG)}
 
@@ -267,9 +267,10 @@ class Pipeline:
             raise self.failed(spec, f"({' '.join(str(error).split())})", began) from None
         return submitted.run_id
 
-    def execute_here(self, spec: StepSpec, parameters: dict[str, str], began: float) -> str:
+    def execute_here(self, spec: StepSpec, parameters: dict[str, str], began: float) -> tuple[str, dict[str, str]]:
         """Run the component's step function in this process, as a run nested under the
-        pipeline's, the way its own process would (same helper, same config, same store)."""
+        pipeline's, the way its own process would (same helper, same config, same store);
+        its run id and outputs come back as the step returns them."""
         import importlib.util
 
         from trainflow.run_context import input_refs, release_memory, run_step
