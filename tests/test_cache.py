@@ -808,3 +808,24 @@ def test_an_in_process_step_hands_its_outputs_back_directly(store_env: dict[str,
             patched.setattr(mlflow.MlflowClient, "get_run", no_channel)
             pipeline.run("fetch_data")
         assert pipeline.outputs == {"raw_data": "raw_data:v0"}
+
+
+def test_import_scans_are_kept_across_processes_by_the_sources_digest(tmp_path: Path, monkeypatch) -> None:
+    """The next process reads what a module imports from the file instead of parsing it;
+    an edited module (another digest) is parsed afresh."""
+    path = tmp_path / "cache" / "import_scans.json"
+    source = b"import trainflow.data\nfrom . import store\n"
+    first = cache.ImportScans(path)
+    found = first.imports_of(source, "trainflow")
+    assert {"trainflow.data", "trainflow.store"} <= found.names and not found.dynamic
+    first.save()
+    assert path.is_file() and not list(path.parent.glob(".*partial"))
+
+    def no_parsing(source: bytes, package: str):  # type: ignore[no-untyped-def]
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(cache, "_imports_of", no_parsing)
+    later = cache.ImportScans(path)  # as the next process opens it
+    assert later.imports_of(source, "trainflow") == found and not later.added
+    with pytest.raises(AssertionError, match="parsed again"):
+        later.imports_of(source + b"import trainflow.model\n", "trainflow")

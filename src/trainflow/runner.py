@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 
 from trainflow.cache import (
     CacheKey,
+    ImportScans,
     Uncacheable,
     alias_state,
     annotations_problem,
@@ -111,6 +112,7 @@ class Pipeline:
         self.experiment_id = ""  # the parent run's experiment, set by open()
         self.parent_run_id = ""
         self.cache_records, self.cache_lookup, self.cache_off_reason = self.cache_policy()
+        self.import_scans = ImportScans(self.store.root / "cache" / "import_scans.json")
 
     @classmethod
     @contextlib.contextmanager
@@ -203,8 +205,10 @@ class Pipeline:
         # The library the step will run: this process's for an in-process step, else the
         # copy the component's own process imports.
         packages = None if self.runs_here(spec) else component_packages(component)
-        return step_key(spec, self.cfg, versions, component, self.cfg.main.env_manager, packages,
-                        aliases=alias_state(self.store, self.cfg, spec))
+        key = step_key(spec, self.cfg, versions, component, self.cfg.main.env_manager, packages,
+                       aliases=alias_state(self.store, self.cfg, spec), scans=self.import_scans)
+        self.import_scans.save()
+        return key
 
     def run(self, step: str) -> None:
         """Re-use an earlier run of the step when the cache allows, else run it; one line says which."""
