@@ -7,7 +7,7 @@ cache saves. Measured side by side in one run, on fresh stores:
 2. re-run: the same command again with nothing changed, then with one training parameter
    changed; `mlflow run` of a project that does nothing (the MLflow CLI's own floor); and
    with a `dvc` executable on PATH (or --dvc), `dvc repro` of the same stages, cold and no-op
-   (promote_model always runs there too), and a no-op of the five cacheable stages alone.
+   (promote_model always runs there), and a no-op of the first five stages alone.
 
     python bench/pipeline.py [--smoke] [--repeat N] [--dvc PATH]
 

@@ -748,8 +748,8 @@ def test_a_cacheable_step_is_given_exact_versions(pipeline: Pipeline, monkeypatc
     plan = pipeline.plan(STEPS["split_data"])
     assert plan.parameters["raw_artifact"] == "raw_data:v0"
     assert plan.key is not None and plan.key.parts["inputs"]["raw_artifact"]["artifact"] == "raw_data"
-    promote = pipeline.plan(STEPS["promote_model"])
-    assert promote.key is None and promote.parameters["model_artifact"] == ""  # never cached: resolved by the step
+    predict = pipeline.plan(STEPS["batch_predict"])
+    assert predict.key is None and predict.parameters["model_artifact"] == ""  # never cached: resolved by the step
 
 
 def test_every_component_names_its_step_function_after_the_step() -> None:
@@ -764,7 +764,7 @@ def test_every_component_names_its_step_function_after_the_step() -> None:
 
 def test_caching_is_opt_in_per_step() -> None:
     """A new step is never cached by accident: the key would not see what else it reads."""
-    assert not STEPS["promote_model"].cacheable and not STEPS["batch_predict"].cacheable
+    assert not STEPS["batch_predict"].cacheable
     new_step = dataclasses.replace(STEPS["split_data"], name="new_step")
     assert new_step.cacheable  # replace keeps it; a fresh StepSpec does not:
     assert not type(new_step)("x", "d", inputs=(), outputs=(), config_sections=()).cacheable

@@ -179,8 +179,15 @@ STEPS: dict[str, StepSpec] = {
             ),
             outputs=(),
             config_sections=("project", "data", "promote"),
-            # Never cached: its point is a decision against the champion of now, appended to
-            # the promotion history every time.
+            # Cached: the decision is a function of the candidate (its content and its test
+            # record), the champion of now (the production alias's version and content), the
+            # test set and the gate's settings, all in the key. A run that promotes is recorded
+            # under the key after it (the alias it moved in place), where a re-run decides the
+            # same: the candidate already holds the alias. A re-used decision appends nothing
+            # to the promotion history and says which run decided.
+            cacheable=True,
+            reads_aliases=(("model_export", "promote.alias"),),
+            reads_metadata=(("model_artifact", "test"),),
         ),
         StepSpec(
             "batch_predict",
