@@ -13,9 +13,10 @@ import argparse
 import time
 
 import numpy as np
+from report import PROJECT_DIR  # noqa: F401 - importing report puts tests/ (support.synthetic) on sys.path
+from support.synthetic import TARGET, make_table
 
 from trainflow.datacheck import check_table, drift_checks, generic_checks, infer_expectations, schema_checks
-from trainflow.synthetic import TARGET, make_table
 
 SETTINGS = {
     "min_class_count": 10,

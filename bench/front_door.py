@@ -1,7 +1,7 @@
 """Section 7 of the benchmark: what the front door (trainflow.table_file) costs on an
 ordinary table, and what it saves on a pathological one.
 
-- An ordinary CSV of 10^6 rows (trainflow.synthetic.make_table: numbers, categories, a
+- An ordinary CSV of 10^6 rows (support.synthetic.make_table: numbers, categories, a
   4,000-level column, free text, dates as text, gaps) and its Parquet copy:
   ``read_table`` (header parse, one numpy pass for line lengths and cells, the parse, the
   mixed-type check) against a bare ``pd.read_csv`` / ``pd.read_parquet``, interleaved,
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 from report import Section, Target, print_section, ratio, seconds
+from support.synthetic import make_table
 
 from trainflow.data import read_table
 from trainflow.errors import DataError
-from trainflow.synthetic import make_table
 
 FULL_ROWS = 1_000_000
 SMOKE_ROWS = 2_000

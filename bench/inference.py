@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from report import BIN, PROJECT_DIR, Section, Target, machine, print_section, ratio, seconds
+from support.processes import free_port, stop_process_group, wait_until_answering
+from support.synthetic import TARGET, feature_spec_for_synthetic, make_table
 
 from trainflow.config import load_config
 from trainflow.model import TrainResult, export, train_from_config, validate_model_config
-from trainflow.processes import free_port, stop_process_group, wait_until_answering
-from trainflow.synthetic import TARGET, feature_spec_for_synthetic, make_table
 
 TARGET_RATIO = 1.2
 TRAIN_SEED, SCORE_SEED = 0, 1
@@ -212,7 +212,7 @@ def measure(smoke: bool) -> Section:
     spec = result.features
     section.notes.extend([
         f"Model: config.yaml's model section ({result.estimator}, {json.dumps(result.estimator_params)}) trained by "
-        f"train_from_config on {size['train_rows']:,} synthetic rows (trainflow.synthetic.make_table, seed "
+        f"train_from_config on {size['train_rows']:,} synthetic rows (support.synthetic.make_table, seed "
         f"{TRAIN_SEED}) with {len(spec.numeric)} numeric, {len(spec.categorical)} categorical, {len(spec.text)} text "
         f"and {len(spec.datetime)} date column(s), about 5% missing values each; scored on other rows (seed "
         f"{SCORE_SEED}). Exported with trainflow.model.export (skops, signature, code_paths).",

@@ -4,7 +4,7 @@ side by side with the same job as a plain single-process scikit-learn script
 (bench/plain_sklearn.py: load, split, fit, export, score; no tracking, store, checks or
 plots).
 
-The table (trainflow.synthetic.make_table, seeded): a binary target with 15% positives,
+The table (support.synthetic.make_table, seeded): a binary target with 15% positives,
 4 numeric columns, 2 low-cardinality categoricals, a 4,000-level account column with
 skewed frequencies, a short free-text column, dates as text, 5% gaps in every feature and
 3% rows without a target.
@@ -27,8 +27,7 @@ from pathlib import Path
 
 from pipeline import PIPELINE, fresh_store, step_metrics, timed
 from report import PROJECT_DIR, Section, Target, mebibytes, ratio, seconds
-
-from trainflow.synthetic import TARGET, make_table
+from support.synthetic import TARGET, make_table
 
 FULL = ((340_000, "hist_gradient_boosting"), (1_000_000, "hist_gradient_boosting"), (1_000_000, "random_forest"))
 SMOKE = ((4_000, "hist_gradient_boosting"), (4_000, "random_forest"))

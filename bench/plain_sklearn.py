@@ -6,7 +6,7 @@ without a target, split off the test set and a validation set, fit, export with
 
     python bench/plain_sklearn.py --table T.csv --estimator hist_gradient_boosting [--out DIR]
 
-The table is trainflow.synthetic's (its column names are this script's knowledge of
+The table is tests/support/synthetic.py's (its column names are this script's knowledge of
 the table, as a hand-written pipeline's are): for each estimator the encodings a careful
 user picks, the same kinds trainflow's plan picks, so that the comparison is of the
 workflow around the fit, not of two different models.

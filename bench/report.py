@@ -19,6 +19,9 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the environment whose `mlflow` and `trainflow` the benchmarks run
+# The seeded synthetic tables and the local-server helpers the benchmarks share with the
+# tests live in tests/support (not in the trainflow package: no user needs them).
+sys.path.insert(0, str(PROJECT_DIR / "tests"))
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Section 3 of the benchmark: the whole pipeline on a generated table of 10^4, 10^5 and
-10^6 rows (trainflow.synthetic: numeric, categorical, free-text and date columns, like a
+10^6 rows (support.synthetic, in tests/: numeric, categorical, free-text and date columns, like a
 genre table of tracks with a title), wall time and peak memory per step, and how each
 grows with the rows.
 
@@ -20,8 +20,7 @@ from pathlib import Path
 
 from pipeline import PIPELINE, fresh_store, step_metrics, timed
 from report import Section, Target, mebibytes, ratio, seconds
-
-from trainflow.synthetic import TARGET, make_table
+from support.synthetic import TARGET, make_table
 
 FULL_ROWS = (10**4, 10**5, 10**6)
 SMOKE_ROWS = (2_000,)

@@ -12,12 +12,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from support.synthetic import HIGH_CARDINALITY, TARGET, make_table
 
 from trainflow.config import load_config
 from trainflow.errors import ConfigError
 from trainflow.inference import load_exported
 from trainflow.model import export, train_from_config
-from trainflow.synthetic import HIGH_CARDINALITY, TARGET, make_table
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 # The reviewed lists of the boost extra's types (README: Your own data; the W&B-free

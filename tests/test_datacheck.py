@@ -19,6 +19,7 @@ import pytest
 import yaml
 from conftest import PROJECT_DIR, project_store, run_command
 from omegaconf import OmegaConf
+from support.synthetic import NUMERIC, TARGET, make_table
 
 from trainflow.config import DataCheckConfig, load_config, resolve_paths, validate
 from trainflow.datacheck import (
@@ -37,7 +38,6 @@ from trainflow.datacheck import (
 )
 from trainflow.errors import ConfigError
 from trainflow.store import LocalArtifactStore
-from trainflow.synthetic import NUMERIC, TARGET, make_table
 
 PENGUINS = PROJECT_DIR / "data" / "penguins.csv"
 PENGUINS_RAW = PROJECT_DIR / "data" / "penguins-raw.csv"

@@ -9,6 +9,7 @@ import pytest
 from scipy import sparse
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
+from support.synthetic import HIGH_CARDINALITY, TARGET, make_table
 
 from trainflow.errors import DataError
 from trainflow.features import (
@@ -24,7 +25,6 @@ from trainflow.features import (
     plan_features,
     spec_of,
 )
-from trainflow.synthetic import HIGH_CARDINALITY, TARGET, make_table
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow.exceptions import MlflowException
+from support.synthetic import COMMON_WORDS, ID_COLUMN, TARGET, feature_spec_for_synthetic, make_table
 from threadpoolctl import threadpool_limits
 
 import trainflow_inference
@@ -36,7 +37,6 @@ from trainflow.model import (
     train,
     validate_model_config,
 )
-from trainflow.synthetic import COMMON_WORDS, ID_COLUMN, TARGET, feature_spec_for_synthetic, make_table
 
 PAIRS = [(task, estimator) for task, choices in ESTIMATORS.items() for estimator in choices]
 PAIR_IDS = [f"{task}-{estimator}" for task, estimator in PAIRS]
@@ -441,7 +441,7 @@ def test_every_listed_pair_validates(project_dir: Path, task: str, estimator: st
     assert validate_model_config(cfg.model, cfg.data.target) is None
 
 
-# The synthetic table itself (trainflow.synthetic).
+# The synthetic table itself (support.synthetic).
 
 
 def test_synthetic_table_is_deterministic_per_seed() -> None:

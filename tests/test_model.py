@@ -517,9 +517,9 @@ def test_the_preprocessed_matrix_is_laid_out_for_the_estimator(estimator: str, s
     histogram boosting needs a dense one; a forest keeps the column transformer's choice,
     which for this table (dense enough) is dense."""
     import scipy.sparse
+    from support.synthetic import TARGET, feature_spec_for_synthetic, make_table
 
     from trainflow.model import PreprocessingOptions
-    from trainflow.synthetic import TARGET, feature_spec_for_synthetic, make_table
 
     table = make_table(300, seed=5)
     features = table.drop(columns=[TARGET])

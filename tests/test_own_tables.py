@@ -13,8 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import BIN_DIR, MLFLOW, PENGUINS_PROJECT, error_lines, pipeline_env, project_store, run_command
-
-from trainflow.synthetic import HIGH_CARDINALITY, TARGET, make_table
+from support.synthetic import HIGH_CARDINALITY, TARGET, make_table
 
 pytestmark = pytest.mark.slow
 

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import confusion_matrix
+from support.synthetic import INFORMATIVE, TARGET, feature_spec_for_synthetic, make_table
 
 from trainflow.model import PreprocessingOptions, TrainResult, train
 from trainflow.plots import evaluation_figures
-from trainflow.synthetic import INFORMATIVE, TARGET, feature_spec_for_synthetic, make_table
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

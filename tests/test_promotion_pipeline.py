@@ -22,8 +22,8 @@ import mlflow.sklearn
 import pandas as pd
 import pytest
 from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, pipeline_env, project_store, run_command
+from support.processes import free_port, stop_process_group, wait_until_answering
 
-from trainflow.processes import free_port, stop_process_group, wait_until_answering
 from trainflow.store import file_sha256
 
 TRAINFLOW = str(BIN_DIR / "trainflow")

@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import BIN_DIR, PROJECT_DIR, run_command
+from support.processes import free_port, stop_process_group, wait_until_answering
 
 from trainflow.data import split_dataset
 from trainflow.features import FeatureSpec, PreprocessingOptions
 from trainflow.model import export, train
-from trainflow.processes import free_port, stop_process_group, wait_until_answering
 
 MLFLOW = str(BIN_DIR / "mlflow")
 # `mlflow models serve` starts uvicorn from PATH: this environment's

@@ -12,9 +12,9 @@ import pytest
 from scipy import sparse
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
+from support.synthetic import TARGET, feature_spec_for_synthetic, make_table
 
 from trainflow.features import PreprocessingOptions, build_preprocessor, plan_features
-from trainflow.synthetic import TARGET, feature_spec_for_synthetic, make_table
 from trainflow_inference import CsrColumnTransformer, stack_as_csr
 
 

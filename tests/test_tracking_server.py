@@ -13,8 +13,8 @@ from pathlib import Path
 import mlflow
 import pytest
 from conftest import BIN_DIR, MLFLOW, pipeline_env, run_command
+from support.processes import free_port, stop_process_group, wait_until_answering
 
-from trainflow.processes import free_port, stop_process_group, wait_until_answering
 from trainflow.steps import STEPS
 
 SERVER_START_SECONDS = 120
