@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from report import Section, Target, print_section, ratio, seconds
+from report import Section, Target, print_section, ratio, seconds, stopwatch
 from support.synthetic import make_table
 
 from trainflow.data import read_table
@@ -39,22 +39,15 @@ PATHOLOGY_TIMEOUT = 120.0
 PATHOLOGY_NAMES = 1_000_000
 
 
-def best_of(function, times: int) -> float:  # type: ignore[no-untyped-def]
-    best = float("inf")
-    for _ in range(times):
-        began = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - began)
-    return best
-
-
 def interleaved(bare, checked, times: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """Best of ``times`` each, alternating, so that load and caches hit both alike."""
-    bare_best, checked_best = float("inf"), float("inf")
+    best = [float("inf"), float("inf")]
     for _ in range(times):
-        bare_best = min(bare_best, best_of(bare, 1))
-        checked_best = min(checked_best, best_of(checked, 1))
-    return bare_best, checked_best
+        for side, read in enumerate((bare, checked)):
+            with stopwatch() as elapsed:
+                read()
+            best[side] = min(best[side], elapsed[0])
+    return best[0], best[1]
 
 
 def pathology(workdir: Path, names: int) -> tuple[float, float | None]:

@@ -16,6 +16,7 @@ kept below as plain regression tests.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import math
@@ -192,18 +193,19 @@ def table_files(draw: st.DrawFn) -> tuple[bytes, str, str | None]:
     return _damage(draw, data), suffix, target
 
 
-_CONFIG: dict[str, Any] = {}
+@functools.cache
+def _generic_config() -> Any:
+    """The generic configuration (a user's own table), composed once for every example."""
+    return load_config(PROJECT_DIR, [
+        "data.uri=table.csv", "data.target=placeholder", "model.hist_gradient_boosting.max_iter=5",
+        # tiny classes reach the split and the fit too (a setting users have)
+        "data_check.min_class_count=2",
+    ])
 
 
 def _config(target: str) -> Any:
-    """The generic configuration (a user's own table) for ``target``, composed once."""
-    if "base" not in _CONFIG:
-        _CONFIG["base"] = load_config(PROJECT_DIR, [
-            "data.uri=table.csv", "data.target=placeholder", "model.hist_gradient_boosting.max_iter=5",
-            # tiny classes reach the split and the fit too (a setting users have)
-            "data_check.min_class_count=2",
-        ])
-    cfg = _CONFIG["base"].copy()
+    """The generic configuration for ``target``."""
+    cfg = _generic_config().copy()
     OmegaConf.update(cfg, "data.target", target, force_add=True)
     return cfg
 

@@ -29,8 +29,6 @@ from trainflow.table_file import (
 )
 
 _CHUNK = 1 << 20
-# Enough of a file's start to recognise HTML.
-_SNIFF_BYTES = 512
 # data.max_bytes' default: a table this size already needs several times as much memory once parsed.
 DEFAULT_MAX_BYTES = 2 * 1024**3
 HTTP_TIMEOUT_SECONDS = 30
@@ -154,7 +152,7 @@ def _download(url: str, target: Path, max_bytes: int, setting: str) -> tuple[str
     if expected is not None and expected.isdigit() and int(expected) != size:
         raise DataError(f"download of {url} was cut off: got {size} of {expected} bytes; retry")
     with open(target, "rb") as reader:
-        if _starts_like_html(reader.read(_SNIFF_BYTES)):  # a server that labels its pages as anything
+        if _starts_like_html(reader.read(SNIFF_BYTES)):  # a server that labels its pages as anything
             raise _html_page(url, setting, "its body starts like HTML")
     return digest, size, validators
 
@@ -224,7 +222,7 @@ def read_table(
             parquet_layout(path, limits, setting)
             frame = normalise_parquet_columns(pd.read_parquet(path), notes)
         else:
-            frame = read_csv_checked(path, csv_layout(path, limits).columns, notes)
+            frame = read_csv_checked(path, csv_layout(path, limits), notes)
     except UnicodeDecodeError as error:
         raise not_utf8(path, error) from None
     except (ValueError, pd.errors.ParserError, OSError) as error:

@@ -28,7 +28,8 @@ import pandas as pd
 
 from trainflow.errors import DataError
 
-# Enough of a file's start to recognise its kind (a tar header's magic sits at byte 257).
+# Enough of a file's start to recognise its kind, or an HTML page instead of a data file
+# (a tar header's magic sits at byte 257).
 SNIFF_BYTES = 512
 _SCAN_CHUNK = 8 << 20
 
@@ -134,19 +135,10 @@ def file_kind(path: Path, head: bytes, setting: str) -> str:
     return "csv"
 
 
-@dataclass(frozen=True)
-class CsvLayout:
-    """What the pre-parse scan of a CSV file found."""
-
-    columns: list[str]
-    # Physical lines after the header (rows, unless quoted values span lines)
-    lines: int
-
-
-def not_utf8(path: Path, error: UnicodeDecodeError, offset: int = 0) -> DataError:
+def not_utf8(path: Path, error: UnicodeDecodeError) -> DataError:
     return DataError(
         f"{path.name} is not UTF-8 text (byte {error.object[error.start:error.start + 1]!r} at offset "
-        f"{offset + error.start}): save it as UTF-8 (e.g. pandas: pd.read_csv(f, encoding='latin-1').to_csv(out, "
+        f"{error.start}): save it as UTF-8 (e.g. pandas: pd.read_csv(f, encoding='latin-1').to_csv(out, "
         "index=False)) or as Parquet"
     )
 
@@ -185,19 +177,25 @@ def csv_header(path: Path, limits: TableLimits) -> list[str]:
     return names
 
 
+def _first_few(items: list[str], shown: int = 5) -> str:
+    """``items`` joined, the first ``shown`` of them and how many more."""
+    more = len(items) - shown
+    return ", ".join(items[:shown]) + (f" and {more:,} more" if more > 0 else "")
+
+
 def check_column_names(names: list[str], file_name: str) -> None:
     """Every column named, and no name twice: a reader would otherwise rename them
     (``Unnamed: 3``, ``price.1``) and the model would learn from columns nobody named."""
     empty = [i + 1 for i, name in enumerate(names) if not str(name).strip()]
     if empty:
-        where = ", ".join(map(str, empty[:5])) + (f" and {len(empty) - 5:,} more" if len(empty) > 5 else "")
+        where = _first_few([str(i) for i in empty])
         index_hint = " (pandas' to_csv writes its index as an unnamed first column: save with index=False)" if empty == [1] else ""
         raise DataError(
             f"{file_name}: column {where} of {len(names):,} has no name{index_hint}; name every column in the header"
         )
     repeated = [name for name, count in Counter(names).items() if count > 1]
     if repeated:
-        shown = ", ".join(repr(name) for name in repeated[:5]) + (f" and {len(repeated) - 5:,} more" if len(repeated) > 5 else "")
+        shown = _first_few([repr(name) for name in repeated])
         raise DataError(
             f"{file_name} names more than one column {shown}: rename them so that every column name is unique"
         )
@@ -220,9 +218,10 @@ def _check_cells(rows: int, columns: int, file_name: str, limits: TableLimits) -
         )
 
 
-def csv_layout(path: Path, limits: TableLimits) -> CsvLayout:
-    """The header's names (checked) and the number of lines, after a scan that refuses a
-    line longer than ``max_line_bytes``; linear in the file's size, in 8 MiB chunks."""
+def csv_layout(path: Path, limits: TableLimits) -> list[str]:
+    """The header's names (checked), after a scan that refuses a line longer than
+    ``max_line_bytes`` and more than ``max_cells`` cells; linear in the file's size, in
+    chunks of at most 8 MiB."""
     names = csv_header(path, limits)
     _check_columns_count(len(names), path.name, limits)
     check_column_names(names, path.name)
@@ -246,7 +245,7 @@ def csv_layout(path: Path, limits: TableLimits) -> CsvLayout:
             offset += len(chunk)
     lines = newlines + (1 if offset > line_start else 0) - 1
     _check_cells(max(lines, 0), len(names), path.name, limits)
-    return CsvLayout(columns=names, lines=max(lines, 0))
+    return names
 
 
 def _flat_type_problem(arrow_type: object) -> str | None:
@@ -325,20 +324,28 @@ def _is_pandas_index(name: str) -> bool:
 _MIXED = ("mixed", "mixed-integer", "mixed-integer-float")
 
 
+def _object_columns(frame: pd.DataFrame, kinds: tuple[str, ...]) -> dict[str, list[str]]:
+    """For each of ``kinds`` (pandas' ``infer_dtype`` names), the object columns whose
+    values are of that kind; each column's values are looked at once."""
+    found: dict[str, list[str]] = {kind: [] for kind in kinds}
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            kind = pd.api.types.infer_dtype(frame[column], skipna=True)
+            if kind in found:
+                found[kind].append(column)
+    return found
+
+
 def mixed_columns(frame: pd.DataFrame) -> list[str]:
     """Object columns whose values are of several kinds (numbers and text): what pandas'
     chunked CSV reader makes of a column whose type changes part way down the file."""
-    mixed = []
-    for column in frame.columns:
-        if frame[column].dtype == object and pd.api.types.infer_dtype(frame[column], skipna=True) in _MIXED:
-            mixed.append(column)
-    return mixed
+    return [column for columns in _object_columns(frame, _MIXED).values() for column in columns]
 
 
 def read_csv_checked(path: Path, names: list[str], notes: list[str]) -> pd.DataFrame:
-    """``pd.read_csv`` of a file whose header :func:`csv_layout` checked. A column that
-    mixes numbers and text is read again as text, the one reading that keeps every value
-    as written, and the conversion is added to ``notes``."""
+    """``pd.read_csv`` of a file whose header :func:`csv_layout` checked (``names``). A
+    column that mixes numbers and text is read again as text, the one reading that keeps
+    every value as written, and the conversion is added to ``notes``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # found and fixed below
         frame = pd.read_csv(path)
@@ -359,7 +366,7 @@ def read_csv_checked(path: Path, names: list[str], notes: list[str]) -> pd.DataF
 
 
 def _conversion_note(columns: list[str], what: str, result: str) -> str:
-    shown = ", ".join(repr(c) for c in columns[:5]) + (f" and {len(columns) - 5:,} more" if len(columns) > 5 else "")
+    shown = _first_few([repr(c) for c in columns])
     plural = "column" if len(columns) == 1 else "columns"
     return f"{plural} {shown}: {what}; read as {result}"
 
@@ -367,16 +374,14 @@ def _conversion_note(columns: list[str], what: str, result: str) -> str:
 def normalise_parquet_columns(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     """Parquet decimals (pandas gives Python ``Decimal`` objects, which no estimator takes)
     as float64, and dates as datetime64, reported in ``notes``."""
-    decimals = [c for c in frame.columns if frame[c].dtype == object
-                and pd.api.types.infer_dtype(frame[c], skipna=True) == "decimal"]
+    found = _object_columns(frame, ("decimal", "date"))
+    decimals, dates = found["decimal"], found["date"]
     for column in decimals:
         frame[column] = pd.to_numeric(frame[column].astype("float64"))
     if decimals:
         notes.append(_conversion_note(decimals, "decimals", "float64 (about 16 significant digits)"))
     # Parquet dates (no time of day) come as Python date objects, which pandas takes for
     # text: as datetime64 they are dates to the checks, the task and the features.
-    dates = [c for c in frame.columns if frame[c].dtype == object
-             and pd.api.types.infer_dtype(frame[c], skipna=True) == "date"]
     for column in dates:
         frame[column] = pd.to_datetime(frame[column])
     if dates:
