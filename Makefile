@@ -20,7 +20,7 @@ TEST_EXTRAS ?= dev,boost
 comma := ,
 INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: run test test-slow test-torch docs setup lock clean
+.PHONY: run test test-slow test-torch fuzz docs setup lock clean
 
 setup: $(INSTALLED)
 
@@ -50,6 +50,14 @@ test:
 test-slow:
 	$(MAKE) setup EXTRAS=$(TEST_EXTRAS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# Explore the front door with new random tables (CI's fuzz profiles are fixed); a failing
+# example prints how to reproduce it. FUZZ_EXAMPLES=20000 make fuzz for a longer look.
+FUZZ_EXAMPLES ?= 3000
+fuzz:
+	$(MAKE) setup EXTRAS=$(TEST_EXTRAS)
+	TRAINFLOW_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -m slow -p no:xdist \
+		tests/test_fuzz_tables.py::test_any_table_file_ends_in_a_model_or_one_line_longer
 
 # The PyTorch demo's tests with the torch extra installed. CI runs this last: once torch
 # is installed, every process that imports skops.io also imports torch (through

@@ -186,6 +186,28 @@ def test_a_column_mixing_numbers_and_text_is_read_as_text_and_reported(tmp_path:
     assert frame.attrs["read_notes"] == ["column 'code': numbers and text mixed; read as text"]
 
 
+def _text_with_bytes(data: bytes, offsets: list[int]) -> pa.Array:
+    """A string array holding ``data`` as it is: pyarrow's writers do not check UTF-8."""
+    return pa.Array.from_buffers(
+        pa.string(), len(offsets) - 1, [None, pa.py_buffer(np.array(offsets, dtype=np.int32).tobytes()), pa.py_buffer(data)]
+    )
+
+
+@pytest.mark.parametrize("dictionary", [False, True], ids=["plain", "dictionary"])
+def test_parquet_text_that_is_not_utf8_is_refused_at_the_read(tmp_path: Path, dictionary: bool) -> None:
+    """Found by the slow fuzzing profile in CI: a damaged Parquet text column was read
+    without complaint and failed in check_data's date sniffing with Arrow's raw
+    "Wrapping ... failed"."""
+    text = _text_with_bytes(b"\xc3(ok\xff", [0, 2, 4, 5])
+    column = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2]), text) if dictionary else text
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"y": [0, 1, 0], "q": column}), path)
+    message = refusal(path)
+    assert "UTF" in message and message.startswith("t.parquet"), message
+    if not dictionary:  # pyarrow's own check of dictionary pages names no column
+        assert "column 'q' holds text that is not valid UTF-8" in message, message
+
+
 def test_a_parquet_column_named_with_a_semicolon_is_not_taken_for_a_separator(tmp_path: Path) -> None:
     """Found by the fuzzing: the one-column ';'-separated CSV hint fired on Parquet files."""
     path = tmp_path / "t.parquet"

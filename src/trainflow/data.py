@@ -20,6 +20,7 @@ from trainflow.errors import DataError
 from trainflow.table_file import (
     SNIFF_BYTES,
     TableLimits,
+    check_parquet_text,
     csv_layout,
     file_kind,
     normalise_parquet_columns,
@@ -220,7 +221,9 @@ def read_table(
     try:
         if kind == "parquet":
             parquet_layout(path, limits, setting)
-            frame = normalise_parquet_columns(pd.read_parquet(path), notes)
+            frame = pd.read_parquet(path)
+            check_parquet_text(frame, path.name)
+            frame = normalise_parquet_columns(frame, notes)
         else:
             frame = read_csv_checked(path, csv_layout(path, limits), notes)
     except UnicodeDecodeError as error:

@@ -371,6 +371,23 @@ def _conversion_note(columns: list[str], what: str, result: str) -> str:
     return f"{plural} {shown}: {what}; read as {result}"
 
 
+def check_parquet_text(frame: pd.DataFrame, file_name: str) -> None:
+    """Refuse a text column whose bytes are not UTF-8. Parquet's reader does not check
+    them; pandas would fail later, wherever the column is first looked at, with Arrow's
+    "Wrapping ... failed" and no column named."""
+    import pyarrow as pa
+
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.StringDtype) and frame[column].dtype.storage == "pyarrow":
+            try:
+                pa.array(frame[column]).validate(full=True)
+            except pa.ArrowInvalid as error:
+                raise DataError(
+                    f"{file_name}: column {column!r} holds text that is not valid UTF-8 ({error}): the file is "
+                    "damaged or was written from undecoded bytes; decode the column to text and write the file again"
+                ) from None
+
+
 def normalise_parquet_columns(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     """Parquet decimals (pandas gives Python ``Decimal`` objects, which no estimator takes)
     as float64, and dates as datetime64, reported in ``notes``."""
