@@ -4,7 +4,7 @@
     python main.py main.steps=test_model
     python main.py -m main.steps=train_model model.random_forest.max_depth=5,10   # a sweep
 
-The step table lives in ``src/trainflow/steps.py``; each step's logic in the library.
+The step table lives in ``src/trainflow/pipeline/steps.py``; each step's logic in the library.
 """
 
 import sys
@@ -13,11 +13,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from trainflow.app_help import asks_for_help, pipeline_help
-from trainflow.config import register_schema
+from trainflow.cli.help import asks_for_help, pipeline_help
+from trainflow.config.schema import register_schema
 from trainflow.errors import exit_on_interrupt, interrupt_on_signals
-from trainflow.runner import Pipeline, exit_now, main_argv
-from trainflow.sweeps import sweep_trial
+from trainflow.pipeline.runner import Pipeline, exit_now, main_argv
+from trainflow.pipeline.sweeps import sweep_trial
 
 register_schema()
 PROJECT_DIR = Path(__file__).resolve().parent

@@ -16,7 +16,7 @@ import numpy as np
 from report import PROJECT_DIR  # noqa: F401 - importing report puts tests/ (support.synthetic) on sys.path
 from support.synthetic import TARGET, make_table
 
-from trainflow.datacheck import check_table, drift_checks, generic_checks, infer_expectations, schema_checks
+from trainflow.datacheck.checks import check_table, drift_checks, generic_checks, infer_expectations, schema_checks
 
 SETTINGS = {
     "min_class_count": 10,

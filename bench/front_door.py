@@ -1,4 +1,4 @@
-"""Section 7 of the benchmark: what the front door (trainflow.table_file) costs on an
+"""Section 7 of the benchmark: what the front door (trainflow.ml.table_file) costs on an
 ordinary table, and what it saves on a pathological one.
 
 - An ordinary CSV of 10^6 rows (support.synthetic.make_table: numbers, categories, a
@@ -26,8 +26,8 @@ import pandas as pd
 from report import Section, Target, print_section, ratio, seconds, stopwatch
 from support.synthetic import make_table
 
-from trainflow.data import read_table
 from trainflow.errors import DataError
+from trainflow.ml.data import read_table
 
 FULL_ROWS = 1_000_000
 SMOKE_ROWS = 2_000

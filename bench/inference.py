@@ -38,8 +38,8 @@ from report import BIN, PROJECT_DIR, Section, Target, machine, print_section, ra
 from support.processes import free_port, stop_process_group, wait_until_answering
 from support.synthetic import TARGET, feature_spec_for_synthetic, make_table
 
-from trainflow.config import load_config
-from trainflow.model import TrainResult, export, train_from_config, validate_model_config
+from trainflow.config.schema import load_config
+from trainflow.ml.train import TrainResult, export, train_from_config, validate_model_config
 
 TARGET_RATIO = 1.2
 TRAIN_SEED, SCORE_SEED = 0, 1
@@ -215,7 +215,7 @@ def measure(smoke: bool) -> Section:
         f"train_from_config on {size['train_rows']:,} synthetic rows (support.synthetic.make_table, seed "
         f"{TRAIN_SEED}) with {len(spec.numeric)} numeric, {len(spec.categorical)} categorical, {len(spec.text)} text "
         f"and {len(spec.datetime)} date column(s), about 5% missing values each; scored on other rows (seed "
-        f"{SCORE_SEED}). Exported with trainflow.model.export (skops, signature, code_paths).",
+        f"{SCORE_SEED}). Exported with trainflow.ml.train.export (skops, signature, code_paths).",
         f"In process: {size['batch_rows']:,} rows best of {size['repeats']} alternating runs each (the pyfunc "
         f"answer was checked equal to predict_proba's); {size['rest_batch_rows']:,} rows and one row, the median "
         f"of {size['mid_calls']} and {size['single_calls']} alternating calls each.",

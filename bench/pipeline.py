@@ -133,11 +133,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from trainflow.config import load_config, resolve_paths
-from trainflow.data import read_table, resolve_task, split_dataset, stratify_target
-from trainflow.datacheck import check_table
-from trainflow.evaluate import score_exported_model
-from trainflow.model import export, train_from_config
+from trainflow.config.schema import load_config, resolve_paths
+from trainflow.ml.data import read_table, resolve_task, split_dataset, stratify_target
+from trainflow.datacheck.checks import check_table
+from trainflow.ml.evaluate import score_exported_model
+from trainflow.ml.train import export, train_from_config
 
 cfg = resolve_paths(load_config(Path("project")), Path("project").resolve())
 stage = sys.argv[1]

@@ -11,10 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainflow.config import load_config, resolve_paths
-from trainflow.data import read_table, resolve_task, split_dataset, stratify_target
-from trainflow.evaluate import score_exported_model
-from trainflow.model import export, train_from_config
+from trainflow.config.schema import load_config, resolve_paths
+from trainflow.ml.data import read_table, resolve_task, split_dataset, stratify_target
+from trainflow.ml.evaluate import score_exported_model
+from trainflow.ml.train import export, train_from_config
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ from unittest import mock
 
 from report import Section, Target, machine, mebibytes, print_section, ratio, seconds, stopwatch
 
-from trainflow.store import LocalArtifactStore
+from trainflow.store.local import LocalArtifactStore
 
 BIG_FILES, BIG_SIZE = 8, 128 * 2**20
 SMALL_FILES, SMALL_SIZE = 32, 16 * 2**10
@@ -119,7 +119,7 @@ def one_repeat(source: Path, scratch: Path, figures: dict[str, list[float]]) -> 
     changed_tail = timed(lambda: store.log_artifact(source, "bench", "dataset"))
     fresh = LocalArtifactStore(scratch / "fresh")
     release(store.root)
-    with mock.patch("trainflow.store.os.fsync"):  # a reference only: what the fsyncs cost a log
+    with mock.patch("trainflow.store.local.os.fsync"):  # a reference only: what the fsyncs cost a log
         unsynced = timed(lambda: fresh.log_artifact(source, "bench", "dataset"))
 
     for key, value in [

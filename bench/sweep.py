@@ -42,7 +42,7 @@ def _children_cpu() -> float:
 
 
 def check(home: Path) -> None:
-    from trainflow.store import LocalArtifactStore
+    from trainflow.store.local import LocalArtifactStore
 
     store = LocalArtifactStore(home)
     models = store.list_versions("model_export")

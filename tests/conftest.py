@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from trainflow.components import CONFIG_DIR_ENV
-from trainflow.store import LocalArtifactStore
+from trainflow.config.components import CONFIG_DIR_ENV
+from trainflow.store.local import LocalArtifactStore
 from trainflow.tracking import create_store_database
 
 # Two pytest workers share two cores: OpenMP code (histogram boosting, in the tests' own

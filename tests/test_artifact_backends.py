@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 from wandb_double import FakeServer
 
 from trainflow.errors import ArtifactNotFound, TrainflowError
-from trainflow.store import LocalArtifactStore, RunRecord, lineage
-from trainflow.wandb_backend import WandbArtifactStore, choose_backend, step_backend
+from trainflow.store.local import LocalArtifactStore, RunRecord, lineage
+from trainflow.store.wandb_backend import WandbArtifactStore, choose_backend, step_backend
 
 # A step: (store to use inside it, the run record the local store needs).
 NewStep = Callable[[str], tuple[Any, RunRecord]]
@@ -303,7 +303,7 @@ def test_real_offline_run_records_config_summary_and_artifact(tmp_path: Path, mo
     cfg.wandb.offline_runs = True
     local = LocalArtifactStore(tmp_path / "store")
     (tmp_path / "raw.csv").write_text("a\n1\n")
-    from trainflow.wandb_backend import log_to_run
+    from trainflow.store.wandb_backend import log_to_run
 
     with step_backend(cfg, "fetch_data", {"data.uri": "penguins.csv"}, local) as (store, run):
         assert store is local and run is not None

@@ -1,4 +1,4 @@
-"""The step cache as plain functions: what goes into a key (trainflow.cache), the records
+"""The step cache as plain functions: what goes into a key (trainflow.pipeline.cache), the records
 and re-use in the store, and the runner's recording rules. No MLflow run is started here;
 tests/test_cache_pipeline.py drives the cache through `mlflow run`.
 """
@@ -18,13 +18,13 @@ import pytest
 from conftest import PROJECT_DIR, tamper
 from omegaconf import DictConfig, OmegaConf
 
-import trainflow.cache as cache
-from trainflow.cache import CacheKey, Uncacheable, library_modules, reusable_run, step_key
-from trainflow.config import load_config, resolve_paths
+import trainflow.pipeline.cache as cache
+from trainflow.config.schema import load_config, resolve_paths
 from trainflow.errors import TrainflowError
-from trainflow.runner import Pipeline
-from trainflow.steps import STEPS
-from trainflow.store import ArtifactVersion, LocalArtifactStore, RunRecord, file_sha256
+from trainflow.pipeline.cache import CacheKey, Uncacheable, library_modules, reusable_run, step_key
+from trainflow.pipeline.runner import Pipeline
+from trainflow.pipeline.steps import STEPS
+from trainflow.store.local import ArtifactVersion, LocalArtifactStore, RunRecord, file_sha256
 
 PENGUINS = PROJECT_DIR / "data" / "penguins.csv"
 
@@ -124,9 +124,9 @@ def test_a_new_file_in_the_component_folder_changes_the_key(base_cfg, project: P
 @pytest.mark.parametrize(
     "module",
     [
-        "trainflow/data.py",  # imported by split_data's run.py
-        "trainflow/store.py",  # through run_context
-        "trainflow/model.py",  # only inside config.validate, a function-level import
+        "trainflow/ml/data.py",  # imported by split_data's run.py
+        "trainflow/store/local.py",  # through run_context
+        "trainflow/ml/train.py",  # only inside config.validate, a function-level import
         "trainflow/__init__.py",  # runs on every trainflow import
         "trainflow_inference/__init__.py",  # through model.py
     ],
@@ -150,7 +150,7 @@ def test_any_new_file_in_the_package_an_export_carries_whole_changes_the_key(
     assert after.digest != before.digest and f"trainflow_inference/{new_file}" in after.parts["code"]
 
 
-@pytest.mark.parametrize("module", ["trainflow/cli.py", "trainflow/cache.py", "trainflow/runner.py", "trainflow/plots.py"])
+@pytest.mark.parametrize("module", ["trainflow/cli/main.py", "trainflow/pipeline/cache.py", "trainflow/pipeline/runner.py", "trainflow/ml/plots.py"])
 def test_library_code_the_step_cannot_import_leaves_its_key_alone(module: str, base_cfg, project: Path, inputs) -> None:
     before = key_of("split_data", base_cfg, project, inputs)
     append_byte(project / "src" / module)
@@ -160,7 +160,7 @@ def test_library_code_the_step_cannot_import_leaves_its_key_alone(module: str, b
 
 def test_plots_belong_to_the_steps_that_draw_them(base_cfg, project: Path, inputs) -> None:
     train, split = key_of("train_model", base_cfg, project, inputs), key_of("split_data", base_cfg, project, inputs)
-    append_byte(project / "src" / "trainflow" / "plots.py")
+    append_byte(project / "src" / "trainflow" / "ml" / "plots.py")
     assert key_of("train_model", base_cfg, project, inputs).digest != train.digest
     assert key_of("split_data", base_cfg, project, inputs).digest == split.digest
 
@@ -252,7 +252,7 @@ def test_metadata_a_step_reads_is_in_its_key(base_cfg, project: Path, inputs, st
 
 
 def check_data_key(cfg: DictConfig, project: Path, store: LocalArtifactStore, raw: ArtifactVersion) -> CacheKey:
-    from trainflow.cache import alias_state
+    from trainflow.pipeline.cache import alias_state
 
     spec = STEPS["check_data"]
     return step_key(spec, cfg, {"raw_artifact": store.get(raw.ref)}, project / "components" / "check_data", "local",
@@ -557,15 +557,15 @@ def test_a_step_run_in_process_after_its_library_changed_on_disk_is_not_recorded
     """An in-process step runs the modules imported at the pipeline's start; an edit made
     since is in its key (read from disk) but not in what ran, so the run is not recorded."""
     loaded = cache.library_as_loaded()
-    monkeypatch.setattr(cache, "library_as_loaded", lambda: {**loaded, "trainflow/data.py": "old", "trainflow/cli.py": "old"})
+    monkeypatch.setattr(cache, "library_as_loaded", lambda: {**loaded, "trainflow/ml/data.py": "old", "trainflow/cli/main.py": "old"})
     runs: list[str] = []
     monkeypatch.setattr(pipeline, "execute", fake_fetch(pipeline, runs))
     pipeline.run("fetch_data")
     key = pipeline.plan(STEPS["fetch_data"]).key
     assert key is not None and pipeline.store.cached_runs("fetch_data", key.digest) == []
-    assert "run not recorded: trainflow/data.py changed after this process loaded the library" in capsys.readouterr().out
+    assert "run not recorded: trainflow/ml/data.py changed after this process loaded the library" in capsys.readouterr().out
     # cli.py alone is not code fetch_data runs: that run is recorded
-    monkeypatch.setattr(cache, "library_as_loaded", lambda: {**loaded, "trainflow/cli.py": "old"})
+    monkeypatch.setattr(cache, "library_as_loaded", lambda: {**loaded, "trainflow/cli/main.py": "old"})
     pipeline.run("fetch_data")
     assert [r.run_id for r in pipeline.store.cached_runs("fetch_data", key.digest)] == ["fetch-1"]
 
@@ -595,7 +595,7 @@ def test_library_changes_are_seen_against_the_first_look(tmp_path: Path, monkeyp
 def test_a_sweep_trial_neither_uses_nor_feeds_the_cache(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A trial's model carries its sweep's metadata and no candidate alias: re-used by a
     pipeline run, it would leave model_export:candidate on an older model."""
-    from trainflow.sweeps import SWEEP_ENV, SweepContext
+    from trainflow.pipeline.sweeps import SWEEP_ENV, SweepContext
 
     monkeypatch.setenv(SWEEP_ENV, SweepContext("s1", "parent", trial=0).to_json())
     trial = Pipeline(load_config(PROJECT_DIR, ["artifacts.backend=local"]), PROJECT_DIR, [])
@@ -624,7 +624,7 @@ def test_the_key_hashes_the_library_copy_the_step_will_run(
     monkeypatch.setattr(pipeline, "execute", fake_fetch(pipeline, runs))
     pipeline.run("fetch_data")
     before = pipeline.plan(STEPS["split_data"]).key
-    append_byte(project / "src" / "trainflow" / "data.py")  # only the component's copy
+    append_byte(project / "src" / "trainflow" / "ml" / "data.py")  # only the component's copy
     after = pipeline.plan(STEPS["split_data"]).key
     assert before is not None and after is not None
     assert (after.digest != before.digest) is (not in_process)
@@ -814,10 +814,10 @@ def test_import_scans_are_kept_across_processes_by_the_sources_digest(tmp_path: 
     """The next process reads what a module imports from the file instead of parsing it;
     an edited module (another digest) is parsed afresh."""
     path = tmp_path / "cache" / "import_scans.json"
-    source = b"import trainflow.data\nfrom . import store\n"
+    source = b"import trainflow.ml.data\nfrom . import store\n"
     first = cache.ImportScans(path)
     found = first.imports_of(source, "trainflow")
-    assert {"trainflow.data", "trainflow.store"} <= found.names and not found.dynamic
+    assert {"trainflow.ml.data", "trainflow.store"} <= found.names and not found.dynamic
     first.save()
     assert path.is_file() and not list(path.parent.glob(".*partial"))
 
@@ -828,4 +828,4 @@ def test_import_scans_are_kept_across_processes_by_the_sources_digest(tmp_path: 
     later = cache.ImportScans(path)  # as the next process opens it
     assert later.imports_of(source, "trainflow") == found and not later.added
     with pytest.raises(AssertionError, match="parsed again"):
-        later.imports_of(source + b"import trainflow.model\n", "trainflow")
+        later.imports_of(source + b"import trainflow.ml.train\n", "trainflow")

@@ -17,7 +17,7 @@ import mlflow
 import pytest
 from conftest import BIN_DIR, pipeline_env, project_store, run_command
 
-from trainflow.store import LocalArtifactStore
+from trainflow.store.local import LocalArtifactStore
 
 MLFLOW = str(BIN_DIR / "mlflow")
 RUN = [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow"]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import PROJECT_DIR
 
-from trainflow.steps import STEPS
+from trainflow.pipeline.steps import STEPS
 
 WORKFLOW = Path(".github") / "workflows" / "ci.yml"
 

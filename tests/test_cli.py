@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT_DIR, error_lines, project_store, run_command
 
-from trainflow.cli import run as cli_run
-from trainflow.store import LocalArtifactStore, RunRecord
+from trainflow.cli.main import run as cli_run
+from trainflow.store.local import LocalArtifactStore, RunRecord
 
 TRAINFLOW = str(Path(sys.executable).parent / "trainflow")
 

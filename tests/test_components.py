@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from trainflow.components import CONFIG_DIR_ENV, ComponentSource, is_repository_uri, prepare_steps
-from trainflow.config import load_config, resolve_paths
+from trainflow.config.components import CONFIG_DIR_ENV, ComponentSource, is_repository_uri, prepare_steps
+from trainflow.config.schema import load_config, resolve_paths
 from trainflow.errors import ConfigError
-from trainflow.steps import STEPS
+from trainflow.pipeline.steps import STEPS
 
 
 @pytest.mark.parametrize(

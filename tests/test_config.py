@@ -10,11 +10,11 @@ import pytest
 import yaml
 from conftest import error_lines, run_command
 
-from trainflow.config import flatten, load_config, resolve_paths, split_overrides, validate
-from trainflow.data import stratify_target
+from trainflow.config.schema import flatten, load_config, resolve_paths, split_overrides, validate
 from trainflow.errors import ConfigError
-from trainflow.runner import expand_mlproject_args
-from trainflow.steps import STEPS, select_steps
+from trainflow.ml.data import stratify_target
+from trainflow.pipeline.runner import expand_mlproject_args
+from trainflow.pipeline.steps import STEPS, select_steps
 
 
 def test_default_config_composes_and_validates(project_dir: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainflow.config import (
+from trainflow.config.schema import (
     check_config_groups,
     is_group_override,
     load_config,
@@ -136,7 +136,7 @@ def test_every_hydra_options_example_in_the_readme_composes(project_dir: Path) -
     quoting the split removes, or a key the schema lacks, fails here and not for a reader."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from trainflow.runner import expand_mlproject_args
+    from trainflow.pipeline.runner import expand_mlproject_args
 
     pages = [project_dir / "README.md", *sorted((project_dir / "docs").rglob("*.md"))]
     examples = [example for page in pages for example in readme_hydra_options(page.read_text())]

@@ -14,14 +14,14 @@ import pandas as pd
 import pytest
 from support.synthetic import HIGH_CARDINALITY, TARGET, make_table
 
-from trainflow.config import load_config
+from trainflow.config.schema import load_config
 from trainflow.errors import ConfigError
-from trainflow.inference import load_exported
-from trainflow.model import export, train_from_config
+from trainflow.ml.inference import load_exported
+from trainflow.ml.train import export, train_from_config
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 # The reviewed lists of the boost extra's types (README: Your own data; the W&B-free
-# reasoning is in trainflow.model's SKOPS_TRUSTED_TYPES notes): the estimator classes and
+# reasoning is in trainflow.ml.train's SKOPS_TRUSTED_TYPES notes): the estimator classes and
 # their Booster, which skops rebuilds from the model's own text or bytes; collections.OrderedDict
 # is only named as the factory of LightGBM's best_score dictionary.
 LIGHTGBM_TYPES = ["collections.OrderedDict", "lightgbm.basic.Booster", "lightgbm.sklearn.LGBMClassifier",

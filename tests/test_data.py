@@ -1,4 +1,4 @@
-"""Reading, checking and splitting tables (trainflow.data, no MLflow)."""
+"""Reading, checking and splitting tables (trainflow.ml.data, no MLflow)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trainflow.data import class_counts, infer_task, read_table, require_columns, resolve_task, split_dataset
 from trainflow.errors import DataError
+from trainflow.ml.data import class_counts, infer_task, read_table, require_columns, resolve_task, split_dataset
 
 PENGUINS = Path(__file__).resolve().parents[1] / "data" / "penguins.csv"
 TARGET = "species"

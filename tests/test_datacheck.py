@@ -21,8 +21,8 @@ from conftest import PROJECT_DIR, project_store, run_command
 from omegaconf import OmegaConf
 from support.synthetic import NUMERIC, TARGET, make_table
 
-from trainflow.config import DataCheckConfig, load_config, resolve_paths, validate
-from trainflow.datacheck import (
+from trainflow.config.schema import DataCheckConfig, load_config, resolve_paths, validate
+from trainflow.datacheck.checks import (
     CheckReport,
     DataCheckFailed,
     check_table,
@@ -37,7 +37,7 @@ from trainflow.datacheck import (
     verdict_metadata,
 )
 from trainflow.errors import ConfigError
-from trainflow.store import LocalArtifactStore
+from trainflow.store.local import LocalArtifactStore
 
 PENGUINS = PROJECT_DIR / "data" / "penguins.csv"
 PENGUINS_RAW = PROJECT_DIR / "data" / "penguins-raw.csv"

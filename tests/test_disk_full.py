@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from trainflow.errors import DiskFull, exit_on_user_error
-from trainflow.store import LocalArtifactStore
+from trainflow.store.local import LocalArtifactStore
 
 
 def assert_nothing_partial(store: LocalArtifactStore, versions_before: int) -> None:
@@ -70,7 +70,7 @@ def test_enospc_at_the_file_layer_is_one_clear_error(tmp_path: Path, monkeypatch
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("trainflow.store.os.fsync", full)
+    monkeypatch.setattr("trainflow.store.local.os.fsync", full)
     source.write_bytes(os.urandom(100_000))
     with pytest.raises(DiskFull, match="no space left on the device"):
         store.log_artifact(source, "data", "dataset")

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from packaging.version import Version
 
-from trainflow.steps import STEPS
+from trainflow.pipeline.steps import STEPS
 
 PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;]+)$")
 

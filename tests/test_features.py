@@ -1,4 +1,4 @@
-"""Feature inference and per-estimator encoding (trainflow.features), on generated tables
+"""Feature inference and per-estimator encoding (trainflow.ml.features), on generated tables
 of other shapes than the demo's: fast, no runs."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from support.synthetic import HIGH_CARDINALITY, TARGET, make_table
 
 from trainflow.errors import DataError
-from trainflow.features import (
+from trainflow.ml.features import (
     NATIVE_MAX_LEVELS,
     EstimatorInput,
     FeatureSpec,

@@ -1,4 +1,4 @@
-"""trainflow.data.fetch against a real HTTP server on 127.0.0.1, local paths and file://
+"""trainflow.ml.data.fetch against a real HTTP server on 127.0.0.1, local paths and file://
 URIs; and the fetch_data component under a real ``mlflow run``.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import error_lines, project_store, run_command
 
-from trainflow.data import fetch
 from trainflow.errors import DataError
+from trainflow.ml.data import fetch
 
 PENGUINS = Path(__file__).resolve().parents[1] / "data" / "penguins.csv"
 GOOD_BYTES = PENGUINS.read_bytes()

@@ -37,12 +37,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from trainflow.config import load_config
-from trainflow.data import read_table, resolve_task, split_dataset, stratify_target
-from trainflow.datacheck import check_table
+from trainflow.config.schema import load_config
+from trainflow.datacheck.checks import check_table
 from trainflow.errors import TrainflowError
-from trainflow.model import train_from_config
-from trainflow.table_file import TableLimits
+from trainflow.ml.data import read_table, resolve_task, split_dataset, stratify_target
+from trainflow.ml.table_file import TableLimits
+from trainflow.ml.train import train_from_config
 
 # Small limits, so that generated tables reach them too.
 LIMITS = TableLimits(max_columns=12, max_header_bytes=8_000, max_line_bytes=2_000, max_cells=2_000)

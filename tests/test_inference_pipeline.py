@@ -26,11 +26,11 @@ from support.synthetic import COMMON_WORDS, ID_COLUMN, TARGET, feature_spec_for_
 from threadpoolctl import threadpool_limits
 
 import trainflow_inference
-from trainflow.config import load_config
+from trainflow.config.schema import load_config
 from trainflow.errors import ConfigError, DataError, TrainflowError
-from trainflow.features import FeatureSpec, PreprocessingOptions, infer_features
-from trainflow.inference import load_exported, predict_table, prediction_column
-from trainflow.model import (
+from trainflow.ml.features import FeatureSpec, PreprocessingOptions, infer_features
+from trainflow.ml.inference import load_exported, predict_table, prediction_column
+from trainflow.ml.train import (
     ESTIMATORS,
     TrainResult,
     export,
@@ -215,7 +215,7 @@ for key, item in request["models"].items():
     out.mkdir()
     pyfunc_output = mlflow.pyfunc.load_model(item["model"]).predict(frame)
     np.save(out / "pyfunc.npy", np.asarray(pyfunc_output, dtype="float64"), allow_pickle=False)
-    model = mlflow.sklearn.load_model(item["model"])  # what trainflow.inference.load_exported does
+    model = mlflow.sklearn.load_model(item["model"])  # what trainflow.ml.inference.load_exported does
     if item["task"] == "classification":
         np.save(out / "predict.npy", np.asarray(model.predict(frame)).astype(str), allow_pickle=False)
         np.save(out / "proba.npy", np.asarray(model.predict_proba(frame), dtype="float64"), allow_pickle=False)
@@ -368,7 +368,7 @@ def test_integer_feature_may_be_missing_at_serving(tmp_path: Path) -> None:
 @pytest.mark.parametrize("task", list(ESTIMATORS))
 def test_pyfunc_rejects_strings_in_a_numeric_column(exports: ExportCache, task: str) -> None:
     """Text where a number is expected: the model's first step (the signature leaves a
-    numeric column's type open, see trainflow.model.input_signature) names the column and
+    numeric column's type open, see trainflow.ml.train.input_signature) names the column and
     the value."""
     exported = exports.get(task, "random_forest")
     model = mlflow.pyfunc.load_model(str(exported.path))

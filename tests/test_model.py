@@ -1,4 +1,4 @@
-"""The inference pipeline (trainflow.model) and its metrics (trainflow.evaluate):
+"""The inference pipeline (trainflow.ml.train) and its metrics (trainflow.ml.evaluate):
 building, training on penguins, exporting with MLflow and loading back.
 """
 
@@ -28,10 +28,10 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
-from trainflow.config import load_config
-from trainflow.data import split_dataset
+from trainflow.config.schema import load_config
 from trainflow.errors import ConfigError, DataError
-from trainflow.evaluate import (
+from trainflow.ml.data import split_dataset
+from trainflow.ml.evaluate import (
     classification_metrics,
     headline,
     load_for_scoring,
@@ -39,8 +39,8 @@ from trainflow.evaluate import (
     regression_metrics,
     score_exported_model,
 )
-from trainflow.inference import load_exported
-from trainflow.model import (
+from trainflow.ml.inference import load_exported
+from trainflow.ml.train import (
     MODEL_REQUIREMENTS,
     FeatureSpec,
     PreprocessingOptions,
@@ -234,11 +234,11 @@ def test_a_frame_handed_over_is_freed_before_the_fit(
     of it once split, so the fit's allocations do not come on top of it."""
     import weakref
 
-    import trainflow.model
+    import trainflow.ml.train
 
     handed: list[weakref.ref[pd.DataFrame]] = []
     alive_at_fit: list[bool] = []
-    real_build = trainflow.model.build_pipeline
+    real_build = trainflow.ml.train.build_pipeline
 
     def build(*args: Any) -> Any:
         alive_at_fit.append(handed[0]() is not None)
@@ -249,7 +249,7 @@ def test_a_frame_handed_over_is_freed_before_the_fit(
         handed.append(weakref.ref(frame))
         return frame
 
-    monkeypatch.setattr(trainflow.model, "build_pipeline", build)
+    monkeypatch.setattr(trainflow.ml.train, "build_pipeline", build)
     if entry == "train":
         result = train(read(), TARGET, "classification", "random_forest", PARAMS, SPEC, OPTIONS, 0.2, 42, TARGET)
     else:
@@ -519,7 +519,7 @@ def test_the_preprocessed_matrix_is_laid_out_for_the_estimator(estimator: str, s
     import scipy.sparse
     from support.synthetic import TARGET, feature_spec_for_synthetic, make_table
 
-    from trainflow.model import PreprocessingOptions
+    from trainflow.ml.train import PreprocessingOptions
 
     table = make_table(300, seed=5)
     features = table.drop(columns=[TARGET])
@@ -580,7 +580,7 @@ def test_a_validation_part_of_one_row_is_one_data_error() -> None:
 def test_the_baseline_gap_is_sure_only_when_the_test_set_says_so() -> None:
     """A model that learnt nothing (random scores) beats the prior by luck on 800 rows: the
     gap's lower bound is below it; a real signal on the same rows keeps its bound high."""
-    from trainflow.evaluate import baseline_gap, baseline_outputs, trivial_baseline
+    from trainflow.ml.evaluate import baseline_gap, baseline_outputs, trivial_baseline
 
     random = np.random.default_rng(4)
     labels = pd.Series(random.choice(["no", "yes"], 800))
@@ -603,7 +603,7 @@ def test_the_baseline_gap_is_sure_only_when_the_test_set_says_so() -> None:
 
 
 def test_a_metric_computed_alone_equals_the_full_set() -> None:
-    from trainflow.evaluate import metric_value, task_metrics
+    from trainflow.ml.evaluate import metric_value, task_metrics
 
     random = np.random.default_rng(9)
     for classes in (["a", "b"], ["a", "b", "c"]):

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, error_lines, pipeline_env, project_store, run_command
 
-from trainflow.store import lineage
+from trainflow.store.local import lineage
 
 SECRETS = {
     "WANDB_API_KEY": "local-0123456789abcdef0123456789abcdef01234567",

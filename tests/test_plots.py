@@ -1,4 +1,4 @@
-"""Evaluation plots (trainflow.plots) for fitted pipelines on a synthetic table: which
+"""Evaluation plots (trainflow.ml.plots) for fitted pipelines on a synthetic table: which
 figures, valid PNGs, a normalised confusion matrix, importance by raw column.
 """
 
@@ -16,8 +16,8 @@ import pytest
 from sklearn.metrics import confusion_matrix
 from support.synthetic import INFORMATIVE, TARGET, feature_spec_for_synthetic, make_table
 
-from trainflow.model import PreprocessingOptions, TrainResult, train
-from trainflow.plots import evaluation_figures
+from trainflow.ml.plots import evaluation_figures
+from trainflow.ml.train import PreprocessingOptions, TrainResult, train
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -159,7 +159,7 @@ def test_batched_importance_agrees_with_sklearns_permutation_importance(result_n
     sklearn.inspection.permutation_importance measures (different shuffles, so close, not equal)."""
     from sklearn.inspection import permutation_importance
 
-    from trainflow.plots import feature_importance
+    from trainflow.ml.plots import feature_importance
 
     result: TrainResult = request.getfixturevalue(result_name)
     features, labels = result.validation
@@ -176,7 +176,7 @@ def test_importance_in_bounded_batches_measures_the_same(result_name: str, reque
     """Wide tables would need one frame of columns x repeats x rows cells: predicting in
     batches under a cell budget gives exactly the same importances (same shuffles), and no
     call exceeds the budget."""
-    from trainflow.plots import feature_importance
+    from trainflow.ml.plots import feature_importance
 
     result: TrainResult = request.getfixturevalue(result_name)
     features, labels = result.validation
@@ -202,7 +202,7 @@ def test_importance_in_bounded_batches_measures_the_same(result_name: str, reque
 
 
 def test_the_importance_plot_shows_the_top_columns_of_a_wide_table() -> None:
-    from trainflow.plots import importance_figure
+    from trainflow.ml.plots import importance_figure
 
     importance = pd.Series(np.arange(50, dtype="float64"), index=[f"c{i}" for i in range(50)])
     figure = importance_figure(importance)

@@ -12,7 +12,7 @@ import pytest
 SCRIPT = """
 import atexit, sys
 from pathlib import Path
-from trainflow.runner import exit_now
+from trainflow.pipeline.runner import exit_now
 
 atexit.register(lambda: Path(sys.argv[1]).write_text("exit handlers ran"))
 if sys.argv[2] == "with-workers":

@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 from conftest import PROJECT_DIR, error_lines, project_store, run_command, tamper
 
-from trainflow.data import split_dataset
 from trainflow.errors import TrainflowError
-from trainflow.evaluate import score_exported_model
-from trainflow.model import FeatureSpec, PreprocessingOptions, export, train
-from trainflow.registry import move_production_alias
-from trainflow.store import LocalArtifactStore, RunRecord, file_sha256
+from trainflow.ml.data import split_dataset
+from trainflow.ml.evaluate import score_exported_model
+from trainflow.ml.train import FeatureSpec, PreprocessingOptions, export, train
+from trainflow.promotion.registry import move_production_alias
+from trainflow.store.local import LocalArtifactStore, RunRecord, file_sha256
 
 TARGET = "species"
 NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
@@ -321,7 +321,7 @@ def test_a_registry_alias_left_by_a_first_promotion_killed_midway_is_removed(
     """A first promotion killed between moving the registry alias and committing the
     store's move leaves models:/...@prod on a version no store version holds as prod. The
     store is the record: the next promote_model removes it, even when it refuses."""
-    import trainflow.registry
+    import trainflow.promotion.registry
 
     weak, crippled = bench.add("weak"), bench.add("crippled")
 
@@ -330,7 +330,7 @@ def test_a_registry_alias_left_by_a_first_promotion_killed_midway_is_removed(
 
     with monkeypatch.context() as patch:
         patch.setattr(LocalArtifactStore, "record_promotion", killed)
-        patch.setattr(trainflow.registry, "_realign", lambda *args, **kwargs: None)  # a dead process realigns nothing
+        patch.setattr(trainflow.promotion.registry, "_realign", lambda *args, **kwargs: None)  # a dead process realigns nothing
         with pytest.raises(RuntimeError, match="SIGKILL"):
             bench.promote(weak)
     bench.capsys.readouterr()
@@ -394,7 +394,7 @@ def test_a_move_decided_against_a_stale_champion_moves_neither_alias(bench: Benc
 
 
 def test_rollback_refuses_an_alias_no_promotion_moved(store_env: dict[str, str], tmp_path: Path) -> None:
-    from trainflow.registry import rollback
+    from trainflow.promotion.registry import rollback
 
     store = project_store(store_env["TRAINFLOW_HOME"])
     for content in ("one", "two"):

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from trainflow.config import load_config, resolve_paths, validate
+from trainflow.config.schema import load_config, resolve_paths, validate
 from trainflow.errors import ConfigError, TrainflowError
-from trainflow.promotion import (
+from trainflow.promotion.gate import (
     CHAMPION_KEPT,
     PROMOTED,
     REFUSED,
@@ -25,7 +25,7 @@ from trainflow.promotion import (
     rollback_target,
     validate_promote,
 )
-from trainflow.store import ArtifactVersion, LocalArtifactStore
+from trainflow.store.local import ArtifactVersion, LocalArtifactStore
 
 TEST_SET = "test_data.parquet:v3"
 POLICY = GatePolicy(metric="roc_auc_ovo", thresholds={"roc_auc_ovo": 0.9}, min_improvement=0.005)

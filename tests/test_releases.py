@@ -23,7 +23,7 @@ TRAINFLOW = str(BIN_DIR / "trainflow")
 
 @dataclass(frozen=True)
 class Release:
-    uri: str  # file:// URI of the bare repository, named without .git (see trainflow.components)
+    uri: str  # file:// URI of the bare repository, named without .git (see trainflow.config.components)
     commit: str
 
 

@@ -1,11 +1,11 @@
-"""main.steps parsing (trainflow.steps.select_steps): 'all' alone or a list of known steps."""
+"""main.steps parsing (trainflow.pipeline.steps.select_steps): 'all' alone or a list of known steps."""
 
 from __future__ import annotations
 
 import pytest
 
 from trainflow.errors import ConfigError
-from trainflow.steps import STEPS, select_steps
+from trainflow.pipeline.steps import STEPS, select_steps
 
 
 @pytest.mark.parametrize("steps", ["all,train_model", "train_model, all", "all,batch_predict"])

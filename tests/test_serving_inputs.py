@@ -25,9 +25,9 @@ import pytest
 from conftest import BIN_DIR, PROJECT_DIR, run_command
 from support.processes import free_port, stop_process_group, wait_until_answering
 
-from trainflow.data import split_dataset
-from trainflow.features import FeatureSpec, PreprocessingOptions
-from trainflow.model import export, train
+from trainflow.ml.data import split_dataset
+from trainflow.ml.features import FeatureSpec, PreprocessingOptions
+from trainflow.ml.train import export, train
 
 MLFLOW = str(BIN_DIR / "mlflow")
 # `mlflow models serve` starts uvicorn from PATH: this environment's
@@ -113,7 +113,7 @@ def test_text_columns_take_what_clients_send(served: tuple[Path, dict[str, Path]
 
 def test_rows_with_a_repeated_column_are_one_line_in_batch_predict(served: tuple[Path, dict[str, Path], np.ndarray]) -> None:
     from trainflow.errors import DataError
-    from trainflow.inference import predict_table
+    from trainflow.ml.inference import predict_table
 
     model, files, _ = served
     rows = as_read(files["no_gaps"])

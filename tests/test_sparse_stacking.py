@@ -14,7 +14,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from support.synthetic import TARGET, feature_spec_for_synthetic, make_table
 
-from trainflow.features import PreprocessingOptions, build_preprocessor, plan_features
+from trainflow.ml.features import PreprocessingOptions, build_preprocessor, plan_features
 from trainflow_inference import CsrColumnTransformer, stack_as_csr
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainflow.run_context import memory_status, release_memory, reset_peak_rss
+from trainflow.pipeline.step_run import memory_status, release_memory, reset_peak_rss
 
 MIB = 2**20
 
@@ -42,7 +42,7 @@ def test_a_finished_steps_string_columns_go_back_to_the_system() -> None:
 
 FRAGMENTING = """
 import numpy as np
-from trainflow.run_context import map_large_allocations, memory_status
+from trainflow.pipeline.step_run import map_large_allocations, memory_status
 if {fixed}:
     map_large_allocations()
 np.ones(16 * 2**20 // 8)  # a large block freed: glibc's own threshold rises to 16 MiB

@@ -1,4 +1,4 @@
-"""Tests for the local artifact store (``trainflow.store``) against real SQLite and real files.
+"""Tests for the local artifact store (``trainflow.store.local``) against real SQLite and real files.
 
 Each test builds its own store under ``tmp_path``; the crash and concurrency tests drive
 real child processes that write into it.
@@ -21,7 +21,7 @@ import pytest
 from conftest import tamper
 
 from trainflow.errors import ArtifactNotFound, CorruptArtifact, TrainflowError
-from trainflow.store import (
+from trainflow.store.local import (
     ArtifactVersion,
     LocalArtifactStore,
     NewVersion,
@@ -663,7 +663,7 @@ def test_edited_directory_checkout_is_rebuilt_from_blobs(store: LocalArtifactSto
 _CRASH_WRITER = r"""
 import sys
 from pathlib import Path
-from trainflow.store import LocalArtifactStore
+from trainflow.store.local import LocalArtifactStore
 
 root, source, tag = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 store = LocalArtifactStore(root)
@@ -766,7 +766,7 @@ def test_sigkill_mid_write_never_exposes_a_partial_version(tmp_path: Path) -> No
 _CONCURRENT_WRITER = r"""
 import sys, time
 from pathlib import Path
-from trainflow.store import LocalArtifactStore
+from trainflow.store.local import LocalArtifactStore
 
 root, scratch, worker, go = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 while not go.exists():
@@ -872,7 +872,7 @@ def test_verify_names_each_kind_of_damage(tmp_path: Path, damage: str, named: st
 def test_verify_command_exits_non_zero_on_damage(tmp_path: Path) -> None:
     store = _damaged_store(tmp_path / "store", "missing blob")
     result = subprocess.run(
-        [sys.executable, "-m", "trainflow.cli", "--root", str(store.root), "artifacts", "verify"],
+        [sys.executable, "-m", "trainflow.cli.main", "--root", str(store.root), "artifacts", "verify"],
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 1

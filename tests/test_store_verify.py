@@ -16,7 +16,7 @@ import pytest
 from conftest import BIN_DIR, run_command, tamper
 
 from trainflow.errors import CorruptArtifact, TrainflowError
-from trainflow.store import LocalArtifactStore
+from trainflow.store.local import LocalArtifactStore
 
 TRAINFLOW = str(BIN_DIR / "trainflow")
 

@@ -1,4 +1,4 @@
-"""Hyperparameter sweeps (``trainflow.sweeps``): Hydra multirun over the pipeline.
+"""Hyperparameter sweeps (``trainflow.pipeline.sweeps``): Hydra multirun over the pipeline.
 
 The end-to-end tests sweep ``train_model`` on a copy of one store where ``split_data``
 already ran (a module fixture), with tiny forests, through ``mlflow run`` and through
@@ -19,10 +19,9 @@ import pytest
 from conftest import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, error_lines, pipeline_env, project_store, run_command
 from omegaconf import DictConfig
 
-from trainflow.config import load_config, resolve_paths, validate
+from trainflow.config.schema import load_config, resolve_paths, validate
 from trainflow.errors import ConfigError, TrainflowError
-from trainflow.store import CANDIDATE_ALIAS, ArtifactVersion, LocalArtifactStore, RunRecord
-from trainflow.sweeps import (
+from trainflow.pipeline.sweeps import (
     SWEEP_ENV,
     SweepCallback,
     TrialRecord,
@@ -34,6 +33,7 @@ from trainflow.sweeps import (
     select_best,
     trial_params,
 )
+from trainflow.store.local import CANDIDATE_ALIAS, ArtifactVersion, LocalArtifactStore, RunRecord
 
 DEPTHS, TREES = ("2", "6"), ("3", "8")
 GRID = f"model.random_forest.max_depth={','.join(DEPTHS)} model.random_forest.n_estimators={','.join(TREES)}"
@@ -115,7 +115,7 @@ def test_opening_a_sweep_makes_its_run_its_w_and_b_group_and_pins_its_inputs(
 ) -> None:
     from hydra import compose, initialize_config_dir
 
-    from trainflow.config import register_schema
+    from trainflow.config.schema import register_schema
 
     home = Path(store_env["TRAINFLOW_HOME"])
     table = tmp_path / "trainval.parquet"

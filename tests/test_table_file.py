@@ -1,4 +1,4 @@
-"""The front door (trainflow.table_file through read_table): what a file must be before it
+"""The front door (trainflow.ml.table_file through read_table): what a file must be before it
 is parsed, each refusal in one line naming the problem, the setting and the fix."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from trainflow.data import read_table, split_dataset
 from trainflow.errors import ConfigError, DataError
-from trainflow.table_file import TableLimits
+from trainflow.ml.data import read_table, split_dataset
+from trainflow.ml.table_file import TableLimits
 
 
 def write(path: Path, data: bytes | str) -> Path:
@@ -231,7 +231,7 @@ def test_an_infinite_regression_target_is_one_line() -> None:
 
 
 def test_the_limits_are_configurable_and_must_be_positive(project_dir: Path) -> None:
-    from trainflow.config import load_config, validate
+    from trainflow.config.schema import load_config, validate
 
     cfg = load_config(project_dir, ["dataset=penguins", "data.limits.max_columns=20"])
     assert TableLimits.from_config(cfg.data.limits) == TableLimits(max_columns=20)

@@ -15,7 +15,7 @@ import pytest
 from conftest import BIN_DIR, MLFLOW, pipeline_env, run_command
 from support.processes import free_port, stop_process_group, wait_until_answering
 
-from trainflow.steps import STEPS
+from trainflow.pipeline.steps import STEPS
 
 SERVER_START_SECONDS = 120
 

@@ -4,9 +4,9 @@ and log the rows with their predictions as ``predictions.parquet``. Optional: no
 
 from pathlib import Path
 
-from trainflow.data import fetch, read_table
-from trainflow.inference import is_location, predict_table, prediction_column
-from trainflow.run_context import StepRun, step_config_dir, step_main
+from trainflow.ml.data import fetch, read_table
+from trainflow.ml.inference import is_location, predict_table, prediction_column
+from trainflow.pipeline.step_run import StepRun, step_config_dir, step_main
 
 PROJECT_DIR = step_config_dir(__file__)
 # The key a user sets the table with, so that input errors name it rather than data.uri.

@@ -9,11 +9,11 @@ import sys
 
 from omegaconf import OmegaConf
 
-from trainflow.data import read_table, resolve_task
-from trainflow.datacheck import DataCheckFailed, check_table, failure_hints, verdict_metadata
+from trainflow.datacheck.checks import DataCheckFailed, check_table, failure_hints, verdict_metadata
 from trainflow.errors import ArtifactNotFound
-from trainflow.run_context import StepRun, step_main
-from trainflow.store import ArtifactVersion
+from trainflow.ml.data import read_table, resolve_task
+from trainflow.pipeline.step_run import StepRun, step_main
+from trainflow.store.local import ArtifactVersion
 
 REPORT = "data_check_report"
 

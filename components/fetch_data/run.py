@@ -1,7 +1,7 @@
 """fetch_data: copy or download the raw table, check it parses, log it as ``raw_data``."""
 
-from trainflow.data import fetch, read_table
-from trainflow.run_context import StepRun, step_main
+from trainflow.ml.data import fetch, read_table
+from trainflow.pipeline.step_run import StepRun, step_main
 
 
 def fetch_data(run: StepRun) -> None:

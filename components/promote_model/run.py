@@ -1,11 +1,12 @@
 """promote_model: move the production alias, in the store and the MLflow Model Registry,
-to a tested model that passes the gate (trainflow.promotion); record every decision.
+to a tested model that passes the gate (trainflow.promotion.gate); record every decision.
 """
 
-from trainflow.data import read_table
 from trainflow.errors import ChampionChanged, CorruptArtifact, DataError, TrainflowError
-from trainflow.evaluate import score_exported_model
-from trainflow.promotion import (
+from trainflow.ml.data import read_table
+from trainflow.ml.evaluate import score_exported_model
+from trainflow.pipeline.step_run import StepRun, step_main
+from trainflow.promotion.gate import (
     PROMOTED,
     REFUSED,
     Decision,
@@ -16,9 +17,8 @@ from trainflow.promotion import (
     prediction_mismatch,
     tested_metrics,
 )
-from trainflow.registry import current_actor, move_production_alias, realign_registry
-from trainflow.run_context import StepRun, step_main
-from trainflow.store import ArtifactVersion
+from trainflow.promotion.registry import current_actor, move_production_alias, realign_registry
+from trainflow.store.local import ArtifactVersion
 
 # Decisions tried when concurrent pipelines keep moving the champion first
 DECISION_ATTEMPTS = 5

@@ -2,9 +2,9 @@
 trivial baseline the model was trained with: by how much, and how surely, it beats it is
 what the promotion gate's first comparison reads."""
 
-from trainflow.evaluate import baseline_gap, baseline_outputs, headline, load_for_scoring, task_metric, task_metrics
-from trainflow.plots import evaluation_figures
-from trainflow.run_context import StepRun, step_main
+from trainflow.ml.evaluate import baseline_gap, baseline_outputs, headline, load_for_scoring, task_metric, task_metrics
+from trainflow.ml.plots import evaluation_figures
+from trainflow.pipeline.step_run import StepRun, step_main
 
 
 def test_model(run: StepRun) -> None:

@@ -1,11 +1,11 @@
 """train_model: fit the inference pipeline on trainval data and export it as ``model_export``."""
 
-from trainflow.data import read_table
-from trainflow.features import format_feature_table
-from trainflow.model import export, train_from_config
-from trainflow.plots import evaluation_figures
-from trainflow.run_context import StepRun, step_main
-from trainflow.store import CANDIDATE_ALIAS
+from trainflow.ml.data import read_table
+from trainflow.ml.features import format_feature_table
+from trainflow.ml.plots import evaluation_figures
+from trainflow.ml.train import export, train_from_config
+from trainflow.pipeline.step_run import StepRun, step_main
+from trainflow.store.local import CANDIDATE_ALIAS
 
 
 def train_model(run: StepRun) -> None:

@@ -169,7 +169,7 @@ def export(classifier: Pipeline, rows: pd.DataFrame, model_dir: Path) -> None:
     from mlflow.models import infer_signature
     from mlflow.types.schema import ColSpec, Schema
 
-    from trainflow.model import SKOPS_TRUSTED_TYPES, pinned_requirements
+    from trainflow.ml.train import SKOPS_TRUSTED_TYPES, pinned_requirements
 
     # The signature records the raw input columns and types, and the output's shape.
     signature = infer_signature(rows, classifier.predict_proba(rows))
@@ -227,14 +227,14 @@ def same_from_config() -> None:
     section("4. In trainflow, train_model builds this shape from config.yaml")
     from sklearn.linear_model import LogisticRegression
 
-    from trainflow.features import FeatureSpec, PreprocessingOptions, build_preprocessor, plan_features
+    from trainflow.ml.features import FeatureSpec, PreprocessingOptions, build_preprocessor, plan_features
 
     raw = pd.read_csv(DATA_DIR / "penguins-raw.csv")
     spec = FeatureSpec(numeric=RAW_NUMERIC, categorical=RAW_CATEGORICAL, text=[RAW_TEXT])
     # The encoding follows the estimator: one-hot for a linear model, as above
     plan = plan_features(raw, spec, PreprocessingOptions(), LogisticRegression(), n_classes=3)
     preprocess = build_preprocessor(plan, PreprocessingOptions())
-    print(f"trainflow.features.build_preprocessor(plan_features(...)) -> ColumnTransformer with "
+    print(f"trainflow.ml.features.build_preprocessor(plan_features(...)) -> ColumnTransformer with "
           f"{[name for name, _, _ in preprocess.transformers]}")
 
 

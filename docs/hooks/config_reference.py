@@ -2,7 +2,7 @@
 
 ``docs/configuration.md`` holds the marker ``<!-- config-reference -->``; at build time it
 becomes one table per top-level section of ``config.yaml``: every dotted key, its type
-(from the dataclasses in ``trainflow.config``, walked from ``TrainflowConfig``; blank where
+(from the dataclasses in ``trainflow.config.schema``, walked from ``TrainflowConfig``; blank where
 the schema has no field, as for an estimator's parameters), its default and, as its
 meaning, the comment lines written just above it (and a comment on its own line after the
 value). So the reference has one source, ``config.yaml``, and cannot fall behind it.
@@ -87,7 +87,7 @@ def schema_types() -> dict[str, Any]:
     root = Path(__file__).resolve().parents[2]
     if str(root / "src") not in sys.path:
         sys.path.insert(0, str(root / "src"))
-    from trainflow.config import TrainflowConfig
+    from trainflow.config.schema import TrainflowConfig
 
     found: dict[str, Any] = {}
 
@@ -187,7 +187,7 @@ def reference(project_dir: Path) -> tuple[str, int]:
     shown = 0
     out = [
         "{count} keys, in `config.yaml`'s order. *Type* is the schema's "
-        "(`trainflow.config.TrainflowConfig`; blank where the schema takes any key, such as an "
+        "(`trainflow.config.schema.TrainflowConfig`; blank where the schema takes any key, such as an "
         "estimator's parameters), *default* the value in `config.yaml` (`???`: set by the data set "
         "or on the command line), *meaning* the comment above the key in `config.yaml`.",
         "",

@@ -3,7 +3,7 @@
 Every ``model_export`` carries this package (MLflow ``code_paths``), so the artifact
 loads and predicts where trainflow is not installed. It depends on numpy, pandas,
 scikit-learn and scipy (which scikit-learn needs) only; keep it that way. Each class
-here is on the skops trusted list in ``trainflow.model``: review any change to it as
+here is on the skops trusted list in ``trainflow.ml.train``: review any change to it as
 you would review a deserialiser.
 """
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trainflow.model import TASKS, FeatureSpec
+from trainflow.ml.train import TASKS, FeatureSpec
 
 TARGET = "target"
 ID_COLUMN = "row_id"

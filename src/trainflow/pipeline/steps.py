@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from trainflow.errors import ConfigError
 
 if TYPE_CHECKING:
-    from trainflow.store import ArtifactVersion
+    from trainflow.store.local import ArtifactVersion
 
 # Each step's MLflow run carries trainflow.output.<artifact> = <name:vN> for every version it
 # logged (or, for a cache hit, re-used): how the runner and sweeps learn a step's results.
@@ -57,7 +57,7 @@ class StepInput:
 @dataclass(frozen=True)
 class ExternalSource:
     """A location outside the store that a step reads, named by config keys, so that the
-    step cache (trainflow.cache) can key what is there without fetching it."""
+    step cache (trainflow.pipeline.cache) can key what is there without fetching it."""
 
     uri_key: str  # dotted key of the location: a path, file:// or http(s):// URL
     sha256_key: str | None = None  # dotted key of a declared sha256 that pins a remote source's content
@@ -73,7 +73,7 @@ class StepSpec:
     config_sections: tuple[str, ...]  # sections or dotted keys whose values the step uses
     in_all: bool = True  # False: an optional step that runs only when named in main.steps
     # Whether the runner may re-use an earlier successful run with the same cache key
-    # instead of running the step (trainflow.cache). Opt-in, with the reason beside it:
+    # instead of running the step (trainflow.pipeline.cache). Opt-in, with the reason beside it:
     # the key sees only the inputs, config_sections, sources and metadata named here, so
     # a step that reads anything else (another alias, a file, the clock) must not be cached.
     cacheable: bool = False
@@ -209,7 +209,7 @@ STEPS: dict[str, StepSpec] = {
 def step_params(cfg: DictConfig, spec: StepSpec) -> dict[str, Any]:
     """The resolved config values the step uses, as flat dotted keys: what its MLflow run
     logs as params and what its cache key holds."""
-    from trainflow.config import flatten
+    from trainflow.config.schema import flatten
 
     params: dict[str, Any] = {}
     for key in spec.config_sections:

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainflow.data import mostly_dates
 from trainflow.errors import ConfigError, DataError, TrainflowError
+from trainflow.ml.data import mostly_dates
 
 GROUPS = ("schema", "generic", "drift")
 DTYPES = ("int", "float", "str", "bool", "datetime")
@@ -970,7 +970,7 @@ def _round(value: float, direction: Callable[[float], float], digits: int = 4) -
 
 def validate_data_check_config(section: Mapping[str, Any]) -> None:
     """The checks the schema's types cannot express; raises :class:`ConfigError` naming the key."""
-    from trainflow.store import validate_alias
+    from trainflow.store.local import validate_alias
 
     for group in GROUPS:
         value = (section.get("fail_on") or {}).get(group)

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainflow.data import mostly_dates
 from trainflow.errors import DataError
+from trainflow.ml.data import mostly_dates
 
 KINDS = ("numeric", "categorical", "text", "datetime")
 DROPPED = "dropped"

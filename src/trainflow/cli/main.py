@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from trainflow.errors import CorruptArtifact, DataError, TrainflowError, exit_on_user_error, is_disk_full
-from trainflow.store import ArtifactVersion, LocalArtifactStore, gated_alias_message, lineage
-from trainflow.wandb_backend import WandbArtifactStore, choose_backend, open_api
+from trainflow.store.local import ArtifactVersion, LocalArtifactStore, gated_alias_message, lineage
+from trainflow.store.wandb_backend import WandbArtifactStore, choose_backend, open_api
 
 # config.yaml's promote.alias and the type train_model logs its export as.
 PRODUCTION_ALIAS = "prod"
@@ -177,7 +177,7 @@ def cmd_lineage(store: LocalArtifactStore, args: argparse.Namespace) -> None:
 
 
 def cmd_sweeps_list(store: LocalArtifactStore, args: argparse.Namespace) -> None:
-    from trainflow.sweeps import list_sweeps
+    from trainflow.pipeline.sweeps import list_sweeps
 
     found = list_sweeps(store)
     if not found:
@@ -187,17 +187,17 @@ def cmd_sweeps_list(store: LocalArtifactStore, args: argparse.Namespace) -> None
 
 
 def cmd_sweeps_show(store: LocalArtifactStore, args: argparse.Namespace) -> None:
-    from trainflow.evaluate import check_direction
-    from trainflow.sweeps import format_sweep
+    from trainflow.ml.evaluate import check_direction
+    from trainflow.pipeline.sweeps import format_sweep
 
     check_direction(args.metric, not args.lower_is_better, None)
     print(format_sweep(store, args.sweep_id, args.metric, not args.lower_is_better))
 
 
 def cmd_sweeps_best(store: LocalArtifactStore, args: argparse.Namespace) -> None:
-    from trainflow.evaluate import check_direction
-    from trainflow.store import CANDIDATE_ALIAS
-    from trainflow.sweeps import MODEL_ARTIFACT, select_best
+    from trainflow.ml.evaluate import check_direction
+    from trainflow.pipeline.sweeps import MODEL_ARTIFACT, select_best
+    from trainflow.store.local import CANDIDATE_ALIAS
 
     if args.alias == PRODUCTION_ALIAS:
         raise TrainflowError(
@@ -219,7 +219,7 @@ _NO_SUCH_FILE_FIX = "check the path, or give a stored version such as raw_data:l
 
 def _schema_source(root: Path, argument: str) -> tuple[Path, str]:
     """The file ``data-schema infer`` reads for ``argument`` (a file or a stored version), and how to name it."""
-    from trainflow.inference import is_location
+    from trainflow.ml.inference import is_location
 
     path = Path(argument).expanduser()
     if path.is_file():
@@ -247,8 +247,8 @@ def cmd_data_schema_infer(root: Path, args: argparse.Namespace) -> None:
     """Write ``data_check.expectations`` inferred from a stored version or a CSV/Parquet file."""
     import yaml
 
-    from trainflow.data import read_table
-    from trainflow.datacheck import infer_expectations
+    from trainflow.datacheck.checks import infer_expectations
+    from trainflow.ml.data import read_table
 
     path, source = _schema_source(root, args.source)
     frame = read_table(path, setting="the source argument")
@@ -274,7 +274,7 @@ def _short(ref: str | None) -> str:
 
 
 def cmd_promotions(store: LocalArtifactStore, args: argparse.Namespace) -> None:
-    from trainflow.promotion import format_table
+    from trainflow.promotion.gate import format_table
 
     entries = store.promotions(args.name, args.alias)
     if not entries:
@@ -325,7 +325,7 @@ def _verdict(criterion: dict) -> str:
 
 
 def cmd_rollback(store: LocalArtifactStore, args: argparse.Namespace) -> None:
-    from trainflow.registry import rollback
+    from trainflow.promotion.registry import rollback
 
     entry, registered, table = rollback(
         store, args.name, args.alias, registered_name=args.registered_model_name, experiment_name=args.experiment_name

@@ -22,7 +22,7 @@ An earlier run is re-used only if it succeeded with the same key (only the runne
 successful runs are recorded), every output it logged still resolves and its blobs
 still hash to their recorded digests, and every record it wrote on an input version is
 still its own. Only steps marked ``cacheable`` in the step table are keyed at all.
-Nothing here touches MLflow: ``trainflow.runner`` decides and logs.
+Nothing here touches MLflow: ``trainflow.pipeline.runner`` decides and logs.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from trainflow.errors import ArtifactNotFound, TrainflowError
-from trainflow.steps import ExternalSource, StepSpec, step_params
-from trainflow.store import ArtifactVersion, CachedRun, LocalArtifactStore, file_sha256
+from trainflow.pipeline.steps import ExternalSource, StepSpec, step_params
+from trainflow.store.local import ArtifactVersion, CachedRun, LocalArtifactStore, file_sha256
 
 # Bump when what goes into a key changes, so that records made the old way stop matching.
 KEY_FORMAT = 2
@@ -92,7 +92,7 @@ def component_packages(component_dir: Path) -> dict[str, Path] | None:
 
 
 def module_file(name: str, packages: Mapping[str, Path]) -> Path | None:
-    """The source file of library module ``name`` (``trainflow.store``), or None if it is not one."""
+    """The source file of library module ``name`` (``trainflow.store.local``), or None if it is not one."""
     top = name.partition(".")[0]
     return _module_file(name, packages[top]) if top in packages else None
 
@@ -372,8 +372,8 @@ def source_state(source: ExternalSource, cfg: DictConfig) -> dict[str, Any]:
         # The step refuses any other content, so the declared digest pins what it produces.
         return {"uri": uri, "sha256": str(declared).lower()}
     if source.cache_remote_key and OmegaConf.select(cfg, source.cache_remote_key):
-        from trainflow.data import remote_validators
         from trainflow.errors import DataError
+        from trainflow.ml.data import remote_validators
 
         try:
             validators = remote_validators(uri)

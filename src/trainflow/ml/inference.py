@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainflow.data import require_columns
 from trainflow.errors import DataError, TrainflowError
+from trainflow.ml.data import require_columns
 
 PREDICTION = "prediction"
 
@@ -88,7 +88,7 @@ def predict_table(model_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
 
 def _type_name(kind: object) -> str:
     """A column's type as the signature says it; an open one (MLflow's ``any``) is what
-    trainflow leaves open: a number (trainflow.model.input_signature)."""
+    trainflow leaves open: a number (trainflow.ml.train.input_signature)."""
     name = getattr(kind, "name", None)
     return "number" if name is None or str(name).lower() == "any" else str(name)
 

@@ -22,7 +22,7 @@ from trainflow.errors import ConfigError
 _REPOSITORY_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[\w.-]+@[\w.-]+:")
 # The components folder inside a repository named without '#<folder>': this project's layout.
 DEFAULT_FOLDER = "components"
-# Set by the pipeline for its steps: the folder whose config.yaml they compose (see run_context).
+# Set by the pipeline for its steps: the folder whose config.yaml they compose (see pipeline.step_run).
 CONFIG_DIR_ENV = "TRAINFLOW_CONFIG_DIR"
 
 

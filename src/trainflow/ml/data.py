@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from trainflow.errors import DataError
-from trainflow.table_file import (
+from trainflow.ml.table_file import (
     SNIFF_BYTES,
     TableLimits,
     check_parquet_text,
@@ -199,7 +199,7 @@ def read_table(
 ) -> pd.DataFrame:
     """Read a CSV or Parquet file (chosen by content, not by suffix) into a DataFrame.
 
-    Before the parse, :mod:`trainflow.table_file` refuses in one line what cannot be read
+    Before the parse, :mod:`trainflow.ml.table_file` refuses in one line what cannot be read
     in time and memory bounded by the file's size (``limits``: ``data.limits``) or would
     be read wrongly (compressed files, archives, other encodings, unnamed or repeated
     columns, nested types). What has one safe reading is converted and reported: the

@@ -6,7 +6,7 @@ Pinning versions (``trainval_data.parquet:v7``, not ``:latest``) keeps a pipelin
 consistent even when another pipeline logs to the same store at the same time.
 
 Before running a cacheable step, the runner resolves every input to the exact version
-the step would use, computes the step's cache key (``trainflow.cache``) and, when an
+the step would use, computes the step's cache key (``trainflow.pipeline.cache``) and, when an
 earlier successful run with that key still has its results in place, re-uses them
 instead: aliases move as the run would have moved them, and an MLflow run tagged
 ``trainflow.cached`` records the hit. After a real run, the run is recorded under its key.
@@ -26,7 +26,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from trainflow.cache import (
+from trainflow.config.components import ComponentSource, prepare_steps
+from trainflow.config.schema import resolve_paths, validate
+from trainflow.errors import StepFailed, TrainflowError, exit_on_user_error, user_error_line
+from trainflow.pipeline.cache import (
     CacheKey,
     ImportScans,
     Uncacheable,
@@ -38,11 +41,8 @@ from trainflow.cache import (
     reusable_run,
     step_key,
 )
-from trainflow.components import ComponentSource, prepare_steps
-from trainflow.config import resolve_paths, validate
-from trainflow.errors import StepFailed, TrainflowError, exit_on_user_error, user_error_line
-from trainflow.steps import OUTPUT_TAG, PROJECT_TAG, STEPS, StepSpec, select_steps
-from trainflow.store import ArtifactVersion, CachedRun, LocalArtifactStore, make_store_folders
+from trainflow.pipeline.steps import OUTPUT_TAG, PROJECT_TAG, STEPS, StepSpec, select_steps
+from trainflow.store.local import ArtifactVersion, CachedRun, LocalArtifactStore, make_store_folders
 
 OPTIONS_FLAG = "--hydra-options"
 INPUT_TAG = "trainflow.input."
@@ -59,7 +59,7 @@ def expand_mlproject_args(argv: list[str]) -> list[str]:
     survive, and an empty ``O`` adds nothing. ``S`` is quoted for Hydra so that a
     comma-separated list stays one string instead of becoming a sweep.
     """
-    from trainflow.config import split_overrides
+    from trainflow.config.schema import split_overrides
 
     expanded: list[str] = [argv[0]]
     rest = iter(argv[1:])
@@ -98,7 +98,7 @@ class Pipeline:
         self.steps = select_steps(self.cfg.main.steps)
         if "promote_model" in self.steps and self.cfg.model.task != "auto":
             # With model.task=auto the data decides; promote_model checks the gate then.
-            from trainflow.promotion import check_gate_fits_task
+            from trainflow.promotion.gate import check_gate_fits_task
 
             check_gate_fits_task(self.cfg.promote, self.cfg.model.task)
         self.components = ComponentSource(self.cfg.main.components_repository, self.cfg.main.components_version)
@@ -121,7 +121,7 @@ class Pipeline:
         import mlflow
         from hydra.core.hydra_config import HydraConfig
 
-        from trainflow.sweeps import trial_run_args
+        from trainflow.pipeline.sweeps import trial_run_args
         from trainflow.tracking import start_run_args, use_tracking
 
         with exit_on_user_error("trainflow"):
@@ -129,7 +129,7 @@ class Pipeline:
             pipeline = cls(cfg, project_dir, overrides)
             tracking = use_tracking(pipeline.store.root)
             start = start_run_args(pipeline.cfg.main.experiment_name, pipeline.store.root, "pipeline")
-            start |= trial_run_args()  # a sweep's trial nests its run under the sweep's (trainflow.sweeps)
+            start |= trial_run_args()  # a sweep's trial nests its run under the sweep's (trainflow.pipeline.sweeps)
             with mlflow.start_run(**start) as parent:
                 pipeline.experiment_id = parent.info.experiment_id
                 pipeline.parent_run_id = parent.info.run_id
@@ -144,7 +144,7 @@ class Pipeline:
         """Say once which artifact backend the steps will use, and group their W&B runs."""
         import os
 
-        from trainflow.wandb_backend import ANNOUNCED_ENV, choose_backend
+        from trainflow.store.wandb_backend import ANNOUNCED_ENV, choose_backend
 
         backend, reason = choose_backend(self.cfg.artifacts.backend)
         print(f"[pipeline] artifacts: {backend} ({reason})", flush=True)
@@ -157,7 +157,7 @@ class Pipeline:
     def cache_policy(self) -> tuple[bool, bool, str]:
         """``(record successful runs, look up earlier runs, why lookups are off)``. Runs are
         recorded even with ``main.cache=false``, so that a forced run refreshes the cache."""
-        from trainflow.wandb_backend import choose_backend
+        from trainflow.store.wandb_backend import choose_backend
 
         if choose_backend(self.cfg.artifacts.backend)[0] != "local":
             # Records, outputs and their digests live in the local store; W&B versions are not checked.
@@ -167,7 +167,7 @@ class Pipeline:
             return False, False, "components from a git repository: the cache keys on local component code only"
         if not self.cfg.main.cache:
             return True, False, "main.cache=false"
-        from trainflow.sweeps import current_trial
+        from trainflow.pipeline.sweeps import current_trial
 
         if current_trial() is not None:
             # A trial is read back from the model version it logs (metadata.sweep): a hit logs
@@ -277,8 +277,8 @@ class Pipeline:
         its run id and outputs come back as the step returns them."""
         import importlib.util
 
-        from trainflow.run_context import input_refs, release_memory, run_step
-        from trainflow.sweeps import current_trial
+        from trainflow.pipeline.step_run import input_refs, release_memory, run_step
+        from trainflow.pipeline.sweeps import current_trial
 
         component = Path(self.components.location) / spec.name / "run.py"
         loader = importlib.util.spec_from_file_location(f"trainflow_component_{spec.name}", component)
@@ -316,7 +316,7 @@ class Pipeline:
         if self.estimator_checked:
             return
         if not self.runs_here(spec) or "model" in spec.config_sections:
-            from trainflow.model import validate_estimator_config
+            from trainflow.ml.train import validate_estimator_config
 
             validate_estimator_config(self.cfg.model)
             self.estimator_checked = True
@@ -371,7 +371,7 @@ class Pipeline:
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         from trainflow.errors import ArtifactNotFound
-        from trainflow.run_context import param_value
+        from trainflow.pipeline.step_run import param_value
 
         assert plan.key is not None
         client = MlflowClient()
@@ -417,8 +417,8 @@ class Pipeline:
 
     def report(self, seconds: float, tracking: str) -> None:
         """The closing lines: what was produced, what is in production, where it all lives."""
-        from trainflow.evaluate import headline
-        from trainflow.wandb_backend import read_store
+        from trainflow.ml.evaluate import headline
+        from trainflow.store.wandb_backend import read_store
 
         alias = self.cfg.promote.alias
         cached = sum(1 for *_, cached_from in self.finished if cached_from)
@@ -432,7 +432,7 @@ class Pipeline:
             prod = read_store(self.cfg, self.store).get(f"model_export:{alias}")
         except TrainflowError:
             lines.append(f"  no model has alias {alias!r} yet: run the whole pipeline (-P steps=all)")
-            from trainflow.registry import orphan_alias
+            from trainflow.promotion.registry import orphan_alias
 
             registered = self.cfg.promote.registered_model_name
             orphan = orphan_alias("model_export", alias, registered)
@@ -445,7 +445,7 @@ class Pipeline:
             lines.append(f"  get it with: trainflow artifacts get model_export:{alias} <dir>")
             registered = self.cfg.promote.registered_model_name
             if registered in (prod.metadata.get("registry") or {}):
-                from trainflow.registry import registry_drift
+                from trainflow.promotion.registry import registry_drift
 
                 drift = registry_drift(prod, alias, registered)
                 if drift is None:
@@ -468,7 +468,7 @@ def main_argv(project_dir: Path) -> None:
     overrides up front so a bad one fails in one line instead of Hydra's several, before
     Hydra makes its run folder and before the pipeline's MLflow run exists.
     """
-    from trainflow.config import (
+    from trainflow.config.schema import (
         check_config_groups,
         check_sweep_overrides,
         configured_store_root,
@@ -477,7 +477,7 @@ def main_argv(project_dir: Path) -> None:
         load_config,
         sets_estimator_params,
     )
-    from trainflow.sweeps import MULTIRUN_FLAGS, hydra_arguments
+    from trainflow.pipeline.sweeps import MULTIRUN_FLAGS, hydra_arguments
 
     library_as_loaded()  # before any step runs: the code this process's in-process steps execute
     with exit_on_user_error("trainflow"):

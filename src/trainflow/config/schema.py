@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from trainflow.components import is_repository_uri
+from trainflow.config.components import is_repository_uri
 from trainflow.errors import ConfigError, TrainflowError
 
 SCHEMA_NAME = "trainflow_schema"
@@ -34,7 +34,7 @@ class MainConfig:
     env_manager: str = MISSING
     components_repository: str = MISSING
     components_version: Optional[str] = None
-    # false: run every step even when an earlier run could stand in for it (trainflow.cache)
+    # false: run every step even when an earlier run could stand in for it (trainflow.pipeline.cache)
     cache: bool = MISSING
     select_best: bool = MISSING
     # true: with env_manager local and local components, steps run inside the pipeline's
@@ -44,7 +44,7 @@ class MainConfig:
 
 @dataclass
 class SweepConfig:
-    metric: str = MISSING  # auto: the task's (trainflow.evaluate.DEFAULT_METRICS)
+    metric: str = MISSING  # auto: the task's (trainflow.ml.evaluate.DEFAULT_METRICS)
     higher_is_better: Optional[bool] = None  # None: the metric's own direction
     n_jobs: int = MISSING
 
@@ -68,7 +68,7 @@ class WandbConfig:
 
 @dataclass
 class TableLimitsConfig:
-    # What a table file may hold before it is parsed (trainflow.table_file.TableLimits)
+    # What a table file may hold before it is parsed (trainflow.ml.table_file.TableLimits)
     max_columns: int = MISSING
     max_header_bytes: int = MISSING
     max_line_bytes: int = MISSING
@@ -82,7 +82,7 @@ class DataConfig:
     target: str = MISSING
     # true: a URL without data.sha256 counts as unchanged while its ETag/Last-Modified are
     cache_remote: bool = MISSING
-    # Larger sources are refused before or while they are fetched (trainflow.data.fetch)
+    # Larger sources are refused before or while they are fetched (trainflow.ml.data.fetch)
     max_bytes: int = MISSING
     limits: TableLimitsConfig = field(default_factory=TableLimitsConfig)
 
@@ -133,7 +133,7 @@ class ModelConfig:
     hist_gradient_boosting: dict[str, Any] = MISSING
     logistic_regression: dict[str, Any] = MISSING
     ridge: dict[str, Any] = MISSING
-    # model.estimator=custom: instantiated by Hydra from its _target_ (trainflow.model)
+    # model.estimator=custom: instantiated by Hydra from its _target_ (trainflow.ml.train)
     custom: dict[str, Any] = MISSING
 
 
@@ -146,8 +146,8 @@ class TestConfig:
 class PromoteConfig:
     model: str = MISSING
     alias: str = MISSING
-    # The promotion gate (trainflow.promotion) and the MLflow Model Registry
-    metric: str = MISSING  # auto: the task's (trainflow.evaluate.DEFAULT_METRICS)
+    # The promotion gate (trainflow.promotion.gate) and the MLflow Model Registry
+    metric: str = MISSING  # auto: the task's (trainflow.ml.evaluate.DEFAULT_METRICS)
     higher_is_better: Optional[bool] = None  # None: the metric's own direction
     baseline_margin: float = MISSING
     thresholds: dict[str, float] = MISSING
@@ -171,7 +171,7 @@ class RowCountExpectation:
 
 @dataclass
 class ExpectationsConfig:
-    # column -> {dtype, nullable, allowed, min, max}; checked by trainflow.datacheck, not typed
+    # column -> {dtype, nullable, allowed, min, max}; checked by trainflow.datacheck.checks, not typed
     # here, so that a column can be added on the command line: +data_check...columns.x={dtype:int}
     columns: dict[str, Any] = field(default_factory=dict)
     row_count: RowCountExpectation = field(default_factory=RowCountExpectation)
@@ -433,7 +433,7 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
     """Checks the schema's types cannot express; raises :class:`ConfigError` naming the key.
 
     ``estimator_params=False`` leaves out the one check that imports scikit-learn (the
-    estimator's parameters, see :func:`trainflow.model.validate_estimator_config`).
+    estimator's parameters, see :func:`trainflow.ml.train.validate_estimator_config`).
     """
     check_known_keys(cfg)
     if cfg.main.env_manager not in ENV_MANAGERS:
@@ -453,8 +453,8 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
         raise ConfigError("data.target is empty: name the column to predict, e.g. data.target=species")
     if cfg.data.sha256 is not None and (len(cfg.data.sha256) != 64 or not _is_hex(cfg.data.sha256)):
         raise ConfigError(f"data.sha256={cfg.data.sha256!r} is not a 64-character hex sha256 digest")
-    from trainflow.model import validate_model_config
-    from trainflow.store import parse_ref, validate_alias, validate_project
+    from trainflow.ml.train import validate_model_config
+    from trainflow.store.local import parse_ref, validate_alias, validate_project
 
     try:
         validate_project(cfg.project)
@@ -465,14 +465,14 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
     validate_alias(cfg.promote.alias)
     parse_ref(cfg.test.model)
     parse_ref(cfg.promote.model)
-    from trainflow.datacheck import validate_data_check_config
+    from trainflow.datacheck.checks import validate_data_check_config
 
     validate_data_check_config(OmegaConf.to_container(cfg.data_check, resolve=True))
-    from trainflow.promotion import validate_promote
+    from trainflow.promotion.gate import validate_promote
 
     validate_promote(cfg.promote)
     parse_ref(cfg.batch_predict.model)
-    from trainflow.evaluate import check_direction
+    from trainflow.ml.evaluate import check_direction
 
     check_direction(cfg.sweep.metric, cfg.sweep.higher_is_better, "sweep")
     if cfg.sweep.n_jobs < 1:

@@ -225,7 +225,7 @@ class PromotionEntry:
 
 @dataclass(frozen=True)
 class CachedRun:
-    """A successful step run recorded under its cache key (trainflow.cache)."""
+    """A successful step run recorded under its cache key (trainflow.pipeline.cache)."""
 
     step: str
     key: str

@@ -29,13 +29,13 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from trainflow.components import CONFIG_DIR_ENV
-from trainflow.config import load_config, resolve_paths, split_overrides, validate
+from trainflow.config.components import CONFIG_DIR_ENV
+from trainflow.config.schema import load_config, resolve_paths, split_overrides, validate
 from trainflow.errors import exit_on_interrupt, exit_on_user_error, interrupt_on_signals
-from trainflow.steps import PROJECT_TAG, STEPS, StepSpec, step_params
-from trainflow.store import ArtifactVersion, LocalArtifactStore, NewVersion, RunRecord
-from trainflow.sweeps import SweepContext, current_trial, error_tagged_run, pinned_ref, trial_tags
-from trainflow.table_file import TableLimits
+from trainflow.ml.table_file import TableLimits
+from trainflow.pipeline.steps import PROJECT_TAG, STEPS, StepSpec, step_params
+from trainflow.pipeline.sweeps import SweepContext, current_trial, error_tagged_run, pinned_ref, trial_tags
+from trainflow.store.local import ArtifactVersion, LocalArtifactStore, NewVersion, RunRecord
 
 # How a step ran: "process" (its own `mlflow run` or `python run.py`) or "in_process"
 # (a function call in the pipeline's process, main.in_process)
@@ -87,7 +87,7 @@ class StepRun:
         return TableLimits.from_config(self.cfg.data.limits)
 
     def read_table(self, param: str) -> pd.DataFrame:
-        from trainflow.data import read_table
+        from trainflow.ml.data import read_table
 
         return read_table(self.use(param), limits=self.table_limits)
 
@@ -115,7 +115,7 @@ class StepRun:
         for new, version in zip(versions, logged, strict=True):
             if self.wandb_run is not None and isinstance(self.store, LocalArtifactStore):
                 # An offline W&B run keeps a copy for `wandb sync`; consumers read the local store.
-                from trainflow.wandb_backend import log_to_run
+                from trainflow.store.wandb_backend import log_to_run
 
                 log_to_run(self.wandb_run, Path(new.path), new.name, new.type, new.description, new.metadata or {},
                            new.aliases)
@@ -244,8 +244,8 @@ def run_step(
     """
     import mlflow
 
+    from trainflow.store.wandb_backend import step_backend
     from trainflow.tracking import git_commit
-    from trainflow.wandb_backend import step_backend
 
     step = spec.name
     trial = current_trial()
@@ -306,7 +306,7 @@ def release_memory() -> None:
     string columns live there), and trim glibc's heap."""
     import gc
 
-    from trainflow.data import release_unused_arrow_memory
+    from trainflow.ml.data import release_unused_arrow_memory
 
     gc.collect()
     # What survived is long-lived (modules, classes, caches): freezing it spares every

@@ -1,7 +1,7 @@
 """The inference pipeline: preprocessing and model in one sklearn ``Pipeline``, built from
 config, trained, exported with MLflow and loaded back without any training code.
 
-Which columns are features and how they are encoded is :mod:`trainflow.features`; this
+Which columns are features and how they are encoded is :mod:`trainflow.ml.features`; this
 module chooses the estimator, fits, scores and exports.
 """
 
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from trainflow.data import TASKS, require_columns, resolve_task, stratify_target
 from trainflow.errors import ConfigError, DataError
-from trainflow.features import (
+from trainflow.ml.data import TASKS, require_columns, resolve_task, stratify_target
+from trainflow.ml.features import (
     CATEGORICAL_ENCODINGS,
     KIND_SETTINGS,
     ColumnChoice,
@@ -99,7 +99,7 @@ def estimator_tasks(estimator: str) -> list[str]:
 
 
 def estimator_class(task: str, estimator: str) -> type:
-    # Imported by name, not through importlib: trainflow.cache's import walk then sees that
+    # Imported by name, not through importlib: trainflow.pipeline.cache's import walk then sees that
     # this loads no trainflow code. Here, not at module level: sklearn takes a second.
     from sklearn import ensemble, linear_model
 
@@ -305,8 +305,8 @@ class TrainResult:
     validation_metrics: dict[str, float]
     train_rows: pd.DataFrame  # raw feature columns of the training rows: signature and input example
     validation: tuple[pd.DataFrame, pd.Series]  # raw validation rows and labels, for plots
-    feature_table: pd.DataFrame  # every raw column: kind, why, encoding (trainflow.features.feature_table)
-    baseline: dict[str, Any]  # the trivial baseline fitted on the same rows (trainflow.evaluate.trivial_baseline)
+    feature_table: pd.DataFrame  # every raw column: kind, why, encoding (trainflow.ml.features.feature_table)
+    baseline: dict[str, Any]  # the trivial baseline fitted on the same rows (trainflow.ml.evaluate.trivial_baseline)
 
     def summary(self) -> dict[str, Any]:
         """What a reader of the exported artifact needs to know, as JSON-friendly metadata."""
@@ -443,8 +443,8 @@ def fit(
 ) -> TrainResult:
     """Fit the inference pipeline on the train rows; score it, and the trivial baseline
     fitted on the same rows, on the validation rows."""
-    from trainflow.data import release_unused_arrow_memory
-    from trainflow.evaluate import score_predictions, trivial_baseline
+    from trainflow.ml.data import release_unused_arrow_memory
+    from trainflow.ml.evaluate import score_predictions, trivial_baseline
 
     # A frame the rows were split from, if the caller let it go, has just been freed; its
     # string columns' buffers stay in Arrow's pool unless given back.

@@ -34,7 +34,7 @@ from itertools import chain
 from typing import Any
 
 from trainflow.errors import ConfigError
-from trainflow.store import CANDIDATE_ALIAS, LATEST, ArtifactVersion
+from trainflow.store.local import CANDIDATE_ALIAS, LATEST, ArtifactVersion
 
 PROMOTED = "promoted"
 CHAMPION_KEPT = "champion_kept"
@@ -65,7 +65,7 @@ class GatePolicy:
     def from_config(cls, promote: Any, task: str = "classification") -> GatePolicy:
         """From the ``promote`` config section (a DictConfig or a mapping), for a model of
         ``task`` (``promote.metric=auto`` is the task's metric)."""
-        from trainflow.evaluate import metric_direction, task_metric
+        from trainflow.ml.evaluate import metric_direction, task_metric
 
         metric = task_metric(str(promote["metric"]), task)
         return cls(
@@ -95,7 +95,7 @@ class GatePolicy:
 def check_gate_fits_task(promote: Any, task: str) -> None:
     """Fail when the gate names metrics the task never reports: before training when the
     task is configured, or once the data decided it (``model.task=auto``)."""
-    from trainflow.evaluate import is_task_metric
+    from trainflow.ml.evaluate import is_task_metric
 
     policy = GatePolicy.from_config(promote, task)
     foreign = [m for m in (policy.metric, *policy.thresholds) if not is_task_metric(m, task)]
@@ -126,7 +126,7 @@ def validate_promote(promote: Any) -> None:
     for name, bound in policy.thresholds.items():
         if not math.isfinite(bound):
             raise ConfigError(f"promote.thresholds.{name}={bound} must be a finite number")
-    from trainflow.evaluate import check_direction
+    from trainflow.ml.evaluate import check_direction
 
     alias = str(promote["alias"])
     if alias in (LATEST, CANDIDATE_ALIAS):
@@ -236,7 +236,7 @@ def tested_metrics(version: ArtifactVersion) -> tuple[str | None, dict[str, Any]
 
 def baseline_metrics(version: ArtifactVersion) -> tuple[dict[str, Any], dict[str, Any]]:
     """The trivial baseline's metrics ``test_model`` recorded beside the version's (same
-    test set), and the bootstrapped gap on the gate's metric (trainflow.evaluate.baseline_gap);
+    test set), and the bootstrapped gap on the gate's metric (trainflow.ml.evaluate.baseline_gap);
     empty for a model tested before baselines were."""
     record = version.metadata.get("test") or {}
     return dict(record.get("baseline_metrics") or {}), dict(record.get("baseline_gap") or {})
@@ -324,7 +324,7 @@ def decide(
     """
     # Imported here, as in check_gate_fits_task: evaluate loads numpy and pandas, which the
     # history and rollback commands that import this module do not need.
-    from trainflow.evaluate import HEADLINE_METRICS, higher_is_better
+    from trainflow.ml.evaluate import HEADLINE_METRICS, higher_is_better
 
     policy = policy or GatePolicy()
     test_set = current_test_set if isinstance(current_test_set, str) else current_test_set.ref

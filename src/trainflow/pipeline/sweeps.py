@@ -40,7 +40,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from trainflow.errors import TrainflowError, exit_on_user_error
-from trainflow.store import CANDIDATE_ALIAS, ArtifactVersion
+from trainflow.store.local import CANDIDATE_ALIAS, ArtifactVersion
 
 SWEEP_ENV = "TRAINFLOW_SWEEP"
 SWEEP_ID_TAG = "trainflow.sweep_id"
@@ -222,7 +222,7 @@ def _trial_outcome(trial: SweepContext) -> tuple[str | None, dict[str, str], str
     """
     import mlflow
 
-    from trainflow.steps import OUTPUT_TAG
+    from trainflow.pipeline.steps import OUTPUT_TAG
 
     run_id, outputs, error = None, {}, None
     with contextlib.suppress(Exception):  # no tracking yet (the trial failed at start): nothing recorded
@@ -408,11 +408,11 @@ class SweepCallback(Callback):
     def _open(self, config: DictConfig) -> None:
         import mlflow
 
-        from trainflow.config import validate
-        from trainflow.steps import select_steps
-        from trainflow.store import LocalArtifactStore
+        from trainflow.config.schema import validate
+        from trainflow.pipeline.steps import select_steps
+        from trainflow.store.local import LocalArtifactStore
+        from trainflow.store.wandb_backend import read_store
         from trainflow.tracking import experiment_id, use_tracking
-        from trainflow.wandb_backend import read_store
 
         cfg = _task_config(config)
         # What no trial can change (a bad step list, sweep.n_jobs=0 for the launcher) fails
@@ -447,13 +447,13 @@ class SweepCallback(Callback):
     def _close(self, config: DictConfig) -> None:
         import mlflow
 
-        from trainflow.promotion import format_table
-        from trainflow.store import LocalArtifactStore
-        from trainflow.wandb_backend import read_store
+        from trainflow.promotion.gate import format_table
+        from trainflow.store.local import LocalArtifactStore
+        from trainflow.store.wandb_backend import read_store
 
         assert self.sweep is not None
         cfg = _task_config(config)
-        from trainflow.evaluate import metric_direction, task_metric
+        from trainflow.ml.evaluate import metric_direction, task_metric
 
         store = read_store(cfg, LocalArtifactStore(cfg.artifacts.root, project=cfg.project))
         trials = read_trials(Path(str(config.hydra.sweep.dir)), self.sweep.id)
@@ -518,7 +518,7 @@ class SweepCallback(Callback):
 
 def _task_config(config: DictConfig) -> DictConfig:
     """The application's part of a Hydra config (without ``hydra``), with absolute paths."""
-    from trainflow.config import resolve_paths
+    from trainflow.config.schema import resolve_paths
 
     sources = config.hydra.runtime.config_sources
     project_dir = next(Path(s.path) for s in sources if s.provider == "main")
@@ -533,7 +533,7 @@ def pin_inputs(store: Any, steps: Sequence[str]) -> dict[str, str]:
     swept, so they are left to each trial.
     """
     from trainflow.errors import ArtifactNotFound
-    from trainflow.steps import STEPS
+    from trainflow.pipeline.steps import STEPS
 
     made: set[str] = set()
     pins: dict[str, str] = {}
@@ -554,7 +554,7 @@ def pinned_ref(artifact: str) -> str:
 
 def format_sweep(store: Any, sweep_id: str, metric: str, higher_is_better: bool) -> str:
     """The models a sweep's trials logged, best first, as ``trainflow sweeps show`` prints them."""
-    from trainflow.promotion import format_table
+    from trainflow.promotion.gate import format_table
 
     models = sweep_models(store, sweep_id)
     if not models:

@@ -284,8 +284,8 @@ def load_for_scoring(model_dir: Path, table: pd.DataFrame, target: str) -> Expor
     the input columns its signature names; rows without a target are left out."""
     from mlflow.models import Model
 
-    from trainflow.data import require_columns
-    from trainflow.inference import load_exported
+    from trainflow.ml.data import require_columns
+    from trainflow.ml.inference import load_exported
 
     exported = Model.load(str(model_dir))
     inputs = list(exported.get_input_schema().input_names())

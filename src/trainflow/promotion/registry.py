@@ -18,7 +18,7 @@ from itertools import chain
 from pathlib import Path
 
 from trainflow.errors import TrainflowError
-from trainflow.store import ArtifactVersion, LocalArtifactStore, PromotionEntry, RunRecord, lineage
+from trainflow.store.local import ArtifactVersion, LocalArtifactStore, PromotionEntry, RunRecord, lineage
 
 # Where a registered version's files live inside the run that registered it.
 ARTIFACT_PATH = "model"
@@ -273,15 +273,15 @@ def rollback(
     """Move ``name:alias`` back to the previous champion, in the store and the registry.
 
     The previous champion is the holder before the current one's promotion (rollbacks
-    pop, see :func:`trainflow.promotion.rollback_target`). The registry is the one the
+    pop, see :func:`trainflow.promotion.gate.rollback_target`). The registry is the one the
     current champion was registered in (its metadata), or ``registered_name``. Runs as
     an MLflow run ``rollback`` and is recorded in the promotion history. Returns the
     history entry, the registry version and the criteria table that was printed.
     """
     import mlflow
 
-    from trainflow.evaluate import HEADLINE_METRICS
-    from trainflow.promotion import ROLLED_BACK, format_table, metrics_summary, rollback_target, tested_metrics
+    from trainflow.ml.evaluate import HEADLINE_METRICS
+    from trainflow.promotion.gate import ROLLED_BACK, format_table, metrics_summary, rollback_target, tested_metrics
     from trainflow.tracking import experiment_id, use_tracking
 
     current = store.get(f"{name}:{alias}")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trainflow.errors import ArtifactNotFound, ChampionChanged, TrainflowError
-from trainflow.store import (
+from trainflow.store.local import (
     ArtifactVersion,
     LocalArtifactStore,
     NewVersion,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainflow.steps import STEPS
+from trainflow.pipeline.steps import STEPS
 
 # The keys a user sets most, in the order a first run needs them; their defaults are read
 # from config.yaml itself.
@@ -43,7 +43,7 @@ def main_key_defaults(project_dir: Path) -> dict[str, str]:
     included): Hydra's compose reads only the files it needs, unlike its help."""
     from omegaconf import OmegaConf
 
-    from trainflow.config import load_config
+    from trainflow.config.schema import load_config
 
     try:
         cfg = load_config(project_dir, [])
