@@ -9,6 +9,7 @@ import pytest
 from scipy import sparse
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline as sklearn_pipeline
 from support.synthetic import HIGH_CARDINALITY, TARGET, make_table
 
 from trainflow.errors import DataError
@@ -122,6 +123,24 @@ def test_native_categories_are_capped_at_what_boosting_takes() -> None:
     codes = build_preprocessor(plan, options).fit_transform(levels)
     assert np.nanmax(codes) < NATIVE_MAX_LEVELS
     assert "the 87 rarest grouped" in plan.encodings(options)["c"]
+
+
+@pytest.mark.parametrize("estimator", [HistGradientBoostingClassifier(), LogisticRegression()], ids=["hgb", "logreg"])
+def test_a_column_with_no_value_in_the_training_rows_is_left_out_and_said(estimator: object) -> None:
+    """Found by `make fuzz`: a numeric column all missing in the train part (the split
+    chose its filled rows for validation) crashed scikit-learn 1.9's HistGradientBoosting
+    ("window shape cannot be larger than input array shape")."""
+    rows = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "gap": [np.nan] * 6, "when": [None] * 6})
+    y = [0, 1, 0, 1, 0, 1]
+    spec = FeatureSpec(numeric=["x", "gap"], datetime=["when"])
+    options = PreprocessingOptions()
+    plan = plan_features(rows, spec, options, estimator, 2)
+    assert plan.spec.columns == ["x"] and plan.empty == ["gap", "when"]
+    assert plan.encodings(options)["gap"] == "left out: no value in the training rows"
+    model = sklearn_pipeline(build_preprocessor(plan, options), estimator).fit(rows, y)
+    assert model.predict(rows.assign(gap=7.0)).shape == (6,)
+    with pytest.raises(DataError, match="no feature column has a value in the 6 training rows"):
+        plan_features(rows, FeatureSpec(numeric=["gap"], datetime=["when"]), options, estimator, 2)
 
 
 def test_estimator_input_comes_from_scikit_learn_tags() -> None:

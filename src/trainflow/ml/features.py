@@ -215,7 +215,8 @@ class EstimatorInput:
 class FeaturePlan:
     """How each kept column becomes numbers for one estimator, and the matrix that makes."""
 
-    spec: FeatureSpec
+    spec: FeatureSpec  # the columns encoded
+    empty: list[str]  # given columns left out: no value in the training rows
     encoding: str  # native | ordinal | onehot, for categorical columns up to high_cardinality levels
     high_cardinality: list[str]  # target-encoded instead
     levels: dict[str, int]  # distinct values of each categorical column in the training rows
@@ -258,6 +259,8 @@ class FeaturePlan:
             described[column] = f"{terms} -> {self.text_components} components" if self.text_components else terms
         for column in self.spec.datetime:
             described[column] = "days since 1970, month, day of week"
+        for column in self.empty:
+            described[column] = "left out: no value in the training rows"
         return described
 
 
@@ -275,6 +278,15 @@ def plan_features(
     no sparse input, or no part of it is sparse) above ``options.max_dense_bytes``.
     """
     takes = EstimatorInput.of(estimator)
+    # A column with no value in the training rows tells the model nothing, and some
+    # estimators fail on it (scikit-learn 1.9's HistGradientBoosting cannot bin it).
+    empty = [column for column in spec.columns if not frame[column].notna().any()]
+    if empty and len(empty) == len(spec.columns):
+        raise DataError(
+            f"no feature column has a value in the {len(frame):,} training rows: check the table, or lower "
+            "split.val_size and split.test_size if these rows are few"
+        )
+    spec = FeatureSpec(**{kind: [c for c in columns if c not in empty] for kind, columns in spec.as_dict().items()})
     levels = {column: int(frame[column].nunique()) for column in spec.categorical}
     high = [c for c in spec.categorical if levels[c] > options.high_cardinality]
     encoding = options.categorical_encoding
@@ -296,7 +308,7 @@ def plan_features(
     else:
         layout = "sparse"
     plan = FeaturePlan(
-        spec=spec, encoding=encoding, high_cardinality=high, levels=levels,
+        spec=spec, empty=empty, encoding=encoding, high_cardinality=high, levels=levels,
         impute=not takes.allow_nan or not (takes.native_categorical or takes.trees),
         scale=not takes.trees, text_components=text_components, layout=layout, width=width, rows=len(frame),
     )
