@@ -57,14 +57,14 @@ FUZZ_EXAMPLES ?= 3000
 fuzz:
 	$(MAKE) setup EXTRAS=$(TEST_EXTRAS)
 	TRAINFLOW_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -m slow -p no:xdist \
-		tests/test_fuzz_tables.py::test_any_table_file_ends_in_a_model_or_one_line_longer
+		tests/unit/test_fuzz_tables.py::test_any_table_file_ends_in_a_model_or_one_line_longer
 
 # The PyTorch demo's tests with the torch extra installed. CI runs this last: once torch
 # is installed, every process that imports skops.io also imports torch (through
 # scikit-learn's array-API shim), about 1.5 s more per pipeline step.
 test-torch:
 	$(MAKE) setup EXTRAS=$(TEST_EXTRAS),torch
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests/test_demos.py $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests/e2e/test_demos.py $(PYTEST_ARGS)
 
 # The documentation site (mkdocs.yml, docs/) with the pinned docs extra, built with --strict
 # so that a broken link, anchor or API reference fails. The site goes to SITE_DIR, inside

@@ -256,7 +256,7 @@ def validate_estimator_params(task: str, estimator: str, params: dict[str, Any])
         # The same type and range checks fit() starts with (each class's _parameter_constraints),
         # so a bad value fails before any step runs rather than inside train_model with a
         # traceback. _validate_params is underscored, not public API: scikit-learn is pinned
-        # (requirements.lock), and tests/test_model.py shows when an upgrade changes it.
+        # (requirements.lock), and tests/unit/test_model.py shows when an upgrade changes it.
         cls(**params)._validate_params()
     except InvalidParameterError as error:
         found = _INVALID_PARAMETER.fullmatch(str(error).strip())
