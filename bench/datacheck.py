@@ -16,7 +16,10 @@ import numpy as np
 from report import PROJECT_DIR  # noqa: F401 - importing report puts tests/ (support.synthetic) on sys.path
 from support.synthetic import TARGET, make_table
 
-from trainflow.datacheck.checks import check_table, drift_checks, generic_checks, infer_expectations, schema_checks
+from trainflow.datacheck.checks import check_table
+from trainflow.datacheck.drift import drift_checks
+from trainflow.datacheck.expectations import infer_expectations, schema_checks
+from trainflow.datacheck.generic import generic_checks
 
 SETTINGS = {
     "min_class_count": 10,

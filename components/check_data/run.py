@@ -7,13 +7,13 @@ every failed check and exits 1, so ``split_data`` never sees the data.
 
 import sys
 
-from omegaconf import OmegaConf
-
-from trainflow.datacheck.checks import DataCheckFailed, check_table, failure_hints, verdict_metadata
+from trainflow.datacheck.checks import check_table
+from trainflow.datacheck.report import DataCheckFailed, failure_hints, verdict_metadata
 from trainflow.errors import ArtifactNotFound
 from trainflow.ml.data import read_table, resolve_task
 from trainflow.pipeline.step_run import StepRun, step_main
-from trainflow.store.local import ArtifactVersion
+from trainflow.sections import section_dict
+from trainflow.store.records import ArtifactVersion
 
 REPORT = "data_check_report"
 
@@ -29,7 +29,7 @@ def check_data(run: StepRun) -> None:
     import mlflow
 
     cfg = run.cfg
-    settings = OmegaConf.to_container(cfg.data_check, resolve=True)
+    settings = section_dict(cfg.data_check)
     alias = settings["reference_alias"]
     frame = run.read_table("raw_artifact")
     checked = run.used["raw_artifact"]

@@ -18,7 +18,7 @@ from trainflow.promotion.gate import (
     tested_metrics,
 )
 from trainflow.promotion.registry import current_actor, move_production_alias, realign_registry
-from trainflow.store.local import ArtifactVersion
+from trainflow.store.records import ArtifactVersion
 
 # Decisions tried when concurrent pipelines keep moving the champion first
 DECISION_ATTEMPTS = 5

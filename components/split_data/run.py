@@ -1,10 +1,10 @@
 """split_data: split the raw table into ``trainval_data.parquet`` and ``test_data.parquet``,
 recording the task (classification or regression) the target makes it."""
 
-from trainflow.datacheck.checks import refuse_failed_data
+from trainflow.datacheck.report import refuse_failed_data
 from trainflow.ml.data import read_table, require_columns, resolve_task, split_dataset, stratify_target, target_summary
 from trainflow.pipeline.step_run import StepRun, step_main
-from trainflow.store.local import NewVersion
+from trainflow.store.records import NewVersion
 
 
 def split_data(run: StepRun) -> None:

@@ -5,7 +5,7 @@ from trainflow.ml.features import format_feature_table
 from trainflow.ml.plots import evaluation_figures
 from trainflow.ml.train import export, train_from_config
 from trainflow.pipeline.step_run import StepRun, step_main
-from trainflow.store.local import CANDIDATE_ALIAS
+from trainflow.store.refs import CANDIDATE_ALIAS
 
 
 def train_model(run: StepRun) -> None:

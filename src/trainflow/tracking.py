@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import mlflow
 
@@ -109,7 +110,7 @@ def experiment_id(name: str, store_root: Path) -> str:
         return again.experiment_id
 
 
-def start_run_args(experiment_name: str, store_root: Path, run_name: str) -> dict[str, str]:
+def start_run_args(experiment_name: str, store_root: Path, run_name: str) -> dict[str, Any]:
     """Arguments for ``mlflow.start_run``: none under ``mlflow run`` (it made the run), else a new run."""
     if os.environ.get("MLFLOW_RUN_ID"):
         return {}

@@ -24,7 +24,7 @@ import pytest
 from support.processes import free_port, stop_process_group, wait_until_answering
 from support.project import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, pipeline_env, project_store, run_command
 
-from trainflow.store.local import file_sha256
+from trainflow.store.blobs import file_sha256
 
 TRAINFLOW = str(BIN_DIR / "trainflow")
 REGISTERED = "penguins-species"

@@ -33,7 +33,9 @@ from trainflow.pipeline.sweeps import (
     select_best,
     trial_params,
 )
-from trainflow.store.local import CANDIDATE_ALIAS, ArtifactVersion, LocalArtifactStore, RunRecord
+from trainflow.store.local import LocalArtifactStore
+from trainflow.store.records import ArtifactVersion, RunRecord
+from trainflow.store.refs import CANDIDATE_ALIAS
 
 DEPTHS, TREES = ("2", "6"), ("3", "8")
 GRID = f"model.random_forest.max_depth={','.join(DEPTHS)} model.random_forest.n_estimators={','.join(TREES)}"

@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 from support.wandb_double import FakeServer
 
 from trainflow.errors import ArtifactNotFound, TrainflowError
-from trainflow.store.local import LocalArtifactStore, RunRecord, lineage
+from trainflow.store.local import LocalArtifactStore, lineage
+from trainflow.store.records import RunRecord
 from trainflow.store.wandb_backend import WandbArtifactStore, choose_backend, step_backend
 
 # A step: (store to use inside it, the run record the local store needs).

@@ -15,7 +15,8 @@ import pytest
 from support.project import PROJECT_DIR, error_lines, project_store, run_command
 
 from trainflow.cli.main import run as cli_run
-from trainflow.store.local import LocalArtifactStore, RunRecord
+from trainflow.store.local import LocalArtifactStore
+from trainflow.store.records import RunRecord
 
 TRAINFLOW = str(Path(sys.executable).parent / "trainflow")
 

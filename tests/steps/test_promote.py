@@ -24,7 +24,9 @@ from trainflow.ml.data import split_dataset
 from trainflow.ml.evaluate import score_exported_model
 from trainflow.ml.train import FeatureSpec, PreprocessingOptions, export, train
 from trainflow.promotion.registry import move_production_alias
-from trainflow.store.local import LocalArtifactStore, RunRecord, file_sha256
+from trainflow.store.blobs import file_sha256
+from trainflow.store.local import LocalArtifactStore
+from trainflow.store.records import RunRecord
 
 TARGET = "species"
 NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]

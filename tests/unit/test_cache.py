@@ -24,7 +24,9 @@ from trainflow.errors import TrainflowError
 from trainflow.pipeline.cache import CacheKey, Uncacheable, library_modules, reusable_run, step_key
 from trainflow.pipeline.runner import Pipeline
 from trainflow.pipeline.steps import STEPS
-from trainflow.store.local import ArtifactVersion, LocalArtifactStore, RunRecord, file_sha256
+from trainflow.store.blobs import file_sha256
+from trainflow.store.local import LocalArtifactStore
+from trainflow.store.records import ArtifactVersion, RunRecord
 
 PENGUINS = PROJECT_DIR / "data" / "penguins.csv"
 

@@ -22,18 +22,16 @@ from support.project import PROJECT_DIR, project_store, run_command
 from support.synthetic import NUMERIC, TARGET, make_table
 
 from trainflow.config.schema import DataCheckConfig, load_config, resolve_paths, validate
-from trainflow.datacheck.checks import (
+from trainflow.datacheck.checks import check_table, validate_data_check_config
+from trainflow.datacheck.drift import corrected_alpha, population_stability_index
+from trainflow.datacheck.expectations import infer_expectations
+from trainflow.datacheck.kinds import dtype_kind
+from trainflow.datacheck.report import (
     CheckReport,
     DataCheckFailed,
-    check_table,
-    corrected_alpha,
-    dtype_kind,
     failure_hints,
-    infer_expectations,
     metric_key,
-    population_stability_index,
     refuse_failed_data,
-    validate_data_check_config,
     verdict_metadata,
 )
 from trainflow.errors import ConfigError

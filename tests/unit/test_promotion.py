@@ -25,7 +25,8 @@ from trainflow.promotion.gate import (
     rollback_target,
     validate_promote,
 )
-from trainflow.store.local import ArtifactVersion, LocalArtifactStore
+from trainflow.store.local import LocalArtifactStore
+from trainflow.store.records import ArtifactVersion
 
 TEST_SET = "test_data.parquet:v3"
 POLICY = GatePolicy(metric="roc_auc_ovo", thresholds={"roc_auc_ovo": 0.9}, min_improvement=0.005)

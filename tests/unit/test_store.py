@@ -21,15 +21,10 @@ import pytest
 from support.project import tamper
 
 from trainflow.errors import ArtifactNotFound, CorruptArtifact, TrainflowError
-from trainflow.store.local import (
-    ArtifactVersion,
-    LocalArtifactStore,
-    NewVersion,
-    RunRecord,
-    file_sha256,
-    lineage,
-    parse_ref,
-)
+from trainflow.store.blobs import file_sha256
+from trainflow.store.local import LocalArtifactStore, lineage
+from trainflow.store.records import ArtifactVersion, NewVersion, RunRecord
+from trainflow.store.refs import parse_ref
 
 # -- helpers ------------------------------------------------------------------------------
 

@@ -22,9 +22,11 @@ from pathlib import Path
 import pytest
 from support.project import tamper
 
+import trainflow.store.blobs
 import trainflow.store.local
 from trainflow.errors import CorruptArtifact
-from trainflow.store.local import LocalArtifactStore, file_sha256
+from trainflow.store.blobs import file_sha256
+from trainflow.store.local import LocalArtifactStore
 
 NOBODY = 65534
 
@@ -183,7 +185,7 @@ def test_reads_hash_nothing_while_the_stamps_hold(  # type: ignore[no-untyped-de
     def no_hashing(*args: object) -> None:
         raise AssertionError("a read hashed a blob whose stamp holds")
 
-    monkeypatch.setattr(trainflow.store.local, "_hash_stream", no_hashing)
+    monkeypatch.setattr(trainflow.store.blobs, "hash_stream", no_hashing)
     first = store.use_artifact("model:v0")
     assert store.use_artifact("model:v0") == first
     assert read_tree(first) == files
@@ -205,9 +207,9 @@ def test_an_unstamped_blob_is_hashed_once_then_stamped_and_made_read_only(  # ty
         os.utime(blob, (old, old))
 
     hashed: list[str] = []
-    real = trainflow.store.local._hash_stream
+    real = trainflow.store.blobs.hash_stream
     monkeypatch.setattr(
-        trainflow.store.local, "_hash_stream", lambda reader, buffer: hashed.append(reader.name) or real(reader, buffer)
+        trainflow.store.blobs, "hash_stream", lambda reader, buffer: hashed.append(reader.name) or real(reader, buffer)
     )
     assert read_tree(store.use_artifact("model:v0")) == files
     assert len(hashed) == 2, "each of the two distinct blobs is hashed once"
@@ -231,7 +233,7 @@ def test_where_links_fail_the_checkout_is_a_verified_read_only_copy(
     def cannot_link(source: object, destination: object) -> None:
         raise OSError(refusal, os.strerror(refusal))
 
-    monkeypatch.setattr(trainflow.store.local.os, "link", cannot_link)
+    monkeypatch.setattr(trainflow.store.blobs.os, "link", cannot_link)
     checkout = store.use_artifact("model:v0")
     assert read_tree(checkout) == files
     weights = next(f for f in store.get("model:v0").files if f.path == "weights.bin")
@@ -255,8 +257,8 @@ def test_logging_identical_content_again_copies_nothing(
     blobs = allocated(store.blobs)
 
     copies: list[int] = []
-    real = trainflow.store.local._copy_hashing
-    monkeypatch.setattr(trainflow.store.local, "_copy_hashing", lambda *args: copies.append(1) or real(*args))
+    real = trainflow.store.local.copy_hashing
+    monkeypatch.setattr(trainflow.store.local, "copy_hashing", lambda *args: copies.append(1) or real(*args))
     second = store.log_artifact(source, "data", "dataset")
     assert copies == [], "a duplicate is hashed, never copied"
     assert allocated(store.blobs) == blobs

@@ -33,7 +33,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from trainflow.errors import CorruptArtifact, DataError, TrainflowError, exit_on_user_error, is_disk_full
-from trainflow.store.local import ArtifactVersion, LocalArtifactStore, gated_alias_message, lineage
+from trainflow.store.local import LocalArtifactStore, lineage
+from trainflow.store.records import ArtifactVersion
+from trainflow.store.refs import gated_alias_message
 from trainflow.store.wandb_backend import WandbArtifactStore, choose_backend, open_api
 
 # config.yaml's promote.alias and the type train_model logs its export as.
@@ -197,7 +199,7 @@ def cmd_sweeps_show(store: LocalArtifactStore, args: argparse.Namespace) -> None
 def cmd_sweeps_best(store: LocalArtifactStore, args: argparse.Namespace) -> None:
     from trainflow.ml.evaluate import check_direction
     from trainflow.pipeline.sweeps import MODEL_ARTIFACT, select_best
-    from trainflow.store.local import CANDIDATE_ALIAS
+    from trainflow.store.refs import CANDIDATE_ALIAS
 
     if args.alias == PRODUCTION_ALIAS:
         raise TrainflowError(
@@ -247,7 +249,7 @@ def cmd_data_schema_infer(root: Path, args: argparse.Namespace) -> None:
     """Write ``data_check.expectations`` inferred from a stored version or a CSV/Parquet file."""
     import yaml
 
-    from trainflow.datacheck.checks import infer_expectations
+    from trainflow.datacheck.expectations import infer_expectations
     from trainflow.ml.data import read_table
 
     path, source = _schema_source(root, args.source)

@@ -21,6 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from trainflow.config.components import is_repository_uri
 from trainflow.errors import ConfigError, TrainflowError
+from trainflow.sections import section_dict
 
 SCHEMA_NAME = "trainflow_schema"
 ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
@@ -323,7 +324,7 @@ def check_sweep_overrides(project_dir: Path, overrides: list[str]) -> None:
     swept: list[tuple[str, list[str]]] = []
     for override in parsed:
         if not override.is_sweep_override():
-            fixed.append(override.input_line)
+            fixed.append(str(override.input_line))  # set for every override parsed from text
         elif override.value_type in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP, ValueType.RANGE_SWEEP):
             values = list(override.sweep_string_iterator())
             if values:
@@ -417,7 +418,7 @@ def resolve_paths(cfg: DictConfig, project_dir: Path) -> DictConfig:
     Components run with their own folder as working directory, so every path they
     receive must already be absolute.
     """
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    cfg = OmegaConf.create(section_dict(cfg))
     OmegaConf.set_struct(cfg, True)
     cfg.artifacts.root = str((project_dir / os.path.expanduser(cfg.artifacts.root)).resolve())
     if "://" not in cfg.data.uri:
@@ -454,7 +455,7 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
     if cfg.data.sha256 is not None and (len(cfg.data.sha256) != 64 or not _is_hex(cfg.data.sha256)):
         raise ConfigError(f"data.sha256={cfg.data.sha256!r} is not a 64-character hex sha256 digest")
     from trainflow.ml.train import validate_model_config
-    from trainflow.store.local import parse_ref, validate_alias, validate_project
+    from trainflow.store.refs import parse_ref, validate_alias, validate_project
 
     try:
         validate_project(cfg.project)
@@ -467,7 +468,7 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
     parse_ref(cfg.promote.model)
     from trainflow.datacheck.checks import validate_data_check_config
 
-    validate_data_check_config(OmegaConf.to_container(cfg.data_check, resolve=True))
+    validate_data_check_config(section_dict(cfg.data_check))
     from trainflow.promotion.gate import validate_promote
 
     validate_promote(cfg.promote)
@@ -500,10 +501,10 @@ def check_known_keys(cfg: DictConfig) -> None:
     parameters, ``promote.thresholds``, ``data_check.expectations.columns``): their keys
     are checked where they are used, if at all.
     """
-    _check_known_keys(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False), TrainflowConfig, "")
+    _check_known_keys(section_dict(cfg, resolve=False), TrainflowConfig, "")
 
 
-def _check_known_keys(section: Mapping[str, Any], schema: type, prefix: str) -> None:
+def _check_known_keys(section: Mapping[str, Any], schema: Any, prefix: str) -> None:
     # get_type_hints, not Field.type: with `from __future__ import annotations` the latter is a string.
     hints = typing.get_type_hints(schema)
     names = [f.name for f in fields(schema)]
@@ -541,7 +542,7 @@ def _is_hex(text: str) -> bool:
 
 def flatten(section: Any, prefix: str = "") -> dict[str, Any]:
     """``{"model.random_forest.n_estimators": 100, ...}`` for logging as MLflow params."""
-    container = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else section
+    container = section_dict(section)
     flat: dict[str, Any] = {}
     for key, value in container.items():
         name = f"{prefix}{key}"

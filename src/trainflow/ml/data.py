@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -116,7 +117,7 @@ def _copy_hashing(source: Path, target: Path, max_bytes: int) -> tuple[str, int]
         return _stream(reader, writer, str(source), max_bytes)
 
 
-def _stream(reader, writer, uri: str, max_bytes: int) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+def _stream(reader: BinaryIO, writer: BinaryIO, uri: str, max_bytes: int) -> tuple[str, int]:
     """Copy in chunks, hashing; stop as soon as the limit is passed (a server may not say the size)."""
     digest = hashlib.sha256()
     size = 0

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 # The metrics a summary line shows first, per task.
 HEADLINE_METRICS = {"classification": ("roc_auc_ovo", "accuracy", "f1_macro"), "regression": ("r2", "mae", "rmse")}
@@ -78,7 +79,7 @@ def metric_key(label: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", str(label))
 
 
-def classification_metrics(y_true: Sequence[Any], probabilities: Any, classes: Sequence[Any]) -> dict[str, float]:
+def classification_metrics(y_true: ArrayLike, probabilities: Any, classes: Sequence[Any]) -> dict[str, float]:
     """ROC AUC (macro one-vs-one; plain AUC for two classes), accuracy, macro F1, log loss,
     and precision and recall per class; F1, precision and recall over the classes present in
     ``y_true`` or predicted (scikit-learn's default).
@@ -90,34 +91,34 @@ def classification_metrics(y_true: Sequence[Any], probabilities: Any, classes: S
 
     classes = list(classes)
     probabilities = np.asarray(probabilities, dtype="float64")
-    y_true = np.asarray(y_true)
+    truth = np.asarray(y_true)
     predicted = np.asarray(classes)[np.argmax(probabilities, axis=1)]
-    present = set(y_true.tolist())
+    present = set(truth.tolist())
     # A class neither in these rows nor predicted has no F1, precision or recall (0/0): it
     # is left out rather than counted as 0, which would mark a perfect model imperfect.
     scored = [c for c in classes if c in present or c in set(predicted.tolist())]
     metrics = {
-        "accuracy": float(accuracy_score(y_true, predicted)),
-        "f1_macro": float(f1_score(y_true, predicted, average="macro", labels=scored, zero_division=0)),
-        "log_loss": float(log_loss(y_true, probabilities, labels=classes)),
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "f1_macro": float(f1_score(truth, predicted, average="macro", labels=scored, zero_division=0)),
+        "log_loss": float(log_loss(truth, probabilities, labels=classes)),
     }
     if len(present) < 2:
         # AUC is undefined on one class; report it as missing rather than as a number.
         metrics["roc_auc_ovo"] = float("nan")
     elif len(classes) == 2:
-        metrics["roc_auc_ovo"] = float(roc_auc_score(y_true == classes[1], probabilities[:, 1]))
+        metrics["roc_auc_ovo"] = float(roc_auc_score(truth == classes[1], probabilities[:, 1]))
     else:
         metrics["roc_auc_ovo"] = float(
-            roc_auc_score(y_true, probabilities, multi_class="ovo", average="macro", labels=classes)
+            roc_auc_score(truth, probabilities, multi_class="ovo", average="macro", labels=classes)
         )
-    precision, recall, _, _ = precision_recall_fscore_support(y_true, predicted, labels=scored, zero_division=0)
+    precision, recall, _, _ = precision_recall_fscore_support(truth, predicted, labels=scored, zero_division=0)
     for label, p, r in zip(scored, precision, recall):
         metrics[f"precision_{metric_key(label)}"] = float(p)
         metrics[f"recall_{metric_key(label)}"] = float(r)
     return metrics
 
 
-def regression_metrics(y_true: Sequence[float], predicted: Sequence[float]) -> dict[str, float]:
+def regression_metrics(y_true: ArrayLike, predicted: ArrayLike) -> dict[str, float]:
     """R2, mean absolute error and root mean squared error."""
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 

@@ -22,7 +22,7 @@ IMPORTANCE_BATCH_CELLS = 20_000_000
 IMPORTANCE_PLOT_COLUMNS = 30
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: steps run without a display

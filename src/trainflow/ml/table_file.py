@@ -91,7 +91,7 @@ _UNICODE_BOMS = (
 )
 # Without a BOM, ASCII text in a wide encoding still shows where its NULs fall in each
 # 4 bytes: (byte 0, 1, 2, 3 of every 4 is NUL) -> codec.
-_NUL_PATTERNS = {
+_NUL_PATTERNS: dict[tuple[bool, ...], str] = {
     (False, True, False, True): "utf-16-le", (True, False, True, False): "utf-16-be",
     (False, True, True, True): "utf-32-le", (True, True, True, False): "utf-32-be",
 }

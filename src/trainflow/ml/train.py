@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from trainflow.errors import ConfigError, DataError
 from trainflow.ml.data import TASKS, require_columns, resolve_task, stratify_target
@@ -37,6 +37,7 @@ from trainflow.ml.features import (
     plan_features,
     spec_of,
 )
+from trainflow.sections import section_dict
 
 AUTO_TASK = "auto"
 # model.estimator=custom: the estimator model.custom names by its _target_ (Hydra's instantiate)
@@ -175,7 +176,7 @@ def validate_estimator_config(model: DictConfig) -> None:
     if model.estimator == CUSTOM:
         instantiate_custom(model.custom)
         return
-    params = OmegaConf.to_container(model[model.estimator], resolve=True)
+    params = section_dict(model[model.estimator])
     tasks = estimator_tasks(model.estimator) if model.task == AUTO_TASK else [model.task]
     errors = []
     for task in tasks:
@@ -192,7 +193,7 @@ def instantiate_custom(custom: Any) -> Any:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    settings = OmegaConf.to_container(custom, resolve=True) if isinstance(custom, DictConfig) else dict(custom)
+    settings = section_dict(custom)
     try:
         estimator = instantiate(settings, _convert_="all")
     except InstantiationException as error:
@@ -243,7 +244,7 @@ def validate_estimator_params(task: str, estimator: str, params: dict[str, Any])
     """Fail at start on a parameter the chosen estimator does not accept, or on a value it
     would refuse at fit (``n_estimators=abc``, ``n_estimators=0``), without fitting."""
     cls = estimator_class(task, estimator)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    accepted = set(inspect.signature(cls).parameters)  # the constructor's, without self
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise ConfigError(
@@ -513,7 +514,7 @@ def train_from_config(trainval: pd.DataFrame, cfg: DictConfig, task: str | None 
         rows,
         target=cfg.data.target,
         estimator=model.estimator,
-        estimator_params={} if custom is not None else OmegaConf.to_container(model[model.estimator], resolve=True),
+        estimator_params={} if custom is not None else section_dict(model[model.estimator]),
         options=preprocessing_options(model),
         custom=custom,
     )

@@ -43,7 +43,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from trainflow.errors import ArtifactNotFound, TrainflowError
 from trainflow.pipeline.steps import ExternalSource, StepSpec, step_params
-from trainflow.store.local import ArtifactVersion, CachedRun, LocalArtifactStore, file_sha256
+from trainflow.store.blobs import file_sha256
+from trainflow.store.local import LocalArtifactStore
+from trainflow.store.records import ArtifactVersion, CachedRun
 
 # Bump when what goes into a key changes, so that records made the old way stop matching.
 KEY_FORMAT = 2

@@ -42,7 +42,9 @@ from trainflow.pipeline.cache import (
     step_key,
 )
 from trainflow.pipeline.steps import OUTPUT_TAG, PROJECT_TAG, STEPS, StepSpec, select_steps
-from trainflow.store.local import ArtifactVersion, CachedRun, LocalArtifactStore, make_store_folders
+from trainflow.store.index import make_store_folders
+from trainflow.store.local import LocalArtifactStore
+from trainflow.store.records import ArtifactVersion, CachedRun
 
 OPTIONS_FLAG = "--hydra-options"
 INPUT_TAG = "trainflow.input."

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from trainflow.config.components import CONFIG_DIR_ENV
 from trainflow.config.schema import load_config, resolve_paths, split_overrides, validate
@@ -35,7 +35,10 @@ from trainflow.errors import exit_on_interrupt, exit_on_user_error, interrupt_on
 from trainflow.ml.table_file import TableLimits
 from trainflow.pipeline.steps import PROJECT_TAG, STEPS, StepSpec, step_params
 from trainflow.pipeline.sweeps import SweepContext, current_trial, error_tagged_run, pinned_ref, trial_tags
-from trainflow.store.local import ArtifactVersion, LocalArtifactStore, NewVersion, RunRecord
+from trainflow.sections import section_dict
+from trainflow.store.local import LocalArtifactStore
+from trainflow.store.protocol import ArtifactStore
+from trainflow.store.records import ArtifactVersion, NewVersion, RunRecord
 
 # How a step ran: "process" (its own `mlflow run` or `python run.py`) or "in_process"
 # (a function call in the pipeline's process, main.in_process)
@@ -48,7 +51,7 @@ class StepRun:
 
     spec: StepSpec
     cfg: DictConfig
-    store: LocalArtifactStore
+    store: ArtifactStore  # the local store, or W&B's (see wandb_backend.step_backend)
     record: RunRecord
     input_refs: dict[str, str]
     workdir: Path
@@ -260,7 +263,7 @@ def run_step(
             **(trial_tags(trial) if trial else {}),
         })
         mlflow.log_params({k: param_value(v) for k, v in {**(in_process or {}), **params}.items()})
-        mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "resolved_config.yaml")
+        mlflow.log_dict(section_dict(cfg), "resolved_config.yaml")
         record = RunRecord(active.info.run_id, step, commit, params)
         tracked = {**params, "git_commit": commit, "mlflow_run_id": active.info.run_id}
         if trial:

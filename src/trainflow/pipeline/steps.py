@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from trainflow.errors import ConfigError
 
 if TYPE_CHECKING:
-    from trainflow.store.local import ArtifactVersion
+    from trainflow.store.records import ArtifactVersion
 
 # Each step's MLflow run carries trainflow.output.<artifact> = <name:vN> for every version it
 # logged (or, for a cache hit, re-used): how the runner and sweeps learn a step's results.

@@ -40,7 +40,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from trainflow.errors import TrainflowError, exit_on_user_error
-from trainflow.store.local import CANDIDATE_ALIAS, ArtifactVersion
+from trainflow.store.records import ArtifactVersion
+from trainflow.store.refs import CANDIDATE_ALIAS
 
 SWEEP_ENV = "TRAINFLOW_SWEEP"
 SWEEP_ID_TAG = "trainflow.sweep_id"
@@ -522,7 +523,7 @@ def _task_config(config: DictConfig) -> DictConfig:
 
     sources = config.hydra.runtime.config_sources
     project_dir = next(Path(s.path) for s in sources if s.provider == "main")
-    task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    task = OmegaConf.masked_copy(config, [str(k) for k in config if k != "hydra"])
     return resolve_paths(task, project_dir)
 
 

@@ -34,7 +34,8 @@ from itertools import chain
 from typing import Any
 
 from trainflow.errors import ConfigError
-from trainflow.store.local import CANDIDATE_ALIAS, LATEST, ArtifactVersion
+from trainflow.store.records import ArtifactVersion
+from trainflow.store.refs import CANDIDATE_ALIAS, LATEST
 
 PROMOTED = "promoted"
 CHAMPION_KEPT = "champion_kept"
@@ -395,18 +396,19 @@ def decide(
                           forced=policy.force)
             )
         else:
+            assert candidate_value is not None  # eligible: the candidate's value was found finite above
             gain = candidate_value - champion_value if policy.higher_is_better else champion_value - candidate_value
             sign = "+" if policy.higher_is_better else "-"
             margin = policy.min_improvement
             if margin > 0:
                 target = champion_value + (margin if policy.higher_is_better else -margin)
-                bound = f"{policy.comparison} {target:.4f} (champion {champion_value:.4f} {sign} {margin:g})"
+                required = f"{policy.comparison} {target:.4f} (champion {champion_value:.4f} {sign} {margin:g})"
             else:
-                bound = f"{'>' if policy.higher_is_better else '<'} {champion_value:.4f} (champion)"
+                required = f"{'>' if policy.higher_is_better else '<'} {champion_value:.4f} (champion)"
             # Strictly better, and by the margin; a tiny tolerance so 0.98 - 0.97 >= 0.01 holds.
             passed = gain > 0 and gain >= policy.min_improvement - 1e-12
             criteria.append(
-                Criterion(name, f"{candidate_value:.4f}", bound, passed, CHAMPION, forced=not passed and policy.force)
+                Criterion(name, f"{candidate_value:.4f}", required, passed, CHAMPION, forced=not passed and policy.force)
             )
 
     if any(c.passed is False for c in criteria if c.kind not in (CHAMPION, NOTE)):

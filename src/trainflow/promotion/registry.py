@@ -18,7 +18,8 @@ from itertools import chain
 from pathlib import Path
 
 from trainflow.errors import TrainflowError
-from trainflow.store.local import ArtifactVersion, LocalArtifactStore, PromotionEntry, RunRecord, lineage
+from trainflow.store.local import LocalArtifactStore, lineage
+from trainflow.store.records import ArtifactVersion, PromotionEntry, RunRecord
 
 # Where a registered version's files live inside the run that registered it.
 ARTIFACT_PATH = "model"
@@ -90,7 +91,7 @@ def registered_version(name: str, version: ArtifactVersion) -> RegisteredVersion
         return None  # another registry (tracking URI), or deleted there
     if found.tags.get(TAG_PREFIX + "digest") != version.digest:
         return None
-    return RegisteredVersion(name, int(found.version), found.source)
+    return RegisteredVersion(name, int(found.version), found.source or "")
 
 
 def register(
@@ -114,7 +115,7 @@ def register(
                 raise TrainflowError(f"registering {version.ref} needs an active MLflow run")
             mlflow.log_artifacts(str(model_dir), ARTIFACT_PATH)
             created = mlflow.register_model(f"runs:/{active.info.run_id}/{ARTIFACT_PATH}", name)
-            existing = RegisteredVersion(name, int(created.version), created.source)
+            existing = RegisteredVersion(name, int(created.version), created.source or "")
             client.update_model_version(
                 name, str(existing.version), description=f"trainflow {version.ref}: {version.description}"[:5000]
             )

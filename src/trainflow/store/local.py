@@ -29,303 +29,68 @@ set back on purpose) is found by :meth:`LocalArtifactStore.verify`, which hashes
 blob. Blobs are read-only, so a consumer that opens its checkout for writing gets a
 ``PermissionError`` instead of changing the store (root is not stopped by permissions:
 such a write is then detected as above).
+
+This module is the store itself; the pieces it is built from live beside it: names and
+references in :mod:`trainflow.store.refs`, the records it returns in
+:mod:`trainflow.store.records`, the SQLite schema in :mod:`trainflow.store.index`, and
+hashing, stamps and checkouts of the blob files in :mod:`trainflow.store.blobs`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import io
-import itertools
 import json
 import os
-import re
-import secrets
 import shutil
 import sqlite3
-import stat
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from trainflow.errors import (
-    ArtifactNotFound,
-    ChampionChanged,
-    CorruptArtifact,
-    TrainflowError,
-    disk_full,
-    is_disk_full,
+from trainflow.errors import ArtifactNotFound, ChampionChanged, CorruptArtifact, TrainflowError, disk_full, is_disk_full
+from trainflow.store.blobs import (
+    CHUNK,
+    READ_ONLY,
+    Stamp,
+    Stamps,
+    blob_path,
+    blob_unchanged,
+    checkout_matches,
+    copy_hashing,
+    file_sha256,
+    files_to_store,
+    hash_stream,
+    head_digest,
+    holds_blobs,
+    rebuild_checkout,
+    stamp_of,
 )
-
-LATEST = "latest"
-# The model test_model and promote_model take by default (test.model, promote.model):
-# train_model nominates every model it trains outside a sweep; a sweep nominates its best.
-CANDIDATE_ALIAS = "candidate"
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-# A project (trainflow's, like a W&B project) groups the artifacts of one table and target.
-_PROJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_ALIAS_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
-_VERSION_RE = re.compile(r"v(\d+)")
-_CHUNK = 4 << 20  # read and hashed at a time
-_WRITE = 64 << 10  # written at a time (_write_all says why)
-_HEAD = 64 << 10
-_READ_ONLY = 0o444
-# os.link fails with these where the file system cannot link the blob into the checkout
-# (another file system, no hard links, too many links, links protected): copy instead.
-_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
-# A stamp taken by a reader is trusted only for a file last modified this long before it
-# was hashed: a write in the same tick of the file system's clock would not move the time.
-_RACY_NS = 2_000_000_000
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id      TEXT PRIMARY KEY,
-    step        TEXT NOT NULL,
-    git_commit  TEXT,
-    params      TEXT NOT NULL DEFAULT '{}',
-    created_at  TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS versions (
-    id          INTEGER PRIMARY KEY,
-    name        TEXT NOT NULL,
-    version     INTEGER NOT NULL,
-    type        TEXT NOT NULL,
-    kind        TEXT NOT NULL CHECK (kind IN ('file', 'dir')),
-    digest      TEXT NOT NULL,
-    size        INTEGER NOT NULL,
-    description TEXT NOT NULL DEFAULT '',
-    metadata    TEXT NOT NULL DEFAULT '{}',
-    run_id      TEXT REFERENCES runs(run_id),
-    created_at  TEXT NOT NULL,
-    UNIQUE (name, version)
-);
-CREATE TABLE IF NOT EXISTS files (
-    version_id  INTEGER NOT NULL REFERENCES versions(id),
-    path        TEXT NOT NULL,
-    sha256      TEXT NOT NULL,
-    size        INTEGER NOT NULL,
-    PRIMARY KEY (version_id, path)
-);
-CREATE TABLE IF NOT EXISTS aliases (
-    name        TEXT NOT NULL,
-    alias       TEXT NOT NULL,
-    version_id  INTEGER NOT NULL REFERENCES versions(id),
-    PRIMARY KEY (name, alias)
-);
-CREATE TABLE IF NOT EXISTS alias_history (
-    id          INTEGER PRIMARY KEY,
-    name        TEXT NOT NULL,
-    alias       TEXT NOT NULL,
-    version_id  INTEGER NOT NULL REFERENCES versions(id),
-    previous_id INTEGER REFERENCES versions(id),
-    run_id      TEXT,
-    at          TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS usages (
-    run_id      TEXT NOT NULL,
-    version_id  INTEGER NOT NULL REFERENCES versions(id),
-    used_at     TEXT NOT NULL,
-    PRIMARY KEY (run_id, version_id)
-);
-CREATE TABLE IF NOT EXISTS promotions (
-    id          INTEGER PRIMARY KEY,
-    name        TEXT NOT NULL,
-    alias       TEXT NOT NULL,
-    action      TEXT NOT NULL,
-    outcome     TEXT NOT NULL,
-    candidate_id INTEGER REFERENCES versions(id),
-    before_id   INTEGER REFERENCES versions(id),
-    after_id    INTEGER REFERENCES versions(id),
-    run_id      TEXT,
-    actor       TEXT NOT NULL,
-    details     TEXT NOT NULL DEFAULT '{}',
-    at          TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS step_cache (
-    id          INTEGER PRIMARY KEY,
-    step        TEXT NOT NULL,
-    key         TEXT NOT NULL,
-    run_id      TEXT NOT NULL,
-    outputs     TEXT NOT NULL DEFAULT '{}',
-    parts       TEXT NOT NULL DEFAULT '{}',
-    created_at  TEXT NOT NULL,
-    UNIQUE (step, key, run_id)
-);
-CREATE INDEX IF NOT EXISTS versions_by_run ON versions(run_id);
-CREATE INDEX IF NOT EXISTS step_cache_by_key ON step_cache(step, key);
-CREATE TABLE IF NOT EXISTS blob_stamps (
-    sha256      TEXT PRIMARY KEY,
-    size        INTEGER NOT NULL,
-    head        TEXT NOT NULL,
-    device      INTEGER NOT NULL,
-    inode       INTEGER NOT NULL,
-    mtime_ns    INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS files_by_blob ON files(sha256);
-CREATE INDEX IF NOT EXISTS blob_stamps_by_head ON blob_stamps(size, head);
-"""
-
-
-def make_store_folders(root: Path, folders: Sequence[Path] = ()) -> None:
-    """Create the store's folder (and ``folders`` in it); one error line if that is impossible."""
-    try:
-        for directory in (root, *folders):
-            directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise TrainflowError(
-            f"cannot use {root} as the artifact store ({error.strerror or error}: {error.filename}): "
-            "set TRAINFLOW_HOME (or artifacts.root) to a folder you can write"
-        ) from None
-
-
-def _has_index(db: sqlite3.Connection) -> bool:
-    """Whether the database holds the store's tables (a new or emptied file does not)."""
-    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'versions'").fetchone() is not None
-
-
-# (device, inode, size, modification time in ns) of a blob file when its bytes were hashed
-Stamp = tuple[int, int, int, int]
-
-
-@dataclass(frozen=True)
-class ArtifactRef:
-    """A parsed reference: ``name`` plus either a version number or an alias."""
-
-    name: str
-    version: int | None = None
-    alias: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.name}:v{self.version}" if self.version is not None else f"{self.name}:{self.alias}"
-
-
-@dataclass(frozen=True)
-class PromotionEntry:
-    """One promotion decision or rollback, as the history keeps it."""
-
-    id: int
-    name: str
-    alias: str
-    action: str  # promote | rollback
-    outcome: str  # promoted | champion_kept | refused | rolled_back
-    candidate: str | None  # the version considered (name:vN)
-    before: str | None  # the alias's holder before
-    after: str | None  # the alias's holder after
-    run_id: str | None
-    actor: str
-    details: dict[str, Any]  # metrics, criteria, policy, registry
-    at: str
-
-
-@dataclass(frozen=True)
-class CachedRun:
-    """A successful step run recorded under its cache key (trainflow.pipeline.cache)."""
-
-    step: str
-    key: str
-    run_id: str
-    outputs: dict[str, str]  # artifact name -> the exact version the run logged (name:vN)
-    parts: dict[str, Any]  # what the key was made of
-    created_at: str
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    path: str
-    sha256: str
-    size: int
-
-
-@dataclass(frozen=True)
-class NewVersion:
-    """A file or directory to store as the next version of ``name`` (see ``log_artifacts``)."""
-
-    path: Path
-    name: str
-    type: str
-    description: str = ""
-    metadata: Mapping[str, Any] | None = None
-    aliases: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """The step run that produced or consumed versions."""
-
-    run_id: str
-    step: str
-    git_commit: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ArtifactVersion:
-    name: str  # within its project: raw_data, model_export, ...
-    version: int
-    type: str
-    kind: str
-    digest: str
-    size: int
-    description: str
-    metadata: dict[str, Any]
-    aliases: tuple[str, ...]
-    created_at: str
-    run: RunRecord | None
-    files: tuple[StoredFile, ...]
-    project: str | None = None  # None: a store without projects (or W&B, whose project is the API's)
-
-    @property
-    def ref(self) -> str:
-        """``name:vN``: the reference within its project, as configs and steps use it."""
-        return f"{self.name}:v{self.version}"
-
-    @property
-    def qualified_name(self) -> str:
-        """``project/name`` (``name`` without a project): the name the index keeps."""
-        return f"{self.project}/{self.name}" if self.project else self.name
-
-
-def validate_name(name: str) -> str:
-    """An artifact name, optionally qualified by its project: ``name`` or ``project/name``."""
-    project, _, short = name.rpartition("/")
-    if not _NAME_RE.fullmatch(short) or ".." in name or (project and not _PROJECT_RE.fullmatch(project)):
-        raise TrainflowError(
-            f"invalid artifact name {name!r}: use letters, digits, '.', '_' and '-' "
-            "(no '..', at most 128 characters), optionally after a project and '/', e.g. "
-            "'trainval_data.parquet' or 'penguins-species/trainval_data.parquet'"
-        )
-    return name
-
-
-def validate_project(project: str) -> str:
-    if not _PROJECT_RE.fullmatch(project) or ".." in project:
-        raise TrainflowError(
-            f"invalid project name {project!r}: use letters, digits, '.', '_' and '-' (at most 64 characters), "
-            "e.g. project=churn"
-        )
-    return project
-
-
-def validate_alias(alias: str) -> str:
-    if not _ALIAS_RE.fullmatch(alias) or _VERSION_RE.fullmatch(alias) or ".." in alias:
-        raise TrainflowError(
-            f"invalid alias {alias!r}: an alias starts with a letter, uses letters, digits, "
-            "'.', '_' and '-', and cannot look like a version (v0, v1, ...), e.g. 'prod'"
-        )
-    return alias
-
-
-def check_settable(alias: str) -> None:
-    """An alias a caller may move: valid, and not ``latest``, which the store moves itself."""
-    if alias == LATEST:
-        raise TrainflowError("'latest' is managed by the store: it names the version a step logged (or re-used from the cache) last")
-    validate_alias(alias)
+from trainflow.store.index import create_tables, has_index, inserted_id, make_store_folders, reading, transaction
+from trainflow.store.protocol import ArtifactStore
+from trainflow.store.records import (
+    ArtifactVersion,
+    CachedRun,
+    NewVersion,
+    PromotionEntry,
+    RunRecord,
+    StoredFile,
+    VerifyReport,
+)
+from trainflow.store.refs import (
+    LATEST,
+    ArtifactRef,
+    check_settable,
+    gated_alias_message,
+    parse_ref,
+    validate_alias,
+    validate_name,
+    validate_project,
+)
 
 
 def _refuse_gated_alias(db: sqlite3.Connection, name: str, alias: str, ref: str) -> None:
@@ -333,27 +98,6 @@ def _refuse_gated_alias(db: sqlite3.Connection, name: str, alias: str, ref: str)
     a rollback, which check the candidate, keep the history and move the registry's alias too."""
     if db.execute("SELECT 1 FROM promotions WHERE name = ? AND alias = ? LIMIT 1", (name, alias)).fetchone():
         raise TrainflowError(gated_alias_message(name.rpartition("/")[2], alias, ref))
-
-
-def gated_alias_message(name: str, alias: str, ref: str) -> str:
-    """Why ``alias`` cannot be set by hand, and the commands that do move it."""
-    return (
-        f"{name}:{alias} is moved only by the promotion gate: promote {ref} with "
-        f"`mlflow run . -P steps=promote_model -P hydra_options=\"promote.model={ref} promote.alias={alias}\"` "
-        f"(promote.force=true skips the comparison with the champion), or go back with `trainflow rollback --alias {alias}`"
-    )
-
-
-def parse_ref(ref: str) -> ArtifactRef:
-    """Parse ``name``, ``name:vN`` or ``name:alias``; a bare name means ``name:latest``."""
-    name, sep, selector = ref.strip().partition(":")
-    validate_name(name)
-    if not sep:
-        return ArtifactRef(name, alias=LATEST)
-    match = _VERSION_RE.fullmatch(selector)
-    if match:
-        return ArtifactRef(name, version=int(match.group(1)))
-    return ArtifactRef(name, alias=validate_alias(selector))
 
 
 def _now() -> str:
@@ -385,14 +129,14 @@ class LocalArtifactStore:
         self.index_path = self.root / "index.db"
         try:
             with self._reading() as db:
-                if not _has_index(db) and self._holds_blobs():
+                if not has_index(db) and holds_blobs(self.blobs):
                     # Starting an empty index here would call every stored file an orphan,
                     # and `verify --repair` would delete them all.
                     raise CorruptArtifact(
                         f"{self.index_path} is missing or empty but {self.blobs} holds stored files: the index "
                         "that names them was lost; restore index.db from a backup (nothing was changed)"
                     )
-                db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+                create_tables(db)
         except sqlite3.DatabaseError as error:
             if is_disk_full(error):
                 raise
@@ -401,43 +145,15 @@ class LocalArtifactStore:
                 "from a backup; if it is unreadable, check the folder's permissions"
             ) from None
 
-    def _holds_blobs(self) -> bool:
-        return any(path.is_file() for path in self.blobs.rglob("*"))
-
     # -- connection -----------------------------------------------------------------
+    # Each read and write opens its own connection (trainflow.store.index): a SQLite
+    # connection cannot cross threads, and _finish_blob reads the index from the fsync thread.
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.index_path, timeout=60, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout = 60000")
-        if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = FULL")
-        db.execute("PRAGMA foreign_keys = ON")
-        return db
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.index_path)
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that takes the write lock up front (no upgrade deadlocks)."""
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        db = self._connect()
-        try:
-            yield db
-        finally:
-            db.close()
+    def _reading(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return reading(self.index_path)
 
     # -- projects -------------------------------------------------------------------
 
@@ -469,7 +185,8 @@ class LocalArtifactStore:
     # -- writing --------------------------------------------------------------------
 
     def blob_path(self, sha256: str) -> Path:
-        return self.blobs / sha256[:2] / sha256
+        """Where the blob of ``sha256`` is in this store (whether or not it exists)."""
+        return blob_path(self.blobs, sha256)
 
     def _put_blobs(
         self, entries: Sequence[tuple[str, Path]]
@@ -486,7 +203,7 @@ class LocalArtifactStore:
         files: list[StoredFile] = []
         finishing: dict[str, Future[tuple[str, Stamp] | None]] = {}
         staged: list[str] = []
-        buffers = (bytearray(_CHUNK), bytearray(_CHUNK))
+        buffers = (bytearray(CHUNK), bytearray(CHUNK))
         try:
             with (
                 self._reading() as db,
@@ -505,7 +222,7 @@ class LocalArtifactStore:
                         fd, staging = tempfile.mkstemp(dir=self.tmp, prefix="blob-")
                         staged.append(staging)
                         try:
-                            sha, size = _copy_hashing(reader, fd, writer, buffers)
+                            sha, size = copy_hashing(reader, fd, writer, buffers)
                         except BaseException:
                             os.close(fd)
                             raise
@@ -532,23 +249,16 @@ class LocalArtifactStore:
             row[0]: tuple(row[1:])
             for row in db.execute(
                 "SELECT sha256, device, inode, size, mtime_ns FROM blob_stamps WHERE size = ? AND head = ?",
-                (os.fstat(fd).st_size, _head(fd)),
+                (os.fstat(fd).st_size, head_digest(fd)),
             )
         }
         if not stamps:
             return None
-        sha, size = _hash_stream(reader, buffer)
-        if sha in staged or self._unchanged(sha, stamps.get(sha)):
+        sha, size = hash_stream(reader, buffer)
+        if sha in staged or blob_unchanged(self.blobs, sha, stamps.get(sha)):
             return sha, size
         reader.seek(0)
         return None
-
-    def _unchanged(self, sha: str, stamp: Stamp | None) -> bool:
-        """Whether the blob ``sha`` is in place and, by its stamp, unchanged since it was hashed."""
-        try:
-            return stamp is not None and _stamp(self.blob_path(sha).stat()) == stamp
-        except FileNotFoundError:
-            return False
 
     def _finish_blob(self, fd: int, staging: str, sha: str) -> tuple[str, Stamp] | None:
         """Make a staged blob read-only and durable, then rename it to its digest; its head
@@ -561,40 +271,16 @@ class LocalArtifactStore:
                     row = db.execute(
                         "SELECT device, inode, size, mtime_ns FROM blob_stamps WHERE sha256 = ?", (sha,)
                     ).fetchone()
-                if self._unchanged(sha, tuple(row) if row else None):
+                if blob_unchanged(self.blobs, sha, tuple(row) if row else None):
                     return None
-            os.fchmod(fd, _READ_ONLY)
+            os.fchmod(fd, READ_ONLY)
             os.fsync(fd)
-            written = _head(fd), _stamp(os.fstat(fd))
+            written = head_digest(fd), stamp_of(os.fstat(fd))
         finally:
             os.close(fd)
         target.parent.mkdir(exist_ok=True)
         os.replace(staging, target)
         return written
-
-    @staticmethod
-    def _walk(path: Path) -> tuple[str, list[tuple[str, Path]]]:
-        """The files to store: ``(kind, [(relative posix path, absolute path)])``."""
-        if path.is_symlink():
-            raise TrainflowError(f"refusing to log symlink {path}: log the file it points to instead")
-        if path.is_file():
-            return "file", [(path.name, path)]
-        if not path.is_dir():
-            raise TrainflowError(f"cannot log {path}: no such file or directory")
-        entries: list[tuple[str, Path]] = []
-        for current, dirnames, filenames in os.walk(path):
-            for name in dirnames + filenames:
-                if (Path(current) / name).is_symlink():
-                    raise TrainflowError(
-                        f"refusing to log symlink {Path(current) / name}: the store keeps only "
-                        "regular files; copy the target into the directory instead"
-                    )
-            for name in filenames:
-                absolute = Path(current) / name
-                entries.append((absolute.relative_to(path).as_posix(), absolute))
-        if not entries:
-            raise TrainflowError(f"cannot log {path}: the directory is empty")
-        return "dir", sorted(entries)
 
     def record_run(self, run: RunRecord) -> None:
         """Register a step run once; later calls with the same id keep the first record."""
@@ -636,7 +322,7 @@ class LocalArtifactStore:
                     validate_alias(alias)
         with self._reading() as db:
             names = [self._qualify(db, new.name) for new in versions]
-        walked = [self._walk(Path(new.path)) for new in versions]
+        walked = [files_to_store(Path(new.path)) for new in versions]
         stored = []
         with self._space_checked(f"{', '.join(new.name for new in versions)} into the artifact store at {self.root}"):
             for _, entries in walked:
@@ -686,7 +372,7 @@ class LocalArtifactStore:
             (name, number, type, kind, digest, sum(f.size for f in files), description, metadata_json,
              run.run_id if run else None, _now()),
         )
-        version_id = cursor.lastrowid
+        version_id = inserted_id(cursor)
         db.executemany(
             "INSERT INTO files (version_id, path, sha256, size) VALUES (?, ?, ?, ?)",
             [(version_id, f.path, f.sha256, f.size) for f in files],
@@ -804,7 +490,7 @@ class LocalArtifactStore:
                 (name, alias, action, outcome, candidate_id, current_id, after_id, run.run_id if run else None,
                  actor, json.dumps(dict(details), sort_keys=True, default=str), _now()),
             )
-            return self._promotion(db, cursor.lastrowid)
+            return self._promotion(db, inserted_id(cursor))
 
     @staticmethod
     def _ref_of(db: sqlite3.Connection, version_id: int) -> str:
@@ -1054,86 +740,14 @@ class LocalArtifactStore:
         """The version's files, each the blob itself (a hard link) or a copy, checked on this read."""
         target = self.checkouts / version.qualified_name / f"v{version.version}"
         stamps = self._stamps(version)
-        if not (target.is_dir() and self._matches(target, version.files, stamps)):
-            self._rebuild(target, version, stamps)
+        if not (target.is_dir() and checkout_matches(self.blobs, target, version.files, stamps)):
+            rebuild_checkout(self.blobs, self.tmp, target, version, stamps)
         if stamps.fresh:
             with self._transaction() as db:
                 self._insert_stamps(db, stamps.fresh)
         return target
 
-    def _rebuild(self, target: Path, version: ArtifactVersion, stamps: _Stamps) -> None:
-        """Build the checkout in ``tmp/`` and swap it in for whatever is at ``target``."""
-        staging = self.tmp / f"checkout-{secrets.token_hex(8)}"
-        staging.mkdir()  # not mkdtemp (0700): the checkout's folders get the umask's modes, like its files
-        try:
-            for stored in version.files:
-                destination = _inside(staging, stored.path, version)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                self._place(stored, destination, version, stamps)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                # A stale or edited checkout: move it aside, then swap the fresh one in.
-                graveyard = Path(tempfile.mkdtemp(dir=self.tmp, prefix="stale-"))
-                with contextlib.suppress(FileNotFoundError, OSError):
-                    os.replace(target, graveyard / "old")
-                shutil.rmtree(graveyard, ignore_errors=True)
-            try:
-                os.replace(staging, target)
-            except OSError:
-                # Another reader put an identical, verified checkout in place first.
-                if not (target.is_dir() and self._matches(target, version.files, stamps)):
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-
-    def _place(self, stored: StoredFile, destination: Path, version: ArtifactVersion, stamps: _Stamps) -> None:
-        """Link the blob of ``stored`` to ``destination`` and check it; copy it where linking fails."""
-        blob = self.blob_path(stored.sha256)
-        try:
-            os.link(blob, destination)
-        except FileNotFoundError:
-            raise self._damaged(version, stored, "missing") from None
-        except OSError as error:
-            if error.errno not in _NO_LINK:
-                raise
-            self._copy_verified(stored, destination, version)
-            return
-        if not self._intact(destination, stored, stamps):
-            raise self._damaged(version, stored, "modified")
-
-    def _intact(self, path: Path, stored: StoredFile, stamps: _Stamps) -> bool:
-        """Whether ``path`` holds the bytes of ``stored``: the blob itself with its stamp
-        unchanged, or any file that hashes to its digest. A blob hashed here gets a new stamp
-        (``stamps.fresh``) unless it was modified too recently to trust one. Leaves the file
-        read-only."""
-        info = os.lstat(path)
-        if not stat.S_ISREG(info.st_mode) or info.st_size != stored.size:
-            return False
-        if _stamp(info) != stamps.known.get(stored.sha256):
-            began = time.time_ns()
-            with open(path, "rb", buffering=0) as reader:
-                if _hash_stream(reader, bytearray(_CHUNK))[0] != stored.sha256:
-                    return False
-                head = _head(reader.fileno())
-            with contextlib.suppress(FileNotFoundError):
-                is_blob = os.path.samestat(info, self.blob_path(stored.sha256).stat())
-                if is_blob and _stamp(os.lstat(path)) == _stamp(info) and info.st_mtime_ns < began - _RACY_NS:
-                    stamps.known[stored.sha256] = _stamp(info)
-                    stamps.fresh[stored.sha256] = head, _stamp(info)
-        if info.st_mode & 0o222:
-            os.chmod(path, _READ_ONLY)
-        return True
-
-    def _damaged(self, version: ArtifactVersion, stored: StoredFile, how: str) -> CorruptArtifact:
-        problem = (
-            f"blob for {stored.path!r} is missing from {self.blobs}" if how == "missing"
-            else f"{stored.path!r} does not match its recorded sha256 (the blob was modified on disk)"
-        )
-        return CorruptArtifact(
-            f"{version.ref}: {problem}; run `trainflow artifacts verify` and re-run the step that produced it"
-        )
-
-    def _stamps(self, version: ArtifactVersion) -> _Stamps:
+    def _stamps(self, version: ArtifactVersion) -> Stamps:
         with self._reading() as db:
             rows = db.execute(
                 "SELECT s.sha256, s.device, s.inode, s.size, s.mtime_ns FROM blob_stamps s"
@@ -1141,22 +755,7 @@ class LocalArtifactStore:
                 " WHERE v.name = ? AND v.version = ?",
                 (version.name, version.version),
             ).fetchall()
-        return _Stamps({row[0]: (row[1], row[2], row[3], row[4]) for row in rows})
-
-    def _copy_verified(self, stored: StoredFile, destination: Path, version: ArtifactVersion) -> None:
-        """A read-only copy of the blob of ``stored``, hashed as it is written."""
-        try:
-            with (
-                open(self.blob_path(stored.sha256), "rb", buffering=0) as reader,
-                open(destination, "wb", buffering=0) as copy,
-                ThreadPoolExecutor(1, "checkout-writer") as writer,
-            ):
-                sha, _ = _copy_hashing(reader, copy.fileno(), writer, (bytearray(_CHUNK), bytearray(_CHUNK)))
-                os.fchmod(copy.fileno(), _READ_ONLY)
-        except FileNotFoundError:
-            raise self._damaged(version, stored, "missing") from None
-        if sha != stored.sha256:
-            raise self._damaged(version, stored, "modified")
+        return Stamps({row[0]: (row[1], row[2], row[3], row[4]) for row in rows})
 
     # -- integrity ------------------------------------------------------------------
 
@@ -1244,120 +843,8 @@ class LocalArtifactStore:
                 report.removed.append(garbage)
         return report
 
-    def _matches(self, directory: Path, files: Sequence[StoredFile], stamps: _Stamps) -> bool:
-        """Whether ``directory`` holds exactly ``files``, each intact (see :meth:`_intact`)."""
-        present = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() or p.is_symlink())
-        if present != sorted(f.path for f in files):
-            return False
-        return all(self._intact(directory / stored.path, stored, stamps) for stored in files)
 
-
-@dataclass
-class _Stamps:
-    """One read's view of the stamps of a version's blobs: those recorded (``known``), and
-    those of blobs this read hashed, to record (``fresh``: sha256 -> head digest, stamp)."""
-
-    known: dict[str, Stamp]
-    fresh: dict[str, tuple[str, Stamp]] = field(default_factory=dict)
-
-
-@dataclass
-class VerifyReport:
-    """What :meth:`LocalArtifactStore.verify` found: ``problems`` are damage (a missing or
-    modified blob, an index that contradicts itself); orphans and stale temporary files
-    are only garbage a killed writer left, removed by ``repair``."""
-
-    versions: int = 0
-    blobs: int = 0
-    bytes_checked: int = 0
-    problems: list[str] = field(default_factory=list)
-    orphans: list[Path] = field(default_factory=list)
-    recent_orphans: list[Path] = field(default_factory=list)
-    stale_tmp: list[Path] = field(default_factory=list)
-    removed: list[Path] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def _inside(directory: Path, relative: str, version: ArtifactVersion) -> Path:
-    """``directory / relative``, refusing a recorded path that would land outside it
-    (an index edited to hold ``../`` or an absolute path must not write elsewhere)."""
-    candidate = Path(relative)
-    resolved = (directory / candidate).resolve()
-    if candidate.is_absolute() or ".." in candidate.parts or not resolved.is_relative_to(directory.resolve()):
-        raise CorruptArtifact(
-            f"{version.ref}: recorded file path {relative!r} points outside the artifact; the index was edited: "
-            "run `trainflow artifacts verify` and re-run the step that produced it"
-        )
-    return directory / candidate
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    with open(path, "rb", buffering=0) as reader:
-        return _hash_stream(reader, bytearray(_CHUNK))[0]
-
-
-def _hash_stream(reader: io.RawIOBase, buffer: bytearray) -> tuple[str, int]:
-    """The sha256 and length of what is left in an unbuffered ``reader``."""
-    digest = hashlib.sha256()
-    size = 0
-    view = memoryview(buffer)
-    while count := reader.readinto(buffer):
-        digest.update(view[:count])  # hashlib releases the GIL on large buffers
-        size += count
-    return digest.hexdigest(), size
-
-
-def _copy_hashing(
-    reader: io.RawIOBase, fd: int, writer: ThreadPoolExecutor, buffers: tuple[bytearray, bytearray]
-) -> tuple[str, int]:
-    """Copy what is left in ``reader`` to ``fd``; the sha256 and length of the bytes written.
-
-    ``writer`` (one thread) writes each chunk while this thread hashes it and reads the
-    next one into the other buffer, so a chunk is hashed exactly as it is written.
-    """
-    digest = hashlib.sha256()
-    size = 0
-    in_flight: list[Future[None]] = []  # at most two writes, one per buffer
-    try:
-        for turn in itertools.cycle((0, 1)):
-            count = reader.readinto(buffers[turn])  # the write from this buffer two turns ago is done
-            if not count:
-                break
-            chunk = memoryview(buffers[turn])[:count]
-            in_flight.append(writer.submit(_write_all, fd, chunk))
-            digest.update(chunk)
-            size += count
-            if len(in_flight) == 2:
-                in_flight.pop(0).result()
-        for write in in_flight:
-            write.result()
-    finally:
-        wait(in_flight)  # never leave the writer on a buffer or descriptor the caller reuses
-    return digest.hexdigest(), size
-
-
-def _write_all(fd: int, chunk: memoryview) -> None:
-    """Write ``chunk`` in pieces of 64 KiB, the size cp's in-kernel copy writes in: a larger
-    write makes the kernel allocate larger page-cache folios, which on the VM measured in
-    bench/store.py cost four to six times the kernel time per GiB."""
-    while chunk:
-        chunk = chunk[os.write(fd, chunk[:_WRITE]) :]
-
-
-def _stamp(info: os.stat_result) -> Stamp:
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-
-
-def _head(fd: int) -> str:
-    """The sha256 of a file's first 64 KiB: with its size, what makes it look like a stored blob."""
-    return hashlib.sha256(os.pread(fd, _HEAD, 0)).hexdigest()
-
-
-
-def lineage(store: LocalArtifactStore, ref: str) -> list[tuple[int, ArtifactVersion]]:
+def lineage(store: ArtifactStore, ref: str) -> list[tuple[int, ArtifactVersion]]:
     """The chain of versions behind ``ref``, depth first: ``(depth, version)``, ``ref`` at depth 0."""
     chain: list[tuple[int, ArtifactVersion]] = []
     seen: set[str] = set()

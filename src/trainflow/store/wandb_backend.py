@@ -1,5 +1,6 @@
-"""The W&B backend of the artifact API: the same calls as :class:`LocalArtifactStore`,
-served by Weights & Biases artifacts through the real ``wandb`` SDK.
+"""The W&B backend of the artifact API: the calls of :class:`~trainflow.store.protocol.ArtifactStore`
+(as :class:`LocalArtifactStore` has them), served by Weights & Biases artifacts through the
+real ``wandb`` SDK.
 
 Each step opens one W&B run (``job_type`` = the step); inputs go through
 ``run.use_artifact`` (so W&B records lineage), outputs through ``wandb.Artifact`` +
@@ -22,19 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from trainflow.errors import ArtifactNotFound, ChampionChanged, TrainflowError
-from trainflow.store.local import (
-    ArtifactVersion,
-    LocalArtifactStore,
-    NewVersion,
-    PromotionEntry,
-    RunRecord,
-    StoredFile,
-    check_settable,
-    gated_alias_message,
-    parse_ref,
-    validate_alias,
-    validate_name,
-)
+from trainflow.store.local import LocalArtifactStore
+from trainflow.store.protocol import ArtifactStore
+from trainflow.store.records import ArtifactVersion, NewVersion, PromotionEntry, RunRecord, StoredFile
+from trainflow.store.refs import check_settable, gated_alias_message, parse_ref, validate_alias, validate_name
 
 _VERSION = re.compile(r"v(\d+)")
 # Set by the pipeline once it has said which backend it uses, so steps do not repeat it.
@@ -288,7 +280,7 @@ class WandbArtifactStore:
 @contextlib.contextmanager
 def step_backend(
     cfg: Any, step: str, params: Mapping[str, Any], local: LocalArtifactStore, sdk: Any = None
-) -> Iterator[tuple[Any, Any]]:
+) -> Iterator[tuple[ArtifactStore, Any]]:
     """``(artifact store, W&B run or None)`` for one step, per ``artifacts.backend``.
 
     With W&B: ``wandb.init(project, entity, group, job_type=step, config=params)``
