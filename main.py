@@ -21,13 +21,14 @@ from trainflow.pipeline.sweeps import sweep_trial
 
 register_schema()
 PROJECT_DIR = Path(__file__).resolve().parent
+VALIDATED: DictConfig | None = None  # the config main_argv composed and validated, if it did
 
 
 @hydra.main(config_path=".", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     # In a sweep (-m) each job is a trial: its outcome is recorded, and a failed trial
     # does not stop the others. Outside a sweep this adds nothing.
-    with sweep_trial(), Pipeline.open(cfg, project_dir=PROJECT_DIR) as pipeline:
+    with sweep_trial(), Pipeline.open(cfg, project_dir=PROJECT_DIR, validated=VALIDATED) as pipeline:
         for step in pipeline.steps:
             pipeline.run(step)
 
@@ -38,6 +39,6 @@ if __name__ == "__main__":
         raise SystemExit(0)
     interrupt_on_signals()
     with exit_on_interrupt("trainflow"):
-        main_argv(PROJECT_DIR)
+        VALIDATED = main_argv(PROJECT_DIR)
         main()  # a failure exits inside, with the error line
     exit_now()

@@ -246,3 +246,21 @@ def test_main_help_is_the_pipelines_own(project_dir: Path) -> None:
     assert "reads model_export, test_data.parquet" in text and "logs trainval_data.parquet, test_data.parquet" in text
     assert "\n  dataset: penguins\n" in text and "\n  data.target        species\n" in text
     assert ".venv" not in text and "site-packages" not in text and "hydra/" not in text
+
+
+def test_a_config_main_argv_validated_is_not_validated_again(
+    project_dir: Path, store_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """main_argv composes and validates the config before Hydra's app; the pipeline it
+    starts validates only a config other than that one (a sweep's trial composes its own)."""
+    from trainflow.pipeline import runner
+
+    checked: list[object] = []
+    monkeypatch.setattr(runner, "validate", lambda cfg, **_: checked.append(cfg))
+    composed = load_config(project_dir, ["artifacts.backend=local"])
+    runner.Pipeline(composed, project_dir, [], validated=resolve_paths(composed, project_dir))
+    assert checked == []
+    other = resolve_paths(load_config(project_dir, ["artifacts.backend=local", "split.test_size=0.3"]), project_dir)
+    runner.Pipeline(composed, project_dir, [], validated=other)
+    runner.Pipeline(composed, project_dir, [])
+    assert len(checked) == 2

@@ -89,13 +89,18 @@ class StepPlan:
 class Pipeline:
     """One pipeline run: the parent MLflow run and the step runs nested under it."""
 
-    def __init__(self, cfg: DictConfig, project_dir: Path, overrides: list[str]) -> None:
+    def __init__(
+        self, cfg: DictConfig, project_dir: Path, overrides: list[str], validated: DictConfig | None = None
+    ) -> None:
+        """``validated``: the config :func:`main_argv` composed and validated in this process,
+        if it did; the same config is not validated twice."""
         library_as_loaded()  # main_argv took it already, unless this is a sweep's worker process
         self.cfg = resolve_paths(cfg, project_dir)
         self.project_dir = project_dir
-        # The estimator's parameter names need scikit-learn, a second of imports: they are
-        # checked before the first step that could build an estimator (see before_real_work).
-        validate(self.cfg, estimator_params=False)
+        if validated is None or self.cfg != validated:  # a sweep's trial: each composes its own
+            # The estimator's parameter names need scikit-learn, a second of imports: they are
+            # checked before the first step that could build an estimator (see before_real_work).
+            validate(self.cfg, estimator_params=False)
         self.estimator_checked = False
         self.steps = select_steps(self.cfg.main.steps)
         if "promote_model" in self.steps and self.cfg.model.task != "auto":
@@ -118,8 +123,9 @@ class Pipeline:
 
     @classmethod
     @contextlib.contextmanager
-    def open(cls, cfg: DictConfig, project_dir: Path) -> Iterator[Pipeline]:
-        """Validate everything, open the parent run, yield; then print where results are."""
+    def open(cls, cfg: DictConfig, project_dir: Path, validated: DictConfig | None = None) -> Iterator[Pipeline]:
+        """Validate everything (unless ``validated`` is this config, see :meth:`__init__`),
+        open the parent run, yield; then print where results are."""
         import mlflow
         from hydra.core.hydra_config import HydraConfig
 
@@ -128,7 +134,7 @@ class Pipeline:
 
         with exit_on_user_error("trainflow"):
             overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-            pipeline = cls(cfg, project_dir, overrides)
+            pipeline = cls(cfg, project_dir, overrides, validated)
             tracking = use_tracking(pipeline.store.root)
             start = start_run_args(pipeline.cfg.main.experiment_name, pipeline.store.root, "pipeline")
             start |= trial_run_args()  # a sweep's trial nests its run under the sweep's (trainflow.pipeline.sweeps)
@@ -465,10 +471,15 @@ class Pipeline:
         print("\n".join(lines), flush=True)
 
 
-def main_argv(project_dir: Path) -> None:
+def main_argv(project_dir: Path) -> DictConfig | None:
     """Prepare ``sys.argv`` for Hydra: expand the MLproject's arguments, then check plain
     overrides up front so a bad one fails in one line instead of Hydra's several, before
     Hydra makes its run folder and before the pipeline's MLflow run exists.
+
+    Returns the config it composed and validated (paths resolved), for
+    :meth:`Pipeline.open` not to validate it again; None when it composed none (a sweep,
+    Hydra's own flags). Hydra's app composes the config once more: that composition is
+    Hydra's, and a bad override must fail before it, in one line.
     """
     from trainflow.config.schema import (
         check_config_groups,
@@ -518,8 +529,10 @@ def main_argv(project_dir: Path) -> None:
             # after the steps before train_model have run.
             validate(cfg, estimator_params=sets_estimator_params(arguments))
             make_store_folders(Path(cfg.artifacts.root))
-        elif not any(a.lstrip("+~").startswith("artifacts.root=") for a in arguments):
+            return cfg
+        if not any(a.lstrip("+~").startswith("artifacts.root=") for a in arguments):
             make_store_folders(configured_store_root(project_dir))
+        return None
 
 
 def exit_now(code: int = 0) -> None:
