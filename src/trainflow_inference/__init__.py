@@ -73,11 +73,8 @@ class InputColumns(TransformerMixin, BaseEstimator):
         frame = _as_frame(X)
         self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
         self.n_features_in_ = frame.shape[1]
-        self.numeric_ = [
-            str(c) for c in frame.columns
-            if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
-        ]
-        self.text_ = [str(c) for c in frame.columns if _holds_text(frame[c])]
+        self.numeric_ = [str(c) for c in frame.columns if holds_numbers(frame[c])]
+        self.text_ = [str(c) for c in frame.columns if holds_text(frame[c])]
         return self
 
     def transform(self, X: Any) -> pd.DataFrame:
@@ -114,7 +111,15 @@ class InputColumns(TransformerMixin, BaseEstimator):
         return self.feature_names_in_
 
 
-def _holds_text(values: pd.Series) -> bool:
+def holds_numbers(values: pd.Series) -> bool:
+    """A training column :class:`InputColumns` reads as float64 whatever a batch holds:
+    numbers, not true/false."""
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def holds_text(values: pd.Series) -> bool:
+    """A training column :class:`InputColumns` reads as text: anything that is not
+    numbers, true/false or dates (strings, objects, categories)."""
     return not (
         pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
         or pd.api.types.is_datetime64_any_dtype(values)

@@ -46,6 +46,7 @@ from trainflow.ml.train import (
     PreprocessingOptions,
     TrainResult,
     export,
+    input_signature,
     pipeline_for,
     train,
     train_from_config,
@@ -617,3 +618,22 @@ def test_a_metric_computed_alone_equals_the_full_set() -> None:
     full = task_metrics(values, predicted, [], "regression")
     for name in ("r2", "mae", "rmse"):
         assert metric_value(name, values, predicted, [], "regression") == pytest.approx(full[name]), name
+
+
+def test_the_signature_leaves_open_exactly_the_columns_the_model_casts() -> None:
+    """One rule for both: the columns InputColumns casts (numbers, text, categories) are
+    of open type in the signature; true/false and dates keep MLflow's own type. Before,
+    a category column was cast as text by the model but typed by MLflow's inference."""
+    from mlflow.types.schema import AnyType
+
+    from trainflow_inference import InputColumns
+
+    rows = pd.DataFrame({
+        "count": [1, 2, 3], "size": [1.5, np.nan, 2.0], "name": ["a", "b", None],
+        "grade": pd.Categorical(["x", "y", "x"]), "flag": [True, False, True],
+        "day": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]),
+    })
+    signature = input_signature(rows, np.array([0, 1, 0]))
+    open_type = {spec.name for spec in signature.inputs.inputs if isinstance(spec.type, AnyType)}
+    cast = InputColumns().fit(rows)
+    assert open_type == set(cast.numeric_) | set(cast.text_) == {"count", "size", "name", "grade"}

@@ -546,11 +546,10 @@ def input_signature(rows: pd.DataFrame, outputs: Any) -> Any:
     from mlflow.models import infer_signature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    open_type = {
-        c for c in rows.columns
-        if (pd.api.types.is_numeric_dtype(rows[c]) and not pd.api.types.is_bool_dtype(rows[c]))
-        or pd.api.types.is_string_dtype(rows[c]) or rows[c].dtype == object
-    }
+    from trainflow_inference import holds_numbers, holds_text
+
+    # Exactly the columns InputColumns casts: its rule, so the two cannot disagree.
+    open_type = {c for c in rows.columns if holds_numbers(rows[c]) or holds_text(rows[c])}
     with warnings.catch_warnings():
         # MLflow's multi-line hint that integer columns cannot hold gaps: they are open just below.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
