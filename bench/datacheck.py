@@ -52,7 +52,9 @@ def main() -> None:
     timed("schema checks (pandera)", schema_checks, current, expectations, TARGET)
     timed("generic checks", generic_checks, current, TARGET, "classification", 10, 0.01)
     timed("drift checks (KS, chi-square)", drift_checks, current, reference, 0.05, "sidak", 50)
-    report = timed("check_table, everything", check_table, current, TARGET, "classification", settings, reference, "ref")
+    report = timed(
+        "check_table, everything", check_table, current, TARGET, "classification", settings, reference, "ref"
+    )
     print(f"  {len(report.results)} checks, {len(report.failed())} failed, {len(report.warnings())} warnings")
 
     broken = current.copy()

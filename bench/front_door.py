@@ -63,8 +63,12 @@ def pathology(workdir: Path, names: int) -> tuple[float, float | None]:
         refused = time.perf_counter() - began
     began = time.perf_counter()
     try:
-        subprocess.run([sys.executable, "-c", f"import pandas; pandas.read_csv({str(path)!r})"],
-                       check=True, timeout=PATHOLOGY_TIMEOUT, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", f"import pandas; pandas.read_csv({str(path)!r})"],
+            check=True,
+            timeout=PATHOLOGY_TIMEOUT,
+            capture_output=True,
+        )
         bare: float | None = time.perf_counter() - began
     except subprocess.TimeoutExpired:
         bare = None
@@ -79,8 +83,14 @@ def measure(smoke: bool) -> Section:
     )
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        table = make_table(rows, n_classes=2, class_weights=(0.85, 0.15), high_cardinality=min(4_000, rows // 20),
-                           missing_target_fraction=0.03, seed=rows)
+        table = make_table(
+            rows,
+            n_classes=2,
+            class_weights=(0.85, 0.15),
+            high_cardinality=min(4_000, rows // 20),
+            missing_target_fraction=0.03,
+            seed=rows,
+        )
         csv, parquet = workdir / "table.csv", workdir / "table.parquet"
         table.to_csv(csv, index=False)
         table.to_parquet(parquet, index=False)
@@ -91,15 +101,24 @@ def measure(smoke: bool) -> Section:
             size = f"{rows:,} rows, {path.stat().st_size / 2**20:,.0f} MiB"
             section.add(path.suffix.lstrip(".").upper(), size, seconds(bare), seconds(checked), ratio(checked / bare))
             if path is csv:
-                section.targets.append(Target(
-                    f"read_table on an ordinary {rows:,}-row CSV vs. bare pd.read_csv", f"<= {MAX_OVERHEAD}x",
-                    ratio(checked / bare), checked / bare <= MAX_OVERHEAD,
-                ))
+                section.targets.append(
+                    Target(
+                        f"read_table on an ordinary {rows:,}-row CSV vs. bare pd.read_csv",
+                        f"<= {MAX_OVERHEAD}x",
+                        ratio(checked / bare),
+                        checked / bare <= MAX_OVERHEAD,
+                    )
+                )
         names = 2_000 if smoke else PATHOLOGY_NAMES
         refused, bare = pathology(workdir, names)
         shown = seconds(bare) if bare is not None else f"not done after {PATHOLOGY_TIMEOUT:.0f} s"
-        section.add(f"CSV header of {names:,} repeated names", f"{names * 2 / 1e6:.0f} MB", shown,
-                    f"{seconds(refused)} (refused)", "-")
+        section.add(
+            f"CSV header of {names:,} repeated names",
+            f"{names * 2 / 1e6:.0f} MB",
+            shown,
+            f"{seconds(refused)} (refused)",
+            "-",
+        )
         section.notes.append(
             "read_table refuses the header before parsing the table (past data.limits.max_header_bytes, 1 MiB, or "
             "with repeated names); "

@@ -47,10 +47,26 @@ TRAIN_SEED, SCORE_SEED = 0, 1
 
 def sizes(smoke: bool) -> dict[str, int]:
     if smoke:
-        return {"train_rows": 2_000, "batch_rows": 1_000, "repeats": 1, "mid_calls": 3, "single_calls": 20,
-                "requests": 20, "rest_batch_rows": 100, "rest_batches": 3}
-    return {"train_rows": 20_000, "batch_rows": 100_000, "repeats": 5, "mid_calls": 50, "single_calls": 200,
-            "requests": 500, "rest_batch_rows": 1_000, "rest_batches": 20}
+        return {
+            "train_rows": 2_000,
+            "batch_rows": 1_000,
+            "repeats": 1,
+            "mid_calls": 3,
+            "single_calls": 20,
+            "requests": 20,
+            "rest_batch_rows": 100,
+            "rest_batches": 3,
+        }
+    return {
+        "train_rows": 20_000,
+        "batch_rows": 100_000,
+        "repeats": 5,
+        "mid_calls": 50,
+        "single_calls": 200,
+        "requests": 500,
+        "rest_batch_rows": 1_000,
+        "rest_batches": 20,
+    }
 
 
 def synthetic_config_overrides() -> list[str]:
@@ -91,16 +107,24 @@ def duration(value: float) -> str:
     return seconds(value) if value >= 1 else f"{value * 1000:.1f} ms"
 
 
-def in_process(section: Section, pipeline: object, model: object, frame: pd.DataFrame, calls: int,
-               summary: Callable[[list[float]], float]) -> tuple[float, float]:
+def in_process(
+    section: Section,
+    pipeline: object,
+    model: object,
+    frame: pd.DataFrame,
+    calls: int,
+    summary: Callable[[list[float]], float],
+) -> tuple[float, float]:
     """Time the raw pipeline and the pyfunc model on ``frame``, add a row each; their seconds per call."""
     times = timings({"raw": lambda: pipeline.predict_proba(frame), "pyfunc": lambda: model.predict(frame)}, calls)
     raw, served = summary(times["raw"]), summary(times["pyfunc"])
     rows = f"{len(frame):,}"
-    section.add("raw pipeline predict_proba, in process", rows, calls, duration(raw), per_second(len(frame), raw),
-                ratio(1.0))
-    section.add("pyfunc predict, in process", rows, calls, duration(served), per_second(len(frame), served),
-                ratio(served / raw))
+    section.add(
+        "raw pipeline predict_proba, in process", rows, calls, duration(raw), per_second(len(frame), raw), ratio(1.0)
+    )
+    section.add(
+        "pyfunc predict, in process", rows, calls, duration(served), per_second(len(frame), served), ratio(served / raw)
+    )
     return raw, served
 
 
@@ -131,25 +155,40 @@ class Client:
         self.connection.close()
 
 
-def measure_rest(model_dir: Path, frame: pd.DataFrame, expected: pd.DataFrame, size: dict[str, int],
-                 work: Path) -> dict[str, list[float]]:
+def measure_rest(
+    model_dir: Path, frame: pd.DataFrame, expected: pd.DataFrame, size: dict[str, int], work: Path
+) -> dict[str, list[float]]:
     """Per-request seconds of single-row requests and of batches, from a served model."""
     port = free_port()
     log = work / "serve.log"
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    command = [str(BIN / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        str(BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        str(model_dir),
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with log.open("wb") as output:
-        server = subprocess.Popen(command, cwd=work, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            command, cwd=work, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_until_answering(f"http://127.0.0.1:{port}/ping", server, log)
         client = Client(port)
         try:
             singles = [split_payload(frame.iloc[[i % len(frame)]]) for i in range(size["requests"])]
             batch_rows = size["rest_batch_rows"]
-            batches = [split_payload(frame.iloc[(i * batch_rows) % len(frame):][:batch_rows])
-                       for i in range(size["rest_batches"])]
+            batches = [
+                split_payload(frame.iloc[(i * batch_rows) % len(frame) :][:batch_rows])
+                for i in range(size["rest_batches"])
+            ]
             # The served answer is the in-process one, before anything is timed.
             answer = pd.DataFrame(client.invoke(batches[0]))
             if not np.allclose(answer.to_numpy(dtype="float64"), expected.head(len(answer)).to_numpy(dtype="float64")):
@@ -197,36 +236,50 @@ def measure(smoke: bool) -> Section:
 
         rest = measure_rest(model_dir, frame, expected, size, work)
         p50, p99 = (float(np.percentile(rest["single"], q)) for q in (50, 99))
-        section.add("REST /invocations p50", 1, len(rest["single"]), duration(p50), per_second(1, p50),
-                    ratio(p50 / raw_one))
-        section.add("REST /invocations p99", 1, len(rest["single"]), duration(p99), per_second(1, p99),
-                    ratio(p99 / raw_one))
+        section.add(
+            "REST /invocations p50", 1, len(rest["single"]), duration(p50), per_second(1, p50), ratio(p50 / raw_one)
+        )
+        section.add(
+            "REST /invocations p99", 1, len(rest["single"]), duration(p99), per_second(1, p99), ratio(p99 / raw_one)
+        )
         typical = median(rest["batch"])
-        section.add("REST /invocations batches", f"{batch_rows:,}", len(rest["batch"]), duration(typical),
-                    per_second(batch_rows * len(rest["batch"]), sum(rest["batch"])), ratio(typical / raw_batch))
+        section.add(
+            "REST /invocations batches",
+            f"{batch_rows:,}",
+            len(rest["batch"]),
+            duration(typical),
+            per_second(batch_rows * len(rest["batch"]), sum(rest["batch"])),
+            ratio(typical / raw_batch),
+        )
 
-    section.targets.append(Target(
-        "pyfunc batch scoring vs. the raw pipeline, same frame, same process",
-        f"<= {TARGET_RATIO}x", ratio(served / raw), served / raw <= TARGET_RATIO,
-    ))
+    section.targets.append(
+        Target(
+            "pyfunc batch scoring vs. the raw pipeline, same frame, same process",
+            f"<= {TARGET_RATIO}x",
+            ratio(served / raw),
+            served / raw <= TARGET_RATIO,
+        )
+    )
     spec = result.features
-    section.notes.extend([
-        f"Model: config.yaml's model section ({result.estimator}, {json.dumps(result.estimator_params)}) trained by "
-        f"train_from_config on {size['train_rows']:,} synthetic rows (support.synthetic.make_table, seed "
-        f"{TRAIN_SEED}) with {len(spec.numeric)} numeric, {len(spec.categorical)} categorical, {len(spec.text)} text "
-        f"and {len(spec.datetime)} date column(s), about 5% missing values each; scored on other rows (seed "
-        f"{SCORE_SEED}). Exported with trainflow.ml.train.export (skops, signature, code_paths).",
-        f"In process: {size['batch_rows']:,} rows best of {size['repeats']} alternating runs each (the pyfunc "
-        f"answer was checked equal to predict_proba's); {size['rest_batch_rows']:,} rows and one row, the median "
-        f"of {size['mid_calls']} and {size['single_calls']} alternating calls each.",
-        f"REST: mlflow models serve --env-manager local (one uvicorn worker) on 127.0.0.1, one keep-alive "
-        f"http.client connection, JSON dataframe_split bodies serialised before timing. Single-row latency over "
-        f"{len(rest['single'])} requests after 5 warm-up ones (p99 of {len(rest['single'])} is about its "
-        f"{max(1, len(rest['single']) // 100)} slowest); batches: {len(rest['batch'])} requests of {batch_rows:,} "
-        f"rows, median time per request, rows/s over all of them. 'vs. raw pipeline' for REST compares with the "
-        f"in-process pipeline's median on the same number of rows.",
-        started_on,
-    ])
+    section.notes.extend(
+        [
+            f"Model: config.yaml's model section ({result.estimator}, {json.dumps(result.estimator_params)}) trained by "
+            f"train_from_config on {size['train_rows']:,} synthetic rows (support.synthetic.make_table, seed "
+            f"{TRAIN_SEED}) with {len(spec.numeric)} numeric, {len(spec.categorical)} categorical, {len(spec.text)} text "
+            f"and {len(spec.datetime)} date column(s), about 5% missing values each; scored on other rows (seed "
+            f"{SCORE_SEED}). Exported with trainflow.ml.train.export (skops, signature, code_paths).",
+            f"In process: {size['batch_rows']:,} rows best of {size['repeats']} alternating runs each (the pyfunc "
+            f"answer was checked equal to predict_proba's); {size['rest_batch_rows']:,} rows and one row, the median "
+            f"of {size['mid_calls']} and {size['single_calls']} alternating calls each.",
+            f"REST: mlflow models serve --env-manager local (one uvicorn worker) on 127.0.0.1, one keep-alive "
+            f"http.client connection, JSON dataframe_split bodies serialised before timing. Single-row latency over "
+            f"{len(rest['single'])} requests after 5 warm-up ones (p99 of {len(rest['single'])} is about its "
+            f"{max(1, len(rest['single']) // 100)} slowest); batches: {len(rest['batch'])} requests of {batch_rows:,} "
+            f"rows, median time per request, rows/s over all of them. 'vs. raw pipeline' for REST compares with the "
+            f"in-process pipeline's median on the same number of rows.",
+            started_on,
+        ]
+    )
     if smoke:
         section.notes.append("Smoke run: tiny sizes, one repeat; the figures mean nothing.")
     return section

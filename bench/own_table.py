@@ -37,8 +37,14 @@ REAL_SIZE = 300_000  # the table the 2 GiB bound is for: at least this many rows
 
 
 def write_table(rows: int, path: Path) -> None:
-    make_table(rows, n_classes=2, class_weights=(0.85, 0.15), high_cardinality=min(4_000, rows // 20),
-               missing_target_fraction=0.03, seed=rows).to_csv(path, index=False)
+    make_table(
+        rows,
+        n_classes=2,
+        class_weights=(0.85, 0.15),
+        high_cardinality=min(4_000, rows // 20),
+        missing_target_fraction=0.03,
+        seed=rows,
+    ).to_csv(path, index=False)
 
 
 def pipeline_side(table: Path, estimator: str, workdir: Path) -> dict[str, object]:
@@ -56,8 +62,17 @@ def pipeline_side(table: Path, estimator: str, workdir: Path) -> dict[str, objec
 
 
 def plain_side(table: Path, estimator: str) -> dict[str, float]:
-    run = timed([sys.executable, str(PROJECT_DIR / "bench" / "plain_sklearn.py"), "--table", str(table),
-                 "--estimator", estimator], dict(os.environ))
+    run = timed(
+        [
+            sys.executable,
+            str(PROJECT_DIR / "bench" / "plain_sklearn.py"),
+            "--table",
+            str(table),
+            "--estimator",
+            estimator,
+        ],
+        dict(os.environ),
+    )
     figures = {k: float(v) for k, v in re.findall(r"^(\S+): ([\d.]+)$", run.stdout, re.MULTILINE)}
     return {"seconds": run.seconds, "peak": figures["peak_rss_bytes"], "auc": figures["test_roc_auc"], **figures}
 
@@ -76,28 +91,58 @@ def measure(smoke: bool, cases: tuple[tuple[int, str], ...] | None = None) -> Se
                 ours, plain = pipeline_side(table, estimator, Path(workdir)), plain_side(table, estimator)
                 share = ours["seconds"] / plain["seconds"]
                 for step, (wall, metrics) in ours["steps"].items():
-                    section.add(f"{rows:,}", estimator, f"step {step}", seconds(wall),
-                                mebibytes(metrics.get("step_peak_rss_bytes", float("nan"))), "", "")
-                section.add(f"{rows:,}", estimator, "**`mlflow run .`, every step, cold**", seconds(ours["seconds"]),
-                            mebibytes(ours["peak"]), f"{ours['auc']:.4f}", ratio(share))
-                section.add(f"{rows:,}", estimator, "plain script (bench/plain_sklearn.py)", seconds(plain["seconds"]),
-                            mebibytes(plain["peak"]), f"{plain['auc']:.4f}", ratio(1.0))
+                    section.add(
+                        f"{rows:,}",
+                        estimator,
+                        f"step {step}",
+                        seconds(wall),
+                        mebibytes(metrics.get("step_peak_rss_bytes", float("nan"))),
+                        "",
+                        "",
+                    )
+                section.add(
+                    f"{rows:,}",
+                    estimator,
+                    "**`mlflow run .`, every step, cold**",
+                    seconds(ours["seconds"]),
+                    mebibytes(ours["peak"]),
+                    f"{ours['auc']:.4f}",
+                    ratio(share),
+                )
+                section.add(
+                    f"{rows:,}",
+                    estimator,
+                    "plain script (bench/plain_sklearn.py)",
+                    seconds(plain["seconds"]),
+                    mebibytes(plain["peak"]),
+                    f"{plain['auc']:.4f}",
+                    ratio(1.0),
+                )
                 section.notes.append(
-                    f"{rows:,} rows, {estimator}: the script's stages " + ", ".join(
-                        f"{k.removeprefix('seconds_')} {v:.2f} s" for k, v in plain.items() if k.startswith("seconds_"))
+                    f"{rows:,} rows, {estimator}: the script's stages "
+                    + ", ".join(
+                        f"{k.removeprefix('seconds_')} {v:.2f} s" for k, v in plain.items() if k.startswith("seconds_")
+                    )
                 )
                 if smoke:
                     continue
-                section.targets.append(Target(
-                    f"{rows:,} rows, {estimator}: whole pipeline vs. a plain scikit-learn script",
-                    f"<= {MAX_RATIO:.0f}x",
-                    f"{ratio(share)} ({ours['seconds']:.1f} s vs. {plain['seconds']:.1f} s)", share <= MAX_RATIO,
-                ))
+                section.targets.append(
+                    Target(
+                        f"{rows:,} rows, {estimator}: whole pipeline vs. a plain scikit-learn script",
+                        f"<= {MAX_RATIO:.0f}x",
+                        f"{ratio(share)} ({ours['seconds']:.1f} s vs. {plain['seconds']:.1f} s)",
+                        share <= MAX_RATIO,
+                    )
+                )
                 if rows >= REAL_SIZE and rows < 10**6:
-                    section.targets.append(Target(
-                        f"{rows:,} rows: peak memory of any step", "<= 2 GiB", mebibytes(ours["peak"]),
-                        ours["peak"] <= MAX_PEAK_BYTES,
-                    ))
+                    section.targets.append(
+                        Target(
+                            f"{rows:,} rows: peak memory of any step",
+                            "<= 2 GiB",
+                            mebibytes(ours["peak"]),
+                            ours["peak"] <= MAX_PEAK_BYTES,
+                        )
+                    )
     section.notes.append(
         "both sides: fresh interpreter, imports included; the pipeline also checks the data, draws the plots, fits "
         "and scores the trivial baseline, bootstraps its gap, and writes every artifact to the store and MLflow"

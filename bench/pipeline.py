@@ -34,11 +34,17 @@ import mlflow
 from report import BIN, PROJECT_DIR, Section, Target, ratio, seconds, store_env
 
 PIPELINE = [str(BIN / "mlflow"), "run", ".", "--env-manager", "local", "--experiment-name", "trainflow"]
-STEP_LINE = re.compile(r"^\[pipeline\] (\w+): (ran|cached)(?: \(from run \w+\))? in ([\d.]+) s \(MLflow run (\w+)", re.MULTILINE)
+STEP_LINE = re.compile(
+    r"^\[pipeline\] (\w+): (ran|cached)(?: \(from run \w+\))? in ([\d.]+) s \(MLflow run (\w+)", re.MULTILINE
+)
 # Which stages of the single-process floor do each step's work (promote_model has none there).
 FLOOR_STAGES = {
-    "fetch_data": ("load+split",), "check_data": (), "split_data": (),
-    "train_model": ("fit", "export"), "test_model": ("score",), "promote_model": (),
+    "fetch_data": ("load+split",),
+    "check_data": (),
+    "split_data": (),
+    "train_model": ("fit", "export"),
+    "test_model": ("score",),
+    "promote_model": (),
 }
 MAX_OVERHEAD_PER_STEP = 1.5
 MAX_OVERHEAD_RATIO = 3.0
@@ -221,8 +227,9 @@ def dvc_runs(dvc: str) -> dict[str, Timed]:
     with tempfile.TemporaryDirectory() as repo_dir:
         repo = Path(repo_dir)
         for part in ("data", "components", "src"):
-            shutil.copytree(PROJECT_DIR / part, repo / "project" / part,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(
+                PROJECT_DIR / part, repo / "project" / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
         shutil.copy(PROJECT_DIR / "config.yaml", repo / "project" / "config.yaml")
         (repo / "stages.py").write_text(DVC_STAGES)
         (repo / "dvc.yaml").write_text(DVC_YAML.format(python=sys.executable))
@@ -247,7 +254,9 @@ def measure(smoke: bool, repeat: int = 1, dvc: str | None = None) -> list[Sectio
     return [overhead_section(runs, floor_seconds, floor_stage_seconds, smoke), rerun_section(runs, smoke)]
 
 
-def overhead_section(runs: dict[str, Any], floor_seconds: float, floor_stage_seconds: dict[str, float], smoke: bool) -> Section:
+def overhead_section(
+    runs: dict[str, Any], floor_seconds: float, floor_stage_seconds: dict[str, float], smoke: bool
+) -> Section:
     cold: Timed = runs["cold"]
     metrics: dict[str, dict[str, float]] = runs["metrics"]
     section = Section(
@@ -259,24 +268,41 @@ def overhead_section(runs: dict[str, Any], floor_seconds: float, floor_stage_sec
         body = metrics.get(run_id, {}).get("step_seconds", float("nan"))
         work = sum(floor_stage_seconds.get(stage, 0.0) for stage in FLOOR_STAGES.get(step, ()))
         section.add(f"step {step}", seconds(wall), seconds(body), seconds(work), seconds(wall - work))
-    section.add("`mlflow run .` (cold store)", seconds(cold.seconds), "", seconds(floor_seconds),
-                seconds(cold.seconds - floor_seconds))
+    section.add(
+        "`mlflow run .` (cold store)",
+        seconds(cold.seconds),
+        "",
+        seconds(floor_seconds),
+        seconds(cold.seconds - floor_seconds),
+    )
     per_step = (cold.seconds - floor_seconds) / max(len(steps), 1)
     overall = cold.seconds / floor_seconds
     section.notes += [
         f"{len(steps)} steps; the floor (`python bench/single_process.py`, a fresh interpreter) took "
         f"{floor_seconds:.2f} s: " + ", ".join(f"{k} {v:.2f} s" for k, v in floor_stage_seconds.items()),
-        ("wall time: the step's `[pipeline] <step>: ran in N s` line (its MLflow run, inputs, body, outputs); "
-         "step body: the run's `step_seconds` metric (the component function alone, logging included)"),
-        (f"whole pipeline: {overall:.2f}x the floor, {per_step:.2f} s per step beyond it; the remainder is the "
-         "`mlflow run` CLI (see section 2's no-op project) and the pipeline process's start-up (Hydra, imports)"),
+        (
+            "wall time: the step's `[pipeline] <step>: ran in N s` line (its MLflow run, inputs, body, outputs); "
+            "step body: the run's `step_seconds` metric (the component function alone, logging included)"
+        ),
+        (
+            f"whole pipeline: {overall:.2f}x the floor, {per_step:.2f} s per step beyond it; the remainder is the "
+            "`mlflow run` CLI (see section 2's no-op project) and the pipeline process's start-up (Hydra, imports)"
+        ),
     ]
     if not smoke:
         section.targets += [
-            Target("overhead per step beyond its compute", f"<= {MAX_OVERHEAD_PER_STEP} s", f"{per_step:.2f} s",
-                   per_step <= MAX_OVERHEAD_PER_STEP),
-            Target("whole default pipeline vs. the single-process floor", f"<= {MAX_OVERHEAD_RATIO:.0f}x",
-                   ratio(overall), overall <= MAX_OVERHEAD_RATIO),
+            Target(
+                "overhead per step beyond its compute",
+                f"<= {MAX_OVERHEAD_PER_STEP} s",
+                f"{per_step:.2f} s",
+                per_step <= MAX_OVERHEAD_PER_STEP,
+            ),
+            Target(
+                "whole default pipeline vs. the single-process floor",
+                f"<= {MAX_OVERHEAD_RATIO:.0f}x",
+                ratio(overall),
+                overall <= MAX_OVERHEAD_RATIO,
+            ),
         ]
     return section
 
@@ -306,18 +332,29 @@ def rerun_section(runs: dict[str, Any], smoke: bool) -> Section:
     unchanged = runs["unchanged"].seconds
     share = unchanged / cold.seconds
     section.notes += [
-        (f"the unchanged re-run spends {runs['noop']:.2f} s in the MLflow CLI alone (the no-op project), "
-         f"{unchanged - runs['noop']:.2f} s in trainflow's own process"),
-        (f"any re-run that records its cache hits as MLflow runs imports MLflow: {runs['import mlflow']:.2f} s, "
-         f"{runs['import mlflow'] / cold.seconds:.1%} of the cold run, before it does anything"),
+        (
+            f"the unchanged re-run spends {runs['noop']:.2f} s in the MLflow CLI alone (the no-op project), "
+            f"{unchanged - runs['noop']:.2f} s in trainflow's own process"
+        ),
+        (
+            f"any re-run that records its cache hits as MLflow runs imports MLflow: {runs['import mlflow']:.2f} s, "
+            f"{runs['import mlflow'] / cold.seconds:.1%} of the cold run, before it does anything"
+        ),
     ]
-    section.targets.append(Target("unchanged re-run vs. cold run", f"<= {MAX_RERUN_SHARE:.0%}", f"{share:.1%}",
-                                  share <= MAX_RERUN_SHARE))
+    section.targets.append(
+        Target("unchanged re-run vs. cold run", f"<= {MAX_RERUN_SHARE:.0%}", f"{share:.1%}", share <= MAX_RERUN_SHARE)
+    )
     if "dvc no-op" in runs:
         for name, what in (("dvc no-op", "the same six stages"), ("dvc no-op cacheable", "the five cacheable stages")):
             dvc_noop = runs[name].seconds
-            section.targets.append(Target(f"unchanged re-run vs. a no-op `dvc repro` of {what}", "faster",
-                                          f"{unchanged:.2f} s vs {dvc_noop:.2f} s", unchanged < dvc_noop))
+            section.targets.append(
+                Target(
+                    f"unchanged re-run vs. a no-op `dvc repro` of {what}",
+                    "faster",
+                    f"{unchanged:.2f} s vs {dvc_noop:.2f} s",
+                    unchanged < dvc_noop,
+                )
+            )
     else:
         section.notes.append("DVC not found (give --dvc PATH or put dvc on PATH): no side-by-side with `dvc repro`")
     return section

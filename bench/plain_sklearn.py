@@ -32,8 +32,12 @@ TEXT = "notes"
 DATE = "event_date"
 # What skops must trust to load these pipelines back (all scikit-learn's own)
 TRUSTED = [
-    "numpy.dtype", "numpy.float64", "functools.partial", "sklearn.utils.validation.check_array",
-    "sklearn.tree._tree.Tree", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "numpy.dtype",
+    "numpy.float64",
+    "functools.partial",
+    "sklearn.utils.validation.check_array",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
 ]
 
@@ -44,7 +48,8 @@ def with_date_numbers(frame: pd.DataFrame) -> pd.DataFrame:
     parsed = pd.to_datetime(frame[DATE], errors="coerce")
     return frame.drop(columns=[DATE]).assign(
         days=(parsed - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1),
-        month=parsed.dt.month.astype("float64"), weekday=parsed.dt.day_of_week.astype("float64"),
+        month=parsed.dt.month.astype("float64"),
+        weekday=parsed.dt.day_of_week.astype("float64"),
     )
 
 
@@ -63,8 +68,9 @@ def build(estimator: str, columns: list[str]):  # type: ignore[no-untyped-def]
     # TextComponents passes such a TF-IDF on as it is too); the dense layout densifies it.
     text = TfidfVectorizer(max_features=100)
     if estimator == "hist_gradient_boosting":
-        categories = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan,
-                                    encoded_missing_value=np.nan, max_categories=254)
+        categories = OrdinalEncoder(
+            handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan, max_categories=254
+        )
         model = HistGradientBoostingClassifier(random_state=42, categorical_features=list(range(len(LOW_CARDINALITY))))
         numeric, sparse_threshold = "passthrough", 0.0
     elif estimator == "random_forest":
@@ -72,8 +78,10 @@ def build(estimator: str, columns: list[str]):  # type: ignore[no-untyped-def]
         model = RandomForestClassifier(n_estimators=100, random_state=42, max_features="sqrt")
         numeric, sparse_threshold = "passthrough", 0.3
     else:
-        categories = make_pipeline(SimpleImputer(strategy="most_frequent"),
-                                   OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=50))
+        categories = make_pipeline(
+            SimpleImputer(strategy="most_frequent"),
+            OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=50),
+        )
         model = LogisticRegression(max_iter=1000)
         numeric, sparse_threshold = make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), 1.0
     parts = [("categories", categories, LOW_CARDINALITY)]
@@ -112,24 +120,36 @@ def run(table: Path, estimator: str, out_dir: Path) -> dict[str, float]:
     began = time.perf_counter()
     # Pinned requirements, as trainflow writes them: MLflow would otherwise infer them in a subprocess
     requirements = [f"{p}=={version(p)}" for p in ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "skops")]
-    mlflow.sklearn.save_model(pipeline, str(out_dir / "model"), serialization_format="skops",
-                              skops_trusted_types=TRUSTED, input_example=train[features].head(5),
-                              pip_requirements=requirements)
+    mlflow.sklearn.save_model(
+        pipeline,
+        str(out_dir / "model"),
+        serialization_format="skops",
+        skops_trusted_types=TRUSTED,
+        input_example=train[features].head(5),
+        pip_requirements=requirements,
+    )
     seconds["export"] = time.perf_counter() - began
     began = time.perf_counter()
     loaded = mlflow.sklearn.load_model(str(out_dir / "model"))
     test_auc = auc(test[TARGET], loaded.predict_proba(test[features]), loaded.classes_)
     seconds["score"] = time.perf_counter() - began
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
-    return {"validation_roc_auc": validation_auc, "test_roc_auc": test_auc, "peak_rss_bytes": peak,
-            **{f"seconds_{k}": v for k, v in seconds.items()}}
+    return {
+        "validation_roc_auc": validation_auc,
+        "test_roc_auc": test_auc,
+        "peak_rss_bytes": peak,
+        **{f"seconds_{k}": v for k, v in seconds.items()},
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", type=Path, required=True)
-    parser.add_argument("--estimator", default="hist_gradient_boosting",
-                        choices=("hist_gradient_boosting", "random_forest", "logistic_regression"))
+    parser.add_argument(
+        "--estimator",
+        default="hist_gradient_boosting",
+        choices=("hist_gradient_boosting", "random_forest", "logistic_regression"),
+    )
     parser.add_argument("--out", type=Path, default=None, help="where to export the model (default: a temp dir)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

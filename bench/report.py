@@ -97,5 +97,9 @@ def machine() -> str:
 
 def store_env(home: Path) -> dict[str, str]:
     """The environment of a user whose artifact store and MLflow database live in ``home``."""
-    return dict(os.environ, TRAINFLOW_HOME=str(home), MLFLOW_TRACKING_URI=f"sqlite:///{home}/mlflow.db",
-                PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    return dict(
+        os.environ,
+        TRAINFLOW_HOME=str(home),
+        MLFLOW_TRACKING_URI=f"sqlite:///{home}/mlflow.db",
+        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    )

@@ -66,7 +66,9 @@ def document(sections: list[Section], took: dict[str, float], smoke: bool, start
         markdown_table(
             ["target", "goal", "measured", "met"],
             [[t.what, t.goal, t.measured, "yes" if t.met else "**no**"] for t in targets],
-        ) if targets else "No target is checked in a smoke run.",
+        )
+        if targets
+        else "No target is checked in a smoke run.",
         "",
         *[section.markdown() + "\n" for section in sections],
     ]

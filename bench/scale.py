@@ -47,8 +47,14 @@ def run_size(rows: int, workdir: Path) -> dict[str, object]:
     steps = {step: (wall, metrics[run_id]) for step, _, wall, run_id in result.steps()}
     # The largest step's peak, not the process's ru_maxrss: resetting the peak per step resets that too.
     peak = max(measured.get("step_peak_rss_bytes", 0.0) for _, measured in steps.values())
-    return {"rows": rows, "frame_bytes": frame_bytes, "file_bytes": table.stat().st_size, "seconds": result.seconds,
-            "steps": steps, "peak_bytes": peak}
+    return {
+        "rows": rows,
+        "frame_bytes": frame_bytes,
+        "file_bytes": table.stat().st_size,
+        "seconds": result.seconds,
+        "steps": steps,
+        "peak_bytes": peak,
+    }
 
 
 def data_added(small: dict[str, object], large: dict[str, object]) -> float:
@@ -84,10 +90,22 @@ def measure(smoke: bool, rows: tuple[int, ...] | None = None) -> Section:
         frame_bytes = result["frame_bytes"]
         for step, (wall, metrics) in result["steps"].items():
             peak = metrics.get("step_peak_rss_bytes", float("nan"))
-            section.add(f"{result['rows']:,}", step, seconds(wall), mebibytes(peak),
-                        mebibytes(metrics.get("step_rss_at_start_bytes", float("nan"))), ratio(peak / frame_bytes))
-        section.add(f"{result['rows']:,}", "whole `mlflow run .`", seconds(result["seconds"]),
-                    mebibytes(result["peak_bytes"]), "", ratio(result["peak_bytes"] / frame_bytes))
+            section.add(
+                f"{result['rows']:,}",
+                step,
+                seconds(wall),
+                mebibytes(peak),
+                mebibytes(metrics.get("step_rss_at_start_bytes", float("nan"))),
+                ratio(peak / frame_bytes),
+            )
+        section.add(
+            f"{result['rows']:,}",
+            "whole `mlflow run .`",
+            seconds(result["seconds"]),
+            mebibytes(result["peak_bytes"]),
+            "",
+            ratio(result["peak_bytes"] / frame_bytes),
+        )
     for result in results:
         section.notes.append(
             f"{result['rows']:,} rows: data frame {mebibytes(result['frame_bytes'])} in memory "
@@ -99,10 +117,13 @@ def measure(smoke: bool, rows: tuple[int, ...] | None = None) -> Section:
             by_step.setdefault(step, {})[result["rows"]] = wall
     exponents = {step: growth(times) for step, times in by_step.items()}
     if any(exponents.values()):
-        section.notes.append("time growth between the two largest sizes (k in time ~ rows^k): "
-                             + ", ".join(f"{step} {k}" for step, k in exponents.items() if k))
-    section.notes.append(f"estimator: {ESTIMATOR} (see bench/scale.py for why); features of every kind, "
-                         "TF-IDF on the text column")
+        section.notes.append(
+            "time growth between the two largest sizes (k in time ~ rows^k): "
+            + ", ".join(f"{step} {k}" for step, k in exponents.items() if k)
+        )
+    section.notes.append(
+        f"estimator: {ESTIMATOR} (see bench/scale.py for why); features of every kind, TF-IDF on the text column"
+    )
     largest, smallest = results[-1], results[0]
     if not smoke and largest["rows"] >= 10**6:
         peak = largest["peak_bytes"]
@@ -110,21 +131,28 @@ def measure(smoke: bool, rows: tuple[int, ...] | None = None) -> Section:
         section.targets.append(Target(f"{largest['rows']:,} rows complete on this machine", "yes", "yes", True))
         if smallest["rows"] <= 10**4:
             added = data_added(smallest, largest)
-            section.targets.append(Target(
-                f"memory the data adds at a step's peak ({largest['rows']:,} vs. {smallest['rows']:,} rows) "
-                "vs. the frame's growth",
-                f"<= {MAX_PEAK_TO_FRAME:.0f}x", ratio(added), added <= MAX_PEAK_TO_FRAME,
-            ))
+            section.targets.append(
+                Target(
+                    f"memory the data adds at a step's peak ({largest['rows']:,} vs. {smallest['rows']:,} rows) "
+                    "vs. the frame's growth",
+                    f"<= {MAX_PEAK_TO_FRAME:.0f}x",
+                    ratio(added),
+                    added <= MAX_PEAK_TO_FRAME,
+                )
+            )
             section.notes.append(
                 f"what the data adds: per step, its peak at {largest['rows']:,} rows less its peak at "
                 f"{smallest['rows']:,} (the libraries it loads, with next to no data), over the frame's growth "
                 f"between the two; the largest is {ratio(added)}"
             )
         section.targets += [
-            Target(f"peak memory at {largest['rows']:,} rows vs. the frame (literal: the whole process, libraries "
-                   "included)",
-                   f"<= {MAX_PEAK_TO_FRAME:.0f}x", ratio(peak / largest["frame_bytes"]),
-                   peak <= MAX_PEAK_TO_FRAME * largest["frame_bytes"]),
+            Target(
+                f"peak memory at {largest['rows']:,} rows vs. the frame (literal: the whole process, libraries "
+                "included)",
+                f"<= {MAX_PEAK_TO_FRAME:.0f}x",
+                ratio(peak / largest["frame_bytes"]),
+                peak <= MAX_PEAK_TO_FRAME * largest["frame_bytes"],
+            ),
         ]
         section.notes.append(
             f"of that peak, {mebibytes(base)} is the process before any step's data (interpreter, MLflow, "

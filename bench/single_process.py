@@ -26,8 +26,13 @@ def run(out_dir: Path) -> dict[str, float]:
     began = time.perf_counter()
     raw = read_table(Path(cfg.data.uri))
     task, _ = resolve_task(cfg.model.task, raw[cfg.data.target])
-    trainval, test = split_dataset(raw, cfg.data.target, cfg.split.test_size, cfg.split.random_seed,
-                                   stratify_target(cfg.split.stratify_by, cfg.data.target, task))
+    trainval, test = split_dataset(
+        raw,
+        cfg.data.target,
+        cfg.split.test_size,
+        cfg.split.random_seed,
+        stratify_target(cfg.split.stratify_by, cfg.data.target, task),
+    )
     seconds["load+split"] = time.perf_counter() - began
     began = time.perf_counter()
     result = train_from_config(trainval, cfg)

@@ -123,10 +123,18 @@ def one_repeat(source: Path, scratch: Path, figures: dict[str, list[float]]) -> 
         unsynced = timed(lambda: fresh.log_artifact(source, "bench", "dataset"))
 
     for key, value in [
-        ("cp", copy), ("cp+sync", durable), ("log", logged), ("log unsynced", unsynced), ("log again", again),
-        ("log changed head", changed_head), ("log changed tail", changed_tail),
-        ("read cold", cold), ("read warm", warm), ("blob bytes", blobs_after_first),
-        ("dup bytes", duplicate_bytes), ("checkout bytes", checkout_bytes),
+        ("cp", copy),
+        ("cp+sync", durable),
+        ("log", logged),
+        ("log unsynced", unsynced),
+        ("log again", again),
+        ("log changed head", changed_head),
+        ("log changed tail", changed_tail),
+        ("read cold", cold),
+        ("read warm", warm),
+        ("blob bytes", blobs_after_first),
+        ("dup bytes", duplicate_bytes),
+        ("checkout bytes", checkout_bytes),
     ]:
         figures[key].append(value)
     shutil.rmtree(scratch)
@@ -141,9 +149,22 @@ def measure(smoke: bool, repeat: int | None = None) -> Section:
         ["operation", f"seconds (best of {repeat})", "vs cp -r", "vs cp -r + sync", "disk added"],
     )
     figures: dict[str, list[float]] = {
-        key: [] for key in ("cp", "cp+sync", "log", "log unsynced", "log again", "log changed head", "log changed tail",
-                            "read cold", "read warm",
-                            "blob bytes", "dup bytes", "checkout bytes", "copy bytes")
+        key: []
+        for key in (
+            "cp",
+            "cp+sync",
+            "log",
+            "log unsynced",
+            "log again",
+            "log changed head",
+            "log changed tail",
+            "read cold",
+            "read warm",
+            "blob bytes",
+            "dup bytes",
+            "checkout bytes",
+            "copy bytes",
+        )
     }
     notes = [machine()]
     with tempfile.TemporaryDirectory(prefix="trainflow-bench-store-") as scratch:
@@ -187,18 +208,39 @@ def measure(smoke: bool, repeat: int | None = None) -> Section:
         section.notes.append("smoke run: figures mean nothing and are not compared to targets")
         return section
     section.targets = [
-        Target("log a 1 GiB directory", f"<= {GOAL}x cp -r + sync", ratio(best["log"] / best["cp+sync"]),
-               best["log"] <= GOAL * best["cp+sync"]),
-        Target("log a 1 GiB directory (literal: vs cp -r without sync)", f"<= {GOAL}x cp -r",
-               ratio(best["log"] / best["cp"]), best["log"] <= GOAL * best["cp"]),
-        Target("read it, first use_artifact", f"<= {GOAL}x cp -r", ratio(best["read cold"] / best["cp"]),
-               best["read cold"] <= GOAL * best["cp"]),
-        Target("read it, reused checkout", f"<= {GOAL}x cp -r", ratio(best["read warm"] / best["cp"]),
-               best["read warm"] <= GOAL * best["cp"]),
-        Target("identical content logged twice", "adds 0 bytes of blobs", f"{worst_bytes['dup bytes']:,} bytes",
-               worst_bytes["dup bytes"] == 0),
-        Target("a checkout", "adds 0 bytes", f"{worst_bytes['checkout bytes']:,} bytes",
-               worst_bytes["checkout bytes"] == 0),
+        Target(
+            "log a 1 GiB directory",
+            f"<= {GOAL}x cp -r + sync",
+            ratio(best["log"] / best["cp+sync"]),
+            best["log"] <= GOAL * best["cp+sync"],
+        ),
+        Target(
+            "log a 1 GiB directory (literal: vs cp -r without sync)",
+            f"<= {GOAL}x cp -r",
+            ratio(best["log"] / best["cp"]),
+            best["log"] <= GOAL * best["cp"],
+        ),
+        Target(
+            "read it, first use_artifact",
+            f"<= {GOAL}x cp -r",
+            ratio(best["read cold"] / best["cp"]),
+            best["read cold"] <= GOAL * best["cp"],
+        ),
+        Target(
+            "read it, reused checkout",
+            f"<= {GOAL}x cp -r",
+            ratio(best["read warm"] / best["cp"]),
+            best["read warm"] <= GOAL * best["cp"],
+        ),
+        Target(
+            "identical content logged twice",
+            "adds 0 bytes of blobs",
+            f"{worst_bytes['dup bytes']:,} bytes",
+            worst_bytes["dup bytes"] == 0,
+        ),
+        Target(
+            "a checkout", "adds 0 bytes", f"{worst_bytes['checkout bytes']:,} bytes", worst_bytes["checkout bytes"] == 0
+        ),
     ]
     return section
 

@@ -56,8 +56,14 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=100, help="n_estimators of every trial (default 100)")
     parser.add_argument("--repeat", type=int, default=1, help="sweeps of each kind, alternating (default 1)")
     args = parser.parse_args()
-    sweep = [sys.executable, "main.py", "-m", "main.steps=train_model", *GRID,
-             f"model.random_forest.n_estimators={args.trees}"]
+    sweep = [
+        sys.executable,
+        "main.py",
+        "-m",
+        "main.steps=train_model",
+        *GRID,
+        f"model.random_forest.n_estimators={args.trees}",
+    ]
     with tempfile.TemporaryDirectory(prefix="trainflow-bench-") as scratch:
         base = Path(scratch) / "base"
         run([str(BIN / "trainflow"), "init"], base)
@@ -76,8 +82,10 @@ def main() -> None:
     (sequential, _), (parallel, _) = best["sequential"], best["parallel, n_jobs=2"]
     # Other work on the machine competes for the same cores: say how busy it was.
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(f"cores: {os.cpu_count()}  trials: 8 (train_model, {args.trees} trees each)  runs of each: {args.repeat}"
-          f" (best shown)  load average now: {load}")
+    print(
+        f"cores: {os.cpu_count()}  trials: 8 (train_model, {args.trees} trees each)  runs of each: {args.repeat}"
+        f" (best shown)  load average now: {load}"
+    )
     for label, (wall, cpu) in best.items():
         print(f"{label + ':':22s}{wall:6.1f} s wall ({wall / 8:.1f} s per trial), {cpu:6.1f} s CPU")
     print(f"{'speed-up:':22s}{sequential / parallel:6.2f}x")

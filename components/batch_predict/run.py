@@ -22,7 +22,9 @@ def batch_predict(run: StepRun) -> None:
         uri = source if "://" in source else str((PROJECT_DIR / Path(source).expanduser()).resolve())
         # data.max_bytes bounds every table trainflow fetches (the size error names it)
         fetched = fetch(uri, run.workdir / "input", max_bytes=run.cfg.data.max_bytes, setting=INPUT_SETTING)
-        frame = read_table(fetched.path, setting=INPUT_SETTING, allow_empty=True, limits=run.table_limits)  # no rows: no predictions
+        frame = read_table(
+            fetched.path, setting=INPUT_SETTING, allow_empty=True, limits=run.table_limits
+        )  # no rows: no predictions
         origin = {"source": fetched.source, "sha256": fetched.sha256}
         described = fetched.source
     else:

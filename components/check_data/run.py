@@ -87,8 +87,11 @@ def check_data(run: StepRun) -> None:
     if warnings:
         run.say(f"{len(warnings)} warning(s) (not stopping the pipeline):\n{report.table(warnings)}")
     if failed:
-        print(f"[check_data] {len(failed)} failed check(s), stopping before split_data:\n{report.table(failed)}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[check_data] {len(failed)} failed check(s), stopping before split_data:\n{report.table(failed)}",
+            file=sys.stderr,
+            flush=True,
+        )
         raise DataCheckFailed(
             f"{report.summary()} on {checked.ref}; the report is {version.ref} "
             f"(`trainflow artifacts get {version.ref} DIR`): fix the data or data_check in config.yaml, "

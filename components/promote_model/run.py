@@ -44,10 +44,14 @@ def rescore(
         if force:
             run.say(f"champion {champion.ref} cannot be scored on {test_set.ref} ({error}); promote.force=true")
             return champion
-        raise refusal(run, model, TrainflowError(
-            f"the champion {champion.ref} cannot be scored on the current test set {test_set.ref} to compare it: "
-            f"{error}; promote with promote.force=true to replace it without the comparison"
-        )) from None
+        raise refusal(
+            run,
+            model,
+            TrainflowError(
+                f"the champion {champion.ref} cannot be scored on the current test set {test_set.ref} to compare it: "
+                f"{error}; promote with promote.force=true to replace it without the comparison"
+            ),
+        ) from None
     run.say(f"re-scored champion {champion.ref} on {test_set.ref} (its metrics were for another test set)")
     run.log_metrics(metrics, prefix="champion_test_")
     return run.store.update_metadata(
@@ -56,24 +60,36 @@ def rescore(
     )
 
 
-def refuse_mismatch(run: StepRun, model: ArtifactVersion, champion: ArtifactVersion, mismatch: str, force: bool) -> None:
+def refuse_mismatch(
+    run: StepRun, model: ArtifactVersion, champion: ArtifactVersion, mismatch: str, force: bool
+) -> None:
     """A champion that predicts something else cannot be scored on the candidate's test set."""
     if force:
         run.say(f"champion {champion.ref} predicts something else ({mismatch}); promote.force=true")
         return
-    raise refusal(run, model, TrainflowError(
-        f"{model.ref} cannot be compared with the champion {champion.ref}: they predict different things "
-        f"({mismatch}); promote with promote.force=true to replace it, or keep this model in its own store "
-        "(another TRAINFLOW_HOME)"
-    ))
+    raise refusal(
+        run,
+        model,
+        TrainflowError(
+            f"{model.ref} cannot be compared with the champion {champion.ref}: they predict different things "
+            f"({mismatch}); promote with promote.force=true to replace it, or keep this model in its own store "
+            "(another TRAINFLOW_HOME)"
+        ),
+    )
 
 
 def refusal(run: StepRun, model: ArtifactVersion, error: TrainflowError) -> TrainflowError:
     """Record a refusal the gate could not even table (no comparison possible) in the
     promotion history, as every decision is, and return the error to raise."""
     run.store.record_promotion(
-        model.name, run.cfg.promote.alias, "promote", REFUSED, model.ref, details={"reason": str(error)},
-        actor=current_actor(), run=run.record,
+        model.name,
+        run.cfg.promote.alias,
+        "promote",
+        REFUSED,
+        model.ref,
+        details={"reason": str(error)},
+        actor=current_actor(),
+        run=run.record,
     )
     return error
 
@@ -81,11 +97,13 @@ def refusal(run: StepRun, model: ArtifactVersion, error: TrainflowError) -> Trai
 def log_decision(run: StepRun, decision: Decision) -> None:
     import mlflow
 
-    mlflow.set_tags({
-        "trainflow.promotion.outcome": decision.outcome,
-        "trainflow.promotion.champion": decision.champion or "",
-        "trainflow.promotion.forced": str(decision.forced).lower(),
-    })
+    mlflow.set_tags(
+        {
+            "trainflow.promotion.outcome": decision.outcome,
+            "trainflow.promotion.champion": decision.champion or "",
+            "trainflow.promotion.forced": str(decision.forced).lower(),
+        }
+    )
     mlflow.log_dict(decision.as_record(), "promotion_decision.json")
     mlflow.log_text(decision.table() + "\n", "promotion_decision.txt")
     if decision.metrics and decision.test_set and decision.criteria[0].passed:
@@ -127,9 +145,16 @@ def promote_model(run: StepRun) -> None:
             break
         try:
             _, registered = move_production_alias(
-                run.store, model, alias, expected=champion.ref if champion else None,
-                registered_name=cfg.registered_model_name, model_dir=run.store.use_artifact(model.ref),
-                action="promote", outcome=PROMOTED, details=record, run=run.record,
+                run.store,
+                model,
+                alias,
+                expected=champion.ref if champion else None,
+                registered_name=cfg.registered_model_name,
+                model_dir=run.store.use_artifact(model.ref),
+                action="promote",
+                outcome=PROMOTED,
+                details=record,
+                run=run.record,
             )
         except ChampionChanged as race:
             if attempt == DECISION_ATTEMPTS:

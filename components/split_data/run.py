@@ -28,13 +28,15 @@ def split_data(run: StepRun) -> None:
     for name, frame in (("trainval_data.parquet", trainval), ("test_data.parquet", test)):
         path = run.workdir / name
         frame.to_parquet(path, index=False)
-        outputs.append(NewVersion(
-            path,
-            name,
-            type="split_data",
-            description=f"{name.split('_')[0]} rows of {run.used['raw_artifact'].ref}",
-            metadata={"rows": len(frame), "target": target, "task": task, **target_summary(frame, target, task)},
-        ))
+        outputs.append(
+            NewVersion(
+                path,
+                name,
+                type="split_data",
+                description=f"{name.split('_')[0]} rows of {run.used['raw_artifact'].ref}",
+                metadata={"rows": len(frame), "target": target, "task": task, **target_summary(frame, target, task)},
+            )
+        )
     run.log_artifacts(outputs)  # both or neither: latest of the two always come from one split
 
 

@@ -26,7 +26,9 @@ def train_model(run: StepRun) -> None:
     run.log_metrics(result.validation_metrics, prefix="val_")
     run.log_figures(evaluation_figures(result.pipeline, *result.validation, result.task, cfg.split.random_seed))
     export_dir = export(
-        result, run.workdir / "model_export", serialization=cfg.model.serialization,
+        result,
+        run.workdir / "model_export",
+        serialization=cfg.model.serialization,
         trusted_types=list(cfg.model.trusted_types),
     )
     run.log_artifact(

@@ -167,8 +167,15 @@ def export(model: TabularNetwork, example_rows: pd.DataFrame, path: Path) -> Non
     torch.export.save(program, path)
 
 
-def log_to_mlflow(program_path: Path, rows: pd.DataFrame, probabilities: pd.DataFrame, classes: list[str],
-                  params: dict[str, object], metrics: dict[str, float], output_dir: Path) -> str:
+def log_to_mlflow(
+    program_path: Path,
+    rows: pd.DataFrame,
+    probabilities: pd.DataFrame,
+    classes: list[str],
+    params: dict[str, object],
+    metrics: dict[str, float],
+    output_dir: Path,
+) -> str:
     """Log the exported program as a pyfunc model; returns its URI."""
     import mlflow
     from mlflow.models import infer_signature
@@ -233,12 +240,26 @@ def main() -> None:
 
     section("3. Export with torch.export, log to MLflow as a pyfunc model")
     # What production will send: raw test rows, plus rows the training data never had.
-    unusual = pd.DataFrame([
-        {"bill_length_mm": 39.1, "bill_depth_mm": 18.7, "flipper_length_mm": 181.0, "body_mass_g": 3750.0,
-         "island": "Atlantis", "sex": "male"},          # an island never seen in training
-        {"bill_length_mm": 46.5, "bill_depth_mm": 17.9, "flipper_length_mm": 192.0, "body_mass_g": np.nan,
-         "island": "Dream", "sex": None},               # missing body mass and sex
-    ])
+    unusual = pd.DataFrame(
+        [
+            {
+                "bill_length_mm": 39.1,
+                "bill_depth_mm": 18.7,
+                "flipper_length_mm": 181.0,
+                "body_mass_g": 3750.0,
+                "island": "Atlantis",
+                "sex": "male",
+            },  # an island never seen in training
+            {
+                "bill_length_mm": 46.5,
+                "bill_depth_mm": 17.9,
+                "flipper_length_mm": 192.0,
+                "body_mass_g": np.nan,
+                "island": "Dream",
+                "sex": None,
+            },  # missing body mass and sex
+        ]
+    )
     rows = pd.concat([test_rows[NUMERIC + CATEGORICAL], unusual], ignore_index=True)
     in_memory = predict(model, rows, classes)
     program_path = output_dir / "tabular_network.pt2"
@@ -246,9 +267,13 @@ def main() -> None:
     size = program_path.stat().st_size
     print(f"exported program: {program_path} ({size:,} bytes: graph, weights, statistics, vocabularies)")
     model_uri = log_to_mlflow(
-        program_path, rows, in_memory, classes,
+        program_path,
+        rows,
+        in_memory,
+        classes,
         params={"epochs": args.epochs, "hidden": 32, "numeric": NUMERIC, "categorical": CATEGORICAL},
-        metrics={"test_accuracy": accuracy}, output_dir=output_dir,
+        metrics={"test_accuracy": accuracy},
+        output_dir=output_dir,
     )
     print(f"logged: {model_uri} (tracking: {os.environ['MLFLOW_TRACKING_URI']})")
 
@@ -259,8 +284,9 @@ def main() -> None:
     (output_dir / "model_uri.txt").write_text(model_uri + "\n")
     print(f"[run.py, process {os.getpid()}] starting score.py")
     # -P: the demo's folder is not on the scorer's import path; it has the URI and MLflow only.
-    subprocess.run([sys.executable, "-P", str(DEMO_DIR / "score.py"), model_uri, str(rows_path), str(reloaded_path)],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-P", str(DEMO_DIR / "score.py"), model_uri, str(rows_path), str(reloaded_path)], check=True
+    )
     reloaded = pd.read_parquet(reloaded_path)
     difference = float(np.abs(reloaded.to_numpy() - in_memory.to_numpy()).max())
     same_classes = bool((reloaded.idxmax(axis=1) == in_memory.idxmax(axis=1)).all())

@@ -47,8 +47,12 @@ MEASUREMENTS = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_ma
 
 # Part 2 uses the original table, with a free-text Comments column.
 RAW_NUMERIC = [
-    "Culmen Length (mm)", "Culmen Depth (mm)", "Flipper Length (mm)", "Body Mass (g)",
-    "Delta 15 N (o/oo)", "Delta 13 C (o/oo)",
+    "Culmen Length (mm)",
+    "Culmen Depth (mm)",
+    "Flipper Length (mm)",
+    "Body Mass (g)",
+    "Delta 15 N (o/oo)",
+    "Delta 13 C (o/oo)",
 ]
 RAW_CATEGORICAL = ["Island", "Sex", "Clutch Completion"]
 RAW_TEXT = "Comments"
@@ -78,19 +82,22 @@ def why_a_pipeline() -> None:
     complete = x_test.dropna()
     forgotten = accuracy_score(y_test[complete.index], model.predict(complete.to_numpy()))
     print(f"accuracy, the same model on raw rows (scaler forgotten):      {forgotten:.3f}  <- no error, just wrong")
-    row_with_gap = pd.DataFrame([{"bill_length_mm": 39.1, "bill_depth_mm": np.nan, "flipper_length_mm": 181.0,
-                                  "body_mass_g": 3750.0}])
+    row_with_gap = pd.DataFrame(
+        [{"bill_length_mm": 39.1, "bill_depth_mm": np.nan, "flipper_length_mm": 181.0, "body_mass_g": 3750.0}]
+    )
     try:
         model.predict(row_with_gap.to_numpy())
     except ValueError as error:
         print(f"a raw row with a missing value (imputer forgotten):           ValueError: {str(error).splitlines()[0]}")
 
     # The fix: the fitted preprocessing travels with the model, as one estimator.
-    pipeline = Pipeline(steps=[
-        ("imputer", SimpleImputer()),
-        ("scaler", StandardScaler()),
-        ("model", LogisticRegression()),
-    ])
+    pipeline = Pipeline(
+        steps=[
+            ("imputer", SimpleImputer()),
+            ("scaler", StandardScaler()),
+            ("model", LogisticRegression()),
+        ]
+    )
     pipeline.fit(x_train, y_train)
     with_pipeline = accuracy_score(y_test, pipeline.predict(x_test))
     print(f"accuracy, Pipeline on raw rows (missing values included):    {with_pipeline:.3f}")
@@ -110,9 +117,11 @@ def build_classifier() -> Pipeline:
             ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), RAW_NUMERIC),
             # Categories: fill gaps with the most frequent value, then one column per value;
             # a value never seen in training becomes all zeros instead of an error.
-            ("categorical",
-             make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")),
-             RAW_CATEGORICAL),
+            (
+                "categorical",
+                make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")),
+                RAW_CATEGORICAL,
+            ),
             # Free text: missing comments become "", then TF-IDF weights of its words.
             ("text", make_pipeline(TextColumn(), TfidfVectorizer(max_features=50)), [RAW_TEXT]),
         ],
@@ -147,19 +156,24 @@ def column_transformer() -> tuple[Pipeline, pd.DataFrame]:
 
     # Raw rows as production sends them: gaps, a comment, and an island never seen in training.
     complete = x_test[x_test[RAW_TEXT].isna()].dropna(subset=RAW_NUMERIC + RAW_CATEGORICAL)
-    examples = pd.concat([
-        complete.head(1),
-        x_test[x_test["Delta 15 N (o/oo)"].isna()].head(1),
-        x_test[x_test[RAW_TEXT].str.contains("clutch", na=False)].head(1),
-        complete.head(1).assign(Island="Atlantis", **{"Body Mass (g)": np.nan}),
-    ], ignore_index=True)
+    examples = pd.concat(
+        [
+            complete.head(1),
+            x_test[x_test["Delta 15 N (o/oo)"].isna()].head(1),
+            x_test[x_test[RAW_TEXT].str.contains("clutch", na=False)].head(1),
+            complete.head(1).assign(Island="Atlantis", **{"Body Mass (g)": np.nan}),
+        ],
+        ignore_index=True,
+    )
     probabilities = pd.DataFrame(classifier.predict_proba(examples), columns=classifier.classes_).round(3)
     shown = examples[["Culmen Length (mm)", "Body Mass (g)", "Delta 15 N (o/oo)", "Island", "Sex", RAW_TEXT]]
     print("predict and predict_proba on raw rows:")
     predicted = pd.Series(classifier.predict(examples), name="predict")
     print(pd.concat([shown, probabilities, predicted], axis=1).to_string())
-    print("row 3: an island never seen in training and no body mass; the encoder ignores the island, "
-          "the imputer fills the mass")
+    print(
+        "row 3: an island never seen in training and no body mass; the encoder ignores the island, "
+        "the imputer fills the mass"
+    )
     return classifier, x_test
 
 
@@ -214,8 +228,10 @@ def export_and_reload(classifier: Pipeline, rows: pd.DataFrame, output_dir: Path
 
     in_memory = classifier.predict_proba(rows)
     reloaded, served = load_and_predict(model_dir, rows)
-    print(f"reloaded pipeline, predict_proba on {len(rows)} raw rows: identical to the in-memory pipeline: "
-          f"{np.array_equal(in_memory, reloaded)}")
+    print(
+        f"reloaded pipeline, predict_proba on {len(rows)} raw rows: identical to the in-memory pipeline: "
+        f"{np.array_equal(in_memory, reloaded)}"
+    )
     print(f"pyfunc flavour (as served): identical: {np.array_equal(in_memory, served.to_numpy())}")
 
     # What the tests check from outside: the rows, and what the in-memory pipeline said.
@@ -234,8 +250,10 @@ def same_from_config() -> None:
     # The encoding follows the estimator: one-hot for a linear model, as above
     plan = plan_features(raw, spec, PreprocessingOptions(), LogisticRegression(), n_classes=3)
     preprocess = build_preprocessor(plan, PreprocessingOptions())
-    print(f"trainflow.ml.features.build_preprocessor(plan_features(...)) -> ColumnTransformer with "
-          f"{[name for name, _, _ in preprocess.transformers]}")
+    print(
+        f"trainflow.ml.features.build_preprocessor(plan_features(...)) -> ColumnTransformer with "
+        f"{[name for name, _, _ in preprocess.transformers]}"
+    )
 
 
 def main() -> None:

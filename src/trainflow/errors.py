@@ -123,6 +123,9 @@ def exit_on_interrupt(prefix: str) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        print(f"{prefix}: interrupted; nothing partial was kept (`trainflow artifacts verify` checks the store)",
-              file=sys.stderr, flush=True)
+        print(
+            f"{prefix}: interrupted; nothing partial was kept (`trainflow artifacts verify` checks the store)",
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(INTERRUPTED_EXIT) from None

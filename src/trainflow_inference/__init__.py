@@ -121,7 +121,8 @@ def holds_text(values: pd.Series) -> bool:
     """A training column :class:`InputColumns` reads as text: anything that is not
     numbers, true/false or dates (strings, objects, categories)."""
     return not (
-        pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+        pd.api.types.is_numeric_dtype(values)
+        or pd.api.types.is_bool_dtype(values)
         or pd.api.types.is_datetime64_any_dtype(values)
     )
 
@@ -195,7 +196,7 @@ def stack_as_csr(parts: list[Any]) -> sparse.csr_matrix:
             free = next_free[rows]  # a view: advancing it advances next_free
             if sparse.issparse(part):
                 first, last = part.indptr[start], part.indptr[stop]
-                count = np.diff(part.indptr[start:stop + 1])
+                count = np.diff(part.indptr[start : stop + 1])
                 # The k-th stored value of the part goes to free[its row] + (k - indptr[its row]).
                 destination = np.repeat(free - part.indptr[rows], count) + np.arange(first, last)
                 data[destination] = part.data[first:last]

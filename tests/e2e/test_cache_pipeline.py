@@ -99,7 +99,10 @@ def test_an_unchanged_pipeline_is_served_from_the_cache_and_moves_latest_back(st
     assert stages["trees20"].lines["check_data"][:2] == ("cached", cold["check_data"][2])
     for stage, reports in (("trees20", 1), ("warm", 1)):
         assert stages[stage].versions == {
-            "raw_data": 1, "data_check_report": reports, "trainval_data.parquet": 1, "test_data.parquet": 1,
+            "raw_data": 1,
+            "data_check_report": reports,
+            "trainval_data.parquet": 1,
+            "test_data.parquet": 1,
             "model_export": 2,
         }, stage
     store = project_store(home)
@@ -107,7 +110,9 @@ def test_an_unchanged_pipeline_is_served_from_the_cache_and_moves_latest_back(st
     assert (0, 1, warm["train_model"][2]) in moves  # recorded as a move by the cache hit's run
     # cold promoted v0, trees20 kept it against v1; the warm run's re-used decision adds none
     assert [p.candidate for p in store.promotions()] == ["model_export:v0", "model_export:v1"]
-    assert "[pipeline] finished 6 step(s)" in stages["warm"].result.stdout and "(6 cached)" in stages["warm"].result.stdout
+    assert (
+        "[pipeline] finished 6 step(s)" in stages["warm"].result.stdout and "(6 cached)" in stages["warm"].result.stdout
+    )
 
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     cached = client.get_run(warm["train_model"][2])
@@ -119,7 +124,9 @@ def test_an_unchanged_pipeline_is_served_from_the_cache_and_moves_latest_back(st
     assert cached.data.params["model.random_forest.n_estimators"] == "100"
     parent = client.get_run(cached.data.tags["mlflow.parentRunId"])
     assert parent.data.tags["trainflow.step"] == "pipeline"
-    assert client.get_run(warm["split_data"][2]).data.tags["trainflow.output.test_data.parquet"] == "test_data.parquet:v0"
+    assert (
+        client.get_run(warm["split_data"][2]).data.tags["trainflow.output.test_data.parquet"] == "test_data.parquet:v0"
+    )
 
 
 def test_a_changed_training_parameter_reruns_train_model_onwards_only(story) -> None:

@@ -24,9 +24,7 @@ from support.project import PROJECT_DIR, run_command, tracking_at
 
 SKLEARN_DEMO = PROJECT_DIR / "demo" / "sklearn_pipeline" / "run.py"
 PYTORCH_DEMO = PROJECT_DIR / "demo" / "pytorch" / "run.py"
-TORCH_MISSING = (
-    "torch is not installed: it is the optional extra (pip install -e '.[torch]', or make test-torch)"
-)
+TORCH_MISSING = "torch is not installed: it is the optional extra (pip install -e '.[torch]', or make test-torch)"
 # Each demo takes well under a minute on 2 cores; the generous bound only stops a hang.
 DEMO_TIMEOUT_SECONDS = 180
 
@@ -174,7 +172,12 @@ def test_pytorch_demo_logged_model_loads_by_uri_and_checks_its_inputs(pytorch_de
     with tracking_at(pytorch_demo.env["MLFLOW_TRACKING_URI"]):
         model = mlflow.pyfunc.load_model(model_uri)
     assert [c.name for c in model.metadata.signature.inputs.inputs] == [
-        "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "island", "sex"
+        "bill_length_mm",
+        "bill_depth_mm",
+        "flipper_length_mm",
+        "body_mass_g",
+        "island",
+        "sex",
     ]
     rows = pd.read_parquet(pytorch_demo.output_dir / "rows.parquet")
     in_memory = pd.read_parquet(pytorch_demo.output_dir / "predictions_in_memory.parquet")
@@ -203,7 +206,8 @@ def test_pytorch_demo_artifact_is_self_contained(pytorch_demo: DemoRun) -> None:
 def test_pytorch_demo_has_no_torch_deprecation_warnings(pytorch_demo: DemoRun) -> None:
     """The reason the demo exports with torch.export: TorchScript warns as deprecated."""
     torch_warnings = [
-        line for line in pytorch_demo.result.stderr.splitlines()
+        line
+        for line in pytorch_demo.result.stderr.splitlines()
         if "Warning" in line and ("/torch/" in line or "torch.jit" in line)
     ]
     assert not torch_warnings, torch_warnings

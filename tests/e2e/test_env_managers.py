@@ -38,9 +38,21 @@ def _isolated_env(home: Path, env_root: Path) -> dict[str, str]:
 def _pipeline(env: dict[str, str], hydra_options: str, steps: str = "all") -> dict[str, float]:
     """Run the pipeline; the seconds each step took, in order."""
     result = run_command(
-        [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow",
-         "-P", f"steps={steps}", "-P", f"hydra_options={hydra_options}"],
-        env, timeout=900,
+        [
+            MLFLOW,
+            "run",
+            ".",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "trainflow",
+            "-P",
+            f"steps={steps}",
+            "-P",
+            f"hydra_options={hydra_options}",
+        ],
+        env,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return {step: float(seconds) for step, seconds in STEP_DONE.findall(result.stdout)}

@@ -56,13 +56,25 @@ def test_a_step_killed_while_logging_leaves_no_partial_version(tmp_path: Path) -
     env = pipeline_env(home)
     source = big_table(tmp_path / "big.csv")
     command = [
-        MLFLOW, "run", str(PROJECT_DIR / "components" / "fetch_data"), "--env-manager", "local",
-        "--experiment-name", "trainflow", "-P", f"hydra_options=dataset=penguins data.uri={source}",
+        MLFLOW,
+        "run",
+        str(PROJECT_DIR / "components" / "fetch_data"),
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "trainflow",
+        "-P",
+        f"hydra_options=dataset=penguins data.uri={source}",
     ]
 
     def start() -> tuple[subprocess.Popen[str], queue.Queue[tuple[float, str]]]:
         process = subprocess.Popen(
-            command, cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            command,
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,
         )
         lines: queue.Queue[tuple[float, str]] = queue.Queue()
@@ -108,8 +120,10 @@ def test_a_step_killed_while_logging_leaves_no_partial_version(tmp_path: Path) -
     leftovers = [p for p in store.tmp.iterdir()]
     repaired = store.verify(repair=True, grace_seconds=0)
     assert repaired.ok and not any(p.exists() for p in leftovers), "killed writers' garbage is removable"
-    print(f"write window {window:.2f} s; kills: {dict(collections.Counter(outcomes))}; "
-          f"garbage removed: {len(repaired.removed)}")
+    print(
+        f"write window {window:.2f} s; kills: {dict(collections.Counter(outcomes))}; "
+        f"garbage removed: {len(repaired.removed)}"
+    )
 
 
 def test_four_pipelines_share_one_store_and_one_mlflow_database(tmp_path: Path) -> None:
@@ -118,10 +132,23 @@ def test_four_pipelines_share_one_store_and_one_mlflow_database(tmp_path: Path) 
     pipelines = 4
     processes = [
         subprocess.Popen(
-            [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow",
-             # main.cache=false: every pipeline writes every step, so the writers really race
-             "-P", f"hydra_options=model.random_forest.n_estimators={10 + index} split.random_seed={index} main.cache=false"],
-            cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                MLFLOW,
+                "run",
+                ".",
+                "--env-manager",
+                "local",
+                "--experiment-name",
+                "trainflow",
+                # main.cache=false: every pipeline writes every step, so the writers really race
+                "-P",
+                f"hydra_options=model.random_forest.n_estimators={10 + index} split.random_seed={index} main.cache=false",
+            ],
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for index in range(pipelines)
     ]
@@ -168,8 +195,15 @@ def test_an_interrupted_pipeline_closes_its_runs_and_says_so_in_one_line(tmp_pat
         command, sent = [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow"], signal.SIGINT
     else:
         command, sent = [str(Path(MLFLOW).parent / "python"), "main.py"], signal.SIGTERM
-    process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     output: list[str] = []
     reached = threading.Event()
 

@@ -36,8 +36,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
     assert run_command([str(BIN_DIR / "trainflow"), "init"], env).returncode == 0
     demo = run_command(PIPELINE, env)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-    frame = make_table(100_000, n_classes=2, class_weights=(0.85, 0.15), seed=20, high_cardinality=4_000,
-                       missing_target_fraction=0.03)
+    frame = make_table(
+        100_000, n_classes=2, class_weights=(0.85, 0.15), seed=20, high_cardinality=4_000, missing_target_fraction=0.03
+    )
     frame = pd.concat([frame, frame.sample(frac=0.05, random_state=0)], ignore_index=True)
     table = root / "churn.csv"
     frame.to_csv(table, index=False)
@@ -109,8 +110,14 @@ def test_a_model_no_better_than_guessing_is_reported_not_promoted(tmp_path: Path
     pipeline exits 0 and says so, or 1 when CI asks with promote.fail_if_not_promoted."""
     env = pipeline_env(tmp_path / "home")
     rng = np.random.default_rng(1)
-    noise = pd.DataFrame({"a": rng.normal(size=4_000), "b": rng.normal(size=4_000),
-                          "kind": rng.choice(["x", "y", "z"], 4_000), TARGET: rng.choice(["yes", "no"], 4_000)})
+    noise = pd.DataFrame(
+        {
+            "a": rng.normal(size=4_000),
+            "b": rng.normal(size=4_000),
+            "kind": rng.choice(["x", "y", "z"], 4_000),
+            TARGET: rng.choice(["yes", "no"], 4_000),
+        }
+    )
     table = tmp_path / "noise.csv"
     noise.to_csv(table, index=False)
     result = run_table(env, table)

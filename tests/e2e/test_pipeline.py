@@ -60,7 +60,11 @@ def test_every_step_logged_its_artifacts(pipeline: tuple[Path, dict[str, str], s
     store = project_store(home)
     names = {name: count for name, _, count in store.list_names()}
     assert names == {
-        "raw_data": 1, "data_check_report": 1, "trainval_data.parquet": 1, "test_data.parquet": 1, "model_export": 1
+        "raw_data": 1,
+        "data_check_report": 1,
+        "trainval_data.parquet": 1,
+        "test_data.parquet": 1,
+        "model_export": 1,
     }
     trainval = pd.read_parquet(store.use_artifact("trainval_data.parquet:latest"))
     test = pd.read_parquet(store.use_artifact("test_data.parquet:latest"))
@@ -151,7 +155,8 @@ def test_mlflow_records_one_nested_run_per_step(pipeline: tuple[Path, dict[str, 
     assert checked.tags["trainflow.data_check"] == "passed" and checked.metrics["checks_failed"] == 0
     assert checked.metrics["schema.allowed_values.island.passed"] == 1.0
     assert {a.path for a in client.list_artifacts(steps["check_data"].info.run_id)} >= {
-        "data_check_report.json", "data_check_report.md"
+        "data_check_report.json",
+        "data_check_report.md",
     }
     for step, expected in (("train_model", "val_log_loss"), ("test_model", "test_precision_Adelie")):
         assert expected in steps[step].data.metrics, step
@@ -171,8 +176,17 @@ def test_selected_steps_with_overrides_then_promotion_refuses_untested_model(
     With main.in_process=false each step is its own `mlflow run` of its component."""
     home, env = copy_of(pipeline[0], tmp_path)
     result = run_command(
-        [MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=split_data,train_model",
-         "-P", "hydra_options=model.random_forest.n_estimators=50 split.test_size=0.25 main.in_process=false"],
+        [
+            MLFLOW,
+            "run",
+            ".",
+            "--env-manager",
+            "local",
+            "-P",
+            "steps=split_data,train_model",
+            "-P",
+            "hydra_options=model.random_forest.n_estimators=50 split.test_size=0.25 main.in_process=false",
+        ],
         env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -200,9 +214,17 @@ def test_selected_steps_with_overrides_then_promotion_refuses_untested_model(
 def test_single_component_run_as_ci_would(pipeline: tuple[Path, dict[str, str], str], tmp_path: Path) -> None:
     home, env = copy_of(pipeline[0], tmp_path)
     result = run_command(
-        [MLFLOW, "run", "components/train_model", "--env-manager", "local",
-         "-P", "trainval_artifact=trainval_data.parquet:latest",
-         "-P", "hydra_options=model.random_forest.n_estimators=20 model.random_forest.max_depth=3"],
+        [
+            MLFLOW,
+            "run",
+            "components/train_model",
+            "--env-manager",
+            "local",
+            "-P",
+            "trainval_artifact=trainval_data.parquet:latest",
+            "-P",
+            "hydra_options=model.random_forest.n_estimators=20 model.random_forest.max_depth=3",
+        ],
         env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -217,11 +239,15 @@ def test_single_component_run_as_ci_would(pipeline: tuple[Path, dict[str, str], 
     ("command", "refused"),
     [
         # the raw table (the held-out test rows included) as training data
-        ([MLFLOW, "run", "components/train_model", "--env-manager", "local", "-P", "trainval_artifact=raw_data:v0"],
-         "train_model cannot use raw_data:v0 as its trainval_artifact: that is a 'raw_data' artifact"),
+        (
+            [MLFLOW, "run", "components/train_model", "--env-manager", "local", "-P", "trainval_artifact=raw_data:v0"],
+            "train_model cannot use raw_data:v0 as its trainval_artifact: that is a 'raw_data' artifact",
+        ),
         # a dataset as the model to test
-        ([sys.executable, "main.py", "main.steps=test_model", "test.model=trainval_data.parquet:latest"],
-         "test_model cannot use trainval_data.parquet:v0 as its model_artifact: that is a 'split_data' artifact"),
+        (
+            [sys.executable, "main.py", "main.steps=test_model", "test.model=trainval_data.parquet:latest"],
+            "test_model cannot use trainval_data.parquet:v0 as its model_artifact: that is a 'split_data' artifact",
+        ),
     ],
     ids=["raw-table-as-trainval", "dataset-as-model"],
 )
@@ -249,7 +275,9 @@ def test_plain_hydra_runs_one_step(pipeline: tuple[Path, dict[str, str], str], t
     home, env = copy_of(pipeline[0], tmp_path)
     cached = run_command([sys.executable, "main.py", "main.steps=test_model"], env)
     assert cached.returncode == 0, cached.stderr[-3000:]
-    assert "[pipeline] finished 1 step(s)" in cached.stdout and "[pipeline] test_model: cached (from run" in cached.stdout
+    assert (
+        "[pipeline] finished 1 step(s)" in cached.stdout and "[pipeline] test_model: cached (from run" in cached.stdout
+    )
     result = run_command([sys.executable, "main.py", "main.steps=test_model", "main.cache=false"], env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[pipeline] test_model: ran in" in result.stdout
@@ -269,12 +297,23 @@ def test_empty_hydra_options_and_quoted_paths_with_spaces(tmp_path: Path) -> Non
     spaced = tmp_path / "my data" / "penguins copy.csv"
     spaced.parent.mkdir()
     shutil.copy(PROJECT_DIR / "data" / "penguins.csv", spaced)
-    empty = run_command([MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=fetch_data", "-P", "hydra_options="], env)
+    empty = run_command(
+        [MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=fetch_data", "-P", "hydra_options="], env
+    )
     assert empty.returncode == 0, empty.stderr[-3000:]
     quoted = run_command(
         # another copy of the demo table: dataset=penguins keeps it in the data set's project
-        [MLFLOW, "run", ".", "--env-manager", "local", "-P", "steps=fetch_data",
-         "-P", f"hydra_options=dataset=penguins data.uri='{spaced}'"],
+        [
+            MLFLOW,
+            "run",
+            ".",
+            "--env-manager",
+            "local",
+            "-P",
+            "steps=fetch_data",
+            "-P",
+            f"hydra_options=dataset=penguins data.uri='{spaced}'",
+        ],
         env,
     )
     assert quoted.returncode == 0, quoted.stderr[-3000:]
@@ -300,7 +339,17 @@ def test_a_messier_table_runs_from_its_uri_and_target_alone(tmp_path: Path) -> N
     env = pipeline_env(tmp_path / "home")
     overrides = "data.uri=data/penguins-raw.csv 'data.target=Clutch Completion'"
     result = run_command(
-        [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow", "-P", f"hydra_options={overrides}"],
+        [
+            MLFLOW,
+            "run",
+            ".",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "trainflow",
+            "-P",
+            f"hydra_options={overrides}",
+        ],
         env,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
@@ -326,10 +375,25 @@ def test_a_regression_target_runs_end_to_end(tmp_path: Path) -> None:
     plot, values from pyfunc."""
     env = pipeline_env(tmp_path / "home")
     overrides = "data.uri=data/penguins.csv data.target=body_mass_g"
-    result = run_command([MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow",
-                          "-P", f"hydra_options={overrides}"], env)
+    result = run_command(
+        [
+            MLFLOW,
+            "run",
+            ".",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "trainflow",
+            "-P",
+            f"hydra_options={overrides}",
+        ],
+        env,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "task: regression (the target 'body_mass_g' holds 94 distinct whole numbers (more than 20: a quantity)" in result.stdout
+    assert (
+        "task: regression (the target 'body_mass_g' holds 94 distinct whole numbers (more than 20: a quantity)"
+        in result.stdout
+    )
     assert "r2 vs baseline" in result.stdout
     store = project_store(tmp_path / "home", "penguins-body_mass_g")
     prod = store.get("model_export:prod")
@@ -345,5 +409,6 @@ def test_a_regression_target_runs_end_to_end(tmp_path: Path) -> None:
         [client.get_experiment_by_name("trainflow").experiment_id], "tags.`trainflow.step` = 'test_model'"
     )[0]
     assert {Path(a.path).name for a in client.list_artifacts(test_run.info.run_id, "plots")} == {
-        "residuals.png", "feature_importance.png"
+        "residuals.png",
+        "feature_importance.png",
     }

@@ -64,8 +64,17 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
     env = pipeline_env(home)
     assert run_command([TRAINFLOW, "init"], env).returncode == 0
     commands = {
-        "first": [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow",
-                  "-P", f"hydra_options={WEAK}"],
+        "first": [
+            MLFLOW,
+            "run",
+            ".",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "trainflow",
+            "-P",
+            f"hydra_options={WEAK}",
+        ],
         "lower": [MLFLOW, "run", ".", "--env-manager", "local", *RETRAIN, "-P", f"hydra_options={LOWER}"],
         "higher": [MLFLOW, "run", ".", "--env-manager", "local", *RETRAIN],
         "rollback": [TRAINFLOW, "rollback"],
@@ -127,7 +136,10 @@ def test_rollback_restores_the_old_champion_in_store_and_registry(story, tmp_pat
     assert list(served.predict(rows)) == list(local.predict(rows))
     listed = run_command([TRAINFLOW, "promotions"], env)
     assert [line.split()[3:5] for line in listed.stdout.splitlines()[1:]] == [
-        ["promote", "promoted"], ["promote", "champion_kept"], ["promote", "promoted"], ["rollback", "rolled_back"]
+        ["promote", "promoted"],
+        ["promote", "champion_kept"],
+        ["promote", "promoted"],
+        ["rollback", "rolled_back"],
     ]
 
 
@@ -148,9 +160,24 @@ def test_mlflow_models_serve_answers_with_the_promoted_model(story, tmp_path: Pa
     port = free_port()
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
-        [MLFLOW, "models", "serve", "-m", f"models:/{REGISTERED}@prod", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            MLFLOW,
+            "models",
+            "serve",
+            "-m",
+            f"models:/{REGISTERED}@prod",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -163,10 +190,12 @@ def test_mlflow_models_serve_answers_with_the_promoted_model(story, tmp_path: Pa
         assert len(answer["predictions"]) == len(split["data"])
 
         island = split["columns"].index("island")
-        missing = {"dataframe_split": {
-            "columns": [c for c in split["columns"] if c != "island"],
-            "data": [[v for i, v in enumerate(row) if i != island] for row in split["data"]],
-        }}
+        missing = {
+            "dataframe_split": {
+                "columns": [c for c in split["columns"] if c != "island"],
+                "data": [[v for i, v in enumerate(row) if i != island] for row in split["data"]],
+            }
+        }
         status, error = post(f"{base}/invocations", json.dumps(missing).encode())
         assert 400 <= status < 500
         assert error["error_code"] == "INVALID_PARAMETER_VALUE"

@@ -62,9 +62,21 @@ def test_a_tagged_release_runs_from_git_and_its_commit_is_in_the_lineage(release
     env = pipeline_env(home)
     steps = "fetch_data,split_data"
     result = run_command(
-        [MLFLOW, "run", release.uri, "-v", TAG, "--env-manager", "local", "--experiment-name", "trainflow",
-         "-P", f"steps={steps}"],
-        env, cwd=tmp_path,
+        [
+            MLFLOW,
+            "run",
+            release.uri,
+            "-v",
+            TAG,
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "trainflow",
+            "-P",
+            f"steps={steps}",
+        ],
+        env,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = _runs_by_step(home)
@@ -92,8 +104,13 @@ def test_components_from_a_repository_at_a_pinned_version_use_the_pipelines_conf
     home = tmp_path / "home"
     env = pipeline_env(home)
     result = run_command(
-        [str(BIN_DIR / "python"), "main.py", "main.steps='fetch_data,split_data'",
-         f"main.components_repository='{release.uri}#components'", f"main.components_version={TAG}"],
+        [
+            str(BIN_DIR / "python"),
+            "main.py",
+            "main.steps='fetch_data,split_data'",
+            f"main.components_repository='{release.uri}#components'",
+            f"main.components_version={TAG}",
+        ],
         env,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -115,8 +132,14 @@ def test_a_release_version_that_does_not_exist_is_one_line(store_env: dict[str, 
     bare = tmp_path / "components"
     subprocess.run(["git", "init", "-q", "--bare", str(bare.with_suffix(".git"))], check=True)
     result = run_command(
-        [str(BIN_DIR / "python"), "main.py", "main.steps=train_model", f"main.components_repository='file://{bare}'",
-         "main.components_version=v9.9"], store_env,
+        [
+            str(BIN_DIR / "python"),
+            "main.py",
+            "main.steps=train_model",
+            f"main.components_repository='file://{bare}'",
+            "main.components_version=v9.9",
+        ],
+        store_env,
     )
     assert result.returncode == 1
     stopped = [line for line in result.stderr.splitlines() if line.startswith("[pipeline] stopped")]

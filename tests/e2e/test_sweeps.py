@@ -48,10 +48,16 @@ SWEEP_LINE = re.compile(r"^\[sweep\] (\d{8}-\d{6}-[0-9a-f]{4}): trials nest unde
 def test_multirun_flag_goes_first_and_joblib_takes_n_jobs_from_config() -> None:
     # -P hydra_options="... -m" ends up after main.steps, where Hydra's parser refuses overrides after it.
     assert hydra_arguments(["main.steps='train_model'", "a=1,2", "-m", "b=3"]) == [
-        "-m", "main.steps='train_model'", "a=1,2", "b=3"
+        "-m",
+        "main.steps='train_model'",
+        "a=1,2",
+        "b=3",
     ]
     assert hydra_arguments(["a=1,2", "hydra/launcher=joblib", "--multirun"]) == [
-        "--multirun", "a=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=${sweep.n_jobs}"
+        "--multirun",
+        "a=1,2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=${sweep.n_jobs}",
     ]
     explicit = ["-m", "a=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]
     assert hydra_arguments(explicit) == explicit
@@ -59,8 +65,13 @@ def test_multirun_flag_goes_first_and_joblib_takes_n_jobs_from_config() -> None:
 
 
 def test_trial_params_are_the_overrides_that_shape_the_model() -> None:
-    overrides = ["main.steps='train_model'", "model.random_forest.max_depth=5", "+model.random_forest.max_samples=0.5",
-                 "sweep.metric=accuracy", "~model.random_forest.bootstrap"]
+    overrides = [
+        "main.steps='train_model'",
+        "model.random_forest.max_depth=5",
+        "+model.random_forest.max_samples=0.5",
+        "sweep.metric=accuracy",
+        "~model.random_forest.bootstrap",
+    ]
     assert trial_params(overrides) == {
         "model.random_forest.max_depth": "5",
         "model.random_forest.max_samples": "0.5",
@@ -162,8 +173,18 @@ def split_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     penguins = PROJECT_DIR / "data" / "penguins.csv"
     project_store(home).log_artifact(penguins, "raw_data", "raw_data", metadata={"source": penguins.as_uri()})
     result = run_command(
-        [MLFLOW, "run", "components/split_data", "--env-manager", "local", "--experiment-name", "trainflow",
-         "-P", "raw_artifact=raw_data:v0"], env,
+        [
+            MLFLOW,
+            "run",
+            "components/split_data",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "trainflow",
+            "-P",
+            "raw_artifact=raw_data:v0",
+        ],
+        env,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return home
@@ -185,8 +206,11 @@ def _check_grid_sweep(home: Path, env: dict[str, str], output: str) -> tuple[str
     assert {m.metadata["sweep"]["id"] for m in models} == {sweep_id}
     assert sorted(m.metadata["sweep"]["trial"] for m in models) == [0, 1, 2, 3]
     assert sorted(
-        (m.metadata["sweep"]["params"]["model.random_forest.max_depth"],
-         m.metadata["sweep"]["params"]["model.random_forest.n_estimators"]) for m in models
+        (
+            m.metadata["sweep"]["params"]["model.random_forest.max_depth"],
+            m.metadata["sweep"]["params"]["model.random_forest.n_estimators"],
+        )
+        for m in models
     ) == sorted(product(DEPTHS, TREES))
     for model in models:  # the trial's parameters reached the model, and every trial read the same data
         params = model.metadata["estimator_params"]
@@ -223,24 +247,49 @@ def test_sequential_sweep_through_mlflow_run_then_test_and_promote_the_candidate
 ) -> None:
     home, env = copy_of(split_store, tmp_path)
     swept = run_command(
-        [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow", "-P", "steps=train_model",
-         "-P", f"hydra_options={GRID} main.select_best=true -m"], env,
+        [
+            MLFLOW,
+            "run",
+            ".",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "trainflow",
+            "-P",
+            "steps=train_model",
+            "-P",
+            f"hydra_options={GRID} main.select_best=true -m",
+        ],
+        env,
     )
     assert swept.returncode == 0, swept.stdout[-4000:] + swept.stderr[-3000:]
     output = swept.stdout + swept.stderr
     _, models = _check_grid_sweep(home, env, output)
     assert "Launching 4 jobs locally" in output
-    table = output[output.index("4 of 4 trial(s) succeeded"):].splitlines()[1:6]
+    table = output[output.index("4 of 4 trial(s) succeeded") :].splitlines()[1:6]
     assert table[0].split()[:4] == [
-        "trial", "status", "model.random_forest.max_depth", "model.random_forest.n_estimators"
+        "trial",
+        "status",
+        "model.random_forest.max_depth",
+        "model.random_forest.n_estimators",
     ]
     assert [row.split()[1] for row in table[1:]] == ["ok"] * 4
 
     # tune -> test -> promote without naming a version: test_model and promote_model take the candidate
     candidate = project_store(home).get(f"model_export:{CANDIDATE_ALIAS}")
     promoted = run_command(
-        [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow",
-         "-P", "steps=test_model,promote_model"], env,
+        [
+            MLFLOW,
+            "run",
+            ".",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "trainflow",
+            "-P",
+            "steps=test_model,promote_model",
+        ],
+        env,
     )
     assert promoted.returncode == 0, promoted.stdout[-4000:] + promoted.stderr[-3000:]
     assert f"[test_model] using {candidate.ref}" in promoted.stdout  # the runner pins the alias it resolved
@@ -255,8 +304,16 @@ def test_parallel_sweep_with_two_workers_through_main_py(split_store: Path, tmp_
     # the same grid in Hydra's range and choice syntax
     grid = ["model.random_forest.max_depth=range(2,7,4)", f"model.random_forest.n_estimators=choice({','.join(TREES)})"]
     swept = run_command(
-        [str(BIN_DIR / "python"), "main.py", "-m", "main.steps=train_model", *grid, "hydra/launcher=joblib",
-         "main.select_best=true"], env,
+        [
+            str(BIN_DIR / "python"),
+            "main.py",
+            "-m",
+            "main.steps=train_model",
+            *grid,
+            "hydra/launcher=joblib",
+            "main.select_best=true",
+        ],
+        env,
     )
     assert swept.returncode == 0, swept.stdout[-4000:] + swept.stderr[-3000:]
     output = swept.stdout + swept.stderr
@@ -338,19 +395,39 @@ def test_a_bad_key_or_type_in_a_sweep_fails_in_one_line_before_it_starts(
 
 def test_a_sweep_that_cannot_start_or_is_stopped_leaves_no_running_run(store_env: dict[str, str]) -> None:
     # what no trial can change fails before the sweep's run exists ...
-    bad = run_command([str(BIN_DIR / "python"), "main.py", "-m", "main.steps=bogus", "model.random_forest.max_depth=2,3"], store_env)
+    bad = run_command(
+        [str(BIN_DIR / "python"), "main.py", "-m", "main.steps=bogus", "model.random_forest.max_depth=2,3"], store_env
+    )
     assert bad.returncode == 1 and error_lines(bad.stderr)[0].startswith("trainflow: error: unknown step 'bogus'")
     no_jobs = run_command(
-        [str(BIN_DIR / "python"), "main.py", "-m", "main.steps=train_model", "model.random_forest.max_depth=2,3",
-         "hydra/launcher=joblib", "sweep.n_jobs=0"], store_env,
+        [
+            str(BIN_DIR / "python"),
+            "main.py",
+            "-m",
+            "main.steps=train_model",
+            "model.random_forest.max_depth=2,3",
+            "hydra/launcher=joblib",
+            "sweep.n_jobs=0",
+        ],
+        store_env,
     )
     assert no_jobs.returncode == 1 and "Traceback" not in no_jobs.stderr
-    assert error_lines(no_jobs.stderr) == ["trainflow: error: sweep.n_jobs=0 must be at least 1 (trials at once with hydra/launcher=joblib)"]
+    assert error_lines(no_jobs.stderr) == [
+        "trainflow: error: sweep.n_jobs=0 must be at least 1 (trials at once with hydra/launcher=joblib)"
+    ]
     assert _sweep_runs(store_env) == []
     # ... and a sweep Hydra stops half-way (here its launcher refuses to start) fails its run
     stopped = run_command(
-        [str(BIN_DIR / "python"), "main.py", "-m", "main.steps=train_model", "model.random_forest.max_depth=2,3",
-         "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], store_env,
+        [
+            str(BIN_DIR / "python"),
+            "main.py",
+            "-m",
+            "main.steps=train_model",
+            "model.random_forest.max_depth=2,3",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=0",
+        ],
+        store_env,
     )
     assert stopped.returncode == 1
     assert [r.info.status for r in _sweep_runs(store_env)] == ["FAILED"]
@@ -359,6 +436,7 @@ def test_a_sweep_that_cannot_start_or_is_stopped_leaves_no_running_run(store_env
 def test_an_error_metric_is_never_compared_as_a_score(tmp_path: Path, store_env: dict[str, str]) -> None:
     """Comparing log_loss as a score would crown the worst trial: refused in the config and
     on the command line, each naming the switch that fixes it."""
+
     def config(*overrides: str) -> DictConfig:
         return resolve_paths(load_config(PROJECT_DIR, list(overrides)), PROJECT_DIR)
 
@@ -371,8 +449,12 @@ def test_an_error_metric_is_never_compared_as_a_score(tmp_path: Path, store_env:
     for trial, loss in enumerate((0.3, 0.1)):
         (tmp_path / f"m{trial}").mkdir()
         (tmp_path / f"m{trial}" / "MLmodel").write_text(str(trial))
-        store.log_artifact(tmp_path / f"m{trial}", "model_export", "model_export", metadata={
-            "validation": {"log_loss": loss}, "sweep": {"id": "s1", "trial": trial, "params": {}}})
+        store.log_artifact(
+            tmp_path / f"m{trial}",
+            "model_export",
+            "model_export",
+            metadata={"validation": {"log_loss": loss}, "sweep": {"id": "s1", "trial": trial, "params": {}}},
+        )
     best = [str(BIN_DIR / "trainflow"), "--root", str(store.root), "sweeps", "best", "s1", "--metric", "log_loss"]
     refused = run_command(best, store_env)
     assert refused.returncode == 1
@@ -402,9 +484,16 @@ def test_the_model_of_a_failed_trial_is_not_chosen(split_store: Path, tmp_path: 
     # Both trials train the same model (a tie: the earlier trial would win); trial 0 then fails
     # at promote_model (a bound no model meets, and CI's switch), trial 1 succeeds.
     swept = run_command(
-        [str(BIN_DIR / "python"), "main.py", "-m", "main.steps='train_model,test_model,promote_model'",
-         "model.random_forest.n_estimators=5", "promote.thresholds.roc_auc_ovo=1.1,0.5", "main.select_best=true",
-         "promote.fail_if_not_promoted=true"],
+        [
+            str(BIN_DIR / "python"),
+            "main.py",
+            "-m",
+            "main.steps='train_model,test_model,promote_model'",
+            "model.random_forest.n_estimators=5",
+            "promote.thresholds.roc_auc_ovo=1.1,0.5",
+            "main.select_best=true",
+            "promote.fail_if_not_promoted=true",
+        ],
         env,
     )
     assert swept.returncode == 1, swept.stdout[-4000:] + swept.stderr[-3000:]

@@ -141,15 +141,36 @@ def test_promotion_moves_the_alias_only_from_the_expected_holder(new_step: NewSt
         store, run = new_step("train_model")
         store.log_artifact(source, "model_export", "model_export", run=run)
     store, run = new_step("promote_model")
-    first = store.record_promotion("model_export", "prod", "promote", "promoted", "model_export:v0", {"m": 1},
-                                   "me", move=True, expected=None, run=run)
+    first = store.record_promotion(
+        "model_export",
+        "prod",
+        "promote",
+        "promoted",
+        "model_export:v0",
+        {"m": 1},
+        "me",
+        move=True,
+        expected=None,
+        run=run,
+    )
     assert (first.before, first.after) == (None, "model_export:v0")
     with pytest.raises(TrainflowError, match="model_export:v0"):
-        store.record_promotion("model_export", "prod", "promote", "promoted", "model_export:v1", {}, "me",
-                               move=True, expected=None, run=run)
+        store.record_promotion(
+            "model_export",
+            "prod",
+            "promote",
+            "promoted",
+            "model_export:v1",
+            {},
+            "me",
+            move=True,
+            expected=None,
+            run=run,
+        )
     assert store.get("model_export:prod").version == 0  # prod did not move on the refusal
-    kept = store.record_promotion("model_export", "prod", "promote", "champion_kept", "model_export:v1", {}, "me",
-                                  run=run)
+    kept = store.record_promotion(
+        "model_export", "prod", "promote", "champion_kept", "model_export:v1", {}, "me", run=run
+    )
     assert (kept.before, kept.after) == ("model_export:v0", "model_export:v0")
 
 
@@ -278,11 +299,11 @@ def _records(run_file: Path) -> list[Any]:
         if left < 7:
             position += left
             continue
-        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
         if length == 0 and kind == 0:
             position += left
             continue
-        payload, position = data[position + 7:position + 7 + length], position + 7 + length
+        payload, position = data[position + 7 : position + 7 + length], position + 7 + length
         if kind in (1, 4):
             records.append(pending + payload)
             pending = b""
@@ -336,16 +357,37 @@ def test_w_and_b_aliases_follow_the_local_stores_rules(tmp_path: Path) -> None:
         runs.append(run)
         (tmp_path / "m.txt").write_text(content)
         WandbArtifactStore(server, server.Api(), "p", None, run, tmp_path / "dl").log_artifact(
-            tmp_path / "m.txt", "model_export", "model_export")
+            tmp_path / "m.txt", "model_export", "model_export"
+        )
     store = WandbArtifactStore(server, server.Api(), "p", None, runs[-1], tmp_path / "dl")
     with pytest.raises(TrainflowError, match="'latest' is managed by the store"):
         store.set_alias("model_export:v0", "latest")
-    store.record_promotion("model_export", "prod", "promote", "promoted", "model_export:v0", {}, "me",
-                           move=True, expected=None, run=RunRecord(runs[-1].id, "promote_model"))
+    store.record_promotion(
+        "model_export",
+        "prod",
+        "promote",
+        "promoted",
+        "model_export:v0",
+        {},
+        "me",
+        move=True,
+        expected=None,
+        run=RunRecord(runs[-1].id, "promote_model"),
+    )
     with pytest.raises(TrainflowError, match="model_export:prod is moved only by the promotion gate"):
         store.set_alias("model_export:v1", "prod")
     assert store.get("model_export:prod").version == 0
     # the gate itself still moves it
-    store.record_promotion("model_export", "prod", "promote", "promoted", "model_export:v1", {}, "me",
-                           move=True, expected="model_export:v0", run=RunRecord(runs[-1].id, "promote_model"))
+    store.record_promotion(
+        "model_export",
+        "prod",
+        "promote",
+        "promoted",
+        "model_export:v1",
+        {},
+        "me",
+        move=True,
+        expected="model_export:v0",
+        run=RunRecord(runs[-1].id, "promote_model"),
+    )
     assert store.get("model_export:prod").version == 1

@@ -21,8 +21,19 @@ PENGUINS = PROJECT_DIR / "data" / "penguins.csv"
 
 def run_steps(steps: str, env: dict[str, str], hydra_options: str = ""):  # type: ignore[no-untyped-def]
     return run_command(
-        [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow",
-         "-P", f"steps={steps}", "-P", f"hydra_options={hydra_options}"],
+        [
+            MLFLOW,
+            "run",
+            ".",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "trainflow",
+            "-P",
+            f"steps={steps}",
+            "-P",
+            f"hydra_options={hydra_options}",
+        ],
         env,
     )
 
@@ -31,7 +42,9 @@ def step_run(env: dict[str, str], step: str, index: int = 0):  # type: ignore[no
     """The ``index``-th newest MLflow run of ``step``."""
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("trainflow").experiment_id
-    runs = client.search_runs([experiment], f"tags.`trainflow.step` = '{step}'", order_by=["attributes.start_time DESC"])
+    runs = client.search_runs(
+        [experiment], f"tags.`trainflow.step` = '{step}'", order_by=["attributes.start_time DESC"]
+    )
     return client, runs[index]
 
 
@@ -140,7 +153,10 @@ def test_a_broken_table_stops_the_pipeline_before_split_data(
     client, run = step_run(env, "check_data")
     assert run.info.status == "FAILED" and run.data.tags["trainflow.data_check"] == "failed"
     assert run.data.metrics["checks_failed"] == 2.0
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"data_check_report.json", "data_check_report.md"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
+        "data_check_report.json",
+        "data_check_report.md",
+    }
     assert not [r for r in step_run_list(env, "split_data")]
     # the failed table is raw_data:latest now; split_data refuses it however it is asked for
     assert store.get("raw_data:v1").metadata["data_check"] == {"passed": False, "run_id": run.info.run_id}
@@ -172,7 +188,10 @@ def test_the_front_door_refuses_a_repeated_name_and_reports_a_conversion(
     result = run_steps("fetch_data", env, f"dataset=penguins data.uri={repeated}")
     assert result.returncode != 0
     [line] = error_lines(result.stderr)
-    assert line == "fetch_data: error: repeated.csv names more than one column 'sex': rename them so that every column name is unique"
+    assert (
+        line
+        == "fetch_data: error: repeated.csv names more than one column 'sex': rename them so that every column name is unique"
+    )
     assert [v.ref for v in project_store(home).list_versions("raw_data")] == before and store.verify().ok
 
     mixed = pd.read_csv(PENGUINS)

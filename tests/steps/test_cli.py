@@ -46,8 +46,12 @@ def filled(tmp_path: Path) -> Filled:
     for content in raw_bytes:
         raw_file.write_bytes(content)
         store.log_artifact(
-            raw_file, "raw.csv", "raw_data", description="raw rows",
-            metadata={"source": "file:///data/raw.csv", "sha256": "feedface"}, run=download,
+            raw_file,
+            "raw.csv",
+            "raw_data",
+            description="raw rows",
+            metadata={"source": "file:///data/raw.csv", "sha256": "feedface"},
+            run=download,
         )
 
     split_run = RunRecord("run-split", "split")
@@ -195,7 +199,9 @@ def test_alias_refuses_prod_on_a_model_export_before_any_promotion(tmp_path: Pat
 def test_sweeps_best_refuses_the_production_alias(filled: Filled, store_env: dict[str, str]) -> None:
     """`sweeps best --alias prod` would crown a trial with no test-set gate: one line that
     names the candidate-then-promote route instead, before it looks for the sweep."""
-    result = trainflow(filled.root, store_env, "sweeps", "best", "some-sweep", "--metric", "roc_auc_ovo", "--alias", "prod")
+    result = trainflow(
+        filled.root, store_env, "sweeps", "best", "some-sweep", "--metric", "roc_auc_ovo", "--alias", "prod"
+    )
     assert result.returncode != 0
     [line] = error_lines(result.stderr)
     assert "only the promotion gate does" in line and "promote.model=model_export:candidate" in line
@@ -277,7 +283,9 @@ def test_get_into_an_unwritable_place_fails_readably(
         assert f"cannot write {target}" in line and "choose a new folder" in line
 
 
-def test_data_schema_out_in_a_missing_folder_fails_readably(filled: Filled, store_env: dict[str, str], tmp_path: Path) -> None:
+def test_data_schema_out_in_a_missing_folder_fails_readably(
+    filled: Filled, store_env: dict[str, str], tmp_path: Path
+) -> None:
     out = tmp_path / "no" / "such" / "folder" / "expectations.yaml"
     line = _one_error_line(trainflow(filled.root, store_env, "data-schema", "infer", "raw.csv:v1", "--out", str(out)))
     assert f"cannot write {out}: No such file or directory" in line and "choose another --out file" in line
@@ -301,7 +309,9 @@ def test_data_schema_infer_names_a_missing_file_or_version(filled: Filled, store
 
 
 @pytest.mark.parametrize("argument", ["raw.csv", "raw.csv:v1"])
-def test_data_schema_infer_still_reads_a_stored_version(filled: Filled, store_env: dict[str, str], argument: str) -> None:
+def test_data_schema_infer_still_reads_a_stored_version(
+    filled: Filled, store_env: dict[str, str], argument: str
+) -> None:
     """An artifact reference keeps working, even one whose name ends like a file's ('raw.csv')."""
     assert not (PROJECT_DIR / "raw.csv").exists()  # run_command runs there
     result = trainflow(filled.root, store_env, "data-schema", "infer", argument, "--target", "y")
@@ -316,7 +326,12 @@ def test_output_into_a_closed_pipe_exits_quietly(filled: Filled, store_env: dict
     try:
         result = subprocess.run(
             [TRAINFLOW, "--root", str(filled.root), "artifacts", "show", "split:v0"],
-            env=store_env, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+            env=store_env,
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
         )
     finally:
         os.close(writer)

@@ -26,7 +26,9 @@ GARBAGE_BYTES = random.Random(1234).randbytes(8192)
 TRUNCATED_SENT = 500
 # What `python -m http.server` sends for a folder, and what a login or "view file" page looks like.
 LISTING_BYTES = b'<!DOCTYPE HTML>\n<html lang="en">\n<head><title>Directory listing for /</title></head>\n' + (
-    b'<body><ul>\n' + b"".join(b'<li><a href="f%d.csv">f%d.csv</a></li>\n' % (i, i) for i in range(20)) + b"</ul></body></html>\n"
+    b"<body><ul>\n"
+    + b"".join(b'<li><a href="f%d.csv">f%d.csv</a></li>\n' % (i, i) for i in range(20))
+    + b"</ul></body></html>\n"
 )
 PAGE_BYTES = b"\n  <html><head><title>Sign in</title></head><body>sign in to download</body></html>\n"
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
@@ -166,7 +168,10 @@ def test_fetch_refuses_a_declared_size_over_the_limit_before_downloading(server_
     with pytest.raises(DataError) as caught:
         fetch(f"{server_url}/penguins.csv", tmp_path / "download", max_bytes=1000)
     message = str(caught.value)
-    assert f"larger than data.max_bytes=1,000 bytes ({len(GOOD_BYTES):,} bytes" in message and "nothing was kept" in message
+    assert (
+        f"larger than data.max_bytes=1,000 bytes ({len(GOOD_BYTES):,} bytes" in message
+        and "nothing was kept" in message
+    )
     assert _files_in(tmp_path / "download") == []
 
 
@@ -200,7 +205,9 @@ def test_fetch_garbage_downloads_verbatim(server_url: str, tmp_path: Path) -> No
     assert fetched.sha256 == hashlib.sha256(GARBAGE_BYTES).hexdigest()
 
 
-@pytest.mark.parametrize(("path", "evidence"), [("/listing/", "Content-Type text/html"), ("/mislabelled-page.csv", "body")])
+@pytest.mark.parametrize(
+    ("path", "evidence"), [("/listing/", "Content-Type text/html"), ("/mislabelled-page.csv", "body")]
+)
 def test_fetch_refuses_an_html_page(server_url: str, tmp_path: Path, path: str, evidence: str) -> None:
     """A folder listing or a page labelled as CSV is an HTML page, not a table: one error saying
     so and naming the setting to fix, instead of read_table's "1 column" about a file name we made up."""
@@ -282,8 +289,15 @@ def test_fetch_empty_local_file(tmp_path: Path) -> None:
 def _run_fetch_component(hydra_options: str, env: dict[str, str], project_dir: Path):  # type: ignore[no-untyped-def]
     """fetch_data alone, on a copy of the penguins served over HTTP (the penguins data set's project)."""
     return run_command(
-        [MLFLOW, "run", "components/fetch_data", "--env-manager", "local",
-         "-P", f"hydra_options=dataset=penguins {hydra_options}"],
+        [
+            MLFLOW,
+            "run",
+            "components/fetch_data",
+            "--env-manager",
+            "local",
+            "-P",
+            f"hydra_options=dataset=penguins {hydra_options}",
+        ],
         env=env,
         cwd=project_dir,
     )

@@ -92,7 +92,15 @@ def restore_sys_path(monkeypatch: pytest.MonkeyPatch) -> None:
 def _train(task: str, estimator: str, spec: FeatureSpec | None, table: pd.DataFrame | None = None) -> TrainResult:
     table = make_table(ROWS, task=task, n_classes=N_CLASSES, seed=TRAIN_SEED) if table is None else table
     return train(
-        table, TARGET, task, estimator, PARAMS[estimator], spec, PreprocessingOptions(), VAL_SIZE, random_seed=0,
+        table,
+        TARGET,
+        task,
+        estimator,
+        PARAMS[estimator],
+        spec,
+        PreprocessingOptions(),
+        VAL_SIZE,
+        random_seed=0,
         stratify_by=TARGET if task == "classification" else None,
     )
 
@@ -238,7 +246,9 @@ def fresh_process(exports: ExportCache, tmp_path_factory: pytest.TempPathFactory
     for task, estimator in PAIRS:
         exported = exports.get(task, estimator)
         models[f"{task}-{estimator}"] = {
-            "task": task, "model": str(exported.path), "inputs": str(exported.held_out),
+            "task": task,
+            "model": str(exported.path),
+            "inputs": str(exported.held_out),
             "outputs": str(work / f"{task}-{estimator}"),
         }
     request = work / "request.json"
@@ -246,7 +256,12 @@ def fresh_process(exports: ExportCache, tmp_path_factory: pytest.TempPathFactory
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     completed = subprocess.run(
         [sys.executable, "-I", "-c", FRESH_PROCESS_SCRIPT, str(request)],
-        cwd=work, env=env, capture_output=True, text=True, timeout=300, check=False,
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return work, json.loads((work / "report.json").read_text())
@@ -584,7 +599,10 @@ def test_predict_table_refuses_rows_of_the_wrong_type_in_one_error(exports: Expo
     frame = exported.held_out_frame().head(3)
     numeric = next(c for c in frame.columns if frame[c].dtype.kind == "f")
     broken = frame.assign(**{numeric: ["abc", "def", "ghi"]})
-    with pytest.raises(DataError, match=rf"the model cannot score these rows \(column '{numeric}' must hold numbers; got 'abc'\).*{numeric}: number"):
+    with pytest.raises(
+        DataError,
+        match=rf"the model cannot score these rows \(column '{numeric}' must hold numbers; got 'abc'\).*{numeric}: number",
+    ):
         predict_table(exported.path, broken)
 
 
@@ -652,12 +670,14 @@ def test_infer_features_keeps_values_without_a_year_out_of_datetime() -> None:
     date, so their days-since-1970 would move with the serving date: not datetime."""
     rng = np.random.default_rng(0)
     minutes = rng.integers(0, 24 * 60, 300)
-    table = pd.DataFrame({
-        "time": [f"{m // 60:02d}:{m % 60:02d}" for m in minutes],
-        "day_month": [f"{d}/{m}" for d, m in zip(rng.integers(1, 28, 300), rng.integers(1, 13, 300))],
-        "signup": pd.date_range("2020-01-01", periods=300, freq="D").strftime("%Y-%m-%d"),
-        "y": rng.choice(["a", "b"], 300),
-    })
+    table = pd.DataFrame(
+        {
+            "time": [f"{m // 60:02d}:{m % 60:02d}" for m in minutes],
+            "day_month": [f"{d}/{m}" for d, m in zip(rng.integers(1, 28, 300), rng.integers(1, 13, 300))],
+            "signup": pd.date_range("2020-01-01", periods=300, freq="D").strftime("%Y-%m-%d"),
+            "y": rng.choice(["a", "b"], 300),
+        }
+    )
     inferred = infer_features(table, "y")
     assert inferred.datetime == ["signup"]
     assert "time" not in inferred.datetime and "day_month" not in inferred.datetime
@@ -667,11 +687,13 @@ def test_infer_features_keeps_distinct_integer_amounts() -> None:
     """An integer amount with (nearly) every value distinct is a feature; a row number,
     even in a random part of the rows, is not."""
     rng = np.random.default_rng(0)
-    table = pd.DataFrame({
-        "row": np.arange(1000),
-        "income": rng.integers(20_000, 200_000, 1000),
-        "age": rng.integers(18, 90, 1000),
-    })
+    table = pd.DataFrame(
+        {
+            "row": np.arange(1000),
+            "income": rng.integers(20_000, 200_000, 1000),
+            "age": rng.integers(18, 90, 1000),
+        }
+    )
     table["y"] = np.where(table["income"] > 100_000, "yes", "no")
     part = table.sample(frac=0.64, random_state=0)  # train rows of a default split
     assert infer_features(part, "y").numeric == ["income", "age"]

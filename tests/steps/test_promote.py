@@ -51,8 +51,16 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths = {}
     for name, params in FORESTS.items():
         result = train(
-            trainval, TARGET, "classification", "random_forest", {**params, "random_state": 42},
-            FeatureSpec(numeric=NUMERIC, categorical=CATEGORICAL), PreprocessingOptions(), 0.2, 42, TARGET,
+            trainval,
+            TARGET,
+            "classification",
+            "random_forest",
+            {**params, "random_state": 42},
+            FeatureSpec(numeric=NUMERIC, categorical=CATEGORICAL),
+            PreprocessingOptions(),
+            0.2,
+            42,
+            TARGET,
         )
         paths[name] = export(result, root / name)
     test.to_parquet(root / "test.parquet", index=False)
@@ -163,7 +171,10 @@ def test_first_model_goes_to_store_and_registry_with_the_same_bytes(bench: Bench
     assert bench.store.get(weak).metadata["registry"] == {REGISTERED: int(registered.version)}
     [entry] = bench.store.promotions("model_export")
     assert (entry.outcome, entry.before, entry.after, entry.details["registry"]["version"]) == (
-        "promoted", None, weak, int(registered.version),
+        "promoted",
+        None,
+        weak,
+        int(registered.version),
     )
 
 
@@ -248,7 +259,9 @@ def test_force_overrides_the_champion_only_and_is_recorded(bench: Bench, tmp_pat
     assert bench.prod() == bench.registry_prod() == lower
     history = bench.store.promotions()
     assert [(e.outcome, e.details["forced"]) for e in history] == [
-        ("promoted", False), ("promoted", True), ("refused", False)
+        ("promoted", False),
+        ("promoted", True),
+        ("refused", False),
     ]
 
 
@@ -332,7 +345,9 @@ def test_a_registry_alias_left_by_a_first_promotion_killed_midway_is_removed(
 
     with monkeypatch.context() as patch:
         patch.setattr(LocalArtifactStore, "record_promotion", killed)
-        patch.setattr(trainflow.promotion.registry, "_realign", lambda *args, **kwargs: None)  # a dead process realigns nothing
+        patch.setattr(
+            trainflow.promotion.registry, "_realign", lambda *args, **kwargs: None
+        )  # a dead process realigns nothing
         with pytest.raises(RuntimeError, match="SIGKILL"):
             bench.promote(weak)
     bench.capsys.readouterr()
@@ -387,8 +402,15 @@ def test_a_move_decided_against_a_stale_champion_moves_neither_alias(bench: Benc
     with mlflow.start_run() as active:
         with pytest.raises(TrainflowError, match=f"model_export:prod changed to {weak} while this decision was made"):
             move_production_alias(
-                bench.store, bench.store.get(strong), "prod", expected=None, registered_name=REGISTERED,
-                model_dir=bench.store.use_artifact(strong), action="promote", outcome="promoted", details={},
+                bench.store,
+                bench.store.get(strong),
+                "prod",
+                expected=None,
+                registered_name=REGISTERED,
+                model_dir=bench.store.use_artifact(strong),
+                action="promote",
+                outcome="promoted",
+                details={},
                 run=RunRecord(active.info.run_id, "promote_model"),
             )
     assert bench.prod() == bench.registry_prod() == weak

@@ -52,8 +52,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Pa
     root = tmp_path_factory.mktemp("serving")
     penguins = pd.read_csv(PROJECT_DIR / "data" / "penguins.csv")
     trainval, test = split_dataset(penguins, TARGET, 0.2, 42, TARGET)
-    result = train(trainval, TARGET, "classification", "random_forest", {"n_estimators": 20, "random_state": 0},
-                   SPEC, PreprocessingOptions(), 0.2, 42, TARGET)
+    result = train(
+        trainval,
+        TARGET,
+        "classification",
+        "random_forest",
+        {"n_estimators": 20, "random_state": 0},
+        SPEC,
+        PreprocessingOptions(),
+        0.2,
+        42,
+        TARGET,
+    )
     model = export(result, root / "model")
     # as a user's own file holds them: 181, not 181.0
     rows = test.dropna().drop(columns=[TARGET]).head(8).astype({c: "int64" for c in WHOLE})
@@ -91,8 +101,14 @@ def test_the_signature_documents_every_column(served: tuple[Path, dict[str, Path
     model, _, _ = served
     schema = Model.load(str(model)).get_input_schema()
     types = {c.name: getattr(c.type, "name", str(c.type)) for c in schema.inputs}
-    assert types == {"bill_length_mm": "Any", "bill_depth_mm": "Any", "flipper_length_mm": "Any",
-                     "body_mass_g": "Any", "island": "Any", "sex": "Any"}
+    assert types == {
+        "bill_length_mm": "Any",
+        "bill_depth_mm": "Any",
+        "flipper_length_mm": "Any",
+        "body_mass_g": "Any",
+        "island": "Any",
+        "sex": "Any",
+    }
     assert all(c.required for c in schema.inputs)
 
 
@@ -111,7 +127,9 @@ def test_text_columns_take_what_clients_send(served: tuple[Path, dict[str, Path]
         pyfunc.predict(rows.assign(island=[["Dream"]] * len(rows)))
 
 
-def test_rows_with_a_repeated_column_are_one_line_in_batch_predict(served: tuple[Path, dict[str, Path], np.ndarray]) -> None:
+def test_rows_with_a_repeated_column_are_one_line_in_batch_predict(
+    served: tuple[Path, dict[str, Path], np.ndarray],
+) -> None:
     from trainflow.errors import DataError
     from trainflow.ml.inference import predict_table
 
@@ -138,8 +156,24 @@ def test_mlflow_models_predict_takes_csv_and_json(
         source = tmp_path / f"{which}.json"
         source.write_text(json.dumps(json_body(as_read(files[which]))))
     out = tmp_path / "predictions.json"
-    result = run_command([MLFLOW, "models", "predict", "-m", str(model), "-i", str(source), "-t", content,
-                          "-o", str(out), "--env-manager", "local"], ENV)
+    result = run_command(
+        [
+            MLFLOW,
+            "models",
+            "predict",
+            "-m",
+            str(model),
+            "-i",
+            str(source),
+            "-t",
+            content,
+            "-o",
+            str(out),
+            "--env-manager",
+            "local",
+        ],
+        ENV,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     predictions = pd.DataFrame(json.loads(out.read_text())["predictions"]).to_numpy()
     assert predictions.shape == expected.shape
@@ -159,7 +193,11 @@ def test_mlflow_models_serve_takes_json_with_and_without_gaps(
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
         [MLFLOW, "models", "serve", "-m", str(model), "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        env=ENV, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=ENV,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -28,8 +28,18 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     uri = f"http://127.0.0.1:{free_port()}"
     log = root / "server.log"
     command = [
-        MLFLOW, "server", "--host", "127.0.0.1", "--port", uri.rsplit(":", 1)[1], "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(artifacts),
+        MLFLOW,
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        uri.rsplit(":", 1)[1],
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'server.db'}",
+        "--artifacts-destination",
+        str(artifacts),
     ]
     with log.open("wb") as output:
         # Its own process group: the server's workers stop with it.

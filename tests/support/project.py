@@ -76,7 +76,9 @@ def tamper(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def run_command(args: list[str], env: dict[str, str], cwd: Path = PROJECT_DIR, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def run_command(
+    args: list[str], env: dict[str, str], cwd: Path = PROJECT_DIR, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
     """Run a command as a user would, capturing its output for assertions."""
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 

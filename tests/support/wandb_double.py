@@ -161,8 +161,16 @@ class FakeServer:
         self.fail_init = fail_init
 
     # the wandb module's surface
-    def init(self, project: str | None = None, entity: str | None = None, group: str | None = None,
-             job_type: str | None = None, config: dict | None = None, mode: str = "online", **_: Any) -> FakeRun:
+    def init(
+        self,
+        project: str | None = None,
+        entity: str | None = None,
+        group: str | None = None,
+        job_type: str | None = None,
+        config: dict | None = None,
+        mode: str = "online",
+        **_: Any,
+    ) -> FakeRun:
         self.calls.append(("init", project, entity, group, job_type, mode))
         if self.fail_init is not None:
             raise self.fail_init

@@ -42,7 +42,9 @@ def project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     shutil.copytree(PROJECT_DIR / "components", root / "components", ignore=shutil.ignore_patterns("__pycache__"))
     for package in ("trainflow", "trainflow_inference"):
-        shutil.copytree(PROJECT_DIR / "src" / package, root / "src" / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            PROJECT_DIR / "src" / package, root / "src" / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     return root
 
 
@@ -55,7 +57,9 @@ def packages_of(project: Path) -> dict[str, Path]:
     return {name: project / "src" / name for name in ("trainflow", "trainflow_inference")}
 
 
-def log(store: LocalArtifactStore, tmp_path: Path, name: str, content: bytes, run_id: str = "producer") -> ArtifactVersion:
+def log(
+    store: LocalArtifactStore, tmp_path: Path, name: str, content: bytes, run_id: str = "producer"
+) -> ArtifactVersion:
     source = tmp_path / "logged" / name
     source.parent.mkdir(exist_ok=True)
     source.write_bytes(content)
@@ -152,7 +156,10 @@ def test_any_new_file_in_the_package_an_export_carries_whole_changes_the_key(
     assert after.digest != before.digest and f"trainflow_inference/{new_file}" in after.parts["code"]
 
 
-@pytest.mark.parametrize("module", ["trainflow/cli/main.py", "trainflow/pipeline/cache.py", "trainflow/pipeline/runner.py", "trainflow/ml/plots.py"])
+@pytest.mark.parametrize(
+    "module",
+    ["trainflow/cli/main.py", "trainflow/pipeline/cache.py", "trainflow/pipeline/runner.py", "trainflow/ml/plots.py"],
+)
 def test_library_code_the_step_cannot_import_leaves_its_key_alone(module: str, base_cfg, project: Path, inputs) -> None:
     before = key_of("split_data", base_cfg, project, inputs)
     append_byte(project / "src" / module)
@@ -171,7 +178,9 @@ def test_a_dynamic_import_makes_the_walk_take_whole_packages(tmp_path: Path) -> 
     package = tmp_path / "src" / "trainflow"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "loader.py").write_text("import importlib\n\ndef load(name):\n    return importlib.import_module(name)\n")
+    (package / "loader.py").write_text(
+        "import importlib\n\ndef load(name):\n    return importlib.import_module(name)\n"
+    )
     (package / "unrelated.py").write_text("X = 1\n")
     (package / "named.py").write_text("Y = 2\n")
     entry = tmp_path / "run.py"
@@ -199,22 +208,32 @@ def test_relative_imports_inside_the_library_are_followed(tmp_path: Path) -> Non
     entry.write_text("import trainflow.sub\n")
     found = library_modules(entry, {"trainflow": package})
     assert found is not None and {p.relative_to(package).as_posix() for p in found} == {
-        "__init__.py", "sub/__init__.py", "sub/leaf.py", "top.py",
+        "__init__.py",
+        "sub/__init__.py",
+        "sub/leaf.py",
+        "top.py",
     }
 
 
 def test_a_parameter_of_the_step_changes_its_key_and_not_others(base_cfg, project: Path, inputs) -> None:
     changed = with_overrides(base_cfg, model__random_forest__n_estimators=50)
-    assert key_of("train_model", changed, project, inputs).digest != key_of("train_model", base_cfg, project, inputs).digest
+    assert (
+        key_of("train_model", changed, project, inputs).digest
+        != key_of("train_model", base_cfg, project, inputs).digest
+    )
     for step in ("fetch_data", "split_data", "test_model"):
         assert key_of(step, changed, project, inputs).digest == key_of(step, base_cfg, project, inputs).digest, step
 
 
-def test_new_content_under_the_same_alias_changes_the_key(base_cfg, project: Path, inputs, store, tmp_path: Path) -> None:
+def test_new_content_under_the_same_alias_changes_the_key(
+    base_cfg, project: Path, inputs, store, tmp_path: Path
+) -> None:
     before = key_of("train_model", base_cfg, project, inputs)
     newer = log(store, tmp_path, "trainval_data.parquet", b"other trainval rows")
     assert store.get("trainval_data.parquet:latest").ref == newer.ref
-    after = key_of("train_model", base_cfg, project, {**inputs, "trainval_artifact": store.get("trainval_data.parquet:latest")})
+    after = key_of(
+        "train_model", base_cfg, project, {**inputs, "trainval_artifact": store.get("trainval_data.parquet:latest")}
+    )
     assert after.digest != before.digest
     assert after.parts["inputs"]["trainval_artifact"]["digest"] == newer.digest
 
@@ -257,11 +276,20 @@ def check_data_key(cfg: DictConfig, project: Path, store: LocalArtifactStore, ra
     from trainflow.pipeline.cache import alias_state
 
     spec = STEPS["check_data"]
-    return step_key(spec, cfg, {"raw_artifact": store.get(raw.ref)}, project / "components" / "check_data", "local",
-                    packages_of(project), aliases=alias_state(store, cfg, spec))
+    return step_key(
+        spec,
+        cfg,
+        {"raw_artifact": store.get(raw.ref)},
+        project / "components" / "check_data",
+        "local",
+        packages_of(project),
+        aliases=alias_state(store, cfg, spec),
+    )
 
 
-def test_check_data_is_keyed_by_its_expectations_and_its_reference(base_cfg, project: Path, inputs, store, tmp_path) -> None:
+def test_check_data_is_keyed_by_its_expectations_and_its_reference(
+    base_cfg, project: Path, inputs, store, tmp_path
+) -> None:
     """check_data reads more than its params: the expectations (not logged as MLflow params)
     and the version raw_data:reference names; each change is a miss, and only the split's
     verdict (not the run that reached it) reaches split_data's key."""
@@ -290,7 +318,9 @@ def test_check_data_is_keyed_by_its_expectations_and_its_reference(base_cfg, pro
     passed = key_of("split_data", base_cfg, project, {**inputs, "raw_artifact": store.get(raw.ref)})
     assert passed.digest != split_before.digest
     store.update_metadata(raw.ref, {"data_check": {"passed": True, "run_id": "second"}})
-    assert key_of("split_data", base_cfg, project, {**inputs, "raw_artifact": store.get(raw.ref)}).digest == passed.digest
+    assert (
+        key_of("split_data", base_cfg, project, {**inputs, "raw_artifact": store.get(raw.ref)}).digest == passed.digest
+    )
 
 
 def test_the_environment_spec_is_in_the_key(base_cfg, project: Path, inputs, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -427,7 +457,10 @@ def test_a_recorded_run_with_intact_outputs_is_reused(store: LocalArtifactStore,
     found, why = reusable_run(store, STEPS["split_data"], CacheKey("k", {}), {})
     assert found is not None and why == ""
     assert found.run_id == "split-1"
-    assert found.outputs == {"trainval_data.parquet": "trainval_data.parquet:v0", "test_data.parquet": "test_data.parquet:v0"}
+    assert found.outputs == {
+        "trainval_data.parquet": "trainval_data.parquet:v0",
+        "test_data.parquet": "test_data.parquet:v0",
+    }
     assert found.parts == {"p": 1}
     missing, why = reusable_run(store, STEPS["split_data"], CacheKey("other", {}), {})
     assert missing is None and why == "no earlier run with this key"
@@ -447,7 +480,9 @@ def test_a_deleted_or_corrupted_output_forces_a_run(store: LocalArtifactStore, r
     assert "test_data.parquet:v0" in why and ("missing" if damage == "delete" else "does not match") in why
 
 
-def test_an_older_intact_record_is_used_when_the_newest_is_damaged(store: LocalArtifactStore, recorded, tmp_path: Path) -> None:
+def test_an_older_intact_record_is_used_when_the_newest_is_damaged(
+    store: LocalArtifactStore, recorded, tmp_path: Path
+) -> None:
     newer = log(store, tmp_path, "trainval_data.parquet", b"trainval rows, again", run_id="split-2")
     other_test = log(store, tmp_path, "test_data.parquet", b"test rows, again", run_id="split-2")
     store.record_cached_run("split_data", "k", "split-2", {newer.name: newer.ref, other_test.name: other_test.ref}, {})
@@ -456,12 +491,16 @@ def test_an_older_intact_record_is_used_when_the_newest_is_damaged(store: LocalA
     assert found is not None and found.run_id == "split-1"
 
 
-def test_a_version_number_reused_by_another_run_is_not_served(store: LocalArtifactStore, recorded, tmp_path: Path) -> None:
+def test_a_version_number_reused_by_another_run_is_not_served(
+    store: LocalArtifactStore, recorded, tmp_path: Path
+) -> None:
     """Deleting a version by hand frees its number (versions are numbered max + 1): the
     record then names another run's version, which must not stand in for its own."""
     trainval, _ = recorded
     with sqlite3.connect(store.index_path) as db:  # as by hand, with the sqlite3 shell
-        version_id = db.execute("SELECT id FROM versions WHERE name = ? AND version = 0", (trainval.name,)).fetchone()[0]
+        version_id = db.execute("SELECT id FROM versions WHERE name = ? AND version = 0", (trainval.name,)).fetchone()[
+            0
+        ]
         for table in ("aliases", "alias_history", "usages", "files"):
             db.execute(f"DELETE FROM {table} WHERE version_id = ?", (version_id,))
         db.execute("DELETE FROM versions WHERE id = ?", (version_id,))
@@ -492,7 +531,9 @@ def test_a_test_record_replaced_on_the_model_invalidates_test_model(store: Local
 
 
 def test_reuse_moves_aliases_as_the_producing_run_did(store: LocalArtifactStore, tmp_path: Path) -> None:
-    first = store.log_artifact(_file(tmp_path, "a"), "model_export", "m", aliases=["candidate"], run=RunRecord("train-1", "t"))
+    first = store.log_artifact(
+        _file(tmp_path, "a"), "model_export", "m", aliases=["candidate"], run=RunRecord("train-1", "t")
+    )
     store.log_artifact(_file(tmp_path, "b"), "model_export", "m", aliases=["candidate"], run=RunRecord("train-2", "t"))
     store.set_alias("model_export:v1", "prod")
     [reused] = store.reuse_outputs("train-1", [first.ref], run_id="cached-3")
@@ -559,13 +600,18 @@ def test_a_step_run_in_process_after_its_library_changed_on_disk_is_not_recorded
     """An in-process step runs the modules imported at the pipeline's start; an edit made
     since is in its key (read from disk) but not in what ran, so the run is not recorded."""
     loaded = cache.library_as_loaded()
-    monkeypatch.setattr(cache, "library_as_loaded", lambda: {**loaded, "trainflow/ml/data.py": "old", "trainflow/cli/main.py": "old"})
+    monkeypatch.setattr(
+        cache, "library_as_loaded", lambda: {**loaded, "trainflow/ml/data.py": "old", "trainflow/cli/main.py": "old"}
+    )
     runs: list[str] = []
     monkeypatch.setattr(pipeline, "execute", fake_fetch(pipeline, runs))
     pipeline.run("fetch_data")
     key = pipeline.plan(STEPS["fetch_data"]).key
     assert key is not None and pipeline.store.cached_runs("fetch_data", key.digest) == []
-    assert "run not recorded: trainflow/ml/data.py changed after this process loaded the library" in capsys.readouterr().out
+    assert (
+        "run not recorded: trainflow/ml/data.py changed after this process loaded the library"
+        in capsys.readouterr().out
+    )
     # cli.py alone is not code fetch_data runs: that run is recorded
     monkeypatch.setattr(cache, "library_as_loaded", lambda: {**loaded, "trainflow/cli/main.py": "old"})
     pipeline.run("fetch_data")
@@ -619,8 +665,14 @@ def test_the_key_hashes_the_library_copy_the_step_will_run(
     """A component started by mlflow.run imports components/../src (its MLproject's
     PYTHONPATH); an in-process step runs what this process imported. They can differ
     (a clone run with another checkout's editable install): each is keyed by its own."""
-    cfg = load_config(PROJECT_DIR, ["artifacts.backend=local", f"main.components_repository={project / 'components'}",
-                                    f"main.in_process={str(in_process).lower()}"])
+    cfg = load_config(
+        PROJECT_DIR,
+        [
+            "artifacts.backend=local",
+            f"main.components_repository={project / 'components'}",
+            f"main.in_process={str(in_process).lower()}",
+        ],
+    )
     pipeline = Pipeline(cfg, PROJECT_DIR, [])
     runs: list[str] = []
     monkeypatch.setattr(pipeline, "execute", fake_fetch(pipeline, runs))
@@ -632,7 +684,9 @@ def test_the_key_hashes_the_library_copy_the_step_will_run(
     assert (after.digest != before.digest) is (not in_process)
 
 
-def test_main_cache_false_runs_the_step_and_still_records_it(home: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_main_cache_false_runs_the_step_and_still_records_it(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     pipeline = Pipeline(load_config(PROJECT_DIR, ["main.cache=false", "artifacts.backend=local"]), PROJECT_DIR, [])
     runs: list[str] = []
     monkeypatch.setattr(pipeline, "execute", fake_fetch(pipeline, runs))
@@ -640,7 +694,10 @@ def test_main_cache_false_runs_the_step_and_still_records_it(home: Path, monkeyp
     pipeline.run("fetch_data")
     assert runs == ["fetch-0", "fetch-1"]
     key = pipeline.plan(STEPS["fetch_data"]).key
-    assert key is not None and [r.run_id for r in pipeline.store.cached_runs("fetch_data", key.digest)] == ["fetch-1", "fetch-0"]
+    assert key is not None and [r.run_id for r in pipeline.store.cached_runs("fetch_data", key.digest)] == [
+        "fetch-1",
+        "fetch-0",
+    ]
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[pipeline] fetch_data: ran")]
     assert len(lines) == 2 and all("cache: main.cache=false" in line for line in lines)
 
@@ -654,7 +711,10 @@ def test_a_deleted_output_makes_the_step_run_again(pipeline: Pipeline, monkeypat
     pipeline.run("fetch_data")
     assert runs == ["fetch-0", "fetch-1"]
     second = capsys.readouterr().out.strip().splitlines()[-1]
-    assert second.startswith("[pipeline] fetch_data: ran in") and "raw_data:v0: the blob of 'penguins.csv' is missing" in second
+    assert (
+        second.startswith("[pipeline] fetch_data: ran in")
+        and "raw_data:v0: the blob of 'penguins.csv' is missing" in second
+    )
 
 
 def test_a_cache_hit_interrupted_midway_leaves_no_run_running(
@@ -733,7 +793,9 @@ def test_a_run_that_moved_an_alias_in_its_own_key_is_recorded_under_the_key_afte
     pipeline.outputs["raw_data"] = raw.ref
     before = pipeline.plan(STEPS["check_data"]).key
     assert before is not None and before.parts["aliases"] == {"raw_data:reference": None}
-    monkeypatch.setattr(pipeline, "execute", fake_check(pipeline, claim_by=None if claimed_by_itself else "another-run"))
+    monkeypatch.setattr(
+        pipeline, "execute", fake_check(pipeline, claim_by=None if claimed_by_itself else "another-run")
+    )
     pipeline.run("check_data")
     after = pipeline.plan(STEPS["check_data"]).key
     assert after is not None and after.parts["aliases"] == {"raw_data:reference": f"{raw.ref} {raw.digest}"}
@@ -772,7 +834,9 @@ def test_caching_is_opt_in_per_step() -> None:
     assert not type(new_step)("x", "d", inputs=(), outputs=(), config_sections=()).cacheable
 
 
-def test_a_run_whose_record_was_overwritten_meanwhile_is_not_recorded(pipeline: Pipeline, monkeypatch, tmp_path) -> None:
+def test_a_run_whose_record_was_overwritten_meanwhile_is_not_recorded(
+    pipeline: Pipeline, monkeypatch, tmp_path
+) -> None:
     model = log(pipeline.store, tmp_path, "model_export", b"a fitted pipeline")
     log(pipeline.store, tmp_path, "test_data.parquet", b"test rows")
 
@@ -804,6 +868,7 @@ def test_an_in_process_step_hands_its_outputs_back_directly(store_env: dict[str,
     with Pipeline.open(cfg, project_dir=PROJECT_DIR) as pipeline:
         assert pipeline.runs_here(STEPS["fetch_data"])
         with monkeypatch.context() as patched:
+
             def no_channel(*args, **kwargs):  # type: ignore[no-untyped-def]
                 raise AssertionError("the runner read a step's outputs back from the tracking database")
 

@@ -16,8 +16,13 @@ from trainflow.pipeline.steps import STEPS
 
 @pytest.mark.parametrize(
     "location",
-    ["https://github.com/my-org/trainflow.git#components", "git://127.0.0.1/trainflow", "file:///srv/trainflow",
-     "ssh://git@host/org/trainflow.git", "git@github.com:my-org/trainflow.git"],
+    [
+        "https://github.com/my-org/trainflow.git#components",
+        "git://127.0.0.1/trainflow",
+        "file:///srv/trainflow",
+        "ssh://git@host/org/trainflow.git",
+        "git@github.com:my-org/trainflow.git",
+    ],
 )
 def test_repository_uris_are_told_from_folders(location: str) -> None:
     assert is_repository_uri(location)
@@ -38,7 +43,10 @@ def test_a_folder_gives_each_step_its_subfolder(project_dir: Path) -> None:
     ("location", "expected"),
     [
         ("https://example.org/trainflow.git#components", "https://example.org/trainflow.git#components/train_model"),
-        ("https://example.org/trainflow.git#shared/steps/", "https://example.org/trainflow.git#shared/steps/train_model"),
+        (
+            "https://example.org/trainflow.git#shared/steps/",
+            "https://example.org/trainflow.git#shared/steps/train_model",
+        ),
         ("https://example.org/trainflow.git", "https://example.org/trainflow.git#components/train_model"),
     ],
 )
@@ -64,7 +72,9 @@ def test_a_file_uri_naming_an_existing_folder_cannot_take_a_version(tmp_path: Pa
     """MLflow would `git init` inside the bare repository; the error says what works instead."""
     bare = tmp_path / "trainflow.git"
     bare.mkdir()
-    with pytest.raises(ConfigError, match=rf"without its .git suffix \(file://{re.escape(str(tmp_path))}/trainflow, git finds"):
+    with pytest.raises(
+        ConfigError, match=rf"without its .git suffix \(file://{re.escape(str(tmp_path))}/trainflow, git finds"
+    ):
         ComponentSource(f"file://{bare}#components", "v1").check(STEPS)
     ComponentSource(f"file://{tmp_path}/trainflow#components", "v1").check(STEPS)
 
@@ -80,7 +90,9 @@ def test_config_keeps_a_repository_and_resolves_a_folder(project_dir: Path) -> N
     assert (pinned.main.components_repository, pinned.main.components_version) == (uri, "v1.0.0")
 
 
-def test_steps_inherit_the_config_folder_and_uv_compiles_bytecode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_steps_inherit_the_config_folder_and_uv_compiles_bytecode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in (CONFIG_DIR_ENV, "UV_COMPILE_BYTECODE"):
         monkeypatch.setenv(name, "")  # so that monkeypatch restores them after prepare_steps sets them
         monkeypatch.delenv(name)

@@ -83,7 +83,9 @@ def test_contradictory_or_invalid_values_fail_validation(project_dir: Path, over
 
 def test_feature_lists_are_ignored_when_inferring(project_dir: Path) -> None:
     cfg = resolve_paths(
-        load_config(project_dir, ["model.features.infer=true", "model.features.numeric=[]", "model.features.categorical=[]"]),
+        load_config(
+            project_dir, ["model.features.infer=true", "model.features.numeric=[]", "model.features.categorical=[]"]
+        ),
         project_dir,
     )
     validate(cfg)
@@ -142,7 +144,10 @@ def test_mlproject_args_become_hydra_overrides() -> None:
 
 
 def test_empty_hydra_options_add_nothing() -> None:
-    assert expand_mlproject_args(["main.py", "--steps", "all", "--hydra-options", ""]) == ["main.py", "main.steps='all'"]
+    assert expand_mlproject_args(["main.py", "--steps", "all", "--hydra-options", ""]) == [
+        "main.py",
+        "main.steps='all'",
+    ]
 
 
 def test_unbalanced_quotes_are_a_config_error() -> None:
@@ -177,19 +182,22 @@ def test_unknown_step_fails_before_anything_runs(store_env: dict[str, str], proj
     assert not (Path(store_env["TRAINFLOW_HOME"]) / "index.db").exists(), "the store was touched"
 
 
-@pytest.mark.parametrize("override, named", [
-    ("model.random_forest.n_estimatorz=3", "n_estimatorz"),
-    # the steps as a list, the one override the up-front check once let through to Hydra
-    ("main.steps=[fetch_data,check_data]", "main.steps='fetch_data,check_data'"),
-    # values scikit-learn refuses, once a traceback inside train_model after the steps before it
-    ("model.random_forest.n_estimators=abc", "model.random_forest.n_estimators='abc' is not valid"),
-    ("model.random_forest.n_estimators=0", "n_estimators must be an int in the range [1, inf)"),
-    # keys Hydra's + adds past the schema, once ignored: the whole pipeline ran
-    ("+main.step=test_model", "unknown key main.step (did you mean main.steps?)"),
-    ("+split.tst_size=0.3", "unknown key split.tst_size (did you mean split.test_size?)"),
-    # a config group option that does not exist, once Hydra's dozen lines
-    ("hydra/launcher=bogus", "hydra/launcher has no option 'bogus'; available: basic, joblib"),
-])
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("model.random_forest.n_estimatorz=3", "n_estimatorz"),
+        # the steps as a list, the one override the up-front check once let through to Hydra
+        ("main.steps=[fetch_data,check_data]", "main.steps='fetch_data,check_data'"),
+        # values scikit-learn refuses, once a traceback inside train_model after the steps before it
+        ("model.random_forest.n_estimators=abc", "model.random_forest.n_estimators='abc' is not valid"),
+        ("model.random_forest.n_estimators=0", "n_estimators must be an int in the range [1, inf)"),
+        # keys Hydra's + adds past the schema, once ignored: the whole pipeline ran
+        ("+main.step=test_model", "unknown key main.step (did you mean main.steps?)"),
+        ("+split.tst_size=0.3", "unknown key split.tst_size (did you mean split.test_size?)"),
+        # a config group option that does not exist, once Hydra's dozen lines
+        ("hydra/launcher=bogus", "hydra/launcher has no option 'bogus'; available: basic, joblib"),
+    ],
+)
 def test_bad_override_fails_in_one_line(store_env: dict[str, str], override: str, named: str) -> None:
     result = run_command([sys.executable, "main.py", override], store_env)
     assert result.returncode == 1
@@ -226,8 +234,18 @@ def test_bad_estimator_value_fails_in_one_line_in_a_component_run_alone(store_en
 def test_a_gate_for_the_other_task_fails_before_anything_runs(store_env: dict[str, str]) -> None:
     """The penguins data set's gate bound (roc_auc_ovo) does not fit a regression task: one line
     before any step runs."""
-    result = run_command([sys.executable, "main.py", "dataset=penguins", "model.task=regression", "model.estimator=ridge",
-                          "data.target=body_mass_g", "model.features.numeric=[bill_length_mm]"], store_env)
+    result = run_command(
+        [
+            sys.executable,
+            "main.py",
+            "dataset=penguins",
+            "model.task=regression",
+            "model.estimator=ridge",
+            "data.target=body_mass_g",
+            "model.features.numeric=[bill_length_mm]",
+        ],
+        store_env,
+    )
     assert result.returncode == 1
     [line] = error_lines(result.stderr)
     assert "roc_auc_ovo" in line and "promote.thresholds={}" in line
@@ -237,8 +255,9 @@ def test_a_gate_for_the_other_task_fails_before_anything_runs(store_env: dict[st
 def test_main_help_is_the_pipelines_own(project_dir: Path) -> None:
     """`python main.py --help` answers from the step table and config.yaml: Hydra's help
     walked .venv/ and the store for minutes and listed installed packages' config folders."""
-    result = subprocess.run([sys.executable, "main.py", "--help"], cwd=project_dir, capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "main.py", "--help"], cwd=project_dir, capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stderr
     text = result.stdout
     for step in STEPS:

@@ -24,7 +24,10 @@ PLUS_HINT = "a + override only adds keys trainflow does not read"
     ("overrides", "message"),
     [
         (["+main.step=test_model"], "unknown key main.step (did you mean main.steps?)"),
-        (["main.steps='split_data'", "+split.tst_size=0.3"], "unknown key split.tst_size (did you mean split.test_size?)"),
+        (
+            ["main.steps='split_data'", "+split.tst_size=0.3"],
+            "unknown key split.tst_size (did you mean split.test_size?)",
+        ),
         # no close match: the section's keys instead
         (["+split.zzz=1"], "unknown key split.zzz (split has test_size, val_size, random_seed, stratify_by)"),
         (["+nosuchsection=1"], "unknown key nosuchsection (the sections are project, main, artifacts,"),
@@ -68,7 +71,10 @@ def test_open_sections_take_new_keys(project_dir: Path, overrides: list[str]) ->
         ("hydra/launcher=basic,bogus", "hydra/launcher has no option 'bogus'"),  # a sweep over launchers
         ("hydra/launchr=joblib", "there is no config group hydra/launchr; did you mean hydra/launcher?"),
         ("hydra/launcher=[", "bad configuration override 'hydra/launcher=['"),
-        ("+hydra/launcher=joblib", "hydra/launcher already has a value, so '+' cannot add one; drop the '+': hydra/launcher=joblib"),
+        (
+            "+hydra/launcher=joblib",
+            "hydra/launcher already has a value, so '+' cannot add one; drop the '+': hydra/launcher=joblib",
+        ),
     ],
 )
 def test_a_config_group_option_that_does_not_exist_is_one_line(project_dir: Path, override: str, message: str) -> None:
@@ -80,7 +86,12 @@ def test_a_config_group_option_that_does_not_exist_is_one_line(project_dir: Path
 
 @pytest.mark.parametrize(
     "overrides",
-    [["hydra/launcher=joblib"], ["hydra/launcher=basic"], ["hydra/launcher=basic,joblib"], ["hydra/job_logging=disabled"]],
+    [
+        ["hydra/launcher=joblib"],
+        ["hydra/launcher=basic"],
+        ["hydra/launcher=basic,joblib"],
+        ["hydra/job_logging=disabled"],
+    ],
 )
 def test_existing_config_group_options_pass(project_dir: Path, overrides: list[str]) -> None:
     """The positive control: sweeps use hydra/launcher=joblib, from the joblib plugin."""

@@ -24,8 +24,12 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 # reasoning is in trainflow.ml.train's SKOPS_TRUSTED_TYPES notes): the estimator classes and
 # their Booster, which skops rebuilds from the model's own text or bytes; collections.OrderedDict
 # is only named as the factory of LightGBM's best_score dictionary.
-LIGHTGBM_TYPES = ["collections.OrderedDict", "lightgbm.basic.Booster", "lightgbm.sklearn.LGBMClassifier",
-                  "lightgbm.sklearn.LGBMRegressor"]
+LIGHTGBM_TYPES = [
+    "collections.OrderedDict",
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.sklearn.LGBMRegressor",
+]
 XGBOOST_TYPES = ["xgboost.core.Booster", "xgboost.sklearn.XGBClassifier", "xgboost.sklearn.XGBRegressor"]
 
 
@@ -55,8 +59,13 @@ def roundtrip(table: pd.DataFrame, tmp_path: Path, *overrides: str) -> tuple[obj
 def test_a_scikit_learn_estimator_by_import_path_trains_exports_and_reloads(
     table: pd.DataFrame, tmp_path: Path
 ) -> None:
-    result, path = roundtrip(table, tmp_path, "model.custom._target_=sklearn.ensemble.ExtraTreesClassifier",
-                             "+model.custom.n_estimators=25", "+model.custom.random_state=0")
+    result, path = roundtrip(
+        table,
+        tmp_path,
+        "model.custom._target_=sklearn.ensemble.ExtraTreesClassifier",
+        "+model.custom.n_estimators=25",
+        "+model.custom.random_state=0",
+    )
     assert result.estimator == "sklearn.ensemble._forest.ExtraTreesClassifier"
     assert result.estimator_params == {"n_estimators": 25, "random_state": 0}
     assert result.validation_metrics["roc_auc_ovo"] > 0.8
@@ -77,7 +86,9 @@ def test_an_unreviewed_type_is_refused_until_a_setting_trusts_it(table: pd.DataF
     message = str(refused.value)
     assert "['support.custom_estimators.BalancedLogistic']" in message and "model.trusted_types" in message
     assert not (tmp_path / "model").exists()  # nothing exported
-    result, path = roundtrip(table, tmp_path, target, "model.trusted_types=[support.custom_estimators.BalancedLogistic]")
+    result, path = roundtrip(
+        table, tmp_path, target, "model.trusted_types=[support.custom_estimators.BalancedLogistic]"
+    )
     assert "support.custom_estimators.BalancedLogistic" in (path / "MLmodel").read_text()
     reloaded = load_exported(path)
     rows = table.drop(columns=[TARGET]).head(20)

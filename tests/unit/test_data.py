@@ -237,10 +237,17 @@ def test_read_table_names_a_non_utf8_encoding(tmp_path: Path, penguins: pd.DataF
 
 @pytest.mark.parametrize(
     ("encoding", "named"),
-    [("utf-16", "UTF-16"), ("utf-16-le", "UTF-16-LE"), ("utf-16-be", "UTF-16-BE"), ("utf-32", "UTF-32"),
-     ("utf-32-le", "UTF-32-LE")],
+    [
+        ("utf-16", "UTF-16"),
+        ("utf-16-le", "UTF-16-LE"),
+        ("utf-16-be", "UTF-16-BE"),
+        ("utf-32", "UTF-32"),
+        ("utf-32-le", "UTF-32-LE"),
+    ],
 )
-def test_read_table_names_a_utf16_or_utf32_file(tmp_path: Path, penguins: pd.DataFrame, encoding: str, named: str) -> None:
+def test_read_table_names_a_utf16_or_utf32_file(
+    tmp_path: Path, penguins: pd.DataFrame, encoding: str, named: str
+) -> None:
     """A wide Unicode CSV, with a BOM or without one (its NUL bytes give it away), is named as
     such with a hint that reads it correctly: not latin-1, which would keep a NUL beside every character."""
     path = tmp_path / "penguins.csv"

@@ -64,8 +64,13 @@ def with_(settings: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return copy
 
 
-def check(frame: pd.DataFrame, settings: dict[str, Any], reference: pd.DataFrame | None = None,
-          target: str = "species", task: str = "classification") -> CheckReport:
+def check(
+    frame: pd.DataFrame,
+    settings: dict[str, Any],
+    reference: pd.DataFrame | None = None,
+    target: str = "species",
+    task: str = "classification",
+) -> CheckReport:
     return check_table(frame, target, task, settings, reference, "raw_data:v0" if reference is not None else None)
 
 
@@ -76,17 +81,39 @@ def failed_keys(report: CheckReport) -> set[str]:
 # -- clean data -------------------------------------------------------------------------
 
 
-def test_the_default_expectations_describe_the_embedded_penguins(penguins: pd.DataFrame, settings: dict[str, Any]) -> None:
+def test_the_default_expectations_describe_the_embedded_penguins(
+    penguins: pd.DataFrame, settings: dict[str, Any]
+) -> None:
     report = check(penguins, settings, reference=penguins)
     assert report.failed() == [] and report.warnings() == [], report.table(report.failed() + report.warnings())
     names = {r.name for r in report.results}
-    assert {"columns_present", "dtype", "not_null", "allowed_values", "value_range", "row_count", "expected_classes",
-            "extra_columns", "non_empty", "target_present", "two_classes", "min_class_count", "all_null_columns", "duplicate_rows",
-            "reference_columns", "ks", "chi_square"} <= names
+    assert {
+        "columns_present",
+        "dtype",
+        "not_null",
+        "allowed_values",
+        "value_range",
+        "row_count",
+        "expected_classes",
+        "extra_columns",
+        "non_empty",
+        "target_present",
+        "two_classes",
+        "min_class_count",
+        "all_null_columns",
+        "duplicate_rows",
+        "reference_columns",
+        "ks",
+        "chi_square",
+    } <= names
     # every declared column is checked, and every numeric column gets a KS test, every categorical a chi-square
     assert {r.column for r in report.by_name("columns_present")} == set(penguins.columns)
     assert {r.column for r in report.by_name("ks")} == {
-        "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "year"
+        "bill_length_mm",
+        "bill_depth_mm",
+        "flipper_length_mm",
+        "body_mass_g",
+        "year",
     }
     assert {r.column for r in report.by_name("chi_square")} == {"species", "island", "sex"}
     assert report.passed
@@ -224,11 +251,13 @@ def test_on_a_large_table_a_tiny_shift_warns_and_a_large_one_stops() -> None:
     rows = 200_000
 
     def table(shift: float, share_b: float) -> pd.DataFrame:
-        return pd.DataFrame({
-            "x": rng.normal(shift, 1.0, rows),
-            "kind": np.where(rng.random(rows) < share_b, "b", "a"),
-            "y": rng.integers(0, 2, rows),
-        })
+        return pd.DataFrame(
+            {
+                "x": rng.normal(shift, 1.0, rows),
+                "kind": np.where(rng.random(rows) < share_b, "b", "a"),
+                "y": rng.integers(0, 2, rows),
+            }
+        )
 
     reference = table(0.0, 0.5)
     tiny = check(table(0.05, 0.51), generic_settings(), reference=reference, target="y")
@@ -256,7 +285,9 @@ def test_the_population_stability_index() -> None:
     assert np.isfinite(population_stability_index(np.array([10, 0]), np.array([0, 10])))
 
 
-def test_duplicated_rows_warn_unless_the_data_set_sets_a_bound(penguins: pd.DataFrame, settings: dict[str, Any]) -> None:
+def test_duplicated_rows_warn_unless_the_data_set_sets_a_bound(
+    penguins: pd.DataFrame, settings: dict[str, Any]
+) -> None:
     """Survey-coded tables repeat rows legitimately: without a bound (config.yaml's generic
     default) 10% duplicates only warn; the penguins data set bounds them at 1% (an error)."""
     repeated = pd.concat([penguins, penguins.iloc[:35]], ignore_index=True)
@@ -385,8 +416,13 @@ def test_overrides_reach_the_data_check_section() -> None:
     off = resolve_paths(load_config(PROJECT_DIR, ["data_check.expectations=null"]), PROJECT_DIR)
     validate(off)
     assert off.data_check.expectations is None
-    added = load_config(PROJECT_DIR, ["+data_check.expectations.columns.tag={dtype:str,allowed:[a,b]}",
-                                      "data_check.expectations.columns.island.allowed=[Biscoe]"])
+    added = load_config(
+        PROJECT_DIR,
+        [
+            "+data_check.expectations.columns.tag={dtype:str,allowed:[a,b]}",
+            "data_check.expectations.columns.island.allowed=[Biscoe]",
+        ],
+    )
     assert added.data_check.expectations.columns.tag == {"dtype": "str", "allowed": ["a", "b"]}
     assert list(added.data_check.expectations.columns.island.allowed) == ["Biscoe"]
     with pytest.raises(ConfigError, match="data_check.fail_on.schema"):
@@ -444,7 +480,9 @@ def test_the_report_serialises_every_check_with_its_verdict(penguins: pd.DataFra
 
 def test_metric_keys_are_safe_for_mlflow(settings: dict[str, Any]) -> None:
     raw = pd.read_csv(PENGUINS_RAW)
-    report = check(raw, with_(settings, expectations=infer_expectations(raw)), reference=raw, target="Clutch Completion")
+    report = check(
+        raw, with_(settings, expectations=infer_expectations(raw)), reference=raw, target="Clutch Completion"
+    )
     keys = list(report.metrics())
     assert "schema.value_range.Delta 15 N _o_oo_.statistic" in keys
     assert all(re.fullmatch(r"[\w.\- ]+", key) for key in keys)
@@ -491,8 +529,16 @@ def test_inferred_expectations_describe_penguins() -> None:
 def test_data_schema_infer_command_writes_a_config_section(tmp_path: Path, store_env: dict[str, str]) -> None:
     out = tmp_path / "expectations.yaml"
     result = run_command(
-        [str(Path(sys.executable).parent / "trainflow"), "data-schema", "infer", str(PENGUINS_RAW),
-         "--target", "Clutch Completion", "--out", str(out)],
+        [
+            str(Path(sys.executable).parent / "trainflow"),
+            "data-schema",
+            "infer",
+            str(PENGUINS_RAW),
+            "--target",
+            "Clutch Completion",
+            "--out",
+            str(out),
+        ],
         store_env,
     )
     assert result.returncode == 0, result.stderr
@@ -502,15 +548,19 @@ def test_data_schema_infer_command_writes_a_config_section(tmp_path: Path, store
     # from the store, by reference, to standard output
     store = project_store(store_env["TRAINFLOW_HOME"])
     store.log_artifact(PENGUINS, "raw_data", type="raw_data")
-    printed = run_command([str(Path(sys.executable).parent / "trainflow"), "data-schema", "infer", "raw_data:latest"],
-                          store_env)
+    printed = run_command(
+        [str(Path(sys.executable).parent / "trainflow"), "data-schema", "infer", "raw_data:latest"], store_env
+    )
     assert printed.returncode == 0, printed.stderr
     assert "raw_data:v0" in printed.stdout
     assert yaml.safe_load(printed.stdout)["data_check"]["expectations"]["columns"]["species"]["allowed"] == [
-        "Adelie", "Chinstrap", "Gentoo"
+        "Adelie",
+        "Chinstrap",
+        "Gentoo",
     ]
-    missing = run_command([str(Path(sys.executable).parent / "trainflow"), "data-schema", "infer", "raw_data:v9"],
-                          store_env)
+    missing = run_command(
+        [str(Path(sys.executable).parent / "trainflow"), "data-schema", "infer", "raw_data:v9"], store_env
+    )
     assert missing.returncode == 1 and "raw_data:v9 does not resolve" in missing.stderr
 
 
@@ -538,7 +588,9 @@ def test_a_table_that_failed_check_data_is_refused_and_others_pass() -> None:
     assert "raw_data:v2 failed check_data (report data_check_report:v2)" in str(error.value)
 
 
-def test_a_numeric_target_failing_as_classes_hints_at_regression(penguins: pd.DataFrame, settings: dict[str, Any]) -> None:
+def test_a_numeric_target_failing_as_classes_hints_at_regression(
+    penguins: pd.DataFrame, settings: dict[str, Any]
+) -> None:
     """body_mass_g as a class label: 95 'classes', most below min_class_count; the line says to regress."""
     report = check(penguins, with_(settings, expectations=None), target="body_mass_g")
     assert "generic.min_class_count.body_mass_g" in failed_keys(report)

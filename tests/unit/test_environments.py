@@ -114,7 +114,9 @@ def test_entry_points_run_the_library_of_their_own_checkout(project_dir: Path, t
 
 def test_lock_file_agrees_with_pyproject(pyproject: dict, project_dir: Path) -> None:
     lines = [
-        line for line in (project_dir / "requirements.lock").read_text().splitlines() if line and not line.startswith("#")
+        line
+        for line in (project_dir / "requirements.lock").read_text().splitlines()
+        if line and not line.startswith("#")
     ]
     locked = _pins(lines)
     for name, pinned in _declared_pins(pyproject).items():

@@ -42,9 +42,19 @@ def test_every_column_gets_a_kind_and_a_reason(table: pd.DataFrame) -> None:
     frame = table.assign(constant=1, flag=table["signal_1"] > 0)
     choices = {c.column: c for c in explain_columns(frame, TARGET)}
     assert {name: c.kind for name, c in choices.items()} == {
-        "row_id": "dropped", "signal_1": "numeric", "signal_2": "numeric", "noise_1": "numeric", "noise_2": "numeric",
-        "color": "categorical", "region": "categorical", "notes": "text", "event_date": "datetime",
-        HIGH_CARDINALITY: "categorical", "target": "dropped", "constant": "dropped", "flag": "categorical",
+        "row_id": "dropped",
+        "signal_1": "numeric",
+        "signal_2": "numeric",
+        "noise_1": "numeric",
+        "noise_2": "numeric",
+        "color": "categorical",
+        "region": "categorical",
+        "notes": "text",
+        "event_date": "datetime",
+        HIGH_CARDINALITY: "categorical",
+        "target": "dropped",
+        "constant": "dropped",
+        "flag": "categorical",
     }
     assert "an id" in choices["row_id"].reason and "filling their range" in choices["row_id"].reason
     assert choices["constant"].reason == "a single value" and choices["target"].reason == "the target"

@@ -76,8 +76,9 @@ def _values(draw: st.DrawFn, kind: str, rows: int, missing: float) -> list[Any]:
     elif kind == "bool":
         values = rng.integers(0, 2, rows).astype(bool).tolist()
     elif kind == "category":
-        levels = draw(st.lists(st.text(alphabet=string.ascii_letters + " ,\"'", min_size=1, max_size=5),
-                               min_size=1, max_size=4))
+        levels = draw(
+            st.lists(st.text(alphabet=string.ascii_letters + " ,\"'", min_size=1, max_size=5), min_size=1, max_size=4)
+        )
         values = [levels[i] for i in rng.integers(0, len(levels), rows)]
     elif kind == "text":
         values = [draw(st.text(max_size=20)) for _ in range(rows)]
@@ -116,9 +117,9 @@ def _damage(draw: st.DrawFn, data: bytes) -> bytes:
         return data[: draw(st.integers(0, len(data) - 1))]
     if how == "flip" and data:
         at = draw(st.integers(0, len(data) - 1))
-        return data[:at] + bytes([draw(st.integers(0, 255))]) + data[at + 1:]
+        return data[:at] + bytes([draw(st.integers(0, 255))]) + data[at + 1 :]
     if how == "nul":
-        return data[: len(data) // 2] + b"\x00" + data[len(data) // 2:]
+        return data[: len(data) // 2] + b"\x00" + data[len(data) // 2 :]
     if how == "gzip":
         return gzip.compress(data)
     if how == "garbage_row":
@@ -143,8 +144,25 @@ def _parquet_bytes(draw: st.DrawFn, frame: pd.DataFrame) -> bytes:
             except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed values: Parquet holds them as text
                 arrays.append(pa.array(part.iloc[:, j].map(lambda v: None if v is None else str(v)), type=pa.string()))
     names = list(frame.columns)
-    extra = draw(st.sampled_from(["none"] * 10 + ["struct", "list", "binary", "decimal", "duration", "date", "timestamp_tz",
-                                                  "dictionary", "uint64", "float16", "null", "large_string"]))
+    extra = draw(
+        st.sampled_from(
+            ["none"] * 10
+            + [
+                "struct",
+                "list",
+                "binary",
+                "decimal",
+                "duration",
+                "date",
+                "timestamp_tz",
+                "dictionary",
+                "uint64",
+                "float16",
+                "null",
+                "large_string",
+            ]
+        )
+    )
     rows = len(frame)
     if extra == "struct":
         arrays.append(pa.array([{"a": i} for i in range(rows)]))
@@ -198,11 +216,16 @@ def table_files(draw: st.DrawFn) -> tuple[bytes, str, str | None]:
 @functools.cache
 def _generic_config() -> Any:
     """The generic configuration (a user's own table), composed once for every example."""
-    return load_config(PROJECT_DIR, [
-        "data.uri=table.csv", "data.target=placeholder", "model.hist_gradient_boosting.max_iter=5",
-        # tiny classes reach the split and the fit too (a setting users have)
-        "data_check.min_class_count=2",
-    ])
+    return load_config(
+        PROJECT_DIR,
+        [
+            "data.uri=table.csv",
+            "data.target=placeholder",
+            "model.hist_gradient_boosting.max_iter=5",
+            # tiny classes reach the split and the fit too (a setting users have)
+            "data_check.min_class_count=2",
+        ],
+    )
 
 
 def _config(target: str) -> Any:
@@ -226,8 +249,9 @@ def through_the_front_door(path: Path, target: str | None) -> str:
     if report.failed():
         return "refused by check_data"
     stratify = stratify_target(cfg.split.stratify_by, target, task)
-    trainval, _test = split_dataset(frame, target, cfg.split.test_size, cfg.split.random_seed, stratify,
-                                    classes=task == "classification")
+    trainval, _test = split_dataset(
+        frame, target, cfg.split.test_size, cfg.split.random_seed, stratify, classes=task == "classification"
+    )
     train_from_config(trainval, cfg, task)
     return "trained"
 

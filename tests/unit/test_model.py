@@ -88,10 +88,18 @@ def exported(trained: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> 
     return export(trained, path, metadata={"note": "from test_model"})
 
 
-def penguin_pipeline(task: str, estimator: str, params: dict[str, Any], spec: FeatureSpec = SPEC,
-                     options: PreprocessingOptions = OPTIONS, frame: pd.DataFrame | None = None) -> Pipeline:
+def penguin_pipeline(
+    task: str,
+    estimator: str,
+    params: dict[str, Any],
+    spec: FeatureSpec = SPEC,
+    options: PreprocessingOptions = OPTIONS,
+    frame: pd.DataFrame | None = None,
+) -> Pipeline:
     frame = pd.read_csv(PENGUINS) if frame is None else frame
-    return pipeline_for(frame, spec, options, task, estimator, params, n_classes=3 if task == "classification" else 0)[0]
+    return pipeline_for(frame, spec, options, task, estimator, params, n_classes=3 if task == "classification" else 0)[
+        0
+    ]
 
 
 def test_build_pipeline_structure() -> None:
@@ -114,8 +122,16 @@ def test_build_pipeline_text_dates_and_options() -> None:
     """Each text column gets its own TF-IDF; dates one transformer; options reach imputer and encoder."""
     spec = FeatureSpec(numeric=["x"], categorical=["c"], text=["title", "body"], datetime=["when", "until"])
     options = PreprocessingOptions(numeric_imputation="mean", categorical_encoding="ordinal", text_max_features=17)
-    frame = pd.DataFrame({"x": [1.0, 2.0], "c": ["a", "b"], "title": ["a b c", "d e f"], "body": ["x", "y"],
-                          "when": ["2024-01-01", "2024-02-01"], "until": ["2025-01-01", None]})
+    frame = pd.DataFrame(
+        {
+            "x": [1.0, 2.0],
+            "c": ["a", "b"],
+            "title": ["a b c", "d e f"],
+            "body": ["x", "y"],
+            "when": ["2024-01-01", "2024-02-01"],
+            "until": ["2025-01-01", None],
+        }
+    )
     pipeline = penguin_pipeline("classification", "logistic_regression", {}, spec, options, frame)
     transformers = {name: (step, cols) for name, step, cols in pipeline.named_steps["preprocess"].transformers}
     assert set(transformers) == {"numeric", "categorical", "text:title", "text:body", "datetime"}
@@ -149,7 +165,9 @@ def test_build_pipeline_bad_param_type() -> None:
     [
         ("classification", "random_forest", {"n_estimators": 10, "n_trees": 5}, r"model\.random_forest\.n_trees\b"),
         (
-            "classification", "hist_gradient_boosting", {"n_estimators": 5},
+            "classification",
+            "hist_gradient_boosting",
+            {"n_estimators": 5},
             r"model\.hist_gradient_boosting\.n_estimators\b",
         ),
         ("regression", "random_forest", {"class_weight": "balanced"}, r"model\.random_forest\.class_weight\b"),
@@ -168,14 +186,30 @@ def test_validate_estimator_params_rejects_unknown(
     ("task", "estimator", "params", "named"),
     [
         # the key, the bad value, and what the class allows (scikit-learn's own constraint)
-        ("classification", "random_forest", {"n_estimators": "abc"},
-         r"^model\.random_forest\.n_estimators='abc' is not valid: .*an int in the range \[1, inf\)$"),
-        ("classification", "random_forest", {"n_estimators": 0},
-         r"^model\.random_forest\.n_estimators=0 is not valid: .*an int in the range \[1, inf\)$"),
-        ("regression", "random_forest", {"n_estimators": 10, "max_features": "bogus"},
-         r"^model\.random_forest\.max_features='bogus' is not valid: RandomForestRegressor's .*'sqrt'"),
-        ("classification", "hist_gradient_boosting", {"learning_rate": -1},
-         r"^model\.hist_gradient_boosting\.learning_rate=-1 is not valid: .*\(0\.0, inf\)"),
+        (
+            "classification",
+            "random_forest",
+            {"n_estimators": "abc"},
+            r"^model\.random_forest\.n_estimators='abc' is not valid: .*an int in the range \[1, inf\)$",
+        ),
+        (
+            "classification",
+            "random_forest",
+            {"n_estimators": 0},
+            r"^model\.random_forest\.n_estimators=0 is not valid: .*an int in the range \[1, inf\)$",
+        ),
+        (
+            "regression",
+            "random_forest",
+            {"n_estimators": 10, "max_features": "bogus"},
+            r"^model\.random_forest\.max_features='bogus' is not valid: RandomForestRegressor's .*'sqrt'",
+        ),
+        (
+            "classification",
+            "hist_gradient_boosting",
+            {"learning_rate": -1},
+            r"^model\.hist_gradient_boosting\.learning_rate=-1 is not valid: .*\(0\.0, inf\)",
+        ),
         ("classification", "logistic_regression", {"C": 0}, r"^model\.logistic_regression\.C=0 is not valid: "),
         ("regression", "ridge", {"alpha": -1.0}, r"^model\.ridge\.alpha=-1\.0 is not valid: .*\[0\.0, inf\)"),
     ],
@@ -193,7 +227,11 @@ def test_validate_estimator_params_rejects_bad_values(
 def test_validate_estimator_params_accepts_real() -> None:
     """Real RandomForestClassifier parameters pass."""
     params = {
-        "n_estimators": 10, "max_depth": None, "min_samples_leaf": 2, "class_weight": "balanced", "random_state": 1,
+        "n_estimators": 10,
+        "max_depth": None,
+        "min_samples_leaf": 2,
+        "class_weight": "balanced",
+        "random_state": 1,
     }
     assert validate_estimator_params("classification", "random_forest", params) is None
 
@@ -511,7 +549,8 @@ def test_train_integer_target(splits: tuple[pd.DataFrame, pd.DataFrame]) -> None
 
 
 @pytest.mark.parametrize(
-    ("estimator", "sparse"), [("logistic_regression", True), ("hist_gradient_boosting", False), ("random_forest", False)]
+    ("estimator", "sparse"),
+    [("logistic_regression", True), ("hist_gradient_boosting", False), ("random_forest", False)],
 )
 def test_the_preprocessed_matrix_is_laid_out_for_the_estimator(estimator: str, sparse: bool) -> None:
     """Linear models get a sparse matrix however dense (no dense copy of a wide table);
@@ -524,8 +563,9 @@ def test_the_preprocessed_matrix_is_laid_out_for_the_estimator(estimator: str, s
 
     table = make_table(300, seed=5)
     features = table.drop(columns=[TARGET])
-    pipeline, _ = pipeline_for(features, feature_spec_for_synthetic(), PreprocessingOptions(), "classification",
-                               estimator, {}, n_classes=3)
+    pipeline, _ = pipeline_for(
+        features, feature_spec_for_synthetic(), PreprocessingOptions(), "classification", estimator, {}, n_classes=3
+    )
     matrix = pipeline.named_steps["preprocess"].fit_transform(features, table[TARGET])
     assert scipy.sparse.issparse(matrix) is sparse
     assert matrix.shape[0] == 300
@@ -593,8 +633,9 @@ def test_the_baseline_gap_is_sure_only_when_the_test_set_says_so() -> None:
     assert lucky["resamples"] == 100 and lucky["rows"] == 800
     assert lucky["lower"] < lucky["gap"] and lucky["lower"] < 0.01  # not sure it beats the prior by the margin
     signal = np.clip(np.where(labels == "yes", 0.7, 0.3) + random.normal(0, 0.2, 800), 0.01, 0.99)
-    sure = baseline_gap("roc_auc_ovo", labels, np.column_stack([1 - signal, signal]), answers, ["no", "yes"],
-                        "classification")
+    sure = baseline_gap(
+        "roc_auc_ovo", labels, np.column_stack([1 - signal, signal]), answers, ["no", "yes"], "classification"
+    )
     assert sure["gap"] > 0.3 and sure["lower"] > 0.25
     # an error metric's gap is measured downwards: the mean's rmse minus the model's
     values = pd.Series(random.normal(10, 2, 500))
@@ -628,11 +669,16 @@ def test_the_signature_leaves_open_exactly_the_columns_the_model_casts() -> None
 
     from trainflow_inference import InputColumns
 
-    rows = pd.DataFrame({
-        "count": [1, 2, 3], "size": [1.5, np.nan, 2.0], "name": ["a", "b", None],
-        "grade": pd.Categorical(["x", "y", "x"]), "flag": [True, False, True],
-        "day": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]),
-    })
+    rows = pd.DataFrame(
+        {
+            "count": [1, 2, 3],
+            "size": [1.5, np.nan, 2.0],
+            "name": ["a", "b", None],
+            "grade": pd.Categorical(["x", "y", "x"]),
+            "flag": [True, False, True],
+            "day": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]),
+        }
+    )
     signature = input_signature(rows, np.array([0, 1, 0]))
     open_type = {spec.name for spec in signature.inputs.inputs if isinstance(spec.type, AnyType)}
     cast = InputColumns().fit(rows)

@@ -29,8 +29,16 @@ PARAMS = {"n_estimators": 20, "random_state": 0}
 def _train(task: str, n_classes: int = 3) -> TrainResult:
     table = make_table(400, task=task, n_classes=n_classes, seed=7)
     return train(
-        table, TARGET, task, "random_forest", PARAMS, feature_spec_for_synthetic(), PreprocessingOptions(),
-        val_size=0.3, random_seed=0, stratify_by=TARGET if task == "classification" else None,
+        table,
+        TARGET,
+        task,
+        "random_forest",
+        PARAMS,
+        feature_spec_for_synthetic(),
+        PreprocessingOptions(),
+        val_size=0.3,
+        random_seed=0,
+        stratify_by=TARGET if task == "classification" else None,
     )
 
 

@@ -29,7 +29,8 @@ def test_exit_now_runs_the_exit_handlers_and_keeps_the_code(children: str, tmp_p
     worker alive, it shuts the worker down and leaves at once. (Before, it waited out the
     worker's 300 s idle timeout: the timeout below would fail the test.)"""
     marker = tmp_path / "marker"
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(marker), children], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(marker), children], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 3, done.stderr
     assert marker.read_text() == "exit handlers ran"

@@ -33,8 +33,11 @@ POLICY = GatePolicy(metric="roc_auc_ovo", thresholds={"roc_auc_ovo": 0.9}, min_i
 
 
 def model(
-    version: int, metrics: dict[str, float] | None = None, tested_on: str | None = TEST_SET,
-    baseline: dict[str, float] | None = None, features: dict[str, list[str]] | None = None,
+    version: int,
+    metrics: dict[str, float] | None = None,
+    tested_on: str | None = TEST_SET,
+    baseline: dict[str, float] | None = None,
+    features: dict[str, list[str]] | None = None,
     gap: dict[str, object] | None = None,
 ) -> ArtifactVersion:
     """A model_export version as test_model leaves it (no test record when metrics is None),
@@ -49,8 +52,18 @@ def model(
     if features is not None:
         metadata["features"] = features
     return ArtifactVersion(
-        name="model_export", version=version, type="model_export", kind="dir", digest=f"d{version}", size=1,
-        description="", metadata=metadata, aliases=(), created_at="", run=None, files=(),
+        name="model_export",
+        version=version,
+        type="model_export",
+        kind="dir",
+        digest=f"d{version}",
+        size=1,
+        description="",
+        metadata=metadata,
+        aliases=(),
+        created_at="",
+        run=None,
+        files=(),
     )
 
 
@@ -63,7 +76,11 @@ def test_first_model_is_promoted_on_thresholds_alone() -> None:
     assert decision.outcome == PROMOTED and decision.promote and not decision.forced
     assert rows(decision)["roc_auc_ovo"] == ("0.9700", ">= 0.9", "pass")
     assert rows(decision)["champion"] == ("none yet", "baseline and bounds decide", "pass")
-    assert rows(decision)["roc_auc_ovo vs baseline"] == ("0.9700", "baseline not recorded", "-")  # tested before baselines
+    assert rows(decision)["roc_auc_ovo vs baseline"] == (
+        "0.9700",
+        "baseline not recorded",
+        "-",
+    )  # tested before baselines
     table = decision.table()
     assert table.splitlines()[0].split() == ["criterion", "value", "bound", "verdict"]
     assert "roc_auc_ovo" in table and ">= 0.9" in table
@@ -86,19 +103,33 @@ def test_with_no_champion_and_no_bounds_the_baseline_decides() -> None:
 def test_a_gap_that_chance_could_make_is_not_enough() -> None:
     """Noise on a small test set: 0.5326 against 0.5 observed, but the bootstrap's 95% lower
     bound of the gap is below the margin: refused. The same gap measured surely passes."""
-    lucky = model(0, {"roc_auc_ovo": 0.5326}, baseline={"roc_auc_ovo": 0.5},
-                  gap={"metric": "roc_auc_ovo", "gap": 0.0326, "lower": -0.0004, "resamples": 100, "rows": 800})
+    lucky = model(
+        0,
+        {"roc_auc_ovo": 0.5326},
+        baseline={"roc_auc_ovo": 0.5},
+        gap={"metric": "roc_auc_ovo", "gap": 0.0326, "lower": -0.0004, "resamples": 100, "rows": 800},
+    )
     decision = decide(lucky, TEST_SET, GENERIC)
     assert decision.outcome == REFUSED
     assert rows(decision)["roc_auc_ovo vs baseline"] == (
-        "0.5326, gap +0.0326 (95% lower bound -0.0004)", "gap >= 0.01 at 95% (baseline 0.5000)", "FAIL"
+        "0.5326, gap +0.0326 (95% lower bound -0.0004)",
+        "gap >= 0.01 at 95% (baseline 0.5000)",
+        "FAIL",
     )
-    sure = model(1, {"roc_auc_ovo": 0.5326}, baseline={"roc_auc_ovo": 0.5},
-                 gap={"metric": "roc_auc_ovo", "gap": 0.0326, "lower": 0.021, "resamples": 100, "rows": 80_000})
+    sure = model(
+        1,
+        {"roc_auc_ovo": 0.5326},
+        baseline={"roc_auc_ovo": 0.5},
+        gap={"metric": "roc_auc_ovo", "gap": 0.0326, "lower": 0.021, "resamples": 100, "rows": 80_000},
+    )
     assert decide(sure, TEST_SET, GENERIC).outcome == PROMOTED
     # a gap measured for another metric is not this gate's evidence: the observed gap decides
-    other = model(2, {"roc_auc_ovo": 0.5326}, baseline={"roc_auc_ovo": 0.5},
-                  gap={"metric": "accuracy", "gap": 0.1, "lower": -0.2, "resamples": 100, "rows": 800})
+    other = model(
+        2,
+        {"roc_auc_ovo": 0.5326},
+        baseline={"roc_auc_ovo": 0.5},
+        gap={"metric": "accuracy", "gap": 0.1, "lower": -0.2, "resamples": 100, "rows": 800},
+    )
     assert decide(other, TEST_SET, GENERIC).outcome == PROMOTED
 
 
@@ -131,7 +162,9 @@ def test_the_gate_metric_follows_the_task(project_dir: Path) -> None:
     assert GatePolicy.from_config(cfg.promote, "classification").metric == "roc_auc_ovo"
     regression = GatePolicy.from_config(cfg.promote, "regression")
     assert (regression.metric, regression.higher_is_better, regression.thresholds) == ("r2", True, {})
-    errors = GatePolicy.from_config(load_config(project_dir, ["data.uri=x.csv", "data.target=y", "promote.metric=mae"]).promote)
+    errors = GatePolicy.from_config(
+        load_config(project_dir, ["data.uri=x.csv", "data.target=y", "promote.metric=mae"]).promote
+    )
     assert (errors.metric, errors.higher_is_better) == ("mae", False)
 
 
@@ -229,8 +262,13 @@ def test_non_finite_metric_is_refused() -> None:
 def test_the_metrics_row_names_the_gate_metrics_and_every_non_finite_one() -> None:
     """Per-class precision and recall would make the row hundreds of characters wide: it
     shows the metrics the gate uses and any that fail the finiteness check, and counts the rest."""
-    recorded = {"roc_auc_ovo": 0.9663, "accuracy": 0.7826, "precision_Adelie": 0.67, "recall_Gentoo": math.inf,
-                "log_loss": 0.4992}
+    recorded = {
+        "roc_auc_ovo": 0.9663,
+        "accuracy": 0.7826,
+        "precision_Adelie": 0.67,
+        "recall_Gentoo": math.inf,
+        "log_loss": 0.4992,
+    }
     decision = decide(model(1, recorded), TEST_SET, GatePolicy(thresholds={"accuracy": 0.5}))
     value = rows(decision)["test metrics recorded and finite"][0]
     assert value == "roc_auc_ovo=0.9663, accuracy=0.7826, recall_Gentoo=inf (+2 more)"
@@ -276,8 +314,13 @@ def test_rollback_target_pops_the_champions_stack(moves, rollbacks, target) -> N
 
 def promote_section(**changes: Any) -> dict[str, Any]:
     section = {
-        "metric": "roc_auc_ovo", "higher_is_better": True, "thresholds": {"roc_auc_ovo": 0.9},
-        "min_improvement": 0.005, "force": False, "registered_model_name": "trainflow-model", "alias": "prod",
+        "metric": "roc_auc_ovo",
+        "higher_is_better": True,
+        "thresholds": {"roc_auc_ovo": 0.9},
+        "min_improvement": 0.005,
+        "force": False,
+        "registered_model_name": "trainflow-model",
+        "alias": "prod",
     }
     return {**section, **changes}
 
@@ -327,8 +370,15 @@ def store(tmp_path: Path) -> LocalArtifactStore:
 
 def test_a_promotion_moves_the_alias_and_appends_history_together(store: LocalArtifactStore) -> None:
     first = store.record_promotion(
-        "model_export", "prod", "promote", PROMOTED, "model_export:v0", {"metrics": {"auc": 0.9}}, "me@here",
-        move=True, expected=None,
+        "model_export",
+        "prod",
+        "promote",
+        PROMOTED,
+        "model_export:v0",
+        {"metrics": {"auc": 0.9}},
+        "me@here",
+        move=True,
+        expected=None,
     )
     assert (first.before, first.after, first.candidate) == (None, "model_export:v0", "model_export:v0")
     kept = store.record_promotion("model_export", "prod", "promote", CHAMPION_KEPT, "model_export:v1", {}, "me@here")
@@ -345,8 +395,15 @@ def test_a_move_against_a_stale_champion_changes_nothing(store: LocalArtifactSto
     stale = r"model_export:prod changed to model_export:v1 .* against model_export:v0"
     with pytest.raises(TrainflowError, match=stale):
         store.record_promotion(
-            "model_export", "prod", "promote", PROMOTED, "model_export:v2", {}, "me",
-            move=True, expected="model_export:v0",
+            "model_export",
+            "prod",
+            "promote",
+            PROMOTED,
+            "model_export:v2",
+            {},
+            "me",
+            move=True,
+            expected="model_export:v0",
         )
     assert store.get("model_export:prod").version == 1
     assert store.promotions() == []
@@ -377,15 +434,37 @@ def test_each_threshold_keeps_its_metrics_direction_whatever_the_comparison_metr
     assert strong.outcome == PROMOTED and rows(strong)["log_loss"] == ("0.0700", "<= 0.5", "pass")
 
 
-@pytest.mark.parametrize(("metric", "higher"), [("log_loss", True), ("rmse", True), ("roc_auc_ovo", False), ("r2", False)])
+@pytest.mark.parametrize(
+    ("metric", "higher"), [("log_loss", True), ("rmse", True), ("roc_auc_ovo", False), ("r2", False)]
+)
 def test_a_comparison_direction_against_the_metric_is_refused(metric: str, higher: bool) -> None:
-    with pytest.raises(ConfigError, match=f"promote.metric={metric} is better (higher|lower): set promote.higher_is_better="):
-        validate_promote({"metric": metric, "higher_is_better": higher, "thresholds": {}, "min_improvement": 0.0,
-                          "force": False, "registered_model_name": "trainflow-model", "alias": "prod"})
+    with pytest.raises(
+        ConfigError, match=f"promote.metric={metric} is better (higher|lower): set promote.higher_is_better="
+    ):
+        validate_promote(
+            {
+                "metric": metric,
+                "higher_is_better": higher,
+                "thresholds": {},
+                "min_improvement": 0.0,
+                "force": False,
+                "registered_model_name": "trainflow-model",
+                "alias": "prod",
+            }
+        )
 
 
 @pytest.mark.parametrize("alias", ["latest", "candidate"])
 def test_an_alias_every_new_model_moves_cannot_be_the_production_alias(alias: str) -> None:
     with pytest.raises(ConfigError, match=f"promote.alias={alias} is moved by every"):
-        validate_promote({"metric": "roc_auc_ovo", "higher_is_better": True, "thresholds": {}, "min_improvement": 0.0,
-                          "force": False, "registered_model_name": "trainflow-model", "alias": alias})
+        validate_promote(
+            {
+                "metric": "roc_auc_ovo",
+                "higher_is_better": True,
+                "thresholds": {},
+                "min_improvement": 0.0,
+                "force": False,
+                "registered_model_name": "trainflow-model",
+                "alias": alias,
+            }
+        )

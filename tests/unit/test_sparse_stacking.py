@@ -27,8 +27,13 @@ def _parts(rows: int, seed: int = 0) -> list[object]:
     dense[rows // 2, 1] = np.nan
     words = sparse.random(rows, 30, density=0.3, format="csr", random_state=seed)
     words = sparse.csr_matrix(words.multiply(rng.random((rows, 1)) > 0.2))  # about a fifth of the rows empty
-    return [dense, words, np.empty((rows, 0)), sparse.random(rows, 5, density=0.3, format="csc", random_state=seed + 1),
-            rng.normal(size=(rows, 2))]
+    return [
+        dense,
+        words,
+        np.empty((rows, 0)),
+        sparse.random(rows, 5, density=0.3, format="csc", random_state=seed + 1),
+        rng.normal(size=(rows, 2)),
+    ]
 
 
 def _equal(ours: sparse.spmatrix, reference: sparse.spmatrix) -> bool:

@@ -32,7 +32,9 @@ def test_a_finished_steps_string_columns_go_back_to_the_system() -> None:
     reuse unless asked to release it."""
     release_memory()
     baseline = memory_status()["VmRSS"]
-    frame = pd.DataFrame({"text": pd.array([f"row {i} of a long enough string" for i in range(2_000_000)], dtype="str")})
+    frame = pd.DataFrame(
+        {"text": pd.array([f"row {i} of a long enough string" for i in range(2_000_000)], dtype="str")}
+    )
     grown = memory_status()["VmRSS"]
     assert grown > baseline + 60 * MIB
     del frame
@@ -61,8 +63,11 @@ def test_large_allocations_go_back_to_the_system_when_freed(fixed: bool) -> None
     setting lasts for the process."""
     import subprocess
 
-    returned = int(subprocess.run([sys.executable, "-c", FRAGMENTING.format(fixed=fixed)], check=True,
-                                  capture_output=True, text=True).stdout)
+    returned = int(
+        subprocess.run(
+            [sys.executable, "-c", FRAGMENTING.format(fixed=fixed)], check=True, capture_output=True, text=True
+        ).stdout
+    )
     if fixed:
         assert returned >= 50 * MIB
     else:

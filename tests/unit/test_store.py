@@ -78,7 +78,9 @@ def store(tmp_path: Path) -> LocalArtifactStore:
 # -- 1. versioning ------------------------------------------------------------------------
 
 
-def test_versions_are_numbered_per_name_and_latest_follows_the_newest(store: LocalArtifactStore, tmp_path: Path) -> None:
+def test_versions_are_numbered_per_name_and_latest_follows_the_newest(
+    store: LocalArtifactStore, tmp_path: Path
+) -> None:
     """Three logs of one name give v0, v1, v2; latest and the bare name track the newest; vN resolves."""
     source = tmp_path / "data.csv"
     logged = []
@@ -250,7 +252,9 @@ def test_an_alias_the_gate_decided_about_moves_only_through_the_gate(store: Loca
     _three_versions(store, tmp_path, "encoder")
     store.record_promotion("model", "prod", "promote", "promoted", "model:v0", details={}, actor="test", move=True)
     for move in (store.set_alias, lambda ref, alias: store.claim_alias(ref, alias)):
-        with pytest.raises(TrainflowError, match=r"model:prod is moved only by the promotion gate.*promote_model.*rollback"):
+        with pytest.raises(
+            TrainflowError, match=r"model:prod is moved only by the promotion gate.*promote_model.*rollback"
+        ):
             move("model:v2", "prod")
     assert store.get("model:prod").ref == "model:v0"
     assert [entry.after for entry in store.promotions("model", "prod")] == ["model:v0"]
@@ -269,8 +273,9 @@ def test_cli_alias_refuses_the_production_alias_in_one_line(store: LocalArtifact
     store.record_promotion("model", "prod", "promote", "promoted", "model:v0", details={}, actor="test", move=True)
     env = {**os.environ, "TRAINFLOW_HOME": str(store.root)}
     trainflow = str(Path(sys.executable).parent / "trainflow")
-    result = subprocess.run([trainflow, "artifacts", "alias", "model:v2", "prod"], env=env, capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        [trainflow, "artifacts", "alias", "model:v2", "prod"], env=env, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 1
     assert result.stderr.strip().startswith("trainflow: error: model:prod is moved only by the promotion gate")
     assert len(result.stderr.strip().splitlines()) == 1
@@ -524,7 +529,25 @@ def test_unknown_version_names_the_reference_and_what_exists(two_names: LocalArt
         two_names.record_usage("data:v5", RunRecord("r", "s"))
 
 
-BAD_NAMES = ["../escape", "..", "a..b", "a/b/c", "/abs/path", "proj..x/name", "a;b", "x;rm -rf", "$(id)", "a`id`", "a|b", "a&b", "a>b", "has space", "-leading-dash", "", "a" * 129]
+BAD_NAMES = [
+    "../escape",
+    "..",
+    "a..b",
+    "a/b/c",
+    "/abs/path",
+    "proj..x/name",
+    "a;b",
+    "x;rm -rf",
+    "$(id)",
+    "a`id`",
+    "a|b",
+    "a&b",
+    "a>b",
+    "has space",
+    "-leading-dash",
+    "",
+    "a" * 129,
+]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
@@ -713,7 +736,9 @@ def test_sigkill_mid_write_never_exposes_a_partial_version(tmp_path: Path) -> No
     for tag, delay in enumerate(delays):
         process = subprocess.Popen(
             [sys.executable, "-c", _CRASH_WRITER, str(root), str(source), str(tag)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         lines = _start_line_reader(process)
         _wait_for(lines, "ready", process)
@@ -784,7 +809,9 @@ def test_concurrent_writers_get_unique_contiguous_versions(tmp_path: Path) -> No
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", _CONCURRENT_WRITER, str(root), str(tmp_path / "scratch"), str(worker), str(go)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for worker in range(4)
     ]
@@ -800,7 +827,9 @@ def test_concurrent_writers_get_unique_contiguous_versions(tmp_path: Path) -> No
     assert [v.version for v in versions] == list(range(20))
     assert sorted(reported) == list(range(20)), "each writer must have been told a distinct version number"
     assert len({v.digest for v in versions}) == 20, "every distinct content must be present"
-    assert {(v.metadata["worker"], v.metadata["index"]) for v in versions} == {(w, i) for w in range(4) for i in range(5)}
+    assert {(v.metadata["worker"], v.metadata["index"]) for v in versions} == {
+        (w, i) for w in range(4) for i in range(5)
+    }
     assert store.get("shared:latest").version == 19
     assert [v.version for v in versions if "latest" in v.aliases] == [19]
     assert store.verify().ok
@@ -868,7 +897,10 @@ def test_verify_command_exits_non_zero_on_damage(tmp_path: Path) -> None:
     store = _damaged_store(tmp_path / "store", "missing blob")
     result = subprocess.run(
         [sys.executable, "-m", "trainflow.cli.main", "--root", str(store.root), "artifacts", "verify"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 1
     assert "is missing" in result.stdout and "trainflow: error: " in result.stderr

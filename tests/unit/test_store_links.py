@@ -226,7 +226,9 @@ def test_an_unstamped_blob_is_hashed_once_then_stamped_and_made_read_only(  # ty
 
 @pytest.mark.parametrize("refusal", [errno.EXDEV, errno.EMLINK, errno.EPERM])
 def test_where_links_fail_the_checkout_is_a_verified_read_only_copy(
-    logged, monkeypatch: pytest.MonkeyPatch, refusal: int  # type: ignore[no-untyped-def]
+    logged,
+    monkeypatch: pytest.MonkeyPatch,
+    refusal: int,  # type: ignore[no-untyped-def]
 ) -> None:
     store, files = logged
 

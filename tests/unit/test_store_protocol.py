@@ -49,8 +49,15 @@ def mismatches(cls: type) -> list[str]:
 
 def test_the_protocol_holds_the_calls_steps_make() -> None:
     """What StepRun and the components call on ``run.store``, whichever backend it is."""
-    assert {"get", "record_usage", "use_artifact", "log_artifacts", "update_metadata", "claim_alias",
-            "record_promotion"} <= set(MEMBERS)
+    assert {
+        "get",
+        "record_usage",
+        "use_artifact",
+        "log_artifacts",
+        "update_metadata",
+        "claim_alias",
+        "record_promotion",
+    } <= set(MEMBERS)
 
 
 @pytest.mark.parametrize("backend", [LocalArtifactStore, WandbArtifactStore])
@@ -64,8 +71,16 @@ class _RenamedParameter(LocalArtifactStore):
 
 
 class _OtherDefault(LocalArtifactStore):
-    def log_artifact(self, path: Any, name: str, type: str, description: str = "?", metadata: Any = None,
-                     aliases: Any = (), run: Any = None) -> ArtifactVersion:
+    def log_artifact(
+        self,
+        path: Any,
+        name: str,
+        type: str,
+        description: str = "?",
+        metadata: Any = None,
+        aliases: Any = (),
+        run: Any = None,
+    ) -> ArtifactVersion:
         raise NotImplementedError
 
 
@@ -77,8 +92,10 @@ class _NarrowerType(LocalArtifactStore):
 @pytest.mark.parametrize(
     ("drifted", "found"),
     [
-        (type("Partial", (), {name: getattr(LocalArtifactStore, name) for name in MEMBERS if name != "claim_alias"}),
-         "Partial has no claim_alias"),
+        (
+            type("Partial", (), {name: getattr(LocalArtifactStore, name) for name in MEMBERS if name != "claim_alias"}),
+            "Partial has no claim_alias",
+        ),
         (_RenamedParameter, "_RenamedParameter.set_alias"),
         (_OtherDefault, "_OtherDefault.log_artifact(description) defaults to '?'"),
         (_NarrowerType, "_NarrowerType.use_artifact(run) is typed None"),

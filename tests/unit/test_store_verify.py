@@ -125,7 +125,9 @@ def test_cli_repair_removes_old_orphans(store: LocalArtifactStore) -> None:
     assert not orphan.exists()
 
 
-def test_a_recorded_path_that_escapes_is_refused_on_read_and_reported(store: LocalArtifactStore, tmp_path: Path) -> None:
+def test_a_recorded_path_that_escapes_is_refused_on_read_and_reported(
+    store: LocalArtifactStore, tmp_path: Path
+) -> None:
     """An index edited to point a file at ``../`` must not make a checkout write outside the store."""
     with sqlite3.connect(store.index_path) as db:
         db.execute("UPDATE files SET path = '../../../escaped.txt' WHERE path = 'MLmodel'")
@@ -174,7 +176,9 @@ def test_an_index_that_is_not_a_database_is_one_error_line(store: LocalArtifactS
         result = run_command([TRAINFLOW, *command], env)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert [line for line in result.stderr.splitlines() if line.strip()] == [
-            line for line in result.stderr.splitlines() if line.startswith("trainflow: error: cannot open the store's index")
+            line
+            for line in result.stderr.splitlines()
+            if line.startswith("trainflow: error: cannot open the store's index")
         ]
 
 

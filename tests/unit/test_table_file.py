@@ -76,8 +76,10 @@ def test_rows_longer_than_the_header_are_refused_not_shifted(tmp_path: Path, row
     """pandas takes the extra first fields of such rows as the index: every column would
     hold its neighbour's values (and a delimiter at the end of each row does the same)."""
     message = refusal(write(tmp_path / "t.csv", "a,b\n" + rows))
-    assert message == ("t.csv's rows have more fields than its header has names (2): name every column in the "
-                       "header, or remove the delimiter at the end of each row")
+    assert message == (
+        "t.csv's rows have more fields than its header has names (2): name every column in the "
+        "header, or remove the delimiter at the end of each row"
+    )
 
 
 def test_a_long_line_and_too_many_cells_name_their_settings(tmp_path: Path) -> None:
@@ -189,7 +191,9 @@ def test_a_column_mixing_numbers_and_text_is_read_as_text_and_reported(tmp_path:
 def _text_with_bytes(data: bytes, offsets: list[int]) -> pa.Array:
     """A string array holding ``data`` as it is: pyarrow's writers do not check UTF-8."""
     return pa.Array.from_buffers(
-        pa.string(), len(offsets) - 1, [None, pa.py_buffer(np.array(offsets, dtype=np.int32).tobytes()), pa.py_buffer(data)]
+        pa.string(),
+        len(offsets) - 1,
+        [None, pa.py_buffer(np.array(offsets, dtype=np.int32).tobytes()), pa.py_buffer(data)],
     )
 
 

@@ -16,8 +16,16 @@ from trainflow.pipeline.steps import STEPS
 # The keys a user sets most, in the order a first run needs them; their defaults are read
 # from config.yaml itself.
 MAIN_KEYS = (
-    "main.steps", "data.uri", "data.target", "project", "model.task", "model.estimator",
-    "split.test_size", "promote.metric", "artifacts.backend", "main.env_manager",
+    "main.steps",
+    "data.uri",
+    "data.target",
+    "project",
+    "model.task",
+    "model.estimator",
+    "split.test_size",
+    "promote.metric",
+    "artifacts.backend",
+    "main.env_manager",
 )
 HELP_FLAGS = ("--help", "-h")
 

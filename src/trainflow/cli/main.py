@@ -155,11 +155,15 @@ def cmd_verify(store: LocalArtifactStore, args: argparse.Namespace) -> None:
     if args.repair:
         print(f"  removed {len(report.removed)} orphaned blob(s) and stale temporary file(s)")
     elif garbage:
-        print(f"  {len(report.orphans)} orphaned blob(s), {len(report.stale_tmp)} stale temporary file(s): "
-              "remove them with `trainflow artifacts verify --repair`")
+        print(
+            f"  {len(report.orphans)} orphaned blob(s), {len(report.stale_tmp)} stale temporary file(s): "
+            "remove them with `trainflow artifacts verify --repair`"
+        )
     if report.recent_orphans:
-        print(f"  {len(report.recent_orphans)} unreferenced blob(s) younger than {args.grace_seconds:g} s kept "
-              "(a step may be writing them)")
+        print(
+            f"  {len(report.recent_orphans)} unreferenced blob(s) younger than {args.grace_seconds:g} s kept "
+            "(a step may be writing them)"
+        )
     if not report.ok:
         raise CorruptArtifact(
             f"{len(report.problems)} problem(s) in the store at {store.root} (listed above): the versions named "
@@ -205,12 +209,14 @@ def cmd_sweeps_best(store: LocalArtifactStore, args: argparse.Namespace) -> None
         raise TrainflowError(
             f"sweeps best does not move {MODEL_ARTIFACT}:{PRODUCTION_ALIAS}, only the promotion gate does: "
             f"alias the best trial as {CANDIDATE_ALIAS} (drop --alias), then promote it with "
-            f"`mlflow run . -P steps=promote_model -P hydra_options=\"promote.model={MODEL_ARTIFACT}:{CANDIDATE_ALIAS}\"`"
+            f'`mlflow run . -P steps=promote_model -P hydra_options="promote.model={MODEL_ARTIFACT}:{CANDIDATE_ALIAS}"`'
         )
     check_direction(args.metric, not args.lower_is_better, None)
     best, value = select_best(store, args.sweep_id, args.metric, not args.lower_is_better, args.alias)
     trial, metric = best.metadata["sweep"].get("trial"), args.metric.removeprefix("val_")
-    print(f"model_export:{args.alias} -> {best.ref} (trial {trial} of sweep {args.sweep_id}, val_{metric} = {value:.4f})")
+    print(
+        f"model_export:{args.alias} -> {best.ref} (trial {trial} of sweep {args.sweep_id}, val_{metric} = {value:.4f})"
+    )
 
 
 # Suffixes that make an argument a file name even without a folder in it (an artifact name
@@ -255,7 +261,9 @@ def cmd_data_schema_infer(root: Path, args: argparse.Namespace) -> None:
     path, source = _schema_source(root, args.source)
     frame = read_table(path, setting="the source argument")
     if args.target is not None and args.target not in frame.columns:
-        raise TrainflowError(f"--target {args.target!r} is not a column of {source}: it has {', '.join(map(str, frame.columns))}")
+        raise TrainflowError(
+            f"--target {args.target!r} is not a column of {source}: it has {', '.join(map(str, frame.columns))}"
+        )
     expectations = infer_expectations(frame, target=args.target, max_categories=args.max_categories, margin=args.margin)
     text = (
         f"# data_check.expectations inferred by `trainflow data-schema infer` from {source}\n"
@@ -291,12 +299,20 @@ def cmd_promotions(store: LocalArtifactStore, args: argparse.Namespace) -> None:
         details = entry.details
         metric = (details.get("policy") or {}).get("metric", metric)
         value = (details.get("metrics") or {}).get(metric)
-        rows.append((
-            str(entry.id), entry.at[:19].replace("T", " "), entry.action, entry.outcome, entry.candidate or "-",
-            f"{entry.alias}: {_short(entry.before)} -> {_short(entry.after)}",
-            f"{metric}={value:.4f}" if isinstance(value, (int, float)) else "-",
-            "yes" if details.get("forced") else "no", entry.actor, (entry.run_id or "-")[:12],
-        ))
+        rows.append(
+            (
+                str(entry.id),
+                entry.at[:19].replace("T", " "),
+                entry.action,
+                entry.outcome,
+                entry.candidate or "-",
+                f"{entry.alias}: {_short(entry.before)} -> {_short(entry.after)}",
+                f"{metric}={value:.4f}" if isinstance(value, (int, float)) else "-",
+                "yes" if details.get("forced") else "no",
+                entry.actor,
+                (entry.run_id or "-")[:12],
+            )
+        )
     if not args.verbose:
         print(format_table(rows, indent=""))
         return
@@ -342,6 +358,7 @@ def cmd_rollback(store: LocalArtifactStore, args: argparse.Namespace) -> None:
 
 def _at_least_zero(kind: type) -> Callable[[str], float | int]:
     """An argparse type for a finite number >= 0 (a count, a fraction, seconds)."""
+
     def parse(text: str) -> float | int:
         try:
             value = kind(text)
@@ -350,18 +367,24 @@ def _at_least_zero(kind: type) -> Callable[[str], float | int]:
         if not math.isfinite(value) or value < 0:
             raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
         return value
+
     return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trainflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="trainflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", type=Path, default=None, help="store root (default: $TRAINFLOW_HOME or ./.trainflow)")
     parser.add_argument(
-        "--backend", choices=("local", "wandb", "auto"), default="local",
+        "--backend",
+        choices=("local", "wandb", "auto"),
+        default="local",
         help="artifacts from the local store (default) or a W&B project (auto: W&B when logged in)",
     )
     parser.add_argument(
-        "--project", default=None,
+        "--project",
+        default=None,
         help="the project (one table and target, e.g. penguins-species): in the local store, default the only "
         "one it holds, else name it; on W&B, the W&B project (default $WANDB_PROJECT)",
     )
@@ -391,7 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify = verbs.add_parser("verify", help="check every blob's digest and the index; find orphaned blobs")
     verify.add_argument("--repair", action="store_true", help="remove orphaned blobs and stale temporary files")
     verify.add_argument(
-        "--grace-seconds", type=_at_least_zero(float), default=3600.0,
+        "--grace-seconds",
+        type=_at_least_zero(float),
+        default=3600.0,
         help="unreferenced blobs younger than this may belong to a running step: never removed (default 3600)",
     )
     verify.set_defaults(handler=cmd_verify)
@@ -407,10 +432,18 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("source", help="a stored version (raw_data:latest, raw_data:v3) or a CSV/Parquet file")
     infer.add_argument("--target", default=None, help="the target column: its values become the expected classes")
     infer.add_argument("--out", default=None, help="write to this YAML file instead of standard output")
-    infer.add_argument("--max-categories", type=_at_least_zero(int), default=20,
-                       help="string columns with at most this many distinct values get allowed values (default 20)")
-    infer.add_argument("--margin", type=_at_least_zero(float), default=0.1,
-                       help="widen numeric ranges by this fraction of the observed range (default 0.1)")
+    infer.add_argument(
+        "--max-categories",
+        type=_at_least_zero(int),
+        default=20,
+        help="string columns with at most this many distinct values get allowed values (default 20)",
+    )
+    infer.add_argument(
+        "--margin",
+        type=_at_least_zero(float),
+        default=0.1,
+        help="widen numeric ranges by this fraction of the observed range (default 0.1)",
+    )
     infer.set_defaults(handler=cmd_data_schema_infer)
     history = commands.add_parser("promotions", help="the promotion history: every gate decision and rollback")
     history.add_argument("--name", default="model_export", help="artifact name (default: model_export)")
@@ -424,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--name", default="model_export", help="artifact name (default: model_export)")
     back.add_argument("--alias", default=PRODUCTION_ALIAS, help=f"the alias to move back (default: {PRODUCTION_ALIAS})")
     back.add_argument(
-        "--registered-model-name", default=None,
+        "--registered-model-name",
+        default=None,
         help="MLflow registered model (default: the one the current champion was registered in)",
     )
     back.add_argument("--experiment-name", default="trainflow", help="MLflow experiment of the rollback run")
@@ -439,8 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command = sweep_verbs.add_parser(verb, help=help_text)
         command.add_argument("sweep_id")
-        command.add_argument("--metric", required=verb == "best", default="roc_auc_ovo",
-                             help="the validation metric to compare (model_export metadata 'validation')")
+        command.add_argument(
+            "--metric",
+            required=verb == "best",
+            default="roc_auc_ovo",
+            help="the validation metric to compare (model_export metadata 'validation')",
+        )
         command.add_argument("--lower-is-better", action="store_true", help="for error metrics: log_loss, mae, rmse")
         if verb == "best":
             command.add_argument("--alias", default="candidate", help="the alias to set (default: candidate)")
@@ -484,7 +522,9 @@ def run(argv: Sequence[str] | None = None) -> None:
             args.handler(store, args)
             return
         if args.command != "init" and not (root / "index.db").is_file():
-            raise TrainflowError(f"no artifact store at {root.resolve()}: set TRAINFLOW_HOME or --root, or run the pipeline")
+            raise TrainflowError(
+                f"no artifact store at {root.resolve()}: set TRAINFLOW_HOME or --root, or run the pipeline"
+            )
         args.handler(LocalArtifactStore(root, project=args.project), args)
 
 

@@ -376,7 +376,9 @@ def check_config_groups(project_dir: Path, overrides: list[str]) -> None:
                     f"{hint}groups in {parent}: {', '.join(sorted(groups))}"
                 )
             if override.is_delete() or override.value_type not in (
-                ValueType.ELEMENT, ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP
+                ValueType.ELEMENT,
+                ValueType.SIMPLE_CHOICE_SWEEP,
+                ValueType.CHOICE_SWEEP,
             ):
                 continue  # removing the group, or a glob/range sweep: Hydra's to judge
             values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
@@ -477,7 +479,9 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
 
     check_direction(cfg.sweep.metric, cfg.sweep.higher_is_better, "sweep")
     if cfg.sweep.n_jobs < 1:
-        raise ConfigError(f"sweep.n_jobs={cfg.sweep.n_jobs} must be at least 1 (trials at once with hydra/launcher=joblib)")
+        raise ConfigError(
+            f"sweep.n_jobs={cfg.sweep.n_jobs} must be at least 1 (trials at once with hydra/launcher=joblib)"
+        )
 
 
 def sets_estimator_params(overrides: Sequence[str]) -> bool:

@@ -45,8 +45,12 @@ def check_table(
     if reference is not None:
         drift = settings.get("drift") or {}
         drift_results, family, drift_notes = drift_checks(
-            frame, reference, float(drift.get("alpha", 0.05)), str(drift.get("correction", "sidak")),
-            int(drift.get("max_categories", 50)), float(drift.get("max_psi", 0.25)),
+            frame,
+            reference,
+            float(drift.get("alpha", 0.05)),
+            str(drift.get("correction", "sidak")),
+            int(drift.get("max_categories", 50)),
+            float(drift.get("max_psi", 0.25)),
         )
         results += drift_results
         notes += drift_notes
@@ -84,7 +88,9 @@ def validate_data_check_config(section: Mapping[str, Any]) -> None:
             raise ConfigError(f"data_check.fail_on.{group}={value!r} is not one of {', '.join(SEVERITIES)}")
     drift = section.get("drift") or {}
     if drift.get("correction") not in CORRECTIONS:
-        raise ConfigError(f"data_check.drift.correction={drift.get('correction')!r} is not one of {', '.join(CORRECTIONS)}")
+        raise ConfigError(
+            f"data_check.drift.correction={drift.get('correction')!r} is not one of {', '.join(CORRECTIONS)}"
+        )
     if not 0.0 < float(drift.get("alpha", 0)) < 1.0:
         raise ConfigError(f"data_check.drift.alpha={drift.get('alpha')} must be strictly between 0 and 1, e.g. 0.05")
     if int(drift.get("max_categories", 0)) < 2:
@@ -117,10 +123,14 @@ def validate_data_check_config(section: Mapping[str, Any]) -> None:
         if spec is None:
             continue
         if not isinstance(spec, Mapping):
-            raise ConfigError(f"{key}={spec!r} must be a mapping of {', '.join(COLUMN_KEYS)}, e.g. {{dtype: float, min: 0}}")
+            raise ConfigError(
+                f"{key}={spec!r} must be a mapping of {', '.join(COLUMN_KEYS)}, e.g. {{dtype: float, min: 0}}"
+            )
         unknown = [k for k in spec if k not in COLUMN_KEYS]
         if unknown:
-            raise ConfigError(f"{key}: unknown key(s) {', '.join(map(str, unknown))}; a column takes {', '.join(COLUMN_KEYS)}")
+            raise ConfigError(
+                f"{key}: unknown key(s) {', '.join(map(str, unknown))}; a column takes {', '.join(COLUMN_KEYS)}"
+            )
         if spec.get("dtype") is not None and spec["dtype"] not in DTYPES:
             raise ConfigError(f"{key}.dtype={spec['dtype']!r} is not one of {', '.join(DTYPES)}")
         if not isinstance(spec.get("nullable", True), bool):

@@ -101,7 +101,11 @@ def drift_checks(
         kind, ref_kind = dtype_kind(frame[column]), dtype_kind(reference[column])
         if is_numeric_kind(kind) and is_numeric_kind(ref_kind) or kind == ref_kind == "datetime":
             numeric.append(column)
-        elif kind == ref_kind == "str" and mostly_dates(frame[column].dropna()) and mostly_dates(reference[column].dropna()):
+        elif (
+            kind == ref_kind == "str"
+            and mostly_dates(frame[column].dropna())
+            and mostly_dates(reference[column].dropna())
+        ):
             numeric.append(column)
             date_strings.add(column)
         elif kind in ("str", "bool") and ref_kind in ("str", "bool"):
@@ -112,17 +116,25 @@ def drift_checks(
             notes.append(f"drift: column {column!r} of type {kind} is not tested")
     mismatches = len(added) + len(removed) + len(changed)
     detail = "; ".join(
-        part for part in (
+        part
+        for part in (
             f"new columns {added}" if added else "",
             f"columns gone {removed}" if removed else "",
             f"type changed: {', '.join(changed)}" if changed else "",
-        ) if part
+        )
+        if part
     )
     # A changed set of columns is said, not stopped on: which columns a table must have is
     # the expectations' to declare (the schema group).
     results = [
         CheckResult(
-            "drift", "reference_columns", None, float(mismatches), 0.0, mismatches == 0, severity="warn",
+            "drift",
+            "reference_columns",
+            None,
+            float(mismatches),
+            0.0,
+            mismatches == 0,
+            severity="warn",
             message=detail or "same columns and column types as the reference",
         )
     ]
@@ -135,7 +147,9 @@ def drift_checks(
             now, before = _parse_dates(now), _parse_dates(before)
         current, previous = _numeric_values(now), _numeric_values(before)
         if len(current) == 0 or len(previous) == 0:
-            notes.append(f"drift: column {column!r} has no values in {'the data' if len(current) == 0 else 'the reference'}; not tested")
+            notes.append(
+                f"drift: column {column!r} has no values in {'the data' if len(current) == 0 else 'the reference'}; not tested"
+            )
             continue
         outcome = stats.ks_2samp(current, previous)
         dates = pd.api.types.is_datetime64_any_dtype(now.dtype)
@@ -143,16 +157,25 @@ def drift_checks(
         psi = population_stability_index(
             *binned_counts(current, previous, (len(now) - len(current), len(before) - len(previous)))
         )
-        tests.append((
-            "ks", str(column), float(outcome.statistic), float(outcome.pvalue), psi, dates,
-            f"KS D={outcome.statistic:.4f}; median {median(current)} vs reference {median(previous)}",
-        ))
+        tests.append(
+            (
+                "ks",
+                str(column),
+                float(outcome.statistic),
+                float(outcome.pvalue),
+                psi,
+                dates,
+                f"KS D={outcome.statistic:.4f}; median {median(current)} vs reference {median(previous)}",
+            )
+        )
     for column in categorical:
         counts = _category_counts(frame[column], max_categories)
         counted_before = _category_counts(reference[column], max_categories) if counts is not None else None
         union = counts.index.union(counted_before.index) if counts is not None and counted_before is not None else None
         if counts is None or counted_before is None or union is None or len(union) > max_categories:
-            notes.append(f"drift: column {column!r} has more than drift.max_categories={max_categories} categories; not tested")
+            notes.append(
+                f"drift: column {column!r} has more than drift.max_categories={max_categories} categories; not tested"
+            )
             continue
         table = np.vstack(
             [counts.reindex(union, fill_value=0).to_numpy(), counted_before.reindex(union, fill_value=0).to_numpy()]
@@ -165,11 +188,18 @@ def drift_checks(
         shares = table / table.sum(axis=1, keepdims=True)
         moved = int(np.argmax(np.abs(shares[0] - shares[1])))
         new = [str(c) for c in union[(table[1] == 0) & (table[0] > 0)]]
-        tests.append((
-            "chi_square", str(column), statistic, p_value, population_stability_index(table[0], table[1]), False,
-            f"chi2={statistic:.4g}; largest move: {union[moved]!r} {shares[1][moved]:.1%} -> {shares[0][moved]:.1%}"
-            + (f"; new categories {new}" if new else ""),
-        ))
+        tests.append(
+            (
+                "chi_square",
+                str(column),
+                statistic,
+                p_value,
+                population_stability_index(table[0], table[1]),
+                False,
+                f"chi2={statistic:.4g}; largest move: {union[moved]!r} {shares[1][moved]:.1%} -> {shares[0][moved]:.1%}"
+                + (f"; new categories {new}" if new else ""),
+            )
+        )
 
     per_test = corrected_alpha(alpha, len(tests), correction)
     for name, column, statistic, p_value, psi, dates, description in tests:
@@ -183,8 +213,15 @@ def drift_checks(
             size = f"PSI={psi:.3f} {'>' if large else '<='} {max_psi:g}: {'a large' if large else 'a small'} shift"
         results.append(
             CheckResult(
-                "drift", name, column, statistic, per_test, not significant, severity="error" if large else "warn",
-                p_value=p_value, effect_size=psi,
+                "drift",
+                name,
+                column,
+                statistic,
+                per_test,
+                not significant,
+                severity="error" if large else "warn",
+                p_value=p_value,
+                effect_size=psi,
                 message=f"{description}; p={p_value:.3g} {'<' if significant else '>='} {per_test:.4g}; {size}",
             )
         )

@@ -113,7 +113,11 @@ def build_schema(expectations: Mapping[str, Any], target: str | None = None) -> 
 
 _TABLE = ""  # the "column" of table-level failure cases
 # pandera's names for its built-in checks -> ours
-_PANDERA_NAMES = {"column_in_dataframe": "columns_present", "column_in_schema": "extra_columns", "not_nullable": "not_null"}
+_PANDERA_NAMES = {
+    "column_in_dataframe": "columns_present",
+    "column_in_schema": "extra_columns",
+    "not_nullable": "not_null",
+}
 
 
 def _failure_cases(schema: Any, frame: pd.DataFrame) -> pd.DataFrame:
@@ -139,7 +143,9 @@ def _examples(values: pd.Series) -> str:
     """The most frequent offending values with their row counts: ``'Atlantis' (2 rows), ...``."""
     counts = values.value_counts()
     shown = ", ".join(
-        f"{value!r} ({count} row{'s' if count != 1 else ''})" if isinstance(value, str) else f"{value} ({count} row{'s' if count != 1 else ''})"
+        f"{value!r} ({count} row{'s' if count != 1 else ''})"
+        if isinstance(value, str)
+        else f"{value} ({count} row{'s' if count != 1 else ''})"
         for value, count in counts.head(EXAMPLES).items()
     )
     return shown + (f" and {len(counts) - EXAMPLES} more" if len(counts) > EXAMPLES else "")
@@ -157,12 +163,12 @@ def _offending_values(
     return CheckResult("schema", check, column, float(len(offending)), 0.0, offending.empty, message=message)
 
 
-def schema_checks(
-    frame: pd.DataFrame, expectations: Mapping[str, Any], target: str | None = None
-) -> list[CheckResult]:
+def schema_checks(frame: pd.DataFrame, expectations: Mapping[str, Any], target: str | None = None) -> list[CheckResult]:
     """Validate ``frame`` against the expectations; one result per declared check, passed or not."""
     cases = _failure_cases(build_schema(expectations, target), frame)
-    by_key = {(str(column), str(check)): group for (column, check), group in cases.groupby(["column", "check"], sort=False)}
+    by_key = {
+        (str(column), str(check)): group for (column, check), group in cases.groupby(["column", "check"], sort=False)
+    }
 
     def failing(column: str | None, check: str) -> pd.Series:
         group = by_key.get((_TABLE if column is None else column, check))
@@ -181,7 +187,12 @@ def schema_checks(
         absent = name in missing
         results.append(
             CheckResult(
-                "schema", "columns_present", name, float(absent), 0.0, not absent,
+                "schema",
+                "columns_present",
+                name,
+                float(absent),
+                0.0,
+                not absent,
                 message=f"column {name!r} is missing" if absent else "present",
             )
         )
@@ -192,7 +203,12 @@ def schema_checks(
             ok = kind_matches(actual, spec["dtype"])
             results.append(
                 CheckResult(
-                    "schema", "dtype", name, None, None, ok,
+                    "schema",
+                    "dtype",
+                    name,
+                    None,
+                    None,
+                    ok,
                     message=f"expected {spec['dtype']}, found {actual} (pandas dtype {frame[name].dtype})",
                 )
             )
@@ -200,23 +216,40 @@ def schema_checks(
             results.append(_offending_values(name, "not_null", failing(name, "not_null"), "null value(s)", "no nulls"))
         if spec.get("allowed") is not None:
             allowed = list(spec["allowed"])
-            results.append(_offending_values(
-                name, "allowed_values", failing(name, "allowed_values"), f"value(s) not in {allowed}",
-                f"all values in {allowed}", quote=True,
-            ))
+            results.append(
+                _offending_values(
+                    name,
+                    "allowed_values",
+                    failing(name, "allowed_values"),
+                    f"value(s) not in {allowed}",
+                    f"all values in {allowed}",
+                    quote=True,
+                )
+            )
         if spec.get("min") is not None or spec.get("max") is not None:
             bounds = f"[{format_number(spec.get('min')) or '-inf'}, {format_number(spec.get('max')) or 'inf'}]"
-            results.append(_offending_values(
-                name, "value_range", failing(name, "value_range"), f"value(s) outside {bounds}",
-                f"all values in {bounds}", quote=True,
-            ))
+            results.append(
+                _offending_values(
+                    name,
+                    "value_range",
+                    failing(name, "value_range"),
+                    f"value(s) outside {bounds}",
+                    f"all values in {bounds}",
+                    quote=True,
+                )
+            )
         if name == target and classes:
             present = set(frame[name].dropna().unique().tolist())
             absent_classes = [c for c in classes if c not in present]
             surplus = sorted(map(str, present - set(classes)))
             results.append(
                 CheckResult(
-                    "schema", "expected_classes", name, float(len(absent_classes)), 0.0, not absent_classes,
+                    "schema",
+                    "expected_classes",
+                    name,
+                    float(len(absent_classes)),
+                    0.0,
+                    not absent_classes,
                     message=(
                         f"class(es) {absent_classes} missing from target {name!r}"
                         if absent_classes
@@ -228,7 +261,13 @@ def schema_checks(
     severity = str(expectations.get("extra_columns") or "warn")
     results.append(
         CheckResult(
-            "schema", "extra_columns", None, float(len(extra)), 0.0, not extra, severity=severity,
+            "schema",
+            "extra_columns",
+            None,
+            float(len(extra)),
+            0.0,
+            not extra,
+            severity=severity,
             message=f"column(s) not in the expectations: {extra}" if extra else "no undeclared columns",
         )
     )
@@ -240,18 +279,38 @@ def schema_checks(
         assert threshold is not None  # min or max is set (checked above)
         results.append(
             CheckResult(
-                "schema", "row_count", None, float(len(frame)), float(threshold), ok,
+                "schema",
+                "row_count",
+                None,
+                float(len(frame)),
+                float(threshold),
+                ok,
                 message=f"{len(frame):,} rows; expected between {low if low is not None else 0} and "
                 f"{high if high is not None else 'any number'}",
             )
         )
-    known = {"columns_present", "extra_columns", "dtype", "not_null", "allowed_values", "value_range",
-             "row_count", "expected_classes"}
+    known = {
+        "columns_present",
+        "extra_columns",
+        "dtype",
+        "not_null",
+        "allowed_values",
+        "value_range",
+        "row_count",
+        "expected_classes",
+    }
     for (column, check), group in by_key.items():  # anything pandera found that has no name above
         if check not in known:
             results.append(
-                CheckResult("schema", check, column or None, float(len(group)), 0.0,
-                            False, message=f"pandera check {check}: {_examples(group['failure_case'])}")
+                CheckResult(
+                    "schema",
+                    check,
+                    column or None,
+                    float(len(group)),
+                    0.0,
+                    False,
+                    message=f"pandera check {check}: {_examples(group['failure_case'])}",
+                )
             )
     return results
 

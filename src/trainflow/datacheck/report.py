@@ -218,7 +218,11 @@ def failure_hints(failed: Sequence[CheckResult], frame: pd.DataFrame, target: st
             "if this is another dataset, set data_check.expectations=null or write its own with "
             f"`trainflow data-schema infer {ref} --target {target}`"
         )
-    if any(r.name == "min_class_count" for r in failed) and target in frame and pd.api.types.is_numeric_dtype(frame[target]):
+    if (
+        any(r.name == "min_class_count" for r in failed)
+        and target in frame
+        and pd.api.types.is_numeric_dtype(frame[target])
+    ):
         distinct = frame[target].nunique()
         if distinct > _QUANTITY_LIKE_VALUES:
             hints.append(

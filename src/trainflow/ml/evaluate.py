@@ -227,7 +227,12 @@ BOOTSTRAP_ROWS = 5_000
 
 
 def baseline_gap(
-    metric: str, labels: pd.Series, outputs: np.ndarray, baseline: np.ndarray, classes: Sequence[Any], task: str,
+    metric: str,
+    labels: pd.Series,
+    outputs: np.ndarray,
+    baseline: np.ndarray,
+    classes: Sequence[Any],
+    task: str,
     seed: int = 0,
 ) -> dict[str, Any]:
     """How far a model beats its baseline on ``metric`` (in the metric's better direction),

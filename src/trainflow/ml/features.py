@@ -128,12 +128,21 @@ def explain_columns(
         elif pd.api.types.is_numeric_dtype(values):
             if pd.api.types.is_integer_dtype(values) and ratio > 0.95 and _nearly_consecutive(values):
                 # A row number or id (an amount, all distinct but spread out, is a feature).
-                choices.append(ColumnChoice(name, DROPPED, f"an id: {ratio:.0%} distinct whole numbers filling their range"))
+                choices.append(
+                    ColumnChoice(name, DROPPED, f"an id: {ratio:.0%} distinct whole numbers filling their range")
+                )
             else:
                 choices.append(ColumnChoice(name, "numeric", f"numbers ({distinct:,} distinct)"))
         elif pd.api.types.is_datetime64_any_dtype(values) or mostly_dates(values):
-            choices.append(ColumnChoice(name, "datetime", "dates" if pd.api.types.is_datetime64_any_dtype(values)
-                                        else "text that parses as dates with a four-digit year"))
+            choices.append(
+                ColumnChoice(
+                    name,
+                    "datetime",
+                    "dates"
+                    if pd.api.types.is_datetime64_any_dtype(values)
+                    else "text that parses as dates with a four-digit year",
+                )
+            )
         elif distinct >= min_text_values and _words_per_value(values) >= 3:
             choices.append(ColumnChoice(name, "text", f"free text ({_words_per_value(values):.1f} words per value)"))
         elif distinct <= max_categories or ratio < 0.5:
@@ -159,8 +168,10 @@ def infer_features(frame: pd.DataFrame, target: str, max_categories: int = 50, m
 
 
 KIND_SETTINGS = {
-    "numeric": "model.features.numeric", "categorical": "model.features.categorical",
-    "text": "model.features.text.columns", "datetime": "model.features.datetime",
+    "numeric": "model.features.numeric",
+    "categorical": "model.features.categorical",
+    "text": "model.features.text.columns",
+    "datetime": "model.features.datetime",
 }
 
 
@@ -204,7 +215,8 @@ class EstimatorInput:
             sparse, allow_nan = False, False
         name = type(estimator).__name__
         return cls(
-            native_categorical="categorical_features" in estimator.get_params() and name.startswith("HistGradientBoosting"),
+            native_categorical="categorical_features" in estimator.get_params()
+            and name.startswith("HistGradientBoosting"),
             trees=bool(_TREE_MODEL.search(name)),
             sparse=sparse,
             allow_nan=allow_nan,
@@ -239,14 +251,18 @@ class FeaturePlan:
         """Column -> how it is encoded, in words, for the feature table."""
         described: dict[str, str] = {}
         for column in self.spec.numeric:
-            described[column] = "as is" if not (self.impute or self.scale) else (
-                ("imputed, " if self.impute else "") + ("scaled" if self.scale else "")
-            ).strip(", ")
+            described[column] = (
+                "as is"
+                if not (self.impute or self.scale)
+                else (("imputed, " if self.impute else "") + ("scaled" if self.scale else "")).strip(", ")
+            )
         for column in self.categorical:
             levels = self.levels[column]
             if self.encoding == ONEHOT:
                 kept = min(levels, options.max_categories)
-                described[column] = f"one-hot, {kept} of {levels:,} levels" + (" (the rest grouped)" if kept < levels else "")
+                described[column] = f"one-hot, {kept} of {levels:,} levels" + (
+                    " (the rest grouped)" if kept < levels else ""
+                )
             else:
                 cap = NATIVE_MAX_LEVELS if self.encoding == NATIVE else None
                 grouped = f", the {levels - cap + 1:,} rarest grouped" if cap and levels > cap else ""
@@ -296,8 +312,11 @@ def plan_features(
         encoding = NATIVE
     text_components = options.text_components if not takes.sparse else 0
     width = len(spec.numeric) + 3 * len(spec.datetime)
-    width += sum(min(levels[c], options.max_categories) + 1 if encoding == ONEHOT else 1
-                 for c in spec.categorical if c not in high)
+    width += sum(
+        min(levels[c], options.max_categories) + 1 if encoding == ONEHOT else 1
+        for c in spec.categorical
+        if c not in high
+    )
     width += len(high) * (n_classes if n_classes > 2 else 1)
     width += len(spec.text) * (text_components or options.text_max_features)
     sparse_parts = bool(spec.text and not text_components) or (encoding == ONEHOT and len(high) < len(spec.categorical))
@@ -308,9 +327,17 @@ def plan_features(
     else:
         layout = "sparse"
     plan = FeaturePlan(
-        spec=spec, empty=empty, encoding=encoding, high_cardinality=high, levels=levels,
+        spec=spec,
+        empty=empty,
+        encoding=encoding,
+        high_cardinality=high,
+        levels=levels,
         impute=not takes.allow_nan or not (takes.native_categorical or takes.trees),
-        scale=not takes.trees, text_components=text_components, layout=layout, width=width, rows=len(frame),
+        scale=not takes.trees,
+        text_components=text_components,
+        layout=layout,
+        width=width,
+        rows=len(frame),
     )
     if plan.dense_bytes > options.max_dense_bytes:
         if layout == "auto":  # it may be kept sparse instead
@@ -348,7 +375,11 @@ def build_preprocessor(plan: FeaturePlan, options: PreprocessingOptions) -> Any:
 
     def numbers(*steps: tuple[str, Any]) -> Any:
         """``steps``, then imputation and scaling as the plan says (a passthrough if neither)."""
-        tail = [("impute", SimpleImputer(strategy=options.numeric_imputation, keep_empty_features=True))] if plan.impute else []
+        tail = (
+            [("impute", SimpleImputer(strategy=options.numeric_imputation, keep_empty_features=True))]
+            if plan.impute
+            else []
+        )
         tail += [("scale", StandardScaler())] if plan.scale else []
         chain = [*steps, *tail]
         return Pipeline(chain) if chain else "passthrough"
@@ -356,16 +387,23 @@ def build_preprocessor(plan: FeaturePlan, options: PreprocessingOptions) -> Any:
     transformers: list[tuple[str, Any, Any]] = []
     if plan.categorical:
         if plan.encoding == ONEHOT:
-            encoder: Any = Pipeline([
-                ("impute", SimpleImputer(strategy=options.categorical_imputation)),
-                ("encode", OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=options.max_categories)),
-            ])
+            encoder: Any = Pipeline(
+                [
+                    ("impute", SimpleImputer(strategy=options.categorical_imputation)),
+                    (
+                        "encode",
+                        OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=options.max_categories),
+                    ),
+                ]
+            )
         else:
             # Missing and unseen values are codes of their own (NaN where the estimator takes it)
             missing = np.nan if plan.encoding == NATIVE else -1
             encoder = OrdinalEncoder(
-                handle_unknown="use_encoded_value", unknown_value=np.nan if plan.encoding == NATIVE else -2,
-                encoded_missing_value=missing, max_categories=NATIVE_MAX_LEVELS if plan.encoding == NATIVE else None,
+                handle_unknown="use_encoded_value",
+                unknown_value=np.nan if plan.encoding == NATIVE else -2,
+                encoded_missing_value=missing,
+                max_categories=NATIVE_MAX_LEVELS if plan.encoding == NATIVE else None,
             )
         transformers.append(("categorical", encoder, plan.categorical))
     if plan.high_cardinality:
@@ -378,7 +416,10 @@ def build_preprocessor(plan: FeaturePlan, options: PreprocessingOptions) -> Any:
     for column in plan.spec.text:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        steps: list[tuple[str, Any]] = [("fill", TextColumn()), ("tfidf", TfidfVectorizer(max_features=options.text_max_features))]
+        steps: list[tuple[str, Any]] = [
+            ("fill", TextColumn()),
+            ("tfidf", TfidfVectorizer(max_features=options.text_max_features)),
+        ]
         if plan.text_components:
             steps.append(("components", TextComponents(plan.text_components)))
         transformers.append((f"text:{column}", Pipeline(steps), [column]))
@@ -398,7 +439,10 @@ def feature_table(choices: list[ColumnChoice], plan: FeaturePlan, options: Prepr
     """One row per raw column: its kind, why, and how it is encoded (empty when dropped)."""
     encodings = plan.encodings(options)
     return pd.DataFrame(
-        [{"column": c.column, "kind": c.kind, "why": c.reason, "encoding": encodings.get(c.column, "")} for c in choices],
+        [
+            {"column": c.column, "kind": c.kind, "why": c.reason, "encoding": encodings.get(c.column, "")}
+            for c in choices
+        ],
         columns=["column", "kind", "why", "encoding"],
     )
 
@@ -410,9 +454,7 @@ def format_feature_table(table: pd.DataFrame, width: int = 110) -> str:
         rows = table[table["kind"] == kind]
         if rows.empty:
             continue
-        described = [
-            f"{row.column} ({row.encoding if kind != DROPPED else row.why})" for row in rows.itertuples()
-        ]
+        described = [f"{row.column} ({row.encoding if kind != DROPPED else row.why})" for row in rows.itertuples()]
         text = ", ".join(described)
         if len(text) > width:
             text = text[: width - 3].rsplit(", ", 1)[0] + f", ... ({len(rows)} in all)"

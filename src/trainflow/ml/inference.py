@@ -46,8 +46,10 @@ def predict_table(model_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
 
     repeated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
     if repeated:
-        raise DataError(f"the rows to score name more than one column {', '.join(map(repr, repeated))}: "
-                        "give every column a unique name")
+        raise DataError(
+            f"the rows to score name more than one column {', '.join(map(repr, repeated))}: "
+            "give every column a unique name"
+        )
     schema = Model.load(str(model_dir)).get_input_schema()
     if schema is not None:
         require_columns(frame, list(schema.required_input_names()), "batch_predict")
@@ -61,12 +63,15 @@ def predict_table(model_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
         # Schema enforcement (a text where a number belongs) or the pipeline (inf) refusing
         # the rows: the input's fault, so one line that names what the model expects.
         expected = (
-            ", ".join(f"{c.name}: {_type_name(c.type)}" for c in schema.inputs) if schema is not None
+            ", ".join(f"{c.name}: {_type_name(c.type)}" for c in schema.inputs)
+            if schema is not None
             else "see its MLmodel"
         )
         # MLflow's schema error starts with the whole frame; its reason follows "Error: ".
         reason = " ".join(str(error).rpartition("Error: ")[2].split()) or type(error).__name__
-        raise DataError(f"the model cannot score these rows ({reason}); give it columns of the types it expects: {expected}") from None
+        raise DataError(
+            f"the model cannot score these rows ({reason}); give it columns of the types it expects: {expected}"
+        ) from None
     out = frame.copy()
     taken = set(map(str, out.columns))
 

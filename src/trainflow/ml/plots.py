@@ -38,8 +38,13 @@ def confusion_matrix_figure(y_true: Any, predicted: Any, classes: list[str]) -> 
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(1.2 * len(classes) + 3, 1.2 * len(classes) + 2.5))
     ConfusionMatrixDisplay.from_predictions(
-        np.asarray(y_true).astype(str), np.asarray(predicted).astype(str), labels=classes, normalize="true",
-        ax=axes, colorbar=False, values_format=".2f",
+        np.asarray(y_true).astype(str),
+        np.asarray(predicted).astype(str),
+        labels=classes,
+        normalize="true",
+        ax=axes,
+        colorbar=False,
+        values_format=".2f",
     )
     axes.set_title("Confusion matrix (normalised by true class)")
     figure.tight_layout()
@@ -72,7 +77,11 @@ def roc_figure(y_true: Any, probabilities: Any, classes: list[str]) -> Any:
 
 
 def feature_importance(
-    model: Any, features: pd.DataFrame, labels: pd.Series, seed: int = 0, n_repeats: int = 5,
+    model: Any,
+    features: pd.DataFrame,
+    labels: pd.Series,
+    seed: int = 0,
+    n_repeats: int = 5,
     batch_cells: int = IMPORTANCE_BATCH_CELLS,
 ) -> pd.Series:
     """Permutation importance of each raw input column on (a sample of) labelled rows: the

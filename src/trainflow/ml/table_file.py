@@ -73,7 +73,11 @@ _NOT_TABLES: tuple[tuple[bytes, str, str], ...] = (
     (b"BZh", "bzip2-compressed", _DECOMPRESS.replace("{tool}", "bunzip2")),
     (b"\xfd7zXZ\x00", "xz-compressed", _DECOMPRESS.replace("{tool}", "unxz")),
     (b"\x28\xb5\x2f\xfd", "zstd-compressed", _DECOMPRESS.replace("{tool}", "unzstd")),
-    (b"PK\x03\x04", "a zip archive (or an Excel/OpenDocument workbook)", "extract the table and save it as CSV or Parquet"),
+    (
+        b"PK\x03\x04",
+        "a zip archive (or an Excel/OpenDocument workbook)",
+        "extract the table and save it as CSV or Parquet",
+    ),
     (b"PK\x05\x06", "an empty zip archive", "extract the table and save it as CSV or Parquet"),
     (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "extract the table and save it as CSV or Parquet"),
     (b"Rar!\x1a\x07", "a RAR archive", "extract the table and save it as CSV or Parquet"),
@@ -86,14 +90,18 @@ _NOT_TABLES: tuple[tuple[bytes, str, str], ...] = (
 
 # UTF-32's little-endian BOM begins with UTF-16's, so it is tried first.
 _UNICODE_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
 )
 # Without a BOM, ASCII text in a wide encoding still shows where its NULs fall in each
 # 4 bytes: (byte 0, 1, 2, 3 of every 4 is NUL) -> codec.
 _NUL_PATTERNS: dict[tuple[bool, ...], str] = {
-    (False, True, False, True): "utf-16-le", (True, False, True, False): "utf-16-be",
-    (False, True, True, True): "utf-32-le", (True, True, True, False): "utf-32-be",
+    (False, True, False, True): "utf-16-le",
+    (True, False, True, False): "utf-16-be",
+    (False, True, True, True): "utf-32-le",
+    (True, True, True, False): "utf-32-be",
 }
 
 
@@ -116,11 +124,15 @@ def file_kind(path: Path, head: bytes, setting: str) -> str:
         return "parquet"
     for magic, what, fix in _NOT_TABLES:
         if head.startswith(magic):
-            raise DataError(f"{path.name} is {what}, not a CSV or Parquet file: {fix.format(name=path.name)}; "
-                            f"or point {setting} at another file")
+            raise DataError(
+                f"{path.name} is {what}, not a CSV or Parquet file: {fix.format(name=path.name)}; "
+                f"or point {setting} at another file"
+            )
     if head[257:262] == b"ustar":
-        raise DataError(f"{path.name} is a tar archive, not a CSV or Parquet file: extract the table "
-                        f"(tar -xf {path.name}) and point {setting} at it")
+        raise DataError(
+            f"{path.name} is a tar archive, not a CSV or Parquet file: extract the table "
+            f"(tar -xf {path.name}) and point {setting} at it"
+        )
     wide = _wide_unicode(head)
     if wide is not None:
         # pandas would stop at the first byte that is not UTF-8, and a guessed 8-bit
@@ -130,14 +142,16 @@ def file_kind(path: Path, head: bytes, setting: str) -> str:
             f"(e.g. pandas: pd.read_csv(f, encoding={wide!r}).to_csv(out, index=False)) or as Parquet"
         )
     if b"\x00" in head:
-        raise DataError(f"{path.name} holds binary data (NUL bytes in its first {len(head)} bytes), not a CSV or "
-                        f"Parquet file: point {setting} at the table itself")
+        raise DataError(
+            f"{path.name} holds binary data (NUL bytes in its first {len(head)} bytes), not a CSV or "
+            f"Parquet file: point {setting} at the table itself"
+        )
     return "csv"
 
 
 def not_utf8(path: Path, error: UnicodeDecodeError) -> DataError:
     return DataError(
-        f"{path.name} is not UTF-8 text (byte {error.object[error.start:error.start + 1]!r} at offset "
+        f"{path.name} is not UTF-8 text (byte {error.object[error.start : error.start + 1]!r} at offset "
         f"{error.start}): save it as UTF-8 (e.g. pandas: pd.read_csv(f, encoding='latin-1').to_csv(out, "
         "index=False)) or as Parquet"
     )
@@ -189,7 +203,11 @@ def check_column_names(names: list[str], file_name: str) -> None:
     empty = [i + 1 for i, name in enumerate(names) if not str(name).strip()]
     if empty:
         where = _first_few([str(i) for i in empty])
-        index_hint = " (pandas' to_csv writes its index as an unnamed first column: save with index=False)" if empty == [1] else ""
+        index_hint = (
+            " (pandas' to_csv writes its index as an unnamed first column: save with index=False)"
+            if empty == [1]
+            else ""
+        )
         raise DataError(
             f"{file_name}: column {where} of {len(names):,} has no name{index_hint}; name every column in the header"
         )
@@ -256,8 +274,15 @@ def _flat_type_problem(arrow_type: object) -> str | None:
     if t.is_dictionary(arrow_type):
         return _flat_type_problem(arrow_type.value_type)  # type: ignore[attr-defined]
     if t.is_struct(arrow_type) or t.is_map(arrow_type) or t.is_union(arrow_type):
-        return f"nested ({arrow_type}) values: flatten it into one column per field (pyarrow: Table.flatten()) or drop it"
-    if t.is_list(arrow_type) or t.is_large_list(arrow_type) or t.is_fixed_size_list(arrow_type) or getattr(t, "is_list_view", lambda _: False)(arrow_type):
+        return (
+            f"nested ({arrow_type}) values: flatten it into one column per field (pyarrow: Table.flatten()) or drop it"
+        )
+    if (
+        t.is_list(arrow_type)
+        or t.is_large_list(arrow_type)
+        or t.is_fixed_size_list(arrow_type)
+        or getattr(t, "is_list_view", lambda _: False)(arrow_type)
+    ):
         return f"lists ({arrow_type}): turn them into one column per position or summary (a count, a mean) or drop it"
     if t.is_binary(arrow_type) or t.is_large_binary(arrow_type) or t.is_fixed_size_binary(arrow_type):
         return f"binary values ({arrow_type}): decode them into text or numbers, or drop the column"
@@ -265,8 +290,18 @@ def _flat_type_problem(arrow_type: object) -> str | None:
         return f"{arrow_type} values: turn them into a number (e.g. seconds) or a full timestamp"
     if isinstance(arrow_type, pa.ExtensionType):
         return f"an extension type ({arrow_type}): store its values as plain numbers or text"
-    known = (t.is_integer, t.is_floating, t.is_boolean, t.is_string, t.is_large_string, t.is_null, t.is_timestamp,
-             t.is_date, t.is_decimal, getattr(t, "is_string_view", lambda _: False))
+    known = (
+        t.is_integer,
+        t.is_floating,
+        t.is_boolean,
+        t.is_string,
+        t.is_large_string,
+        t.is_null,
+        t.is_timestamp,
+        t.is_date,
+        t.is_decimal,
+        getattr(t, "is_string_view", lambda _: False),
+    )
     if any(check(arrow_type) for check in known):
         return None
     return f"{arrow_type} values, which trainflow cannot use: store them as numbers, text or timestamps"
@@ -282,14 +317,18 @@ def parquet_layout(path: Path, limits: TableLimits, setting: str = "data.uri") -
     size = path.stat().st_size
     with open(path, "rb") as reader:
         if size < 12:
-            raise DataError(f"{path.name} starts like Parquet but is only {size} bytes: the file is cut short; "
-                            f"write it again or check {setting}")
+            raise DataError(
+                f"{path.name} starts like Parquet but is only {size} bytes: the file is cut short; "
+                f"write it again or check {setting}"
+            )
         reader.seek(size - 8)
         tail = reader.read(8)
     footer = int.from_bytes(tail[:4], "little")
     if tail[4:] != b"PAR1" or footer > size - 12:
-        raise DataError(f"{path.name} starts like Parquet but has no Parquet footer (cut short or damaged): "
-                        f"write it again or check {setting}")
+        raise DataError(
+            f"{path.name} starts like Parquet but has no Parquet footer (cut short or damaged): "
+            f"write it again or check {setting}"
+        )
     if footer > limits.max_header_bytes:
         raise DataError(
             f"{path.name}'s Parquet schema and metadata take {footer:,} bytes, more than "
@@ -301,8 +340,10 @@ def parquet_layout(path: Path, limits: TableLimits, setting: str = "data.uri") -
         schema = parquet.schema_arrow
         rows = parquet.metadata.num_rows
     except (OSError, ValueError, pa.ArrowException) as error:  # pyarrow's kinds of damaged metadata
-        raise DataError(f"{path.name} is not a readable Parquet file ({error.__class__.__name__}: "
-                        f"{str(error).splitlines()[0] if str(error) else ''}): write it again or check {setting}") from None
+        raise DataError(
+            f"{path.name} is not a readable Parquet file ({error.__class__.__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}): write it again or check {setting}"
+        ) from None
     names = [field.name for field in schema if not _is_pandas_index(field.name)]
     _check_columns_count(len(names), path.name, limits)
     check_column_names(names, path.name)
@@ -404,4 +445,3 @@ def normalise_parquet_columns(frame: pd.DataFrame, notes: list[str]) -> pd.DataF
     if dates:
         notes.append(_conversion_note(dates, "dates", "datetime64"))
     return frame
-

@@ -145,8 +145,10 @@ def validate_model_config(model: DictConfig, target: str, estimator_params: bool
             f"{', '.join(CATEGORICAL_ENCODINGS)}"
         )
     for key, value, least in (
-        ("text.max_features", features.text.max_features, 1), ("text.components", features.text.components, 1),
-        ("max_categories", features.max_categories, 2), ("high_cardinality", features.high_cardinality, 2),
+        ("text.max_features", features.text.max_features, 1),
+        ("text.components", features.text.components, 1),
+        ("max_categories", features.max_categories, 2),
+        ("high_cardinality", features.high_cardinality, 2),
         ("max_dense_bytes", features.max_dense_bytes, 1),
     ):
         if value < least:
@@ -294,7 +296,6 @@ def preprocessing_options(model: DictConfig) -> PreprocessingOptions:
     )
 
 
-
 @dataclass
 class TrainResult:
     pipeline: Any
@@ -391,7 +392,10 @@ def split_rows(
         raise DataError(f"model.task=regression needs a numeric target; {target!r} has dtype {labels.dtype}")
     try:
         x_train, x_val, y_train, y_val = train_test_split(
-            trainval[spec.columns], labels, test_size=val_size, random_state=random_seed,
+            trainval[spec.columns],
+            labels,
+            test_size=val_size,
+            random_state=random_seed,
             stratify=trainval[stratify_by] if stratify_by else None,
         )
     except ValueError as error:
@@ -460,8 +464,17 @@ def fit(
     name = estimator if estimator != CUSTOM else _import_path(_final_estimator(pipeline))
     params = estimator_params if estimator != CUSTOM else {k: v for k, v in dict(custom).items() if k != "_target_"}
     return TrainResult(
-        pipeline, rows.task, name, target, rows.features, dict(params), metrics, x_train, rows.validation,
-        feature_table(rows.choices, plan, options), trivial_baseline(y_train, rows.task),
+        pipeline,
+        rows.task,
+        name,
+        target,
+        rows.features,
+        dict(params),
+        metrics,
+        x_train,
+        rows.validation,
+        feature_table(rows.choices, plan, options),
+        trivial_baseline(y_train, rows.task),
     )
 
 
@@ -519,6 +532,7 @@ def train_from_config(trainval: pd.DataFrame, cfg: DictConfig, task: str | None 
         custom=custom,
     )
 
+
 def pinned_requirements(estimator: Any = None) -> list[str]:
     """The packages the exported model needs, at their installed versions; with a
     ``estimator`` from another package (LightGBM, XGBoost), that package too."""
@@ -555,10 +569,12 @@ def input_signature(rows: pd.DataFrame, outputs: Any) -> Any:
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
         signature = infer_signature(_typing_sample(rows), outputs)
     # Required: a missing column is then MLflow's schema error naming it, not a sklearn error.
-    signature.inputs = Schema([
-        ColSpec(type=AnyType() if c.name in open_type else c.type, name=c.name, required=True)
-        for c in signature.inputs.inputs
-    ])
+    signature.inputs = Schema(
+        [
+            ColSpec(type=AnyType() if c.name in open_type else c.type, name=c.name, required=True)
+            for c in signature.inputs.inputs
+        ]
+    )
     return signature
 
 
@@ -598,8 +614,9 @@ def export(
     outputs = result.pipeline.predict_proba(example) if classifier else result.pipeline.predict(example)
     if serialization == "cloudpickle":
         warnings.warn(
-            "model.serialization=cloudpickle: loading this artifact can run arbitrary code; "
-            "prefer the default skops", UserWarning, stacklevel=2,
+            "model.serialization=cloudpickle: loading this artifact can run arbitrary code; prefer the default skops",
+            UserWarning,
+            stacklevel=2,
         )
     try:
         mlflow.sklearn.save_model(

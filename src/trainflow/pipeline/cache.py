@@ -236,7 +236,9 @@ def changed_since_loaded(code: Mapping[str, str]) -> list[str]:
     files are not hashed again."""
     loaded = library_as_loaded()
     return sorted(
-        name for name, digest in code.items() if name.partition("/")[0] in LIBRARY_PACKAGES and loaded.get(name) != digest
+        name
+        for name, digest in code.items()
+        if name.partition("/")[0] in LIBRARY_PACKAGES and loaded.get(name) != digest
     )
 
 

@@ -213,8 +213,16 @@ class Pipeline:
         # The library the step will run: this process's for an in-process step, else the
         # copy the component's own process imports.
         packages = None if self.runs_here(spec) else component_packages(component)
-        key = step_key(spec, self.cfg, versions, component, self.cfg.main.env_manager, packages,
-                       aliases=alias_state(self.store, self.cfg, spec), scans=self.import_scans)
+        key = step_key(
+            spec,
+            self.cfg,
+            versions,
+            component,
+            self.cfg.main.env_manager,
+            packages,
+            aliases=alias_state(self.store, self.cfg, spec),
+            scans=self.import_scans,
+        )
         self.import_scans.save()
         return key
 
@@ -294,11 +302,23 @@ class Pipeline:
         module = importlib.util.module_from_spec(loader)
         loader.loader.exec_module(module)
         body = getattr(module, spec.name)  # every component names its step function after the step
-        start = {"run_name": spec.name, "nested": True, "experiment_id": self.experiment_id,
-                 "tags": {"mlflow.source.name": str(component)}}
+        start = {
+            "run_name": spec.name,
+            "nested": True,
+            "experiment_id": self.experiment_id,
+            "tags": {"mlflow.source.name": str(component)},
+        }
         try:
-            return run_step(spec, body, self.cfg, input_refs(spec, self.cfg, parameters), self.project_dir, start,
-                            self.store, in_process=parameters)
+            return run_step(
+                spec,
+                body,
+                self.cfg,
+                input_refs(spec, self.cfg, parameters),
+                self.project_dir,
+                start,
+                self.store,
+                in_process=parameters,
+            )
         except TrainflowError as error:
             print(user_error_line(spec.name, error), file=sys.stderr, flush=True)
             raise self.failed(spec, "", began) from None
@@ -314,7 +334,7 @@ class Pipeline:
         return StepFailed(
             f"[pipeline] stopped: step {spec.name} failed {detail + ' ' if detail else ''}after "
             f"{time.perf_counter() - began:.1f} s (its error is above); after fixing it, resume with "
-            f"-P steps={','.join(self.steps[self.steps.index(spec.name):])}"
+            f"-P steps={','.join(self.steps[self.steps.index(spec.name) :])}"
         )
 
     def before_real_work(self, spec: StepSpec) -> None:
@@ -361,8 +381,11 @@ class Pipeline:
             k: v for k, v in after.parts.items() if k != "aliases"
         }:
             return False
-        changed = [ref for ref, digest in after.parts.get("aliases", {}).items()
-                   if before.parts.get("aliases", {}).get(ref) != digest]
+        changed = [
+            ref
+            for ref, digest in after.parts.get("aliases", {}).items()
+            if before.parts.get("aliases", {}).get(ref) != digest
+        ]
         for ref in changed:
             name, _, alias = ref.rpartition(":")
             history = self.store.alias_history(name, alias)
@@ -445,8 +468,10 @@ class Pipeline:
             registered = self.cfg.promote.registered_model_name
             orphan = orphan_alias("model_export", alias, registered)
             if orphan is not None:
-                lines.append(f"  registry: models:/{registered}@{alias} names version {orphan}, which no promotion "
-                             "committed in the store; the next promote_model removes it")
+                lines.append(
+                    f"  registry: models:/{registered}@{alias} names version {orphan}, which no promotion "
+                    "committed in the store; the next promote_model removes it"
+                )
         else:
             metrics = (prod.metadata.get("test") or {}).get("metrics", {})
             lines.append(f"  production model: {prod.ref} (alias {alias!r}); test metrics: {headline(metrics)}")
@@ -501,7 +526,8 @@ def main_argv(project_dir: Path) -> DictConfig | None:
             print(
                 "[pipeline] data.uri/data.target name your own table: the demo data set's settings "
                 "(dataset/penguins.yaml: its column expectations, gate bounds) do not apply, config.yaml's "
-                "generic ones do; choose a data set's with dataset=NAME", flush=True,
+                "generic ones do; choose a data set's with dataset=NAME",
+                flush=True,
             )
         sys.argv[:] = expanded[:1] + chosen
         arguments = sys.argv[1:]

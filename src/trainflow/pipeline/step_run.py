@@ -120,8 +120,9 @@ class StepRun:
                 # An offline W&B run keeps a copy for `wandb sync`; consumers read the local store.
                 from trainflow.store.wandb_backend import log_to_run
 
-                log_to_run(self.wandb_run, Path(new.path), new.name, new.type, new.description, new.metadata or {},
-                           new.aliases)
+                log_to_run(
+                    self.wandb_run, Path(new.path), new.name, new.type, new.description, new.metadata or {}, new.aliases
+                )
             mlflow.set_tag(f"trainflow.output.{new.name}", version.ref)
             self.logged[new.name] = version.ref
             self.say(f"logged {version.ref} ({version.size:,} bytes, aliases: {', '.join(version.aliases)})")
@@ -255,13 +256,15 @@ def run_step(
     with mlflow.start_run(**start) as active, tempfile.TemporaryDirectory(dir=local.tmp, prefix=f"{step}-") as tmp:
         params = step_params(cfg, spec)
         commit = active.data.tags.get("mlflow.source.git.commit") or git_commit(project_dir)
-        mlflow.set_tags({
-            "trainflow.step": step,
-            PROJECT_TAG: cfg.project,
-            EXECUTION_TAG: "in_process" if in_process is not None else "process",
-            **({"trainflow.git_commit": commit} if commit else {}),
-            **(trial_tags(trial) if trial else {}),
-        })
+        mlflow.set_tags(
+            {
+                "trainflow.step": step,
+                PROJECT_TAG: cfg.project,
+                EXECUTION_TAG: "in_process" if in_process is not None else "process",
+                **({"trainflow.git_commit": commit} if commit else {}),
+                **(trial_tags(trial) if trial else {}),
+            }
+        )
         mlflow.log_params({k: param_value(v) for k, v in {**(in_process or {}), **params}.items()})
         mlflow.log_dict(section_dict(cfg), "resolved_config.yaml")
         record = RunRecord(active.info.run_id, step, commit, params)
@@ -276,11 +279,13 @@ def run_step(
             step_run = StepRun(spec, cfg, store, record, dict(refs), Path(tmp), wandb_run, trial)
             body(step_run)
             seconds, peak = time.perf_counter() - began, memory_status().get("VmHWM")
-            mlflow.log_metrics({
-                "step_seconds": seconds,
-                **({"step_peak_rss_bytes": peak} if peak else {}),
-                **({"step_rss_at_start_bytes": at_start} if at_start else {}),
-            })
+            mlflow.log_metrics(
+                {
+                    "step_seconds": seconds,
+                    **({"step_peak_rss_bytes": peak} if peak else {}),
+                    **({"step_rss_at_start_bytes": at_start} if at_start else {}),
+                }
+            )
     return active.info.run_id, dict(step_run.logged)
 
 

@@ -193,7 +193,9 @@ STEPS: dict[str, StepSpec] = {
             "batch_predict",
             "score a table with the production model and log the predictions",
             inputs=(
-                StepInput("model_artifact", "model_export", "model_export", config_key="batch_predict.model", chained=False),
+                StepInput(
+                    "model_artifact", "model_export", "model_export", config_key="batch_predict.model", chained=False
+                ),
                 StepInput("input_table", "test_data.parquet", None, config_key="batch_predict.input", chained=False),
             ),
             outputs=("predictions.parquet",),
@@ -239,4 +241,3 @@ def select_steps(steps: str) -> list[str]:
             f"the valid steps: {', '.join(STEPS)}"
         )
     return [s for s in STEPS if s in requested]
-

@@ -204,8 +204,16 @@ def sweep_trial() -> Iterator[None]:
         run_id, outputs, step_error = _trial_outcome(trial)
         error = (step_error or error) if error else None
         _save_record(
-            TrialRecord(trial.trial or 0, trial.params, "failed" if error else "ok", error, run_id, outputs,
-                        round(time.perf_counter() - began, 2), sweep_id=trial.id),
+            TrialRecord(
+                trial.trial or 0,
+                trial.params,
+                "failed" if error else "ok",
+                error,
+                run_id,
+                outputs,
+                round(time.perf_counter() - began, 2),
+                sweep_id=trial.id,
+            ),
             Path(job.runtime.output_dir),
         )
     if error:
@@ -304,7 +312,11 @@ def rank(
 
 
 def select_best(
-    store: Any, sweep_id: str, metric: str, higher_is_better: bool = True, alias: str = CANDIDATE_ALIAS,
+    store: Any,
+    sweep_id: str,
+    metric: str,
+    higher_is_better: bool = True,
+    alias: str = CANDIDATE_ALIAS,
     only: set[str] | None = None,
 ) -> tuple[ArtifactVersion, float]:
     """Point ``model_export:<alias>`` at the sweep's best model by validation ``metric``;
@@ -477,8 +489,12 @@ class SweepCallback(Callback):
             client.log_text(self.sweep.parent_run_id, summary + "\n", SUMMARY_TEXT)
             client.log_dict(
                 self.sweep.parent_run_id,
-                {"sweep_id": self.sweep.id, "metric": metric, "higher_is_better": higher,
-                 "trials": [asdict(t) for t in trials]},
+                {
+                    "sweep_id": self.sweep.id,
+                    "metric": metric,
+                    "higher_is_better": higher,
+                    "trials": [asdict(t) for t in trials],
+                },
                 SUMMARY_JSON,
             )
             client.log_metric(self.sweep.parent_run_id, "trials", len(trials))
@@ -505,7 +521,8 @@ class SweepCallback(Callback):
             return (
                 f"  choose the {direction} val_{metric} as model_export:{CANDIDATE_ALIAS} with: "
                 f"trainflow sweeps best {self.sweep.id} --metric {metric}"
-                + ("" if higher else " --lower-is-better") + " (or main.select_best=true next time)"
+                + ("" if higher else " --lower-is-better")
+                + " (or main.select_best=true next time)"
             )
         # A failed trial's model (a later step of the trial failed) is not a candidate.
         if not any(v.ref in succeeded for v in sweep_models(store, self.sweep.id)):
@@ -562,8 +579,11 @@ def format_sweep(store: Any, sweep_id: str, metric: str, higher_is_better: bool)
         raise TrainflowError(f"no {MODEL_ARTIFACT} version belongs to sweep {sweep_id!r}: see `trainflow sweeps list`")
     trials = [
         TrialRecord(
-            int(v.metadata["sweep"].get("trial", -1)), dict(v.metadata["sweep"].get("params") or {}), "ok",
-            outputs={MODEL_ARTIFACT: v.ref}, metric=value,
+            int(v.metadata["sweep"].get("trial", -1)),
+            dict(v.metadata["sweep"].get("params") or {}),
+            "ok",
+            outputs={MODEL_ARTIFACT: v.ref},
+            metric=value,
         )
         for v, value in rank(models, metric, higher_is_better)
     ]
@@ -571,4 +591,3 @@ def format_sweep(store: Any, sweep_id: str, metric: str, higher_is_better: bool)
     aliases = {v.ref: ", ".join(a for a in v.aliases if a != "latest") or "-" for v in models}
     rows = [(*rows[0], "aliases")] + [(*row, aliases[row[-1]]) for row in rows[1:]]  # the model is the last column
     return format_table(rows, indent="")
-

@@ -167,17 +167,19 @@ class Criterion:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "criterion": self.name, "value": self.value, "bound": self.bound,
-            "passed": self.passed, "kind": self.kind, "forced": self.forced,
+            "criterion": self.name,
+            "value": self.value,
+            "bound": self.bound,
+            "passed": self.passed,
+            "kind": self.kind,
+            "forced": self.forced,
         }
 
 
 def format_table(rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
     """Left-aligned columns; the first row is the header."""
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        indent + "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows
-    )
+    return "\n".join(indent + "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
 @dataclass(frozen=True)
@@ -258,8 +260,10 @@ def column_difference(candidate: ArtifactVersion, champion: ArtifactVersion) -> 
         shown = sorted(columns)
         return ", ".join(shown[:5]) + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
 
-    parts = [f"+{len(mine - theirs)} ({named(mine - theirs)})" if mine - theirs else "",
-             f"-{len(theirs - mine)} ({named(theirs - mine)})" if theirs - mine else ""]
+    parts = [
+        f"+{len(mine - theirs)} ({named(mine - theirs)})" if mine - theirs else "",
+        f"-{len(theirs - mine)} ({named(theirs - mine)})" if theirs - mine else "",
+    ]
     return " ".join(part for part in parts if part)
 
 
@@ -301,7 +305,8 @@ def prediction_mismatch(candidate: ArtifactVersion, champion: ArtifactVersion) -
     differences = [
         f"{key} {champion.metadata[key]!r} vs. {candidate.metadata[key]!r}"
         for key in ("target", "task")
-        if champion.metadata.get(key) is not None and candidate.metadata.get(key) is not None
+        if champion.metadata.get(key) is not None
+        and candidate.metadata.get(key) is not None
         and champion.metadata[key] != candidate.metadata[key]
     ]
     return "; ".join(differences) or None
@@ -356,8 +361,11 @@ def decide(
             passed = value >= bound if higher_is_better(name) else value <= bound
         criteria.append(
             Criterion(
-                name, _show(metrics.get(name)) if eligible else "-", f"{'>=' if higher_is_better(name) else '<='} {bound:g}",
-                passed, THRESHOLD,
+                name,
+                _show(metrics.get(name)) if eligible else "-",
+                f"{'>=' if higher_is_better(name) else '<='} {bound:g}",
+                passed,
+                THRESHOLD,
             )
         )
 
@@ -392,8 +400,9 @@ def decide(
             criteria.append(Criterion(name, "-", "-", None, CHAMPION))
         elif champion_tested_on != test_set or champion_value is None or not math.isfinite(champion_value):
             criteria.append(
-                Criterion(name, _show(candidate_value), f"champion scored on {test_set}", False, CHAMPION,
-                          forced=policy.force)
+                Criterion(
+                    name, _show(candidate_value), f"champion scored on {test_set}", False, CHAMPION, forced=policy.force
+                )
             )
         else:
             assert candidate_value is not None  # eligible: the candidate's value was found finite above
@@ -408,7 +417,9 @@ def decide(
             # Strictly better, and by the margin; a tiny tolerance so 0.98 - 0.97 >= 0.01 holds.
             passed = gain > 0 and gain >= policy.min_improvement - 1e-12
             criteria.append(
-                Criterion(name, f"{candidate_value:.4f}", required, passed, CHAMPION, forced=not passed and policy.force)
+                Criterion(
+                    name, f"{candidate_value:.4f}", required, passed, CHAMPION, forced=not passed and policy.force
+                )
             )
 
     if any(c.passed is False for c in criteria if c.kind not in (CHAMPION, NOTE)):
@@ -451,8 +462,11 @@ def _baseline_criterion(
     lower = _number(gap.get("lower")) if gap.get("metric") == policy.metric else None
     if lower is not None and math.isfinite(lower):
         return Criterion(
-            name, f"{candidate:.4f}, gap {observed:+.4f} (95% lower bound {lower:+.4f})",
-            f"gap >= {margin:g} at 95% (baseline {value:.4f})", observed > 0 and lower >= margin - 1e-12, BASELINE,
+            name,
+            f"{candidate:.4f}, gap {observed:+.4f} (95% lower bound {lower:+.4f})",
+            f"gap >= {margin:g} at 95% (baseline {value:.4f})",
+            observed > 0 and lower >= margin - 1e-12,
+            BASELINE,
         )
     target = value + margin if policy.higher_is_better else value - margin
     sign = "+" if policy.higher_is_better else "-"

@@ -182,10 +182,24 @@ def move_production_alias(
     set_alias(registered_name, alias, registered.version)
     try:
         entry = store.record_promotion(
-            target.name, alias, action, outcome, target.ref,
-            details={**details, "registry": {"name": registered_name, "version": registered.version,
-                                             "previous_version": previous, "source": registered.source}},
-            actor=current_actor(), move=True, expected=expected, run=run,
+            target.name,
+            alias,
+            action,
+            outcome,
+            target.ref,
+            details={
+                **details,
+                "registry": {
+                    "name": registered_name,
+                    "version": registered.version,
+                    "previous_version": previous,
+                    "source": registered.source,
+                },
+            },
+            actor=current_actor(),
+            move=True,
+            expected=expected,
+            run=run,
         )
     except BaseException:
         _realign(store, target.name, alias, registered_name, fallback=previous)
@@ -313,28 +327,53 @@ def rollback(
     rows = [
         ("criterion", "value", "bound", "verdict"),
         ("previous champion", target.ref, f"held {alias!r} before {current.ref}", "pass"),
-        ("its test metrics", metrics_summary(metrics, list(chain(*HEADLINE_METRICS.values()))),
-         f"on {test_set or 'no test set'}", "recorded"),
+        (
+            "its test metrics",
+            metrics_summary(metrics, list(chain(*HEADLINE_METRICS.values()))),
+            f"on {test_set or 'no test set'}",
+            "recorded",
+        ),
     ]
     table = format_table(rows)
     details = {
-        "outcome": ROLLED_BACK, "model": target.ref, "champion": current.ref, "test_set": test_set,
-        "metrics": metrics, "criteria": [dict(zip(rows[0], row)) for row in rows[1:]],
+        "outcome": ROLLED_BACK,
+        "model": target.ref,
+        "champion": current.ref,
+        "test_set": test_set,
+        "metrics": metrics,
+        "criteria": [dict(zip(rows[0], row)) for row in rows[1:]],
     }
     use_tracking(store.root)
     with mlflow.start_run(experiment_id=experiment_id(experiment_name, store.root), run_name="rollback") as active:
-        mlflow.set_tags({"trainflow.step": "rollback", "trainflow.rollback.from": current.ref,
-                         "trainflow.rollback.to": target.ref})
+        mlflow.set_tags(
+            {"trainflow.step": "rollback", "trainflow.rollback.from": current.ref, "trainflow.rollback.to": target.ref}
+        )
         mlflow.log_text(table + "\n", "rollback.txt")
         run = RunRecord(active.info.run_id, "rollback", params={"name": name, "alias": alias})
         if registered_name is None:
             entry = store.record_promotion(
-                name, alias, "rollback", ROLLED_BACK, target.ref, details=details, actor=current_actor(),
-                move=True, expected=current.ref, run=run,
+                name,
+                alias,
+                "rollback",
+                ROLLED_BACK,
+                target.ref,
+                details=details,
+                actor=current_actor(),
+                move=True,
+                expected=current.ref,
+                run=run,
             )
             return entry, None, table
         entry, registered = move_production_alias(
-            store, target, alias, expected=current.ref, registered_name=registered_name,
-            model_dir=store.use_artifact(target.ref), action="rollback", outcome=ROLLED_BACK, details=details, run=run,
+            store,
+            target,
+            alias,
+            expected=current.ref,
+            registered_name=registered_name,
+            model_dir=store.use_artifact(target.ref),
+            action="rollback",
+            outcome=ROLLED_BACK,
+            details=details,
+            run=run,
         )
         return entry, registered, table

@@ -231,7 +231,8 @@ def _intact(blobs: Path, path: Path, stored: StoredFile, stamps: Stamps) -> bool
 
 def _damaged(blobs: Path, version: ArtifactVersion, stored: StoredFile, how: str) -> CorruptArtifact:
     problem = (
-        f"blob for {stored.path!r} is missing from {blobs}" if how == "missing"
+        f"blob for {stored.path!r} is missing from {blobs}"
+        if how == "missing"
         else f"{stored.path!r} does not match its recorded sha256 (the blob was modified on disk)"
     )
     return CorruptArtifact(

@@ -165,10 +165,13 @@ class LocalArtifactStore:
             return f"{self.project}/{name}"
         if db.execute("SELECT 1 FROM versions WHERE name = ? LIMIT 1", (name,)).fetchone():
             return name
-        found = [r[0] for r in db.execute(
-            "SELECT DISTINCT name FROM versions WHERE name LIKE ? ESCAPE '\\' ORDER BY name",
-            ("%/" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"),),
-        )]
+        found = [
+            r[0]
+            for r in db.execute(
+                "SELECT DISTINCT name FROM versions WHERE name LIKE ? ESCAPE '\\' ORDER BY name",
+                ("%/" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"),),
+            )
+        ]
         if len(found) > 1:
             projects = ", ".join(f.rpartition("/")[0] for f in found)
             raise TrainflowError(
@@ -188,9 +191,7 @@ class LocalArtifactStore:
         """Where the blob of ``sha256`` is in this store (whether or not it exists)."""
         return blob_path(self.blobs, sha256)
 
-    def _put_blobs(
-        self, entries: Sequence[tuple[str, Path]]
-    ) -> tuple[list[StoredFile], dict[str, tuple[str, Stamp]]]:
+    def _put_blobs(self, entries: Sequence[tuple[str, Path]]) -> tuple[list[StoredFile], dict[str, tuple[str, Stamp]]]:
         """Store each ``(relative path, source)`` as a blob; identical bytes are kept once.
 
         A file is copied to ``tmp/`` while it is hashed (the digest is of the bytes written),
@@ -334,8 +335,11 @@ class LocalArtifactStore:
             for new, name, (kind, _), (files, stamps) in zip(versions, names, walked, stored, strict=True):
                 self._insert_stamps(db, stamps)
                 metadata_json = json.dumps(dict(new.metadata or {}), sort_keys=True)
-                refs.append(self._insert_version(db, name, new.type, kind, files, new.description, metadata_json,
-                                                 new.aliases, run))
+                refs.append(
+                    self._insert_version(
+                        db, name, new.type, kind, files, new.description, metadata_json, new.aliases, run
+                    )
+                )
         return [self.get(ref) for ref in refs]
 
     @contextlib.contextmanager
@@ -369,8 +373,18 @@ class LocalArtifactStore:
         cursor = db.execute(
             "INSERT INTO versions (name, version, type, kind, digest, size, description, metadata, run_id, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, number, type, kind, digest, sum(f.size for f in files), description, metadata_json,
-             run.run_id if run else None, _now()),
+            (
+                name,
+                number,
+                type,
+                kind,
+                digest,
+                sum(f.size for f in files),
+                description,
+                metadata_json,
+                run.run_id if run else None,
+                _now(),
+            ),
         )
         version_id = inserted_id(cursor)
         db.executemany(
@@ -426,7 +440,9 @@ class LocalArtifactStore:
             version_id = self._resolve_id(db, parse_ref(ref))
             name = db.execute("SELECT name FROM versions WHERE id = ?", (version_id,)).fetchone()[0]
             _refuse_gated_alias(db, name, alias, ref)
-            existing = db.execute("SELECT version_id FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+            existing = db.execute(
+                "SELECT version_id FROM aliases WHERE name = ? AND alias = ?", (name, alias)
+            ).fetchone()
             if existing is None:
                 self._move_alias(db, name, alias, version_id, run_id)
             return self._load(db, version_id if existing is None else existing[0]), existing is None
@@ -437,7 +453,9 @@ class LocalArtifactStore:
             version_id = self._resolve_id(db, parse_ref(ref))
             current = json.loads(db.execute("SELECT metadata FROM versions WHERE id = ?", (version_id,)).fetchone()[0])
             current.update(updates)
-            db.execute("UPDATE versions SET metadata = ? WHERE id = ?", (json.dumps(current, sort_keys=True), version_id))
+            db.execute(
+                "UPDATE versions SET metadata = ? WHERE id = ?", (json.dumps(current, sort_keys=True), version_id)
+            )
             row = db.execute("SELECT name, version FROM versions WHERE id = ?", (version_id,)).fetchone()
         return self.get(f"{row['name']}:v{row['version']}")
 
@@ -472,9 +490,13 @@ class LocalArtifactStore:
             after_id = current_id
             if move:
                 if alias == LATEST:
-                    raise TrainflowError("'latest' is managed by the store: it names the version a step logged (or re-used from the cache) last")
+                    raise TrainflowError(
+                        "'latest' is managed by the store: it names the version a step logged (or re-used from the cache) last"
+                    )
                 if candidate_id is None:
-                    raise TrainflowError(f"cannot move {name.rpartition('/')[2]}:{alias} without a version to move it to")
+                    raise TrainflowError(
+                        f"cannot move {name.rpartition('/')[2]}:{alias} without a version to move it to"
+                    )
                 expected_id = self._resolve_id(db, parse_ref(expected)) if expected else None
                 if current_id != expected_id:
                     holder = self._ref_of(db, current_id) if current_id is not None else "no version"
@@ -487,8 +509,19 @@ class LocalArtifactStore:
             cursor = db.execute(
                 "INSERT INTO promotions (name, alias, action, outcome, candidate_id, before_id, after_id, run_id,"
                 " actor, details, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, alias, action, outcome, candidate_id, current_id, after_id, run.run_id if run else None,
-                 actor, json.dumps(dict(details), sort_keys=True, default=str), _now()),
+                (
+                    name,
+                    alias,
+                    action,
+                    outcome,
+                    candidate_id,
+                    current_id,
+                    after_id,
+                    run.run_id if run else None,
+                    actor,
+                    json.dumps(dict(details), sort_keys=True, default=str),
+                    _now(),
+                ),
             )
             return self._promotion(db, inserted_id(cursor))
 
@@ -505,9 +538,18 @@ class LocalArtifactStore:
             return self._ref_of(db, version_id) if version_id is not None else None
 
         return PromotionEntry(
-            id=row["id"], name=row["name"].rpartition("/")[2], alias=row["alias"], action=row["action"], outcome=row["outcome"],
-            candidate=ref(row["candidate_id"]), before=ref(row["before_id"]), after=ref(row["after_id"]),
-            run_id=row["run_id"], actor=row["actor"], details=json.loads(row["details"]), at=row["at"],
+            id=row["id"],
+            name=row["name"].rpartition("/")[2],
+            alias=row["alias"],
+            action=row["action"],
+            outcome=row["outcome"],
+            candidate=ref(row["candidate_id"]),
+            before=ref(row["before_id"]),
+            after=ref(row["after_id"]),
+            run_id=row["run_id"],
+            actor=row["actor"],
+            details=json.loads(row["details"]),
+            at=row["at"],
         )
 
     def promotions(self, name: str | None = None, alias: str | None = None) -> list[PromotionEntry]:
@@ -541,11 +583,19 @@ class LocalArtifactStore:
                 version_id = self._resolve_id(db, parse_ref(ref))
                 row = db.execute("SELECT name, run_id FROM versions WHERE id = ?", (version_id,)).fetchone()
                 if row["name"] != self._qualify(db, name) or row["run_id"] != run_id:
-                    raise TrainflowError(f"{ref} was not logged as {name!r} by run {run_id}: not recording it as its output")
+                    raise TrainflowError(
+                        f"{ref} was not logged as {name!r} by run {run_id}: not recording it as its output"
+                    )
             db.execute(
                 "INSERT OR IGNORE INTO step_cache (step, key, run_id, outputs, parts, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (step, key, run_id, json.dumps(dict(outputs), sort_keys=True), json.dumps(dict(parts), sort_keys=True),
-                 _now()),
+                (
+                    step,
+                    key,
+                    run_id,
+                    json.dumps(dict(outputs), sort_keys=True),
+                    json.dumps(dict(parts), sort_keys=True),
+                    _now(),
+                ),
             )
         return self.cached_runs(step, key, run_id=run_id)[0]
 
@@ -557,7 +607,9 @@ class LocalArtifactStore:
                 (step, key, run_id, run_id),
             ).fetchall()
         return [
-            CachedRun(r["step"], r["key"], r["run_id"], json.loads(r["outputs"]), json.loads(r["parts"]), r["created_at"])
+            CachedRun(
+                r["step"], r["key"], r["run_id"], json.loads(r["outputs"]), json.loads(r["parts"]), r["created_at"]
+            )
             for r in rows
         ]
 
@@ -579,7 +631,9 @@ class LocalArtifactStore:
                     )
                 ]
                 for alias in dict.fromkeys([LATEST, *aliases]):
-                    holder = db.execute("SELECT version_id FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+                    holder = db.execute(
+                        "SELECT version_id FROM aliases WHERE name = ? AND alias = ?", (name, alias)
+                    ).fetchone()
                     if holder is None or holder[0] != version_id:  # the history keeps moves, not no-ops
                         self._move_alias(db, name, alias, version_id, run_id)
             return [self._load(db, version_id) for version_id in ids]
@@ -603,24 +657,30 @@ class LocalArtifactStore:
         """The id of the version ``ref`` names, its name taken in this store's project."""
         ref = ArtifactRef(self._qualify(db, ref.name), ref.version, ref.alias)
         if ref.version is not None:
-            row = db.execute("SELECT id FROM versions WHERE name = ? AND version = ?", (ref.name, ref.version)).fetchone()
+            row = db.execute(
+                "SELECT id FROM versions WHERE name = ? AND version = ?", (ref.name, ref.version)
+            ).fetchone()
         else:
-            row = db.execute("SELECT version_id FROM aliases WHERE name = ? AND alias = ?", (ref.name, ref.alias)).fetchone()
+            row = db.execute(
+                "SELECT version_id FROM aliases WHERE name = ? AND alias = ?", (ref.name, ref.alias)
+            ).fetchone()
         if row is not None:
             return int(row[0])
         project, _, short = ref.name.rpartition("/")
         known = [
-            r[0].rpartition("/")[2] for r in db.execute("SELECT DISTINCT name FROM versions ORDER BY name")
+            r[0].rpartition("/")[2]
+            for r in db.execute("SELECT DISTINCT name FROM versions ORDER BY name")
             if r[0].rpartition("/")[0] == project
         ]
         where = f"project {project!r} of {self.root}" if project else str(self.root)
         if short not in known:
             hint = (
-                f"known artifacts: {', '.join(known)}" if known
-                else "it has none yet: run the step that logs it first"
+                f"known artifacts: {', '.join(known)}" if known else "it has none yet: run the step that logs it first"
             )
             raise ArtifactNotFound(f"no artifact named {short!r} in {where} ({hint})")
-        versions = [f"v{r[0]}" for r in db.execute("SELECT version FROM versions WHERE name = ? ORDER BY version", (ref.name,))]
+        versions = [
+            f"v{r[0]}" for r in db.execute("SELECT version FROM versions WHERE name = ? ORDER BY version", (ref.name,))
+        ]
         aliases = [r[0] for r in db.execute("SELECT alias FROM aliases WHERE name = ? ORDER BY alias", (ref.name,))]
         raise ArtifactNotFound(
             f"{ArtifactRef(short, ref.version, ref.alias)} does not resolve{f' in project {project!r}' if project else ''}: "
@@ -634,10 +694,14 @@ class LocalArtifactStore:
             " WHERE v.id = ?",
             (version_id,),
         ).fetchone()
-        aliases = tuple(r[0] for r in db.execute("SELECT alias FROM aliases WHERE version_id = ? ORDER BY alias", (version_id,)))
+        aliases = tuple(
+            r[0] for r in db.execute("SELECT alias FROM aliases WHERE version_id = ? ORDER BY alias", (version_id,))
+        )
         files = tuple(
             StoredFile(r["path"], r["sha256"], r["size"])
-            for r in db.execute("SELECT path, sha256, size FROM files WHERE version_id = ? ORDER BY path", (version_id,))
+            for r in db.execute(
+                "SELECT path, sha256, size FROM files WHERE version_id = ? ORDER BY path", (version_id,)
+            )
         )
         run = (
             RunRecord(row["run_id"], row["step"], row["git_commit"], json.loads(row["params"]))
@@ -646,9 +710,19 @@ class LocalArtifactStore:
         )
         project, _, name = row["name"].rpartition("/")
         return ArtifactVersion(
-            name=name, project=project or None, version=row["version"], type=row["type"], kind=row["kind"], digest=row["digest"],
-            size=row["size"], description=row["description"], metadata=json.loads(row["metadata"]),
-            aliases=aliases, created_at=row["created_at"], run=run, files=files,
+            name=name,
+            project=project or None,
+            version=row["version"],
+            type=row["type"],
+            kind=row["kind"],
+            digest=row["digest"],
+            size=row["size"],
+            description=row["description"],
+            metadata=json.loads(row["metadata"]),
+            aliases=aliases,
+            created_at=row["created_at"],
+            run=run,
+            files=files,
         )
 
     def get(self, ref: str) -> ArtifactVersion:

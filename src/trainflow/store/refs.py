@@ -64,16 +64,17 @@ def validate_alias(alias: str) -> str:
 def check_settable(alias: str) -> None:
     """An alias a caller may move: valid, and not ``latest``, which the store moves itself."""
     if alias == LATEST:
-        raise TrainflowError("'latest' is managed by the store: it names the version a step logged (or re-used from the cache) last")
+        raise TrainflowError(
+            "'latest' is managed by the store: it names the version a step logged (or re-used from the cache) last"
+        )
     validate_alias(alias)
-
 
 
 def gated_alias_message(name: str, alias: str, ref: str) -> str:
     """Why ``alias`` cannot be set by hand, and the commands that do move it."""
     return (
         f"{name}:{alias} is moved only by the promotion gate: promote {ref} with "
-        f"`mlflow run . -P steps=promote_model -P hydra_options=\"promote.model={ref} promote.alias={alias}\"` "
+        f'`mlflow run . -P steps=promote_model -P hydra_options="promote.model={ref} promote.alias={alias}"` '
         f"(promote.force=true skips the comparison with the champion), or go back with `trainflow rollback --alias {alias}`"
     )
 

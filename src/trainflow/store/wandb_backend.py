@@ -79,8 +79,9 @@ class WandbArtifactStore:
     ``wandb.Api``; ``sdk`` the ``wandb`` module (tests pass a stand-in for the W&B server).
     """
 
-    def __init__(self, sdk: Any, api: Any, project: str, entity: str | None, run: Any = None,
-                 download_root: Path | None = None) -> None:
+    def __init__(
+        self, sdk: Any, api: Any, project: str, entity: str | None, run: Any = None, download_root: Path | None = None
+    ) -> None:
         self.sdk, self.api, self.run = sdk, api, run
         self.project, self.entity = project, entity
         self.root = Path(download_root or Path.cwd() / ".trainflow" / "wandb")
@@ -118,11 +119,18 @@ class WandbArtifactStore:
             for path, entry in sorted(artifact.manifest.entries.items())
         )
         return ArtifactVersion(
-            name=name, version=int(match.group(1)) if match else -1, type=artifact.type,
+            name=name,
+            version=int(match.group(1)) if match else -1,
+            type=artifact.type,
             kind="file" if len(files) == 1 and artifact.metadata.get("trainflow_kind") == "file" else "dir",
-            digest=artifact.digest, size=int(artifact.size or 0), description=artifact.description or "",
+            digest=artifact.digest,
+            size=int(artifact.size or 0),
+            description=artifact.description or "",
             metadata={k: v for k, v in dict(artifact.metadata).items() if k != "trainflow_kind"},
-            aliases=tuple(sorted(artifact.aliases)), created_at=str(artifact.created_at), run=run, files=files,
+            aliases=tuple(sorted(artifact.aliases)),
+            created_at=str(artifact.created_at),
+            run=run,
+            files=files,
         )
 
     def get(self, ref: str) -> ArtifactVersion:
@@ -256,8 +264,17 @@ class WandbArtifactStore:
                 )
             after = self._move_alias(self._artifact(candidate), alias).ref
         entry = PromotionEntry(
-            id=0, name=name, alias=alias, action=action, outcome=outcome, candidate=candidate, before=before,
-            after=after, run_id=run.run_id if run else None, actor=actor, details=dict(details),
+            id=0,
+            name=name,
+            alias=alias,
+            action=action,
+            outcome=outcome,
+            candidate=candidate,
+            before=before,
+            after=after,
+            run_id=run.run_id if run else None,
+            actor=actor,
+            details=dict(details),
             at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         if candidate:
@@ -319,7 +336,10 @@ def step_backend(
     try:
         if backend == "wandb":
             api = open_api(sdk, cfg.wandb.timeout_seconds)
-            yield WandbArtifactStore(sdk, api, cfg.wandb.project, cfg.wandb.entity, run, local.root / "wandb-artifacts"), run
+            yield (
+                WandbArtifactStore(sdk, api, cfg.wandb.project, cfg.wandb.entity, run, local.root / "wandb-artifacts"),
+                run,
+            )
         else:
             yield local, run
         exit_code = 0
@@ -349,6 +369,9 @@ def read_store(cfg: Any, local: LocalArtifactStore) -> Any:
     import wandb
 
     return WandbArtifactStore(
-        wandb, open_api(wandb, cfg.wandb.timeout_seconds), cfg.wandb.project, cfg.wandb.entity,
+        wandb,
+        open_api(wandb, cfg.wandb.timeout_seconds),
+        cfg.wandb.project,
+        cfg.wandb.entity,
         download_root=local.root / "wandb-artifacts",
     )
