@@ -36,13 +36,15 @@ run: setup
 	@test -f "$(TRAINFLOW_HOME)/mlflow.db" || $(RUN_ENV) $(BIN)/trainflow init
 	$(RUN_ENV) $(BIN)/mlflow run . --env-manager local --experiment-name trainflow
 
-# The lint check (ruff), the import contract (pyproject's [tool.importlinter]: layers import
-# downward only), then the default suite: everything not marked slow, the whole pipeline
-# through `mlflow run` included.
+# The lint and format checks (ruff), the import contract (pyproject's [tool.importlinter]:
+# layers import downward only), the type check of src/ (mypy), then the default suite:
+# everything not marked slow, the whole pipeline through `mlflow run` included.
 test:
 	$(MAKE) setup EXTRAS=$(TEST_EXTRAS)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Long loops (fault injection, scale) and the pipeline in isolated uv/virtualenv environments;
