@@ -6,6 +6,7 @@ import contextlib
 import errno
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -107,8 +108,6 @@ def interrupt_on_signals() -> None:
             return
         first[:] = [time.monotonic()]
         raise KeyboardInterrupt
-
-    import threading
 
     if threading.current_thread() is not threading.main_thread():
         return  # only the main thread may set handlers (and receives the signals)

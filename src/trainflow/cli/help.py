@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from trainflow.config.schema import load_config
 from trainflow.pipeline.steps import STEPS
 
 # The keys a user sets most, in the order a first run needs them; their defaults are read
@@ -49,10 +52,6 @@ def config_groups(project_dir: Path) -> dict[str, list[str]]:
 def main_key_defaults(project_dir: Path) -> dict[str, str]:
     """``MAIN_KEYS`` with their values in the composed default config (the demo data set's
     included): Hydra's compose reads only the files it needs, unlike its help."""
-    from omegaconf import OmegaConf
-
-    from trainflow.config.schema import load_config
-
     try:
         cfg = load_config(project_dir, [])
     except Exception as error:  # noqa: BLE001 - a broken config must not take the help with it

@@ -33,10 +33,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from trainflow.errors import CorruptArtifact, DataError, TrainflowError, exit_on_user_error, is_disk_full
+from trainflow.promotion.gate import format_table
+from trainflow.promotion.registry import rollback
 from trainflow.store.local import LocalArtifactStore, lineage
 from trainflow.store.records import ArtifactVersion
-from trainflow.store.refs import gated_alias_message
+from trainflow.store.refs import CANDIDATE_ALIAS, gated_alias_message
 from trainflow.store.wandb_backend import WandbArtifactStore, choose_backend, open_api
+
+# mlflow (trainflow.tracking), Hydra (trainflow.pipeline.sweeps), pandas (trainflow.ml, trainflow.datacheck), wandb
+# and yaml (8 ms) are imported inside the commands that use them: about 1.4 s that the other `trainflow` commands
+# do not pay (docs/architecture.md#start-up).
 
 # config.yaml's promote.alias and the type train_model logs its export as.
 PRODUCTION_ALIAS = "prod"
@@ -203,7 +209,6 @@ def cmd_sweeps_show(store: LocalArtifactStore, args: argparse.Namespace) -> None
 def cmd_sweeps_best(store: LocalArtifactStore, args: argparse.Namespace) -> None:
     from trainflow.ml.evaluate import check_direction
     from trainflow.pipeline.sweeps import MODEL_ARTIFACT, select_best
-    from trainflow.store.refs import CANDIDATE_ALIAS
 
     if args.alias == PRODUCTION_ALIAS:
         raise TrainflowError(
@@ -284,8 +289,6 @@ def _short(ref: str | None) -> str:
 
 
 def cmd_promotions(store: LocalArtifactStore, args: argparse.Namespace) -> None:
-    from trainflow.promotion.gate import format_table
-
     entries = store.promotions(args.name, args.alias)
     if not entries:
         about = f"{args.name}:{args.alias}" if args.alias else args.name
@@ -343,8 +346,6 @@ def _verdict(criterion: dict) -> str:
 
 
 def cmd_rollback(store: LocalArtifactStore, args: argparse.Namespace) -> None:
-    from trainflow.promotion.registry import rollback
-
     entry, registered, table = rollback(
         store, args.name, args.alias, registered_name=args.registered_model_name, experiment_name=args.experiment_name
     )

@@ -16,12 +16,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
+from urllib.parse import unquote, urlparse
 
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from trainflow.config.components import is_repository_uri
 from trainflow.errors import ConfigError, TrainflowError
 from trainflow.sections import section_dict
+from trainflow.store.refs import parse_ref, validate_alias, validate_project
+
+# Hydra (50 ms) is imported inside the functions that compose or parse overrides, and trainflow.ml and
+# trainflow.datacheck (pandas, 0.3 s) inside validate: `import trainflow.config.schema` pays neither, and
+# `python main.py --help` (through trainflow.cli.help) not pandas (docs/architecture.md#start-up).
 
 SCHEMA_NAME = "trainflow_schema"
 ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
@@ -240,8 +247,6 @@ def project_name(uri: str, target: str) -> str:
     """The project a table and target belong to unless ``project`` is set: the file's name
     without its extensions and the target, as one lowercase name (``data/penguins.csv``,
     ``species`` -> ``penguins-species``), valid as a store, W&B and registry name."""
-    from urllib.parse import unquote, urlparse
-
     path = urlparse(uri).path if "://" in uri else uri
     stem = Path(unquote(path)).name.split(".")[0] or "data"
 
@@ -269,7 +274,6 @@ def load_config(project_dir: Path, overrides: list[str] | None = None) -> DictCo
     """Compose the project's ``config.yaml`` with Hydra overrides, as ``main.py`` does."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     register_schema()
     overrides = dataset_choice(overrides or [])
@@ -457,7 +461,6 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
     if cfg.data.sha256 is not None and (len(cfg.data.sha256) != 64 or not _is_hex(cfg.data.sha256)):
         raise ConfigError(f"data.sha256={cfg.data.sha256!r} is not a 64-character hex sha256 digest")
     from trainflow.ml.train import validate_model_config
-    from trainflow.store.refs import parse_ref, validate_alias, validate_project
 
     try:
         validate_project(cfg.project)
@@ -471,7 +474,7 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
     from trainflow.datacheck.checks import validate_data_check_config
 
     validate_data_check_config(section_dict(cfg.data_check))
-    from trainflow.promotion.gate import validate_promote
+    from trainflow.promotion.gate import validate_promote  # 10 ms that trainflow.cli.help would pay at import
 
     validate_promote(cfg.promote)
     parse_ref(cfg.batch_predict.model)

@@ -16,6 +16,7 @@ from trainflow.datacheck.generic import generic_checks
 from trainflow.datacheck.kinds import DTYPES
 from trainflow.datacheck.report import DEFAULT_FAIL_ON, GROUPS, SEVERITIES, CheckReport, CheckResult
 from trainflow.errors import ConfigError, TrainflowError
+from trainflow.store.refs import validate_alias
 
 
 def check_table(
@@ -80,8 +81,6 @@ def _plain(value: Any) -> Any:
 
 def validate_data_check_config(section: Mapping[str, Any]) -> None:
     """The checks the schema's types cannot express; raises :class:`ConfigError` naming the key."""
-    from trainflow.store.refs import validate_alias
-
     for group in GROUPS:
         value = (section.get("fail_on") or {}).get(group)
         if value not in SEVERITIES:

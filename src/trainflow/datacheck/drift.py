@@ -14,6 +14,10 @@ from trainflow.datacheck.kinds import dtype_kind, is_numeric_kind
 from trainflow.datacheck.report import CheckResult
 from trainflow.ml.data import mostly_dates
 
+# scipy.stats is imported inside drift_checks: about 0.45 s that validating a config (trainflow.config.schema
+# imports trainflow.datacheck.checks in validate), so every pipeline run and step, does not pay
+# (docs/architecture.md#start-up).
+
 CORRECTIONS = ("sidak", "bonferroni")
 MISSING_CATEGORY = "<missing>"
 

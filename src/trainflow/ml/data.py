@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,6 +30,10 @@ from trainflow.ml.table_file import (
     parquet_layout,
     read_csv_checked,
 )
+
+# scikit-learn is imported inside split_dataset: about 0.6 s that `trainflow data-schema infer` and the steps that
+# neither split nor train (fetch_data, check_data) do not pay; every step imports this module, through
+# trainflow.pipeline.step_run (docs/architecture.md#start-up).
 
 _CHUNK = 1 << 20
 # data.max_bytes' default: a table this size already needs several times as much memory once parsed.
@@ -256,8 +261,6 @@ def release_unused_arrow_memory() -> None:
     """Give back what Arrow's memory pool keeps after a read: the file's decoded buffers,
     as large again as the frame, which the pool would otherwise hold for the rest of the
     step (pandas' string columns live in that pool, so only its unused part goes)."""
-    import sys
-
     if "pyarrow" in sys.modules:
         sys.modules["pyarrow"].default_memory_pool().release_unused()
 

@@ -12,6 +12,14 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from trainflow.errors import ConfigError
+from trainflow.ml.data import require_columns
+from trainflow.ml.inference import load_exported
+
+# scikit-learn, scipy.stats and mlflow are imported inside the functions that use them: about 1.5 s that
+# validating a config (every pipeline run, cached steps included) and `trainflow sweeps` do not pay
+# (docs/architecture.md#start-up).
+
 # The metrics a summary line shows first, per task.
 HEADLINE_METRICS = {"classification": ("roc_auc_ovo", "accuracy", "f1_macro"), "regression": ("r2", "mae", "rmse")}
 
@@ -45,8 +53,6 @@ def check_direction(metric: str, higher: bool | None, setting: str | None) -> No
     ``val_``); ``higher`` None (the metric's own direction) always fits; ``setting``: the
     config section that holds it and ``higher_is_better`` (``promote``, ``sweep``), or None
     for the command line's ``--lower-is-better``."""
-    from trainflow.errors import ConfigError
-
     if higher is None or metric == AUTO:
         return
     better = higher_is_better(metric.removeprefix("val_"))
@@ -289,9 +295,6 @@ def load_for_scoring(model_dir: Path, table: pd.DataFrame, target: str) -> Expor
     """Load an exported artifact with MLflow (no training code) and select, from raw rows,
     the input columns its signature names; rows without a target are left out."""
     from mlflow.models import Model
-
-    from trainflow.ml.data import require_columns
-    from trainflow.ml.inference import load_exported
 
     exported = Model.load(str(model_dir))
     inputs = list(exported.get_input_schema().input_names())

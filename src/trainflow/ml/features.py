@@ -31,6 +31,10 @@ import pandas as pd
 from trainflow.errors import DataError
 from trainflow.ml.data import mostly_dates
 
+# scikit-learn and trainflow_inference (which imports it) are imported inside build_preprocessor: about 0.6 s that
+# validating a config (trainflow.config.schema imports trainflow.ml.train in validate) does not pay
+# (docs/architecture.md#start-up).
+
 KINDS = ("numeric", "categorical", "text", "datetime")
 DROPPED = "dropped"
 # Encodings of the categorical columns a plan keeps (not target-encoded)

@@ -17,6 +17,9 @@ import pandas as pd
 from trainflow.errors import DataError, TrainflowError
 from trainflow.ml.data import require_columns
 
+# mlflow is imported inside the functions that load models: about 0.65 s that validating a config (through
+# trainflow.ml.evaluate) and `trainflow data-schema infer` do not pay (docs/architecture.md#start-up).
+
 PREDICTION = "prediction"
 
 

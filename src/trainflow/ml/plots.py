@@ -9,6 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# matplotlib.pyplot (after choosing its Agg backend) and scikit-learn's metrics are imported inside the functions
+# that draw: about 0.85 s that train_model and test_model, which import this module, do not pay before their
+# config is checked (docs/architecture.md#start-up).
+
 IMPORTANCE_SAMPLE_ROWS = 2000
 # The confusion matrix, ROC curves and residuals are drawn from at most this many rows: a
 # sample this size draws the same curves, and the metrics are computed on every row anyway,

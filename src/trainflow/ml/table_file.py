@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from trainflow.errors import DataError
 
@@ -268,8 +270,6 @@ def csv_layout(path: Path, limits: TableLimits) -> list[str]:
 
 def _flat_type_problem(arrow_type: object) -> str | None:
     """Why a Parquet column of this Arrow type cannot be a model's input, or None if it can."""
-    import pyarrow as pa
-
     t = pa.types
     if t.is_dictionary(arrow_type):
         return _flat_type_problem(arrow_type.value_type)  # type: ignore[attr-defined]
@@ -311,9 +311,6 @@ def parquet_layout(path: Path, limits: TableLimits, setting: str = "data.uri") -
     """The Parquet file's column names, after refusing a schema too large to read
     (``max_header_bytes``), too many columns or cells, unnamed or repeated names and
     columns that are not flat values. Reads the footer only."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     size = path.stat().st_size
     with open(path, "rb") as reader:
         if size < 12:
@@ -416,8 +413,6 @@ def check_parquet_text(frame: pd.DataFrame, file_name: str) -> None:
     """Refuse a text column whose bytes are not UTF-8. Parquet's reader does not check
     them; pandas would fail later, wherever the column is first looked at, with Arrow's
     "Wrapping ... failed" and no column named."""
-    import pyarrow as pa
-
     for column in frame.columns:
         if isinstance(frame[column].dtype, pd.StringDtype) and frame[column].dtype.storage == "pyarrow":
             try:

@@ -12,16 +12,20 @@ import re
 import shutil
 import warnings
 from dataclasses import dataclass
+from importlib.metadata import packages_distributions
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from trainflow.errors import ConfigError, DataError
-from trainflow.ml.data import TASKS, require_columns, resolve_task, stratify_target
+from trainflow.ml.data import TASKS, release_unused_arrow_memory, require_columns, resolve_task, stratify_target
+from trainflow.ml.evaluate import score_predictions, trivial_baseline
 from trainflow.ml.features import (
     CATEGORICAL_ENCODINGS,
     KIND_SETTINGS,
@@ -38,6 +42,10 @@ from trainflow.ml.features import (
     spec_of,
 )
 from trainflow.sections import section_dict
+
+# scikit-learn, mlflow and trainflow_inference (scikit-learn) are imported inside the functions that use them:
+# about 1.3 s that validating a config (trainflow.config.schema.validate), so every pipeline run, cached steps
+# included, does not pay (docs/architecture.md#start-up).
 
 AUTO_TASK = "auto"
 # model.estimator=custom: the estimator model.custom names by its _target_ (Hydra's instantiate)
@@ -192,9 +200,6 @@ def validate_estimator_config(model: DictConfig) -> None:
 
 def instantiate_custom(custom: Any) -> Any:
     """The estimator ``model.custom`` describes (Hydra's ``_target_`` and its parameters)."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
     settings = section_dict(custom)
     try:
         estimator = instantiate(settings, _convert_="all")
@@ -448,9 +453,6 @@ def fit(
 ) -> TrainResult:
     """Fit the inference pipeline on the train rows; score it, and the trivial baseline
     fitted on the same rows, on the validation rows."""
-    from trainflow.ml.data import release_unused_arrow_memory
-    from trainflow.ml.evaluate import score_predictions, trivial_baseline
-
     # A frame the rows were split from, if the caller let it go, has just been freed; its
     # string columns' buffers stay in Arrow's pool unless given back.
     release_unused_arrow_memory()
@@ -539,8 +541,6 @@ def pinned_requirements(estimator: Any = None) -> list[str]:
     packages = list(MODEL_REQUIREMENTS)
     top = type(estimator).__module__.split(".")[0] if estimator is not None else "sklearn"
     if top != "sklearn":
-        from importlib.metadata import packages_distributions
-
         packages += [d for d in packages_distributions().get(top, [])[:1] if d not in packages]
     return [f"{package}=={installed_version(package)}" for package in packages]
 

@@ -34,18 +34,23 @@ import importlib.util
 import json
 import os
 import platform
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from trainflow.errors import ArtifactNotFound, TrainflowError
+from trainflow.errors import ArtifactNotFound, DataError, TrainflowError
 from trainflow.pipeline.steps import ExternalSource, StepSpec, step_params
 from trainflow.store.blobs import file_sha256
 from trainflow.store.local import LocalArtifactStore
 from trainflow.store.records import ArtifactVersion, CachedRun
+
+# trainflow.ml.data (pandas, 0.3 s) and importlib.metadata (11 ms) are imported inside the functions that use them:
+# `python main.py --help` (through trainflow.pipeline.runner) pays neither (docs/architecture.md#start-up).
 
 # Bump when what goes into a key changes, so that records made the old way stop matching.
 KEY_FORMAT = 2
@@ -291,8 +296,6 @@ def environment_spec(component_dir: Path, env_manager: str) -> dict[str, Any]:
 
 
 def _pinned_packages(conda_file: Path) -> list[str]:
-    import yaml
-
     if not conda_file.is_file():
         return []
     document = yaml.safe_load(conda_file.read_text()) or {}
@@ -361,8 +364,6 @@ def metadata_value(metadata: Mapping[str, Any], dotted_key: str) -> Any:
 
 def source_state(source: ExternalSource, cfg: DictConfig) -> dict[str, Any]:
     """What says the content at ``source`` is unchanged; :class:`Uncacheable` if nothing cheap does."""
-    import urllib.parse
-
     uri = str(OmegaConf.select(cfg, source.uri_key, throw_on_missing=True))
     declared = OmegaConf.select(cfg, source.sha256_key) if source.sha256_key else None
     parsed = urllib.parse.urlparse(uri)
@@ -376,7 +377,6 @@ def source_state(source: ExternalSource, cfg: DictConfig) -> dict[str, Any]:
         # The step refuses any other content, so the declared digest pins what it produces.
         return {"uri": uri, "sha256": str(declared).lower()}
     if source.cache_remote_key and OmegaConf.select(cfg, source.cache_remote_key):
-        from trainflow.errors import DataError
         from trainflow.ml.data import remote_validators
 
         try:

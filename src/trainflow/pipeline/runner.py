@@ -14,7 +14,10 @@ instead: aliases move as the run would have moved them, and an MLflow run tagged
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import importlib.util
+import os
 import re
 import shlex
 import sys
@@ -27,8 +30,19 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from trainflow.config.components import ComponentSource, prepare_steps
-from trainflow.config.schema import resolve_paths, validate
-from trainflow.errors import StepFailed, TrainflowError, exit_on_user_error, user_error_line
+from trainflow.config.schema import (
+    check_config_groups,
+    check_sweep_overrides,
+    configured_store_root,
+    dataset_choice,
+    is_group_override,
+    load_config,
+    resolve_paths,
+    sets_estimator_params,
+    split_overrides,
+    validate,
+)
+from trainflow.errors import ArtifactNotFound, StepFailed, TrainflowError, exit_on_user_error, user_error_line
 from trainflow.pipeline.cache import (
     CacheKey,
     ImportScans,
@@ -42,9 +56,17 @@ from trainflow.pipeline.cache import (
     step_key,
 )
 from trainflow.pipeline.steps import OUTPUT_TAG, PROJECT_TAG, STEPS, StepSpec, select_steps
+from trainflow.promotion.gate import check_gate_fits_task
+from trainflow.promotion.registry import orphan_alias, registry_drift
 from trainflow.store.index import make_store_folders
 from trainflow.store.local import LocalArtifactStore
 from trainflow.store.records import ArtifactVersion, CachedRun
+from trainflow.store.wandb_backend import ANNOUNCED_ENV, choose_backend, read_store
+
+# mlflow (also through trainflow.tracking), pandas (trainflow.pipeline.step_run, trainflow.ml) and Hydra
+# (trainflow.pipeline.sweeps) are imported inside the methods that use them: about 1 s that `python main.py --help`
+# does not pay; Hydra (50 ms) only `import trainflow.pipeline.runner`, as main.py imports it itself. multiprocessing
+# (8 ms) is imported inside exit_now, for `python main.py --help` (docs/architecture.md#start-up).
 
 OPTIONS_FLAG = "--hydra-options"
 INPUT_TAG = "trainflow.input."
@@ -61,8 +83,6 @@ def expand_mlproject_args(argv: list[str]) -> list[str]:
     survive, and an empty ``O`` adds nothing. ``S`` is quoted for Hydra so that a
     comma-separated list stays one string instead of becoming a sweep.
     """
-    from trainflow.config.schema import split_overrides
-
     expanded: list[str] = [argv[0]]
     rest = iter(argv[1:])
     for arg in rest:
@@ -105,8 +125,6 @@ class Pipeline:
         self.steps = select_steps(self.cfg.main.steps)
         if "promote_model" in self.steps and self.cfg.model.task != "auto":
             # With model.task=auto the data decides; promote_model checks the gate then.
-            from trainflow.promotion.gate import check_gate_fits_task
-
             check_gate_fits_task(self.cfg.promote, self.cfg.model.task)
         self.components = ComponentSource(self.cfg.main.components_repository, self.cfg.main.components_version)
         self.components.check(self.steps)
@@ -150,10 +168,6 @@ class Pipeline:
 
     def announce_backend(self, pipeline_run_id: str) -> None:
         """Say once which artifact backend the steps will use, and group their W&B runs."""
-        import os
-
-        from trainflow.store.wandb_backend import ANNOUNCED_ENV, choose_backend
-
         backend, reason = choose_backend(self.cfg.artifacts.backend)
         print(f"[pipeline] artifacts: {backend} ({reason})", flush=True)
         if self.cache_off_reason:
@@ -165,8 +179,6 @@ class Pipeline:
     def cache_policy(self) -> tuple[bool, bool, str]:
         """``(record successful runs, look up earlier runs, why lookups are off)``. Runs are
         recorded even with ``main.cache=false``, so that a forced run refreshes the cache."""
-        from trainflow.store.wandb_backend import choose_backend
-
         if choose_backend(self.cfg.artifacts.backend)[0] != "local":
             # Records, outputs and their digests live in the local store; W&B versions are not checked.
             return False, False, "artifacts on W&B: the cache re-uses and verifies local-store versions only"
@@ -291,8 +303,6 @@ class Pipeline:
         """Run the component's step function in this process, as a run nested under the
         pipeline's, the way its own process would (same helper, same config, same store);
         its run id and outputs come back as the step returns them."""
-        import importlib.util
-
         from trainflow.pipeline.step_run import input_refs, release_memory, run_step
         from trainflow.pipeline.sweeps import current_trial
 
@@ -401,7 +411,6 @@ class Pipeline:
         from mlflow.entities import Param
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-        from trainflow.errors import ArtifactNotFound
         from trainflow.pipeline.step_run import param_value
 
         assert plan.key is not None
@@ -449,7 +458,6 @@ class Pipeline:
     def report(self, seconds: float, tracking: str) -> None:
         """The closing lines: what was produced, what is in production, where it all lives."""
         from trainflow.ml.evaluate import headline
-        from trainflow.store.wandb_backend import read_store
 
         alias = self.cfg.promote.alias
         cached = sum(1 for *_, cached_from in self.finished if cached_from)
@@ -463,8 +471,6 @@ class Pipeline:
             prod = read_store(self.cfg, self.store).get(f"model_export:{alias}")
         except TrainflowError:
             lines.append(f"  no model has alias {alias!r} yet: run the whole pipeline (-P steps=all)")
-            from trainflow.promotion.registry import orphan_alias
-
             registered = self.cfg.promote.registered_model_name
             orphan = orphan_alias("model_export", alias, registered)
             if orphan is not None:
@@ -478,8 +484,6 @@ class Pipeline:
             lines.append(f"  get it with: trainflow artifacts get model_export:{alias} <dir>")
             registered = self.cfg.promote.registered_model_name
             if registered in (prod.metadata.get("registry") or {}):
-                from trainflow.promotion.registry import registry_drift
-
                 drift = registry_drift(prod, alias, registered)
                 if drift is None:
                     lines.append(
@@ -506,15 +510,6 @@ def main_argv(project_dir: Path) -> DictConfig | None:
     Hydra's own flags). Hydra's app composes the config once more: that composition is
     Hydra's, and a bad override must fail before it, in one line.
     """
-    from trainflow.config.schema import (
-        check_config_groups,
-        check_sweep_overrides,
-        configured_store_root,
-        dataset_choice,
-        is_group_override,
-        load_config,
-        sets_estimator_params,
-    )
     from trainflow.pipeline.sweeps import MULTIRUN_FLAGS, hydra_arguments
 
     library_as_loaded()  # before any step runs: the code this process's in-process steps execute
@@ -570,9 +565,7 @@ def exit_now(code: int = 0) -> None:
     With child processes alive (a sweep's joblib workers) it exits the normal way: the
     interpreter's shutdown tells them to stop, which the exit handlers then wait for; run
     without it, they waited out their 300 s idle timeout first."""
-    import atexit
     import multiprocessing
-    import os
 
     if multiprocessing.active_children():
         sys.exit(code)

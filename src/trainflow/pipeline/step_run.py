@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
+import gc
 import os
 import sys
 import tempfile
@@ -32,6 +34,7 @@ from omegaconf import DictConfig
 from trainflow.config.components import CONFIG_DIR_ENV
 from trainflow.config.schema import load_config, resolve_paths, split_overrides, validate
 from trainflow.errors import exit_on_interrupt, exit_on_user_error, interrupt_on_signals
+from trainflow.ml.data import read_table, release_unused_arrow_memory
 from trainflow.ml.table_file import TableLimits
 from trainflow.pipeline.steps import PROJECT_TAG, STEPS, StepSpec, step_params
 from trainflow.pipeline.sweeps import SweepContext, current_trial, error_tagged_run, pinned_ref, trial_tags
@@ -39,6 +42,12 @@ from trainflow.sections import section_dict
 from trainflow.store.local import LocalArtifactStore
 from trainflow.store.protocol import ArtifactStore
 from trainflow.store.records import ArtifactVersion, NewVersion, RunRecord
+from trainflow.store.wandb_backend import log_to_run, step_backend
+
+# mlflow (also through trainflow.tracking), matplotlib and wandb are imported inside the functions that use them:
+# `import trainflow.pipeline.step_run` pays none of them (a step's process loads mlflow when step_main starts),
+# and only a step that logs figures or uses W&B pays matplotlib (0.25 s) or wandb (0.3 s)
+# (docs/architecture.md#start-up).
 
 # How a step ran: "process" (its own `mlflow run` or `python run.py`) or "in_process"
 # (a function call in the pipeline's process, main.in_process)
@@ -90,8 +99,6 @@ class StepRun:
         return TableLimits.from_config(self.cfg.data.limits)
 
     def read_table(self, param: str) -> pd.DataFrame:
-        from trainflow.ml.data import read_table
-
         return read_table(self.use(param), limits=self.table_limits)
 
     def log_artifact(
@@ -118,8 +125,6 @@ class StepRun:
         for new, version in zip(versions, logged, strict=True):
             if self.wandb_run is not None and isinstance(self.store, LocalArtifactStore):
                 # An offline W&B run keeps a copy for `wandb sync`; consumers read the local store.
-                from trainflow.store.wandb_backend import log_to_run
-
                 log_to_run(
                     self.wandb_run, Path(new.path), new.name, new.type, new.description, new.metadata or {}, new.aliases
                 )
@@ -248,7 +253,6 @@ def run_step(
     """
     import mlflow
 
-    from trainflow.store.wandb_backend import step_backend
     from trainflow.tracking import git_commit
 
     step = spec.name
@@ -312,10 +316,6 @@ def release_memory() -> None:
     next step run in the same process (main.in_process) starts from the footprint of the
     imports, not of the previous step's data: collect cycles, empty Arrow's pool (pandas'
     string columns live there), and trim glibc's heap."""
-    import gc
-
-    from trainflow.ml.data import release_unused_arrow_memory
-
     gc.collect()
     # What survived is long-lived (modules, classes, caches): freezing it spares every
     # later collection a walk over it (165 ms each with MLflow and scikit-learn loaded).
@@ -326,8 +326,6 @@ def release_memory() -> None:
 
 def _call_glibc(function: str, *args: int) -> None:
     """Call one of glibc's memory functions; where there is no glibc (macOS, musl), nothing."""
-    import ctypes
-
     with contextlib.suppress(OSError, AttributeError):
         getattr(ctypes.CDLL("libc.so.6"), function)(*args)
 

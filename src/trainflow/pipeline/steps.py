@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainflow.config.schema import flatten
 from trainflow.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -211,8 +212,6 @@ STEPS: dict[str, StepSpec] = {
 def step_params(cfg: DictConfig, spec: StepSpec) -> dict[str, Any]:
     """The resolved config values the step uses, as flat dotted keys: what its MLflow run
     logs as params and what its cache key holds."""
-    from trainflow.config.schema import flatten
-
     params: dict[str, Any] = {}
     for key in spec.config_sections:
         node = OmegaConf.select(cfg, key, throw_on_missing=True)

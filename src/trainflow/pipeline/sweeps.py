@@ -36,12 +36,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from trainflow.errors import TrainflowError, exit_on_user_error
+from trainflow.config.schema import resolve_paths, validate
+from trainflow.errors import ArtifactNotFound, TrainflowError, exit_on_user_error
+from trainflow.pipeline.steps import OUTPUT_TAG, STEPS, select_steps
+from trainflow.promotion.gate import format_table
+from trainflow.store.local import LocalArtifactStore
 from trainflow.store.records import ArtifactVersion
 from trainflow.store.refs import CANDIDATE_ALIAS
+from trainflow.store.wandb_backend import read_store
+
+# mlflow (also through trainflow.tracking) and trainflow.ml.evaluate (pandas) are imported inside the functions
+# that use them: about 0.9 s that `python main.py --help`, which imports this module, does not pay
+# (docs/architecture.md#start-up).
 
 SWEEP_ENV = "TRAINFLOW_SWEEP"
 SWEEP_ID_TAG = "trainflow.sweep_id"
@@ -177,9 +188,6 @@ def sweep_trial() -> Iterator[None]:
     trial's number and parameters, and a failure is recorded instead of raised, so the
     launcher goes on with the other trials. Outside a sweep, just run the body.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     sweep = current_sweep()
     if sweep is None or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         yield
@@ -231,8 +239,6 @@ def _trial_outcome(trial: SweepContext) -> tuple[str | None, dict[str, str], str
     """
     import mlflow
 
-    from trainflow.pipeline.steps import OUTPUT_TAG
-
     run_id, outputs, error = None, {}, None
     with contextlib.suppress(Exception):  # no tracking yet (the trial failed at start): nothing recorded
         client = mlflow.MlflowClient()
@@ -283,8 +289,6 @@ def metric_value(version: ArtifactVersion, metric: str) -> float | None:
 
 def _models(store: Any) -> list[ArtifactVersion]:
     """Every ``model_export`` version, oldest first (none yet: empty, on either backend)."""
-    from trainflow.errors import ArtifactNotFound
-
     try:
         return store.list_versions(MODEL_ARTIFACT)
     except ArtifactNotFound:
@@ -421,10 +425,6 @@ class SweepCallback(Callback):
     def _open(self, config: DictConfig) -> None:
         import mlflow
 
-        from trainflow.config.schema import validate
-        from trainflow.pipeline.steps import select_steps
-        from trainflow.store.local import LocalArtifactStore
-        from trainflow.store.wandb_backend import read_store
         from trainflow.tracking import experiment_id, use_tracking
 
         cfg = _task_config(config)
@@ -459,10 +459,6 @@ class SweepCallback(Callback):
 
     def _close(self, config: DictConfig) -> None:
         import mlflow
-
-        from trainflow.promotion.gate import format_table
-        from trainflow.store.local import LocalArtifactStore
-        from trainflow.store.wandb_backend import read_store
 
         assert self.sweep is not None
         cfg = _task_config(config)
@@ -536,8 +532,6 @@ class SweepCallback(Callback):
 
 def _task_config(config: DictConfig) -> DictConfig:
     """The application's part of a Hydra config (without ``hydra``), with absolute paths."""
-    from trainflow.config.schema import resolve_paths
-
     sources = config.hydra.runtime.config_sources
     project_dir = next(Path(s.path) for s in sources if s.provider == "main")
     task = OmegaConf.masked_copy(config, [str(k) for k in config if k != "hydra"])
@@ -550,9 +544,6 @@ def pin_inputs(store: Any, steps: Sequence[str]) -> dict[str, str]:
     a newer version meanwhile. Inputs whose default is configured (``test.model``) may be
     swept, so they are left to each trial.
     """
-    from trainflow.errors import ArtifactNotFound
-    from trainflow.pipeline.steps import STEPS
-
     made: set[str] = set()
     pins: dict[str, str] = {}
     for step in steps:
@@ -572,8 +563,6 @@ def pinned_ref(artifact: str) -> str:
 
 def format_sweep(store: Any, sweep_id: str, metric: str, higher_is_better: bool) -> str:
     """The models a sweep's trials logged, best first, as ``trainflow sweeps show`` prints them."""
-    from trainflow.promotion.gate import format_table
-
     models = sweep_models(store, sweep_id)
     if not models:
         raise TrainflowError(f"no {MODEL_ARTIFACT} version belongs to sweep {sweep_id!r}: see `trainflow sweeps list`")

@@ -37,6 +37,9 @@ from trainflow.errors import ConfigError
 from trainflow.store.records import ArtifactVersion
 from trainflow.store.refs import CANDIDATE_ALIAS, LATEST
 
+# trainflow.ml.evaluate (pandas) is imported inside the functions that use it: about 0.3 s that
+# `python main.py --help` and the trainflow CLI, which import this module, do not pay (docs/architecture.md#start-up).
+
 PROMOTED = "promoted"
 CHAMPION_KEPT = "champion_kept"
 REFUSED = "refused"

@@ -17,9 +17,14 @@ from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 
-from trainflow.errors import TrainflowError
+from trainflow.errors import ArtifactNotFound, TrainflowError
+from trainflow.promotion.gate import ROLLED_BACK, format_table, metrics_summary, rollback_target, tested_metrics
 from trainflow.store.local import LocalArtifactStore, lineage
 from trainflow.store.records import ArtifactVersion, PromotionEntry, RunRecord
+
+# mlflow (also through trainflow.tracking) and trainflow.ml.evaluate (pandas) are imported inside the functions
+# that use them: about 0.9 s that `python main.py --help` and the trainflow CLI do not pay
+# (docs/architecture.md#start-up).
 
 # Where a registered version's files live inside the run that registered it.
 ARTIFACT_PATH = "model"
@@ -211,8 +216,6 @@ def _realign(store: LocalArtifactStore, name: str, alias: str, registered_name: 
     """After a failed store move, point the registry alias where the store's alias points
     (another promotion may have won the race), else back where it was.
     """
-    from trainflow.errors import ArtifactNotFound
-
     try:
         holder = store.get(f"{name}:{alias}")
     except ArtifactNotFound:
@@ -252,8 +255,6 @@ def orphan_alias(name: str, alias: str, registered_name: str) -> int | None:
 
 def realign_registry(store: LocalArtifactStore, name: str, alias: str, registered_name: str) -> str | None:
     """Point the registry alias back at the store's holder when they disagree; what was done, or None."""
-    from trainflow.errors import ArtifactNotFound
-
     try:
         holder = store.get(f"{name}:{alias}")
     except ArtifactNotFound:
@@ -296,7 +297,6 @@ def rollback(
     import mlflow
 
     from trainflow.ml.evaluate import HEADLINE_METRICS
-    from trainflow.promotion.gate import ROLLED_BACK, format_table, metrics_summary, rollback_target, tested_metrics
     from trainflow.tracking import experiment_id, use_tracking
 
     current = store.get(f"{name}:{alias}")

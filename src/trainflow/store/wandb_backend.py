@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import netrc
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,6 +29,9 @@ from trainflow.store.protocol import ArtifactStore
 from trainflow.store.records import ArtifactVersion, NewVersion, PromotionEntry, RunRecord, StoredFile
 from trainflow.store.refs import check_settable, gated_alias_message, parse_ref, validate_alias, validate_name
 
+# wandb is imported inside the functions that use it: about 0.3 s that the trainflow CLI, `python main.py --help`
+# and every step on the local backend do not pay (docs/architecture.md#start-up).
+
 _VERSION = re.compile(r"v(\d+)")
 # Set by the pipeline once it has said which backend it uses, so steps do not repeat it.
 ANNOUNCED_ENV = "TRAINFLOW_BACKEND_ANNOUNCED"
@@ -37,8 +41,6 @@ def credentials_configured() -> bool:
     """Whether W&B would authenticate: ``WANDB_API_KEY`` or a netrc entry for the W&B host."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    import netrc
-
     host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
     path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     try:
