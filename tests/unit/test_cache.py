@@ -21,7 +21,15 @@ from support.project import PROJECT_DIR, tamper
 import trainflow.pipeline.cache as cache
 from trainflow.config.schema import load_config, resolve_paths
 from trainflow.errors import TrainflowError
-from trainflow.pipeline.cache import CacheKey, Uncacheable, library_modules, reusable_run, step_key
+from trainflow.pipeline.cache import (
+    CACHE_POLICIES,
+    CacheKey,
+    Uncacheable,
+    cache_policy,
+    library_modules,
+    reusable_run,
+    step_key,
+)
 from trainflow.pipeline.runner import Pipeline
 from trainflow.pipeline.steps import STEPS
 from trainflow.store.blobs import file_sha256
@@ -254,13 +262,14 @@ def test_same_content_in_a_new_version_keeps_the_key_unless_the_step_records_on_
 
 def test_metadata_a_step_reads_is_in_its_key(base_cfg, project: Path, inputs, store) -> None:
     """A step whose result depends on a record on its input (reads_metadata) misses when it changes."""
-    spec = dataclasses.replace(STEPS["split_data"], reads_metadata=(("raw_artifact", "verdict"),))
+    spec = STEPS["split_data"]
+    policy = dataclasses.replace(CACHE_POLICIES["split_data"], reads_metadata=(("raw_artifact", "verdict"),))
     versions = {"raw_artifact": inputs["raw_artifact"]}
     component = project / "components" / "split_data"
 
     def key() -> CacheKey:
         current = {"raw_artifact": store.get(inputs["raw_artifact"].ref)}
-        return step_key(spec, base_cfg, current, component, "local", packages_of(project))
+        return step_key(spec, base_cfg, current, component, "local", packages_of(project), policy=policy)
 
     unchecked = key()
     assert unchecked.parts["inputs"]["raw_artifact"]["metadata"] == {"verdict": None}
@@ -826,12 +835,15 @@ def test_every_component_names_its_step_function_after_the_step() -> None:
         assert name in functions, name
 
 
-def test_caching_is_opt_in_per_step() -> None:
-    """A new step is never cached by accident: the key would not see what else it reads."""
-    assert not STEPS["batch_predict"].cacheable
+def test_caching_is_opt_in_per_step(base_cfg, project: Path, inputs) -> None:
+    """A new step is never cached by accident: the key would not see what else it reads.
+    Only the steps in the cache's own table are keyed; the step table says nothing of it."""
+    assert set(CACHE_POLICIES) == set(STEPS) - {"batch_predict"}
+    assert cache_policy(STEPS["batch_predict"]) is None
     new_step = dataclasses.replace(STEPS["split_data"], name="new_step")
-    assert new_step.cacheable  # replace keeps it; a fresh StepSpec does not:
-    assert not type(new_step)("x", "d", inputs=(), outputs=(), config_sections=()).cacheable
+    assert cache_policy(new_step) is None
+    with pytest.raises(Uncacheable, match="new_step is not in the cache's table"):
+        step_key(new_step, base_cfg, inputs, project / "components" / "split_data", "local", packages_of(project))
 
 
 def test_a_run_whose_record_was_overwritten_meanwhile_is_not_recorded(

@@ -10,9 +10,9 @@ decides what the step produces:
 - ``params``: the resolved values of the step's config sections (``StepSpec.config_sections``);
 - ``inputs``: per input parameter, the artifact name and the content digest of the exact
   version the step will be given, plus the version itself for a step whose result is
-  recorded on that version (``StepSpec.annotates``) and the metadata values the step
-  reads (``StepSpec.reads_metadata``);
-- ``sources``: per location outside the store (``StepSpec.sources``): a local file's
+  recorded on that version (the step's ``CachePolicy.annotates``) and the metadata values the step
+  reads (``CachePolicy.reads_metadata``);
+- ``sources``: per location outside the store (``CachePolicy.sources``): a local file's
   sha256, a declared sha256, or a URL's ETag/Last-Modified from one HEAD request;
 - ``environment``: the env manager and the component's ``conda.yml`` (a code file); with
   ``local``, also the Python version and the installed versions of the packages that
@@ -21,7 +21,7 @@ decides what the step produces:
 An earlier run is re-used only if it succeeded with the same key (only the runner's
 successful runs are recorded), every output it logged still resolves and its blobs
 still hash to their recorded digests, and every record it wrote on an input version is
-still its own. Only steps marked ``cacheable`` in the step table are keyed at all.
+still its own. Only the steps in :data:`CACHE_POLICIES` are keyed at all.
 Nothing here touches MLflow: ``trainflow.pipeline.runner`` decides and logs.
 """
 
@@ -44,7 +44,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from trainflow.errors import ArtifactNotFound, DataError, TrainflowError
-from trainflow.pipeline.steps import ExternalSource, StepSpec, step_params
+from trainflow.pipeline.steps import StepSpec, step_params
 from trainflow.store.blobs import file_sha256
 from trainflow.store.local import LocalArtifactStore
 from trainflow.store.records import ArtifactVersion, CachedRun
@@ -65,6 +65,96 @@ _SKIPPED_PARTS = {"__pycache__"}
 
 class Uncacheable(TrainflowError):
     """No key can be made for this run of a step; the message says why (it is then run)."""
+
+
+# -- which steps may be re-used, and what their key sees ---------------------------------
+
+
+@dataclass(frozen=True)
+class ExternalSource:
+    """A location outside the store that a step reads, named by config keys, so that the
+    key can hold what is there without fetching it."""
+
+    uri_key: str  # dotted key of the location: a path, file:// or http(s):// URL
+    sha256_key: str | None = None  # dotted key of a declared sha256 that pins a remote source's content
+    cache_remote_key: str | None = None  # dotted bool key: key a remote source by its ETag/Last-Modified
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """What a cacheable step's key sees beyond its code, its config sections, the content
+    of its inputs and its environment."""
+
+    # Metadata the step writes onto the version of one of its inputs, as (input param,
+    # metadata key); the value is a mapping that names the writer's run_id. The result
+    # then belongs to that exact version: the step is keyed by exact input versions, not
+    # only their content, and an earlier run stands in only while its value is still there.
+    annotates: tuple[tuple[str, str], ...] = ()
+    # Metadata of an input version the step's result depends on, as (input param,
+    # dotted metadata key, e.g. "data_check.passed"): its value goes into the key.
+    reads_metadata: tuple[tuple[str, str], ...] = ()
+    # Aliases the step resolves by itself, as (artifact name, dotted config key holding the
+    # alias): the content digest of the version each names (or its absence) goes into the key.
+    reads_aliases: tuple[tuple[str, str], ...] = ()
+    # Config the step uses that goes into its key but not into its MLflow params (values
+    # whose keys MLflow refuses as param names, such as column names).
+    config_in_key_only: tuple[str, ...] = ()
+    # Locations outside the store the step reads (their content goes into the key).
+    sources: tuple[ExternalSource, ...] = ()
+
+
+# The steps whose earlier successful run with the same key may stand in for running them,
+# each with the reason. Opt-in: a step not listed always runs, because the key sees only
+# what its policy names, and a step that reads anything else (another alias, a file, the
+# clock) must not be re-used. batch_predict is not listed: it runs only when asked for,
+# and it may score a path or URL whose content the key cannot see without reading it all.
+CACHE_POLICIES: dict[str, CachePolicy] = {
+    # The source's content is in the key (a local file's sha256, a declared data.sha256, or
+    # with data.cache_remote=true the URL's ETag/Last-Modified); a URL with neither is
+    # fetched every time, since nothing cheaper says it is unchanged.
+    "fetch_data": CachePolicy(
+        sources=(ExternalSource("data.uri", sha256_key="data.sha256", cache_remote_key="data.cache_remote"),),
+    ),
+    # Per exact raw_data version: its verdict is the `data_check` record on that version
+    # (naming the run), which split_data reads. Drift depends on the version the reference
+    # alias names, so that is keyed too; a first run that claims the alias changes its own
+    # key, and is recorded under the key after it (Pipeline.record).
+    "check_data": CachePolicy(
+        annotates=(("raw_artifact", "data_check"),),
+        reads_aliases=(("raw_data", "data_check.reference_alias"),),
+        config_in_key_only=("data_check.expectations",),
+    ),
+    # A seeded split of the same table is the same split; check_data's verdict decides
+    # whether split_data refuses the table.
+    "split_data": CachePolicy(reads_metadata=(("raw_artifact", "data_check.passed"),)),
+    # The same data, config, code and environment fit the same pipeline.
+    "train_model": CachePolicy(),
+    # Per exact version: its result is the `test` record on the model version, naming the
+    # test set version, which promote_model compares by reference.
+    "test_model": CachePolicy(annotates=(("model_artifact", "test"),)),
+    # The decision is a function of the candidate (its content and its test record), the
+    # champion of now (the production alias's version and content), the test set and the
+    # gate's settings, all in the key. A run that promotes is recorded under the key after
+    # it (the alias it moved in place), where a re-run decides the same: the candidate
+    # already holds the alias. A re-used decision appends nothing to the promotion history
+    # and says which run decided.
+    "promote_model": CachePolicy(
+        reads_aliases=(("model_export", "promote.alias"),),
+        reads_metadata=(("model_artifact", "test"),),
+    ),
+}
+
+
+def cache_policy(spec: StepSpec) -> CachePolicy | None:
+    """The step's entry in :data:`CACHE_POLICIES`; None: it is never re-used."""
+    return CACHE_POLICIES.get(spec.name)
+
+
+def _policy(spec: StepSpec) -> CachePolicy:
+    policy = cache_policy(spec)
+    if policy is None:
+        raise Uncacheable(f"{spec.name} is not in the cache's table (trainflow.pipeline.cache.CACHE_POLICIES)")
+    return policy
 
 
 @dataclass(frozen=True)
@@ -319,11 +409,13 @@ def _installed_version(package: str) -> str | None:
 # -- params, inputs and sources ---------------------------------------------------------
 
 
-def input_state(spec: StepSpec, versions: Mapping[str, ArtifactVersion]) -> dict[str, dict[str, Any]]:
+def input_state(
+    spec: StepSpec, policy: CachePolicy, versions: Mapping[str, ArtifactVersion]
+) -> dict[str, dict[str, Any]]:
     """Per input parameter: the artifact and its content digest; the exact version too
     when the step records its result on its inputs (content-equal versions differ then);
     the metadata values the step reads."""
-    by_version = bool(spec.annotates)
+    by_version = bool(policy.annotates)
     state: dict[str, dict[str, Any]] = {}
     for step_input in spec.inputs:
         version = versions[step_input.param]
@@ -332,18 +424,18 @@ def input_state(spec: StepSpec, versions: Mapping[str, ArtifactVersion]) -> dict
             "digest": version.digest,
             **({"version": version.ref} if by_version else {}),
         }
-    for param, key in spec.reads_metadata:
+    for param, key in policy.reads_metadata:
         state[param].setdefault("metadata", {})[key] = metadata_value(versions[param].metadata, key)
     return state
 
 
 def alias_state(store: LocalArtifactStore, cfg: DictConfig, spec: StepSpec) -> dict[str, str | None]:
-    """For each alias the step resolves by itself (``spec.reads_aliases``): the exact
+    """For each alias the step resolves by itself (its policy's ``reads_aliases``): the exact
     version it names now and that version's content digest (``"raw_data:v1 <digest>"``),
     or None when it names none. The version too, not only the content: the step's report
     says which version it compared with."""
     state: dict[str, str | None] = {}
-    for name, config_key in spec.reads_aliases:
+    for name, config_key in _policy(spec).reads_aliases:
         ref = f"{name}:{OmegaConf.select(cfg, config_key, throw_on_missing=True)}"
         try:
             version = store.get(ref)
@@ -401,26 +493,29 @@ def step_key(
     packages: Mapping[str, Path] | None = None,
     aliases: Mapping[str, str | None] | None = None,
     scans: ImportScans | None = None,
+    policy: CachePolicy | None = None,
 ) -> CacheKey:
     """The cache key of running ``spec`` with this config on these exact input versions;
-    ``aliases`` maps each ``name:alias`` of ``spec.reads_aliases`` to the version it names
-    and its content digest, or None (see :func:`alias_state`)."""
+    ``aliases`` maps each ``name:alias`` of the policy's ``reads_aliases`` to the version it
+    names and its content digest, or None (see :func:`alias_state`). ``policy``: the step's
+    entry in :data:`CACHE_POLICIES` unless given."""
+    policy = policy or _policy(spec)
     parts = {
         "format": KEY_FORMAT,
         "step": spec.name,
         "code": code_digests(component_dir, packages, scans),
         "params": step_params(cfg, spec),
-        "inputs": input_state(spec, versions),
-        "sources": [source_state(source, cfg) for source in spec.sources],
+        "inputs": input_state(spec, policy, versions),
+        "sources": [source_state(source, cfg) for source in policy.sources],
         "environment": environment_spec(component_dir, env_manager),
     }
-    if spec.config_in_key_only:
+    if policy.config_in_key_only:
         parts["config"] = {
             key: OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig | ListConfig) else node
-            for key in spec.config_in_key_only
+            for key in policy.config_in_key_only
             for node in [OmegaConf.select(cfg, key, throw_on_missing=True)]
         }
-    if spec.reads_aliases:
+    if policy.reads_aliases:
         parts["aliases"] = dict(aliases or {})
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return CacheKey(hashlib.sha256(canonical.encode()).hexdigest(), json.loads(canonical))
@@ -467,7 +562,7 @@ def annotations_problem(
     store: LocalArtifactStore, spec: StepSpec, versions: Mapping[str, ArtifactVersion], run_id: str
 ) -> str | None:
     """Why the records ``spec`` writes on its input versions are not ``run_id``'s now, or None."""
-    for param, metadata_key in spec.annotates:
+    for param, metadata_key in _policy(spec).annotates:
         ref = versions[param].ref
         current = store.get(ref).metadata.get(metadata_key)
         if not isinstance(current, Mapping) or current.get("run_id") != run_id:

@@ -49,6 +49,7 @@ from trainflow.pipeline.cache import (
     Uncacheable,
     alias_state,
     annotations_problem,
+    cache_policy,
     changed_since_loaded,
     component_packages,
     library_as_loaded,
@@ -202,7 +203,7 @@ class Pipeline:
         parameters = {"hydra_options": self.hydra_options}
         for step_input in spec.inputs:
             parameters[step_input.param] = self.outputs.get(step_input.artifact, "") if step_input.chained else ""
-        if not spec.cacheable:
+        if cache_policy(spec) is None:
             return StepPlan(parameters, why_not_cached="never cached (steps.py says why)")
         if not self.cache_records:
             return StepPlan(parameters, why_not_cached=self.cache_off_reason)

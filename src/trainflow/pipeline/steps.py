@@ -56,16 +56,6 @@ class StepInput:
 
 
 @dataclass(frozen=True)
-class ExternalSource:
-    """A location outside the store that a step reads, named by config keys, so that the
-    step cache (trainflow.pipeline.cache) can key what is there without fetching it."""
-
-    uri_key: str  # dotted key of the location: a path, file:// or http(s):// URL
-    sha256_key: str | None = None  # dotted key of a declared sha256 that pins a remote source's content
-    cache_remote_key: str | None = None  # dotted bool key: key a remote source by its ETag/Last-Modified
-
-
-@dataclass(frozen=True)
 class StepSpec:
     name: str
     description: str
@@ -73,29 +63,10 @@ class StepSpec:
     outputs: tuple[str, ...]
     config_sections: tuple[str, ...]  # sections or dotted keys whose values the step uses
     in_all: bool = True  # False: an optional step that runs only when named in main.steps
-    # Whether the runner may re-use an earlier successful run with the same cache key
-    # instead of running the step (trainflow.pipeline.cache). Opt-in, with the reason beside it:
-    # the key sees only the inputs, config_sections, sources and metadata named here, so
-    # a step that reads anything else (another alias, a file, the clock) must not be cached.
-    cacheable: bool = False
-    # Metadata the step writes onto the version of one of its inputs, as (input param,
-    # metadata key); the value is a mapping that names the writer's run_id. The result
-    # then belongs to that exact version: the step is keyed by exact input versions, not
-    # only their content, and an earlier run stands in only while its value is still there.
-    annotates: tuple[tuple[str, str], ...] = ()
-    # Metadata of an input version the step's result depends on, as (input param,
-    # dotted metadata key, e.g. "data_check.passed"): its value goes into the cache key.
-    reads_metadata: tuple[tuple[str, str], ...] = ()
-    # Aliases the step resolves by itself, as (artifact name, dotted config key holding the
-    # alias): the content digest of the version each names (or its absence) goes into the key.
-    reads_aliases: tuple[tuple[str, str], ...] = ()
-    # Config the step uses that goes into its cache key but not into its MLflow params
-    # (values whose keys MLflow refuses as param names, such as column names).
-    config_in_key_only: tuple[str, ...] = ()
-    # Locations outside the store the step reads (their content goes into the cache key).
-    sources: tuple[ExternalSource, ...] = ()
 
 
+# Which earlier runs may stand in for a step, and what their key sees, is a table of its
+# own: trainflow.pipeline.cache.CACHE_POLICIES.
 STEPS: dict[str, StepSpec] = {
     spec.name: spec
     for spec in (
@@ -105,11 +76,6 @@ STEPS: dict[str, StepSpec] = {
             inputs=(),
             outputs=("raw_data",),
             config_sections=("project", "data"),
-            cacheable=True,
-            # Cached: the source's content is in the key (a local file's sha256, a declared
-            # data.sha256, or with data.cache_remote=true the URL's ETag/Last-Modified); a URL
-            # with neither is fetched every time, since nothing cheaper says it is unchanged.
-            sources=(ExternalSource("data.uri", sha256_key="data.sha256", cache_remote_key="data.cache_remote"),),
         ),
         StepSpec(
             "check_data",
@@ -129,14 +95,6 @@ STEPS: dict[str, StepSpec] = {
                 "data_check.reference_alias",
                 "model.task",
             ),
-            # Cached per exact raw_data version: its verdict is the `data_check` record on that
-            # version (naming the run), which split_data reads. Drift depends on the version the
-            # reference alias names, so that is keyed too; a first run that claims the alias
-            # changes its own key, and is recorded under the key after it (Pipeline.record).
-            cacheable=True,
-            annotates=(("raw_artifact", "data_check"),),
-            reads_aliases=(("raw_data", "data_check.reference_alias"),),
-            config_in_key_only=("data_check.expectations",),
         ),
         StepSpec(
             "split_data",
@@ -144,9 +102,6 @@ STEPS: dict[str, StepSpec] = {
             inputs=(StepInput("raw_artifact", "raw_data", "raw_data"),),
             outputs=("trainval_data.parquet", "test_data.parquet"),
             config_sections=("project", "data", "split", "model.task"),
-            cacheable=True,  # a seeded split of the same table is the same split
-            # check_data's verdict decides whether split_data refuses the table
-            reads_metadata=(("raw_artifact", "data_check.passed"),),
         ),
         StepSpec(
             "train_model",
@@ -154,7 +109,6 @@ STEPS: dict[str, StepSpec] = {
             inputs=(StepInput("trainval_artifact", "trainval_data.parquet", "split_data"),),
             outputs=("model_export",),
             config_sections=("project", "data", "split", "model"),
-            cacheable=True,  # the same data, config, code and environment fit the same pipeline
         ),
         StepSpec(
             "test_model",
@@ -166,10 +120,6 @@ STEPS: dict[str, StepSpec] = {
             outputs=(),
             # promote.metric: the metric whose gap to the baseline test_model bootstraps
             config_sections=("project", "data", "test", "promote.metric"),
-            # Cached per exact version: its result is the `test` record on the model version,
-            # naming the test set version, which promote_model compares by reference.
-            cacheable=True,
-            annotates=(("model_artifact", "test"),),
         ),
         StepSpec(
             "promote_model",
@@ -180,15 +130,6 @@ STEPS: dict[str, StepSpec] = {
             ),
             outputs=(),
             config_sections=("project", "data", "promote"),
-            # Cached: the decision is a function of the candidate (its content and its test
-            # record), the champion of now (the production alias's version and content), the
-            # test set and the gate's settings, all in the key. A run that promotes is recorded
-            # under the key after it (the alias it moved in place), where a re-run decides the
-            # same: the candidate already holds the alias. A re-used decision appends nothing
-            # to the promotion history and says which run decided.
-            cacheable=True,
-            reads_aliases=(("model_export", "promote.alias"),),
-            reads_metadata=(("model_artifact", "test"),),
         ),
         StepSpec(
             "batch_predict",
@@ -202,8 +143,6 @@ STEPS: dict[str, StepSpec] = {
             outputs=("predictions.parquet",),
             config_sections=("project", "batch_predict", "data.max_bytes"),
             in_all=False,
-            # Never cached: it runs only when asked for, and it may score a path or URL outside
-            # the store whose content the key cannot see without reading all of it.
         ),
     )
 }
