@@ -45,7 +45,7 @@ from trainflow.store.records import ArtifactVersion, NewVersion, RunRecord
 from trainflow.store.wandb_backend import log_to_run, step_backend
 
 # mlflow (also through trainflow.tracking), matplotlib and wandb are imported inside the functions that use them:
-# `import trainflow.pipeline.step_run` pays none of them (a step's process loads mlflow when step_main starts),
+# `import trainflow.pipeline.step_run` pays none of them (a step loads mlflow once step_main has its config),
 # and only a step that logs figures or uses W&B pays matplotlib (0.25 s) or wandb (0.3 s)
 # (docs/architecture.md#start-up).
 
@@ -213,13 +213,14 @@ def step_config_dir(component_file: str) -> Path:
 
 def step_main(step: str, body: Callable[[StepRun], None], component_file: str) -> None:
     """Run ``body`` as step ``step``: the entry point of every ``components/<step>/run.py``."""
-    from trainflow.tracking import start_run_args, use_tracking
-
     spec = STEPS[step]
     args = _parse_args(spec, sys.argv[1:])
     interrupt_on_signals()
     with exit_on_interrupt(step), exit_on_user_error(step):
         cfg = step_config(step_config_dir(component_file), args.hydra_options)
+        # mlflow (about 1 s) only now: --help, a bad argument or a bad config answer without it.
+        from trainflow.tracking import start_run_args, use_tracking
+
         local = LocalArtifactStore(cfg.artifacts.root, project=cfg.project)
         use_tracking(local.root)
         start = start_run_args(cfg.main.experiment_name, local.root, step)
