@@ -20,6 +20,7 @@ from pathlib import Path
 from trainflow.errors import ArtifactNotFound, TrainflowError
 from trainflow.promotion.gate import ROLLED_BACK, format_table, metrics_summary, rollback_target, tested_metrics
 from trainflow.store.local import LocalArtifactStore, lineage
+from trainflow.store.protocol import ArtifactStore
 from trainflow.store.records import ArtifactVersion, PromotionEntry, RunRecord
 
 # mlflow (also through trainflow.tracking) and trainflow.ml.evaluate (pandas) are imported inside the functions
@@ -54,7 +55,7 @@ def _registry_errors(what: str) -> Iterator[None]:
         raise TrainflowError(f"MLflow Model Registry: cannot {what}: {message}") from None
 
 
-def version_tags(store: LocalArtifactStore, version: ArtifactVersion) -> dict[str, str]:
+def version_tags(store: ArtifactStore, version: ArtifactVersion) -> dict[str, str]:
     """What a registered version carries back to the store: the artifact, its digest, its
     test metrics and its lineage down to the raw data's source and sha256.
     """
@@ -100,7 +101,7 @@ def registered_version(name: str, version: ArtifactVersion) -> RegisteredVersion
 
 
 def register(
-    store: LocalArtifactStore, name: str, version: ArtifactVersion, model_dir: Path, tags: Mapping[str, str]
+    store: ArtifactStore, name: str, version: ArtifactVersion, model_dir: Path, tags: Mapping[str, str]
 ) -> RegisteredVersion:
     """Register ``version`` under ``name`` (or reuse its earlier registration) and tag it.
 
@@ -164,7 +165,7 @@ def current_actor() -> str:
 
 
 def move_production_alias(
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     target: ArtifactVersion,
     alias: str,
     expected: str | None,
@@ -212,7 +213,7 @@ def move_production_alias(
     return entry, registered
 
 
-def _realign(store: LocalArtifactStore, name: str, alias: str, registered_name: str, fallback: int | None) -> None:
+def _realign(store: ArtifactStore, name: str, alias: str, registered_name: str, fallback: int | None) -> None:
     """After a failed store move, point the registry alias where the store's alias points
     (another promotion may have won the race), else back where it was.
     """
@@ -253,7 +254,7 @@ def orphan_alias(name: str, alias: str, registered_name: str) -> int | None:
     return int(found.version) if artifact.startswith(f"{name}:") else None
 
 
-def realign_registry(store: LocalArtifactStore, name: str, alias: str, registered_name: str) -> str | None:
+def realign_registry(store: ArtifactStore, name: str, alias: str, registered_name: str) -> str | None:
     """Point the registry alias back at the store's holder when they disagree; what was done, or None."""
     try:
         holder = store.get(f"{name}:{alias}")
