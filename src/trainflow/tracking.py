@@ -73,6 +73,7 @@ def create_store_database(store_root: Path, experiment_name: str | None = None) 
     created it (the Default experiment when the database is made, or the one
     ``mlflow run --experiment-name`` makes); ``trainflow init`` runs this first.
     """
+    from mlflow.entities import ExperimentTag
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     if (store_root / "mlflow.db").exists() and experiment_name is None:
@@ -81,7 +82,7 @@ def create_store_database(store_root: Path, experiment_name: str | None = None) 
     database = SqlAlchemyStore(f"sqlite:///{store_root / 'mlflow.db'}", (store_root / "mlartifacts").as_uri())
     if experiment_name and database.get_experiment_by_name(experiment_name) is None:
         with contextlib.suppress(MlflowException):  # another process created it meanwhile
-            database.create_experiment(experiment_name)
+            database.create_experiment(experiment_name, tags=[ExperimentTag(EXPERIMENT_KIND_TAG, MODEL_TRAINING)])
 
 
 def experiment_id(name: str, store_root: Path) -> str:
@@ -111,6 +112,24 @@ def experiment_id(name: str, store_root: Path) -> str:
         if again is None:
             raise
         return again.experiment_id
+
+
+# MLflow 3's UI opens an experiment on the view its kind names; untagged, it may guess the
+# GenAI one (traces, token usage), which is empty for trainflow's runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+_marked: set[str] = set()  # experiments this process has seen tagged
+
+
+def mark_model_training(experiment_id: str) -> None:
+    """Tag the experiment as model training (``mlflow.experimentKind``) unless it names a
+    kind already (the user's choice stands), so that MLflow's UI opens it on training runs."""
+    if experiment_id in _marked:
+        return
+    client = mlflow.MlflowClient()
+    if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    _marked.add(experiment_id)
 
 
 def start_run_args(experiment_name: str, store_root: Path, run_name: str) -> dict[str, Any]:

@@ -136,11 +136,16 @@ def test_mlflow_records_one_nested_run_per_step(pipeline: tuple[Path, dict[str, 
     assert experiment.artifact_location.startswith(home.as_uri())
     runs = client.search_runs([experiment.experiment_id])
     assert all(run.info.status == "FINISHED" for run in runs)
+    # MLflow 3's UI opens the experiment on its training runs, not on its GenAI view
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     parents = [run for run in runs if run.data.tags.get("trainflow.step") == "pipeline"]
     assert len(parents) == 1
+    # `mlflow run .` made the parent run with a random name: it says the data and the steps
+    assert parents[0].info.run_name == "penguins-species: all 6 steps"
     steps = {run.data.tags["trainflow.step"]: run for run in runs if run is not parents[0]}
     assert set(steps) == {"fetch_data", "check_data", "split_data", "train_model", "test_model", "promote_model"}
     for step, run in steps.items():
+        assert run.info.run_name == step
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         # main.in_process (the default with env manager local): each step ran in the pipeline's
         # process, with the parameters `mlflow run` of its component would have logged

@@ -36,3 +36,21 @@ def test_a_read_left_open_does_not_block_closing_a_run(store_env: dict[str, str]
         assert pending.fetchone() is not None  # the statement is still stepping: its read is held
         client.set_terminated(run.info.run_id, "FAILED")
     assert client.get_run(run.info.run_id).info.status == "FAILED"
+
+
+def test_experiments_are_marked_as_model_training_unless_they_say_a_kind(store_env: dict[str, str]) -> None:
+    """MLflow 3's UI opens an untagged experiment on a view it guesses (GenAI's traces);
+    trainflow's experiments open on training runs. A kind the user set stays."""
+    from trainflow.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING, create_store_database, mark_model_training
+
+    root = Path(store_env["TRAINFLOW_HOME"])
+    use_tracking(root)
+    create_store_database(root, "made_by_init")
+    client = mlflow.MlflowClient()
+    assert client.get_experiment_by_name("made_by_init").tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING
+    plain = client.create_experiment("made_elsewhere")
+    chosen = client.create_experiment("chosen", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    mark_model_training(plain)
+    mark_model_training(chosen)
+    assert client.get_experiment(plain).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING
+    assert client.get_experiment(chosen).tags[EXPERIMENT_KIND_TAG] == "genai_development"

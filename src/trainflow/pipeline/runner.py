@@ -149,23 +149,33 @@ class Pipeline:
         from hydra.core.hydra_config import HydraConfig
 
         from trainflow.pipeline.sweeps import trial_run_args
-        from trainflow.tracking import start_run_args, use_tracking
+        from trainflow.tracking import mark_model_training, start_run_args, use_tracking
 
         with exit_on_user_error("trainflow"):
             overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
             pipeline = cls(cfg, project_dir, overrides, validated)
             tracking = use_tracking(pipeline.store.root)
-            start = start_run_args(pipeline.cfg.main.experiment_name, pipeline.store.root, "pipeline")
-            start |= trial_run_args()  # a sweep's trial nests its run under the sweep's (trainflow.pipeline.sweeps)
-            with mlflow.start_run(**start) as parent:
+            name = pipeline.run_name()
+            start = start_run_args(pipeline.cfg.main.experiment_name, pipeline.store.root, name)
+            trial = trial_run_args()  # a sweep's trial nests its run under the sweep's (trainflow.pipeline.sweeps)
+            with mlflow.start_run(**(start | trial)) as parent:
                 pipeline.experiment_id = parent.info.experiment_id
                 pipeline.parent_run_id = parent.info.run_id
+                mark_model_training(pipeline.experiment_id)
+                if not start and not trial:  # `mlflow run` made the run, with a random name
+                    mlflow.MlflowClient().update_run(parent.info.run_id, name=name)
                 pipeline.announce_backend(parent.info.run_id)
                 mlflow.set_tags({"trainflow.step": "pipeline", PROJECT_TAG: pipeline.cfg.project})
                 mlflow.log_params({"main.steps": ",".join(pipeline.steps), "overrides": pipeline.hydra_options})
                 began = time.perf_counter()
                 yield pipeline
                 pipeline.report(time.perf_counter() - began, tracking)
+
+    def run_name(self) -> str:
+        """The parent run's name in MLflow: the data's project and the steps it runs."""
+        default = [step for step, spec in STEPS.items() if spec.in_all]
+        steps = f"all {len(default)} steps" if self.steps == default else ", ".join(self.steps)
+        return f"{self.cfg.project}: {steps}"
 
     def announce_backend(self, pipeline_run_id: str) -> None:
         """Say once which artifact backend the steps will use, and group their W&B runs."""

@@ -254,11 +254,14 @@ def run_step(
     """
     import mlflow
 
-    from trainflow.tracking import git_commit
+    from trainflow.tracking import git_commit, mark_model_training
 
     step = spec.name
     trial = current_trial()
     with mlflow.start_run(**start) as active, tempfile.TemporaryDirectory(dir=local.tmp, prefix=f"{step}-") as tmp:
+        mark_model_training(active.info.experiment_id)
+        if not start and active.info.run_name != step:  # `mlflow run` of the component named it at random
+            mlflow.MlflowClient().update_run(active.info.run_id, name=step)
         params = step_params(cfg, spec)
         commit = active.data.tags.get("mlflow.source.git.commit") or git_commit(project_dir)
         mlflow.set_tags(
