@@ -2,7 +2,7 @@
 recording the task (classification or regression) the target makes it."""
 
 from trainflow.datacheck.report import refuse_failed_data
-from trainflow.ml.data import read_table, require_columns, resolve_task, split_dataset, stratify_target, target_summary
+from trainflow.ml.data import require_columns, resolve_task, split_dataset, stratify_target, target_summary
 from trainflow.pipeline.step_run import StepRun, step_main
 from trainflow.store.records import NewVersion
 
@@ -14,7 +14,7 @@ def split_data(run: StepRun) -> None:
     target = cfg.data.target
     # In a list so that the frame can be handed over (raw.pop()) with nothing else holding
     # it: split_dataset frees it once the parts are out.
-    raw = [read_table(run.store.use_artifact(raw_version.ref), limits=run.table_limits)]
+    raw = [run.read_table("raw_artifact")]
     require_columns(raw[0], [target], "split_data")
     task, why = resolve_task(cfg.model.task, raw[0][target])
     run.say(f"task: {task} ({why})")

@@ -1,6 +1,5 @@
 """train_model: fit the inference pipeline on trainval data and export it as ``model_export``."""
 
-from trainflow.ml.data import read_table
 from trainflow.ml.features import format_feature_table
 from trainflow.ml.plots import evaluation_figures
 from trainflow.ml.train import export, train_from_config
@@ -14,7 +13,7 @@ def train_model(run: StepRun) -> None:
     # model.task=auto: the task split_data decided from the whole table (trainval alone could differ)
     task = trainval.metadata.get("task", "auto") if cfg.model.task == "auto" else cfg.model.task
     # Not kept in a variable: train_from_config frees the frame once it is split.
-    result = train_from_config(read_table(run.store.use_artifact(trainval.ref), limits=run.table_limits), cfg, task)
+    result = train_from_config(run.read_table("trainval_artifact"), cfg, task)
     used = int((result.feature_table["kind"] != "dropped").sum())
     run.say(
         f"{result.task} with {result.estimator} on {len(result.train_rows):,} rows (validation "

@@ -6,6 +6,7 @@ work on a copy of its store, so each stays independent.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
@@ -153,6 +154,22 @@ def test_mlflow_records_one_nested_run_per_step(pipeline: tuple[Path, dict[str, 
         assert run.data.params["hydra_options"] == "", step
         assert run.data.metrics["step_seconds"] > 0 and run.data.metrics["step_peak_rss_bytes"] > 50 * 2**20, step
     assert steps["train_model"].data.params["trainval_artifact"] == "trainval_data.parquet:v0"
+
+    def datasets(step: str) -> list[tuple[str, str, int]]:  # the MLflow UI's Dataset column
+        return [
+            (
+                logged.dataset.name,
+                {tag.key: tag.value for tag in logged.tags}["mlflow.data.context"],
+                json.loads(logged.dataset.profile)["num_rows"],
+            )
+            for logged in steps[step].inputs.dataset_inputs
+        ]
+
+    assert datasets("check_data") == [("raw_data:v0", "raw", 344)]
+    [(name, context, rows)] = datasets("train_model")
+    assert (name, context) == ("trainval_data.parquet:v0", "training") and 200 < rows < 344
+    assert [(name, context) for name, context, _ in datasets("test_model")] == [("test_data.parquet:v0", "test")]
+    assert datasets("fetch_data") == []  # it reads no store table: it makes one
     assert 0.9 <= steps["test_model"].data.metrics["test_roc_auc_ovo"] <= 1.0
     assert steps["train_model"].data.params["model.random_forest.n_estimators"] == "100"
     assert steps["train_model"].data.tags["trainflow.output.model_export"] == "model_export:v0"

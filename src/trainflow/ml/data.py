@@ -422,3 +422,13 @@ def target_summary(frame: pd.DataFrame, target: str, task: str) -> dict[str, obj
         return {"class_counts": class_counts(frame, target)}
     values = pd.to_numeric(frame[target], errors="coerce")
     return {"target_min": float(values.min()), "target_max": float(values.max()), "target_mean": float(values.mean())}
+
+
+def typing_sample(rows: pd.DataFrame, per_column: int = 20) -> pd.DataFrame:
+    """The first rows, and for every column its first rows with a value: enough for MLflow
+    to type every column (even one empty in the first rows) without reading the whole table
+    (1.5 s at 200,000 rows)."""
+    positions = set(range(min(len(rows), 200)))
+    for column in rows.columns:
+        positions.update(np.flatnonzero(rows[column].notna().to_numpy())[:per_column].tolist())
+    return rows.iloc[sorted(positions)]

@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 from trainflow.config.components import CONFIG_DIR_ENV
 from trainflow.config.schema import load_config, resolve_paths, split_overrides, validate
 from trainflow.errors import exit_on_interrupt, exit_on_user_error, interrupt_on_signals
-from trainflow.ml.data import read_table, release_unused_arrow_memory
+from trainflow.ml.data import read_table, release_unused_arrow_memory, typing_sample
 from trainflow.ml.table_file import TableLimits
 from trainflow.pipeline.steps import PROJECT_TAG, STEPS, StepSpec, step_params
 from trainflow.pipeline.sweeps import SweepContext, current_trial, error_tagged_run, pinned_ref, trial_tags
@@ -90,8 +90,10 @@ class StepRun:
         return version
 
     def use(self, param: str) -> Path:
-        """The verified, read-only checkout of the input ``param`` (a file, or a directory)."""
-        return self.store.use_artifact(self.resolve(param).ref)
+        """The verified, read-only checkout of the input ``param`` (a file, or a directory),
+        resolved first unless the step did already."""
+        version = self.used.get(param) or self.resolve(param)
+        return self.store.use_artifact(version.ref)
 
     @property
     def table_limits(self) -> TableLimits:
@@ -99,7 +101,17 @@ class StepRun:
         return TableLimits.from_config(self.cfg.data.limits)
 
     def read_table(self, param: str) -> pd.DataFrame:
-        return read_table(self.use(param), limits=self.table_limits)
+        """The input table ``param``, also logged as an MLflow dataset of the run."""
+        from trainflow.tracking import log_table_input
+
+        path = self.use(param)
+        frame = read_table(path, limits=self.table_limits)
+        version = self.used[param]
+        context = next(i.dataset_context for i in self.spec.inputs if i.param == param) or "input"
+        log_table_input(
+            typing_sample(frame), len(frame), version.ref, version.digest, path, context, self.cfg.data.target
+        )
+        return frame
 
     def log_artifact(
         self,

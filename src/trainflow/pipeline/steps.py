@@ -39,6 +39,9 @@ class StepInput:
     # Whether the runner passes the version an earlier step of the same pipeline logged;
     # False: always the parameter's own default (batch_predict scores with prod, not the newest model)
     chained: bool = True
+    # What the table is to the step, as MLflow shows a logged dataset's context ("training",
+    # "test"); tables only (a model input has none).
+    dataset_context: str | None = None
 
     def default_ref(self, cfg: DictConfig) -> str:
         if self.config_key is None:
@@ -80,7 +83,7 @@ STEPS: dict[str, StepSpec] = {
         StepSpec(
             "check_data",
             "check the raw table's schema and distributions; stop the pipeline on a failed check",
-            inputs=(StepInput("raw_artifact", "raw_data", "raw_data"),),
+            inputs=(StepInput("raw_artifact", "raw_data", "raw_data", dataset_context="raw"),),
             outputs=("data_check_report",),
             # data_check.expectations is left out of the params (column names may hold
             # characters MLflow refuses in a param key); the report and the run's
@@ -99,14 +102,14 @@ STEPS: dict[str, StepSpec] = {
         StepSpec(
             "split_data",
             "split the raw table into trainval and held-out test sets",
-            inputs=(StepInput("raw_artifact", "raw_data", "raw_data"),),
+            inputs=(StepInput("raw_artifact", "raw_data", "raw_data", dataset_context="raw"),),
             outputs=("trainval_data.parquet", "test_data.parquet"),
             config_sections=("project", "data", "split", "model.task"),
         ),
         StepSpec(
             "train_model",
             "fit the inference pipeline, validate it and export it",
-            inputs=(StepInput("trainval_artifact", "trainval_data.parquet", "split_data"),),
+            inputs=(StepInput("trainval_artifact", "trainval_data.parquet", "split_data", dataset_context="training"),),
             outputs=("model_export",),
             config_sections=("project", "data", "split", "model"),
         ),
@@ -115,7 +118,7 @@ STEPS: dict[str, StepSpec] = {
             "score the exported inference artifact on the test set",
             inputs=(
                 StepInput("model_artifact", "model_export", "model_export", config_key="test.model"),
-                StepInput("test_artifact", "test_data.parquet", "split_data"),
+                StepInput("test_artifact", "test_data.parquet", "split_data", dataset_context="test"),
             ),
             outputs=(),
             # promote.metric: the metric whose gap to the baseline test_model bootstraps
@@ -126,7 +129,7 @@ STEPS: dict[str, StepSpec] = {
             "mark a tested model for production",
             inputs=(
                 StepInput("model_artifact", "model_export", "model_export", config_key="promote.model"),
-                StepInput("test_artifact", "test_data.parquet", "split_data"),
+                StepInput("test_artifact", "test_data.parquet", "split_data", dataset_context="test"),
             ),
             outputs=(),
             config_sections=("project", "data", "promote"),
@@ -138,7 +141,14 @@ STEPS: dict[str, StepSpec] = {
                 StepInput(
                     "model_artifact", "model_export", "model_export", config_key="batch_predict.model", chained=False
                 ),
-                StepInput("input_table", "test_data.parquet", None, config_key="batch_predict.input", chained=False),
+                StepInput(
+                    "input_table",
+                    "test_data.parquet",
+                    None,
+                    config_key="batch_predict.input",
+                    chained=False,
+                    dataset_context="inference",
+                ),
             ),
             outputs=("predictions.parquet",),
             config_sections=("project", "batch_predict", "data.max_bytes"),

@@ -6,12 +6,11 @@ Registry together, and record every decision (promoted, kept, refused) in the hi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from omegaconf import DictConfig
 
 from trainflow.errors import ChampionChanged, CorruptArtifact, DataError, TrainflowError
-from trainflow.ml.data import read_table
 from trainflow.ml.evaluate import score_exported_model
 from trainflow.ml.table_file import TableLimits
 from trainflow.promotion.gate import (
@@ -28,6 +27,9 @@ from trainflow.promotion.gate import (
 from trainflow.promotion.registry import current_actor, move_production_alias, realign_registry
 from trainflow.store.protocol import ArtifactStore
 from trainflow.store.records import ArtifactVersion, RunRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # mlflow is imported inside log_decision, the one function that logs to the run: about 1 s
 # that importing this module (and so the cache's look at promote_model) does not pay
@@ -52,6 +54,8 @@ class PromotionRun(Protocol):
 
     def resolve(self, param: str) -> ArtifactVersion: ...
 
+    def read_table(self, param: str) -> pd.DataFrame: ...
+
     def log_metrics(self, metrics: Mapping[str, float], prefix: str = "", show: bool = True) -> None: ...
 
 
@@ -70,7 +74,7 @@ def rescore(
     run: PromotionRun, model: ArtifactVersion, champion: ArtifactVersion, test_set: ArtifactVersion, force: bool
 ) -> ArtifactVersion:
     """Score the champion on the current test set and record it on its version, as test_model does."""
-    test = read_table(run.store.use_artifact(test_set.ref), limits=run.table_limits)
+    test = run.read_table("test_artifact")
     try:
         # A champion whose files are damaged cannot be compared either: force replaces it.
         model_dir = run.store.use_artifact(champion.ref, run=run.record)
