@@ -459,9 +459,17 @@ def test_an_error_metric_is_never_compared_as_a_score(tmp_path: Path, store_env:
     refused = run_command(best, store_env)
     assert refused.returncode == 1
     assert error_lines(refused.stderr) == ["trainflow: error: --metric log_loss is better lower: add --lower-is-better"]
-    chosen = run_command([*best, "--lower-is-better"], store_env)
+    chosen = run_command([*best, "--lower-is-better", "--json"], store_env)
     assert chosen.returncode == 0, chosen.stderr
     assert store.get("model_export:candidate").ref == "model_export:v1"
+    assert json.loads(chosen.stdout) == {
+        "alias": "model_export:candidate",
+        "version": "model_export:v1",
+        "sweep": "s1",
+        "trial": 1,
+        "metric": "val_log_loss",
+        "value": pytest.approx(store.get("model_export:v1").metadata["validation"]["log_loss"]),
+    }
 
 
 def test_a_reused_sweep_folder_reports_only_this_sweeps_trials(tmp_path: Path) -> None:

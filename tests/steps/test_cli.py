@@ -4,10 +4,12 @@ filled through the Python API.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +115,42 @@ def test_show_prints_metadata_and_files(filled: Filled, store_env: dict[str, str
     assert len(file_lines) == len(filled.split_files)
     for stored in version.files:
         assert any(line.split()[0] == stored.path and stored.sha256 in line for line in file_lines), stored.path
+
+
+def test_json_output_is_the_store_s_records(filled: Filled, store_env: dict[str, str]) -> None:
+    """--json: what a script reads instead of parsing the text."""
+    names = json.loads(trainflow(filled.root, store_env, "artifacts", "list", "--json").stdout)
+    assert {(n["name"], n["type"], n["versions"]) for n in names} == set(filled.store.list_names())
+    versions = json.loads(trainflow(filled.root, store_env, "artifacts", "list", "raw.csv", "--json").stdout)
+    assert [(v["ref"], v["aliases"]) for v in versions] == [("raw.csv:v0", []), ("raw.csv:v1", ["latest"])]
+    shown = json.loads(trainflow(filled.root, store_env, "artifacts", "show", "split:v0", "--json").stdout)
+    version = filled.store.get("split:v0")
+    assert shown["ref"] == "split:v0" and shown["digest"] == version.digest and shown["metadata"] == version.metadata
+    assert {f["path"]: f["sha256"] for f in shown["files"]} == {f.path: f.sha256 for f in version.files}
+    assert shown["run"]["run_id"] == "run-split"
+
+
+def test_version_and_every_argument_has_help(store_env: dict[str, str]) -> None:
+    from trainflow import __version__
+    from trainflow.cli.main import build_parser
+
+    printed = run_command([TRAINFLOW, "--version"], store_env)
+    assert printed.returncode == 0 and printed.stdout.strip() == f"trainflow {__version__}"
+
+    def parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    silent = [
+        f"{parser.prog} {action.dest}"
+        for parser in parsers(build_parser())
+        for action in parser._actions
+        if not action.help and not isinstance(action, argparse._SubParsersAction)
+    ]
+    assert silent == []
 
 
 def test_show_unknown_alias_prints_one_error_line(filled: Filled, store_env: dict[str, str]) -> None:

@@ -31,7 +31,9 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+from trainflow import __version__
 from trainflow.errors import CorruptArtifact, DataError, TrainflowError, exit_on_user_error, is_disk_full
 from trainflow.promotion.gate import format_table
 from trainflow.promotion.registry import rollback
@@ -69,17 +71,28 @@ def cmd_init(store: LocalArtifactStore, args: argparse.Namespace) -> None:
     print(f"MLflow tracking: {uri} (experiment {args.experiment_name!r}, id {experiment})")
 
 
+def print_json(value: Any) -> None:
+    """``--json`` output: one JSON document on standard output, for scripts."""
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
 def cmd_list(store: LocalArtifactStore, args: argparse.Namespace) -> None:
     if args.name:
         versions = store.list_versions(args.name)
         if not versions:
             store.get(args.name)  # raises ArtifactNotFound listing the names that exist
+        if args.json:
+            print_json([version.as_record() for version in versions])
+            return
         for version in versions:
             print(f"{_describe(version)}  {version.size:,} bytes  {version.created_at}")
         return
     if not isinstance(store, LocalArtifactStore):
         raise TrainflowError("listing every artifact needs the local store; on W&B, give a NAME or use the W&B UI")
     names = store.list_names()
+    if args.json:
+        print_json([{"name": name, "type": type_, "versions": count} for name, type_, count in names])
+        return
     if not names:
         print(f"no artifacts in {store.root}")
     for name, type_, count in names:
@@ -88,6 +101,9 @@ def cmd_list(store: LocalArtifactStore, args: argparse.Namespace) -> None:
 
 def cmd_show(store: LocalArtifactStore, args: argparse.Namespace) -> None:
     version = store.get(args.ref)
+    if args.json:
+        print_json(version.as_record())
+        return
     print(_describe(version))
     print(f"description: {version.description}")
     print(f"created: {version.created_at}  size: {version.size:,} bytes  digest: {version.digest}")
@@ -219,6 +235,18 @@ def cmd_sweeps_best(store: LocalArtifactStore, args: argparse.Namespace) -> None
     check_direction(args.metric, not args.lower_is_better, None)
     best, value = select_best(store, args.sweep_id, args.metric, not args.lower_is_better, args.alias)
     trial, metric = best.metadata["sweep"].get("trial"), args.metric.removeprefix("val_")
+    if args.json:
+        print_json(
+            {
+                "alias": f"model_export:{args.alias}",
+                "version": best.ref,
+                "sweep": args.sweep_id,
+                "trial": trial,
+                "metric": f"val_{metric}",
+                "value": value,
+            }
+        )
+        return
     print(
         f"model_export:{args.alias} -> {best.ref} (trial {trial} of sweep {args.sweep_id}, val_{metric} = {value:.4f})"
     )
@@ -376,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trainflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--root", type=Path, default=None, help="store root (default: $TRAINFLOW_HOME or ./.trainflow)")
     parser.add_argument(
         "--backend",
@@ -393,24 +422,29 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     init = commands.add_parser("init", help="create the store and the MLflow experiment")
-    init.add_argument("--experiment-name", default="trainflow")
+    init.add_argument("--experiment-name", default="trainflow", help="the MLflow experiment (default: trainflow)")
     init.set_defaults(handler=cmd_init)
 
     artifacts = commands.add_parser("artifacts", help="list, show, get, alias and trace artifacts")
     verbs = artifacts.add_subparsers(dest="verb", required=True)
     listing = verbs.add_parser("list", help="artifacts, or the versions of NAME")
-    listing.add_argument("name", nargs="?")
+    json_help = "print one JSON document instead of text, for scripts"
+    listing.add_argument("name", nargs="?", help="an artifact name (raw_data, model_export, ...); none: every name")
+    listing.add_argument("--json", action="store_true", help=json_help)
     listing.set_defaults(handler=cmd_list)
     show = verbs.add_parser("show", help="one version in full")
-    show.add_argument("ref")
+    show.add_argument("ref", help="a version: name:vN or name:alias (model_export:prod)")
+    show.add_argument("--json", action="store_true", help=json_help)
     show.set_defaults(handler=cmd_show)
     get = verbs.add_parser("get", help="copy a version's files into DIR")
-    get.add_argument("ref")
-    get.add_argument("dir")
+    get.add_argument("ref", help="a version: name:vN or name:alias")
+    get.add_argument("dir", help="the folder to copy the files into (made if absent)")
     get.set_defaults(handler=cmd_get)
     alias = verbs.add_parser("alias", help="point ALIAS at a version")
-    alias.add_argument("ref")
-    alias.add_argument("alias")
+    alias.add_argument("ref", help="a version: name:vN or name:alias")
+    alias.add_argument(
+        "alias", help="the alias to point at it (one the promotion gate moves, such as prod, is refused)"
+    )
     alias.set_defaults(handler=cmd_alias)
     verify = verbs.add_parser("verify", help="check every blob's digest and the index; find orphaned blobs")
     verify.add_argument("--repair", action="store_true", help="remove orphaned blobs and stale temporary files")
@@ -422,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.set_defaults(handler=cmd_verify)
     trace = verbs.add_parser("lineage", help="the chain of versions behind REF")
-    trace.add_argument("ref")
+    trace.add_argument("ref", help="a version: name:vN or name:alias")
     trace.set_defaults(handler=cmd_lineage)
 
     data_schema = commands.add_parser("data-schema", help="expectations for the data_check step")
@@ -473,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("best", cmd_sweeps_best, "point model_export:candidate (--alias) at the sweep's best model"),
     ):
         command = sweep_verbs.add_parser(verb, help=help_text)
-        command.add_argument("sweep_id")
+        command.add_argument("sweep_id", help="the sweep's id (trainflow sweeps list)")
         command.add_argument(
             "--metric",
             required=verb == "best",
@@ -483,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--lower-is-better", action="store_true", help="for error metrics: log_loss, mae, rmse")
         if verb == "best":
             command.add_argument("--alias", default="candidate", help="the alias to set (default: candidate)")
+            command.add_argument("--json", action="store_true", help="print one JSON document instead of text")
         command.set_defaults(handler=handler)
     return parser
 

@@ -3,6 +3,7 @@ made them, promotion and step-cache entries, and what ``verify`` found."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,10 @@ class ArtifactVersion:
     def qualified_name(self) -> str:
         """``project/name`` (``name`` without a project): the name the index keeps."""
         return f"{self.project}/{self.name}" if self.project else self.name
+
+    def as_record(self) -> dict[str, Any]:
+        """Every field as plain JSON-ready values, and its ``ref`` (``--json`` output)."""
+        return {"ref": self.ref, **dataclasses.asdict(self)}
 
 
 @dataclass
