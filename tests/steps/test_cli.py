@@ -134,6 +134,8 @@ def test_version_and_every_argument_has_help(store_env: dict[str, str]) -> None:
     from trainflow import __version__
     from trainflow.cli.main import build_parser
 
+    # The CLI reads the backend the pipeline writes to unless told otherwise (config.yaml's artifacts.backend)
+    assert build_parser().parse_args(["artifacts", "list"]).backend == "auto"
     printed = run_command([TRAINFLOW, "--version"], store_env)
     assert printed.returncode == 0 and printed.stdout.strip() == f"trainflow {__version__}"
 

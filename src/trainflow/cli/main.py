@@ -166,7 +166,9 @@ def cmd_alias(store: LocalArtifactStore, args: argparse.Namespace) -> None:
 def cmd_verify(store: LocalArtifactStore, args: argparse.Namespace) -> None:
     """Every blob against its digest, the index against itself; garbage reported or removed."""
     if not isinstance(store, LocalArtifactStore):
-        raise TrainflowError("artifacts verify checks the local store; W&B verifies its own storage: drop --backend")
+        raise TrainflowError(
+            "artifacts verify checks the local store; W&B verifies its own storage: use --backend local"
+        )
     report = store.verify(repair=args.repair, grace_seconds=args.grace_seconds)
     print(
         f"checked {report.versions} version(s), {report.blobs} blob(s), {report.bytes_checked:,} bytes in {store.root}"
@@ -409,8 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend",
         choices=("local", "wandb", "auto"),
-        default="local",
-        help="artifacts from the local store (default) or a W&B project (auto: W&B when logged in)",
+        default="auto",
+        help="artifacts from the local store or a W&B project; auto (the default, as the pipeline's "
+        "artifacts.backend): W&B when its credentials are configured and WANDB_MODE is not offline",
     )
     parser.add_argument(
         "--project",
@@ -550,7 +553,7 @@ def run(argv: Sequence[str] | None = None) -> None:
         if args.command in ("artifacts", "sweeps") and choose_backend(args.backend)[0] == "wandb":
             import wandb
 
-            api = open_api(wandb, 30, instead="drop --backend to read the local store")
+            api = open_api(wandb, 30, instead="use --backend local to read the local store")
             project = args.project or os.environ.get("WANDB_PROJECT")
             if not project:
                 raise TrainflowError("name the W&B project: --project NAME (or set WANDB_PROJECT)")
