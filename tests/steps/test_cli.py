@@ -130,12 +130,27 @@ def test_json_output_is_the_store_s_records(filled: Filled, store_env: dict[str,
     assert shown["run"]["run_id"] == "run-split"
 
 
+def test_global_options_may_follow_the_subcommand(filled: Filled, store_env: dict[str, str]) -> None:
+    """`trainflow artifacts list --root R` as `trainflow --root R artifacts list`, as git and
+    mlflow users type them; given in both places, the later one counts."""
+    before = run_command([TRAINFLOW, "--root", str(filled.root), "artifacts", "list", "--json"], store_env)
+    after = run_command([TRAINFLOW, "artifacts", "list", "--json", "--root", str(filled.root)], store_env)
+    assert before.returncode == after.returncode == 0, after.stderr
+    assert json.loads(after.stdout) == json.loads(before.stdout) != []
+    elsewhere = run_command(
+        [TRAINFLOW, "--root", str(filled.root), "artifacts", "list", "--root", "/nowhere"], store_env
+    )
+    assert error_lines(elsewhere.stderr) == [
+        "trainflow: error: no artifact store at /nowhere: set TRAINFLOW_HOME or --root, or run the pipeline"
+    ]
+
+
 def test_version_and_every_argument_has_help(store_env: dict[str, str]) -> None:
     from trainflow import __version__
-    from trainflow.cli.main import build_parser
+    from trainflow.cli.main import build_parser, global_options
 
     # The CLI reads the backend the pipeline writes to unless told otherwise (config.yaml's artifacts.backend)
-    assert build_parser().parse_args(["artifacts", "list"]).backend == "auto"
+    assert global_options(build_parser().parse_args(["artifacts", "list"])).backend == "auto"
     printed = run_command([TRAINFLOW, "--version"], store_env)
     assert printed.returncode == 0 and printed.stdout.strip() == f"trainflow {__version__}"
 

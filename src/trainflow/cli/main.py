@@ -402,26 +402,56 @@ def _at_least_zero(kind: type) -> Callable[[str], float | int]:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="trainflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command takes: before the subcommand (``trainflow --root R artifacts
+    list``) or after it (``trainflow artifacts list --root R``). Their default is
+    ``argparse.SUPPRESS``, so that one given in one place is not reset by the other's
+    default; :func:`global_options` fills in the real ones."""
+    default = argparse.SUPPRESS
+    parser.add_argument(
+        "--root", type=Path, default=default, help="store root (default: $TRAINFLOW_HOME or ./.trainflow)"
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--root", type=Path, default=None, help="store root (default: $TRAINFLOW_HOME or ./.trainflow)")
     parser.add_argument(
         "--backend",
         choices=("local", "wandb", "auto"),
-        default="auto",
+        default=default,
         help="artifacts from the local store or a W&B project; auto (the default, as the pipeline's "
         "artifacts.backend): W&B when its credentials are configured and WANDB_MODE is not offline",
     )
     parser.add_argument(
         "--project",
-        default=None,
+        default=default,
         help="the project (one table and target, e.g. penguins-species): in the local store, default the only "
         "one it holds, else name it; on W&B, the W&B project (default $WANDB_PROJECT)",
     )
-    parser.add_argument("--entity", default=os.environ.get("WANDB_ENTITY"), help="W&B entity")
+    parser.add_argument("--entity", default=default, help="W&B entity (default $WANDB_ENTITY)")
+
+
+def global_options(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with the defaults of the global options given nowhere."""
+    defaults = {"root": None, "backend": "auto", "project": None, "entity": os.environ.get("WANDB_ENTITY")}
+    for name, value in defaults.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return args
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every subcommand's parser that takes no further subcommand."""
+    children = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not children:
+        yield parser
+    for action in children:
+        for child in action.choices.values():
+            yield from _leaf_parsers(child)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trainflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_global_options(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     init = commands.add_parser("init", help="create the store and the MLflow experiment")
@@ -522,6 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--alias", default="candidate", help="the alias to set (default: candidate)")
             command.add_argument("--json", action="store_true", help="print one JSON document instead of text")
         command.set_defaults(handler=handler)
+    for leaf in _leaf_parsers(parser):  # the global options after the subcommand too
+        add_global_options(leaf)
     return parser
 
 
@@ -544,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def run(argv: Sequence[str] | None = None) -> None:
     """Parse ``argv`` and run the command, a user error ending as one line and exit status 1."""
-    args = build_parser().parse_args(argv)
+    args = global_options(build_parser().parse_args(argv))
     with exit_on_user_error("trainflow"):
         root = args.root or default_root()
         if args.command == "data-schema":  # may read a plain file: opens the store only if it needs it
