@@ -173,7 +173,7 @@ class Pipeline:
 
     def run_name(self) -> str:
         """The parent run's name in MLflow: the data's project and the steps it runs."""
-        default = [step for step, spec in STEPS.items() if spec.in_all]
+        default = select_steps("all")
         steps = f"all {len(default)} steps" if self.steps == default else ", ".join(self.steps)
         return f"{self.cfg.project}: {steps}"
 

@@ -82,7 +82,7 @@ class StepRun:
 
         ref = self.input_refs[param]
         version = self.store.get(ref)
-        next(i for i in self.spec.inputs if i.param == param).check_type(self.spec.name, version)
+        self.spec.input(param).check_type(self.spec.name, version)
         version = self.store.record_usage(version.ref, self.record)
         self.used[param] = version
         mlflow.set_tag(f"trainflow.input.{param}", version.ref)
@@ -107,7 +107,7 @@ class StepRun:
         path = self.use(param)
         frame = read_table(path, limits=self.table_limits)
         version = self.used[param]
-        context = next(i.dataset_context for i in self.spec.inputs if i.param == param) or "input"
+        context = self.spec.input(param).dataset_context or "input"
         log_table_input(
             typing_sample(frame), len(frame), version.ref, version.digest, path, context, self.cfg.data.target
         )

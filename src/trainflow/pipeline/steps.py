@@ -67,6 +67,10 @@ class StepSpec:
     config_sections: tuple[str, ...]  # sections or dotted keys whose values the step uses
     in_all: bool = True  # False: an optional step that runs only when named in main.steps
 
+    def input(self, param: str) -> StepInput:
+        """The input named by component parameter ``param``."""
+        return next(i for i in self.inputs if i.param == param)
+
 
 # Which earlier runs may stand in for a step, and what their key sees, is a table of its
 # own: trainflow.pipeline.cache.CACHE_POLICIES.
