@@ -16,6 +16,7 @@ INPUT_SETTING = "batch_predict.input"
 def batch_predict(run: StepRun) -> None:
     model_dir = run.use("model_artifact")
     model = run.used["model_artifact"]
+    run.input_model("model_artifact")  # the MLflow model this run scores with, as its input
     source = run.input_refs["input_table"]
     if is_location(source):
         # A relative path is relative to the project's config.yaml, like data.uri.

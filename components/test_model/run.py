@@ -13,7 +13,7 @@ def test_model(run: StepRun) -> None:
     labels, classes, task = exported.labels, exported.classes, exported.task
     outputs = exported.outputs()
     metrics = task_metrics(labels, outputs, classes, task)
-    run.log_metrics(metrics, prefix="test_")
+    run.log_metrics(metrics, prefix="test_", model_id=run.input_model("model_artifact"), dataset="test_artifact")
     model, test_set = run.used["model_artifact"], run.used["test_artifact"]
     record = {"test_data": test_set.ref, "metrics": metrics, "run_id": run.run_id}
     baseline = model.metadata.get("baseline")

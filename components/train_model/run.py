@@ -4,6 +4,7 @@ from trainflow.ml.features import format_feature_table
 from trainflow.ml.plots import evaluation_figures
 from trainflow.ml.train import export, train_from_config
 from trainflow.pipeline.step_run import StepRun, step_main
+from trainflow.store.records import MLFLOW_MODEL_ID
 from trainflow.store.refs import CANDIDATE_ALIAS
 
 
@@ -22,20 +23,25 @@ def train_model(run: StepRun) -> None:
     )
     run.log_table(result.feature_table, "features.json")
     run.log_params({f"features_used.{kind}": columns for kind, columns in result.features.as_dict().items()})
-    run.log_metrics(result.validation_metrics, prefix="val_")
+    with run.logged_model(
+        run.workdir / "model_export", result.task, {"estimator": result.estimator, **result.estimator_params}, trainval
+    ) as model_id:
+        export_dir = export(
+            result,
+            run.workdir / "model_export",
+            serialization=cfg.model.serialization,
+            trusted_types=list(cfg.model.trusted_types),
+            model_id=model_id,
+        )
+    # Measured on the validation rows of trainval: the model's metrics on that dataset.
+    run.log_metrics(result.validation_metrics, prefix="val_", model_id=model_id, dataset="trainval_artifact")
     run.log_figures(evaluation_figures(result.pipeline, *result.validation, result.task, cfg.split.random_seed))
-    export_dir = export(
-        result,
-        run.workdir / "model_export",
-        serialization=cfg.model.serialization,
-        trusted_types=list(cfg.model.trusted_types),
-    )
     run.log_artifact(
         export_dir,
         "model_export",
         type="model_export",
         description=f"Inference pipeline (preprocessing + {result.estimator}) trained on {trainval.ref}",
-        metadata=result.summary(),
+        metadata={**result.summary(), MLFLOW_MODEL_ID: model_id},
         # The model to test and promote next; a sweep nominates its best trial instead.
         aliases=() if run.sweep else (CANDIDATE_ALIAS,),
     )

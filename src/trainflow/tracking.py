@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from trainflow.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from mlflow.data.dataset import Dataset
 
 # MLflow's SQLAlchemy store is imported inside create_store_database: about 0.5 s that a process tracking to an
 # MLflow server (MLFLOW_TRACKING_URI) does not pay; mlflow.data inside log_table_input, for the steps that
@@ -145,11 +147,12 @@ def log_table_input(
     source: Path,
     context: str,
     target: str | None = None,
-) -> None:
+) -> Dataset:
     """Log a table the step reads as an MLflow dataset input of the active run: the Dataset
     column and the lineage view of MLflow's UI. ``sample`` types the columns (MLflow infers
     its schema from the frame it is given: 8 s for 10^6 rows); ``rows`` is the table's size;
-    ``digest`` its content digest in the store, ``source`` its read-only checkout."""
+    ``digest`` its content digest in the store, ``source`` its read-only checkout. Returns
+    the dataset, for metrics measured on it (:func:`log_metrics`)."""
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.pandas_dataset import PandasDataset
 
@@ -173,6 +176,67 @@ def log_table_input(
             digest=digest[:16],
         )
         mlflow.log_input(dataset, context=context)
+    return dataset
+
+
+def log_metrics(metrics: Mapping[str, float], model_id: str | None = None, dataset: Dataset | None = None) -> None:
+    """Metrics of the active run; with ``model_id`` and ``dataset``, also the metrics of that
+    LoggedModel on that dataset (the Models tab shows them beside the model)."""
+    mlflow.log_metrics(dict(metrics), model_id=model_id, dataset=dataset)
+
+
+@contextlib.contextmanager
+def logged_model(
+    name: str, directory: Path, model_type: str, params: Mapping[str, Any], tags: Mapping[str, str]
+) -> Iterator[str]:
+    """An MLflow 3 LoggedModel made by the active run, yielding its id: the block saves the
+    MLflow model into ``directory`` (its MLmodel may name the id); on leaving it the files are
+    uploaded and the model is READY, or FAILED if the block raised. The experiment's Models
+    tab lists it; the Model Registry registers ``models:/<id>``."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+    active = mlflow.active_run()
+    if active is None:
+        raise RuntimeError("logging a model needs an active MLflow run")
+    client = mlflow.MlflowClient()
+    model = client.create_logged_model(
+        experiment_id=active.info.experiment_id,
+        name=name,
+        source_run_id=active.info.run_id,
+        params={key: str(value)[:6000] for key, value in params.items()},
+        tags=dict(tags),
+        model_type=model_type,
+    )
+    # The run's Models column and the model's "source run".
+    client.log_outputs(active.info.run_id, models=[LoggedModelOutput(model.model_id, step=0)])
+    try:
+        yield model.model_id
+        client.log_model_artifacts(model.model_id, str(directory))
+    except BaseException:
+        client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        raise
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+
+
+def known_model(model_id: str | None) -> str | None:
+    """``model_id`` when this tracking server holds that LoggedModel (a model trained against
+    another server, or before trainflow logged models, has none here), else None."""
+    if not model_id:
+        return None
+    try:
+        mlflow.MlflowClient().get_logged_model(model_id)
+    except MlflowException:
+        return None
+    return model_id
+
+
+def log_model_input(model_id: str) -> None:
+    """Record LoggedModel ``model_id`` as an input of the active run (a step that scores or promotes it)."""
+    from mlflow.entities import LoggedModelInput
+
+    active = mlflow.active_run()
+    if active is not None:
+        mlflow.MlflowClient().log_inputs(active.info.run_id, models=[LoggedModelInput(model_id)])
 
 
 def start_run_args(experiment_name: str, store_root: Path, run_name: str) -> dict[str, Any]:

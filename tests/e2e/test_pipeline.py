@@ -15,6 +15,8 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from mlflow.entities import LoggedModelStatus
+from mlflow.models import Model
 from support.project import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, error_lines, pipeline_env, project_store, run_command
 
 from trainflow.store.local import lineage
@@ -184,6 +186,45 @@ def test_mlflow_records_one_nested_run_per_step(pipeline: tuple[Path, dict[str, 
         assert expected in steps[step].data.metrics, step
         plots = {Path(a.path).name for a in client.list_artifacts(steps[step].info.run_id, "plots")}
         assert plots == {"confusion_matrix.png", "roc_curves.png", "feature_importance.png"}, step
+
+
+def test_train_model_logs_one_mlflow_model_with_its_metrics_and_the_registry_names_it(
+    pipeline: tuple[Path, dict[str, str], str],
+) -> None:
+    """The experiment's Models tab: train_model's LoggedModel, its validation and test metrics
+    on their datasets, test_model reading it, the registered version made from it."""
+    home, env, _ = pipeline
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("trainflow")
+    runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
+    [model] = client.search_logged_models([experiment.experiment_id])
+    trained, tested = (client.get_run(runs[step].info.run_id) for step in ("train_model", "test_model"))
+    assert (model.name, model.status, model.model_type) == (
+        "penguins-species",
+        LoggedModelStatus.READY,
+        "classification",
+    )
+    assert model.source_run_id == trained.info.run_id
+    assert [output.model_id for output in trained.outputs.model_outputs] == [model.model_id]  # the Models column
+    assert [used.model_id for used in tested.inputs.model_inputs] == [model.model_id]
+    assert model.params["estimator"] == "random_forest" and model.params["n_estimators"] == "100"
+    assert model.tags["trainflow.data"] == "trainval_data.parquet:v0"
+    linked = {(metric.key, metric.dataset_name, metric.run_id) for metric in model.metrics}
+    assert ("val_log_loss", "trainval_data.parquet:v0", trained.info.run_id) in linked
+    assert ("test_roc_auc_ovo", "test_data.parquet:v0", tested.info.run_id) in linked
+    assert not any(key.startswith("baseline_") for key, _, _ in linked)  # the baseline's are not the model's
+    # The store's version names the model; its MLmodel file does too, as mlflow.sklearn.log_model writes it.
+    store = project_store(home)
+    exported = store.get("model_export:prod")
+    assert exported.metadata["mlflow_model_id"] == model.model_id
+    assert Model.load(str(store.use_artifact(exported.ref))).model_id == model.model_id
+    registered = client.get_model_version_by_alias("penguins-species", "prod")
+    assert registered.source == f"models:/{model.model_id}"
+    assert registered.tags["trainflow.decision"] == "promoted" and registered.tags["trainflow.artifact"] == exported.ref
+    described = client.get_registered_model("penguins-species")
+    assert described.description.startswith("trainflow models of project penguins-species: classification of")
+    assert described.tags["trainflow.target"] == "species"
+    assert model.artifact_location.startswith((home / "mlartifacts").as_uri())  # its files: in the store
 
 
 def step_runs(stdout: str) -> dict[str, str]:

@@ -222,6 +222,11 @@ def test_batch_predict_is_optional_and_scores_with_prod(story, tmp_path: Path) -
     assert predictions["prediction"].tolist() == list(model.predict(test.drop(columns=["species"])))
     assert {"proba_Adelie", "proba_Chinstrap", "proba_Gentoo"} <= set(predictions.columns)
     assert [v.ref for v in store.inputs_of(logged)] == ["model_export:v0", "test_data.parquet:v0"]
+    # In MLflow, the batch run's inputs name the LoggedModel it scored with
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    batch = client.get_run(logged.run.run_id)
+    used = store.get("model_export:v0").metadata["mlflow_model_id"]
+    assert [model.model_id for model in batch.inputs.model_inputs] == [used]
 
     # A file instead of an artifact: a path relative to the project, as the component takes it.
     component = PROJECT_DIR / "components" / "batch_predict"

@@ -8,6 +8,7 @@ per module with the library: penguins forests from weak to strong.
 
 from __future__ import annotations
 
+import json
 import runpy
 import shutil
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from mlflow.entities import LoggedModelStatus
 from support.project import PROJECT_DIR, error_lines, project_store, run_command, tamper
 
 from trainflow.errors import TrainflowError
@@ -160,14 +162,24 @@ def test_first_model_goes_to_store_and_registry_with_the_same_bytes(bench: Bench
     assert bench.prod() == bench.registry_prod() == weak
     assert bench.registry_files(tmp_path / "registry") == bench.store_files()
     # The registered version carries the artifact, its digest, metrics and lineage; its
-    # source is the promote run's artifacts in the store, not a temporary directory.
+    # source is an MLflow LoggedModel whose files are in the store, not a temporary directory
+    # (this bench's models were never trained here, so promote_model logged it).
     client = mlflow.MlflowClient(bench.env["MLFLOW_TRACKING_URI"])
     registered = client.get_model_version_by_alias(REGISTERED, "prod")
     assert registered.tags["trainflow.digest"] == bench.store.get(weak).digest
     assert registered.tags["trainflow.test_data"] == "test_data.parquet:v0"
     assert float(registered.tags["trainflow.test.roc_auc_ovo"]) == pytest.approx(0.9686, abs=1e-3)
     assert registered.tags["trainflow.lineage"].startswith(weak)
-    assert registered.source.startswith((bench.store.root / "mlartifacts").as_uri())
+    assert registered.source.startswith("models:/m-")
+    logged = client.get_logged_model(registered.source.removeprefix("models:/"))
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": REGISTERED, "version": registered.version}]
+    assert logged.artifact_location.startswith((bench.store.root / "mlartifacts").as_uri())
+    assert logged.status == LoggedModelStatus.READY and logged.tags["trainflow.artifact"] == weak
+    assert logged.source_run_id == registered.tags["trainflow.promotion_run"]
+    assert registered.tags["trainflow.decision"] == "promoted"
+    described = client.get_registered_model(REGISTERED)
+    assert "promotion gate" in described.description
+    assert described.tags["trainflow.artifact"] == "model_export"
     assert bench.store.get(weak).metadata["registry"] == {REGISTERED: int(registered.version)}
     [entry] = bench.store.promotions("model_export")
     assert (entry.outcome, entry.before, entry.after, entry.details["registry"]["version"]) == (

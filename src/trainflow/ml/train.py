@@ -590,10 +590,12 @@ def export(
     serialization: str = "skops",
     metadata: dict[str, Any] | None = None,
     trusted_types: list[str] | tuple[str, ...] = (),
+    model_id: str | None = None,
 ) -> Path:
     """Save the fitted pipeline as an MLflow model: signature on raw input columns (see
     :func:`input_signature`), input example, pinned requirements, and the inference code it
-    needs (``code_paths``).
+    needs (``code_paths``); ``model_id``, the MLflow LoggedModel it is saved for, goes into
+    its MLmodel file as ``mlflow.sklearn.log_model`` writes it.
 
     skops is the default and loads only reviewed types: trainflow's (``SKOPS_TRUSTED_TYPES``)
     and ``trusted_types`` (``model.trusted_types``); a model holding any other fails here
@@ -602,6 +604,7 @@ def export(
     """
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
 
     import trainflow_inference
 
@@ -626,6 +629,7 @@ def export(
             pyfunc_predict_fn="predict_proba" if classifier else "predict",
             code_paths=[str(Path(trainflow_inference.__file__).parent)],
             metadata={**result.summary(), **(metadata or {})},
+            mlflow_model=Model(model_id=model_id),
         )
     except MlflowException as error:
         shutil.rmtree(path, ignore_errors=True)  # MLflow leaves the half-written folder behind

@@ -19,11 +19,12 @@ import contextlib
 import ctypes
 import dataclasses
 import gc
+import logging
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,10 @@ from trainflow.pipeline.sweeps import SweepContext, current_trial, error_tagged_
 from trainflow.sections import section_dict
 from trainflow.store.local import LocalArtifactStore
 from trainflow.store.protocol import ArtifactStore
-from trainflow.store.records import ArtifactVersion, NewVersion, RunRecord
+from trainflow.store.records import MLFLOW_MODEL_ID, ArtifactVersion, NewVersion, RunRecord
 from trainflow.store.wandb_backend import log_to_run, step_backend
+
+log = logging.getLogger(__name__)
 
 # mlflow (also through trainflow.tracking), matplotlib and wandb are imported inside the functions that use them:
 # `import trainflow.pipeline.step_run` pays none of them (a step loads mlflow once step_main has its config),
@@ -68,6 +71,7 @@ class StepRun:
     sweep: SweepContext | None = None  # the sweep trial this step runs in, if any
     used: dict[str, ArtifactVersion] = field(default_factory=dict)
     logged: dict[str, str] = field(default_factory=dict)  # artifact name -> name:vN this step logged
+    datasets: dict[str, Any] = field(default_factory=dict)  # input param -> the MLflow dataset read_table logged
 
     @property
     def run_id(self) -> str:
@@ -108,10 +112,37 @@ class StepRun:
         frame = read_table(path, limits=self.table_limits)
         version = self.used[param]
         context = self.spec.input(param).dataset_context or "input"
-        log_table_input(
+        self.datasets[param] = log_table_input(
             typing_sample(frame), len(frame), version.ref, version.digest, path, context, self.cfg.data.target
         )
         return frame
+
+    @contextlib.contextmanager
+    def logged_model(
+        self, directory: Path, model_type: str, params: Mapping[str, Any], data: ArtifactVersion
+    ) -> Iterator[str]:
+        """An MLflow 3 LoggedModel named after the project, made by this run from ``data``:
+        the block saves the model into ``directory`` knowing the yielded id (see
+        :func:`trainflow.tracking.logged_model`)."""
+        from trainflow.tracking import logged_model
+
+        tags = {PROJECT_TAG: self.cfg.project, "trainflow.data": data.ref}
+        if self.record.git_commit:
+            tags["mlflow.source.git.commit"] = self.record.git_commit
+        with logged_model(self.cfg.project, directory, model_type, params, tags) as model_id:
+            yield model_id
+        self.say(f"logged MLflow model {model_id} ({self.cfg.project})")
+
+    def input_model(self, param: str) -> str | None:
+        """The MLflow LoggedModel id of input ``param`` (``mlflow_model_id`` in its metadata), also
+        recorded as an input of this run; None when this tracking server does not hold it."""
+        from trainflow.tracking import known_model, log_model_input
+
+        version = self.used.get(param) or self.resolve(param)
+        model_id = known_model(version.metadata.get(MLFLOW_MODEL_ID))
+        if model_id is not None:
+            log_model_input(model_id)
+        return model_id
 
     def log_artifact(
         self,
@@ -177,12 +208,25 @@ class StepRun:
             plt.close(figure)
         self.say(f"logged plots: {', '.join(figures)}")
 
-    def log_metrics(self, metrics: Mapping[str, float], prefix: str = "", show: bool = True) -> None:
+    def log_metrics(
+        self,
+        metrics: Mapping[str, float],
+        prefix: str = "",
+        show: bool = True,
+        model_id: str | None = None,
+        dataset: str | None = None,
+    ) -> None:
         """MLflow metrics and W&B summary values; ``show=False`` for many values that a
-        table printed by the step already shows."""
-        import mlflow
+        table printed by the step already shows. With ``model_id`` (a LoggedModel) and
+        ``dataset`` (the input param whose table they were measured on), they are that
+        model's metrics on that dataset too."""
+        from trainflow.tracking import log_metrics
 
-        mlflow.log_metrics({f"{prefix}{key}": value for key, value in metrics.items()})
+        log_metrics(
+            {f"{prefix}{key}": value for key, value in metrics.items()},
+            model_id=model_id,
+            dataset=self.datasets.get(dataset) if dataset else None,
+        )
         if self.wandb_run is not None:
             self.wandb_run.summary.update({f"{prefix}{key}": value for key, value in metrics.items()})
         if not show:

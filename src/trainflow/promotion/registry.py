@@ -21,14 +21,12 @@ from trainflow.errors import ArtifactNotFound, TrainflowError
 from trainflow.promotion.gate import ROLLED_BACK, format_table, metrics_summary, rollback_target, tested_metrics
 from trainflow.store.local import LocalArtifactStore, lineage
 from trainflow.store.protocol import ArtifactStore
-from trainflow.store.records import ArtifactVersion, PromotionEntry, RunRecord
+from trainflow.store.records import MLFLOW_MODEL_ID, ArtifactVersion, PromotionEntry, RunRecord
 
 # mlflow (also through trainflow.tracking) and trainflow.ml.evaluate (pandas) are imported inside the functions
 # that use them: about 0.9 s that `python main.py --help` and the trainflow CLI do not pay
 # (docs/architecture.md#start-up).
 
-# Where a registered version's files live inside the run that registered it.
-ARTIFACT_PATH = "model"
 TAG_PREFIX = "trainflow."
 
 
@@ -105,31 +103,60 @@ def register(
 ) -> RegisteredVersion:
     """Register ``version`` under ``name`` (or reuse its earlier registration) and tag it.
 
-    A new registration logs the model directory as the ``model`` artifact of the active
-    MLflow run and registers ``runs:/<run>/model``: the registered source is the run's
-    artifact location (``<store>/mlartifacts/...`` for the store's own database), which
-    outlives the step's process, unlike its working directory.
+    A new registration registers the MLflow LoggedModel train_model logged the version as
+    (``models:/<model id>``, the registry's source). A version whose model this tracking
+    server does not hold (trained against another server, or before trainflow logged
+    models) is logged first as a LoggedModel of the active run, from ``model_dir``.
     """
     import mlflow
+
+    from trainflow.tracking import known_model, logged_model
 
     existing = registered_version(name, version)
     with _registry_errors(f"register {version.ref} as {name!r}"):
         client = mlflow.MlflowClient()
         if existing is None:
-            active = mlflow.active_run()
-            if active is None:
-                raise TrainflowError(f"registering {version.ref} needs an active MLflow run")
-            mlflow.log_artifacts(str(model_dir), ARTIFACT_PATH)
-            created = mlflow.register_model(f"runs:/{active.info.run_id}/{ARTIFACT_PATH}", name)
+            model_id = known_model(version.metadata.get(MLFLOW_MODEL_ID))
+            if model_id is None:
+                if mlflow.active_run() is None:
+                    raise TrainflowError(f"registering {version.ref} needs an active MLflow run")
+                task = str(version.metadata.get("task", ""))
+                with logged_model(name, model_dir, task, {}, {TAG_PREFIX + "artifact": version.ref}) as model_id:
+                    pass  # the files are model_dir as they are
+            created = mlflow.register_model(f"models:/{model_id}", name)
             existing = RegisteredVersion(name, int(created.version), created.source or "")
             client.update_model_version(
                 name, str(existing.version), description=f"trainflow {version.ref}: {version.description}"[:5000]
             )
+            describe_registered_model(name, version)
         for key, value in {**version_tags(store, version), **tags}.items():
             client.set_model_version_tag(name, str(existing.version), key, value)
     registry = {**(version.metadata.get("registry") or {}), name: existing.version}
     store.update_metadata(version.ref, {"registry": registry})
     return existing
+
+
+def describe_registered_model(name: str, version: ArtifactVersion) -> None:
+    """Give registered model ``name`` trainflow's description (unless it has one: the team's
+    words stand) and tags naming the project, target and task of ``version``."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    target, task = version.metadata.get("target"), version.metadata.get("task")
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(
+            name,
+            description=(
+                f"trainflow models of project {version.project or name}"
+                + (f": {task} of {target!r}" if target and task else "")
+                + ". The alias prod names the version that passed the promotion gate last; each version's "
+                "trainflow.* tags give its store artifact, data lineage, test metrics and git commit."
+            ),
+        )
+    described = {"project": version.project, "artifact": version.name, "target": target, "task": task}
+    for key, value in described.items():
+        if value:
+            client.set_registered_model_tag(name, TAG_PREFIX + key, str(value))
 
 
 def alias_holder(name: str, alias: str) -> int | None:
@@ -183,7 +210,13 @@ def move_production_alias(
     store alias still names ``expected``. If that transaction fails, the registry alias
     is put back, so a failure leaves both where they were.
     """
-    registered = register(store, registered_name, target, model_dir, {TAG_PREFIX + "promotion_run": run.run_id})
+    registered = register(
+        store,
+        registered_name,
+        target,
+        model_dir,
+        {TAG_PREFIX + "promotion_run": run.run_id, TAG_PREFIX + "decision": outcome},
+    )
     previous = alias_holder(registered_name, alias)
     set_alias(registered_name, alias, registered.version)
     try:

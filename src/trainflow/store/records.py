@@ -69,6 +69,10 @@ class RunRecord:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
+# The metadata key of a model_export version naming the MLflow LoggedModel train_model logged it as.
+MLFLOW_MODEL_ID = "mlflow_model_id"
+
+
 @dataclass(frozen=True)
 class ArtifactVersion:
     name: str  # within its project: raw_data, model_export, ...
