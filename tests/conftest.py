@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from support.project import PROJECT_DIR, pipeline_env
 
+from trainflow.logs import configure as configure_logs
+
 # Two pytest workers share two cores: OpenMP code (histogram boosting, in the tests' own
 # process and in every pipeline they start, which inherit this) would run two threads per
 # worker and spin while the other worker holds a core; one thread each keeps a fit's time
@@ -34,6 +36,13 @@ def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[
     for key in ("TRAINFLOW_HOME", "MLFLOW_TRACKING_URI"):
         monkeypatch.setenv(key, env[key])
     yield env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def console_logging() -> None:
+    """trainflow's messages on the console, as its entry points (main.py, step_main, the CLI) set
+    them up: tests that call the library in this process read them from captured stdout."""
+    configure_logs("INFO")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -128,6 +128,16 @@ MODEL_TRAINING = "custom_model_development"
 _marked: set[str] = set()  # experiments this process has seen tagged
 
 
+def training_runs_address(experiment_id: str, tracking: str) -> str:
+    """Where MLflow's UI shows the experiment's training runs. MLflow 3.17's UI does not read
+    the experiment's kind tag: a browser opens an experiment on the view it chose last, the
+    GenAI one at first, unless the address names the view (``workflowType``)."""
+    route = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if tracking.startswith(("http://", "https://")):
+        return f"{tracking.rstrip('/')}/{route}"
+    return f"http://127.0.0.1:5000/{route} (after: mlflow ui --backend-store-uri {tracking})"
+
+
 def mark_model_training(experiment_id: str) -> None:
     """Tag the experiment as model training (``mlflow.experimentKind``) unless it names a
     kind already (the user's choice stands), so that MLflow's UI opens it on training runs."""

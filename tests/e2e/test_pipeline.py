@@ -354,6 +354,33 @@ def test_plain_hydra_runs_one_step(pipeline: tuple[Path, dict[str, str], str], t
     assert metadata["test"]["run_id"] == max(tested, key=lambda r: r.info.start_time).info.run_id
 
 
+def test_log_level_error_prints_only_errors_and_the_log_file_keeps_the_messages(
+    pipeline: tuple[Path, dict[str, str], str], tmp_path: Path
+) -> None:
+    """main.log_level=ERROR: nothing on the console but a failure's error line; the run's Hydra
+    log file holds what the steps said at the level asked for."""
+    home, env = copy_of(pipeline[0], tmp_path)
+    steps = "main.steps='split_data,train_model'"
+    quiet = run_command([sys.executable, "main.py", steps, "main.cache=false", "main.log_level=ERROR"], env)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", ""), quiet.stderr[-3000:]
+    assert project_store(home).get("model_export:latest").version == 1  # it trained all the same
+    failing = run_command(
+        [sys.executable, "main.py", "main.steps=test_model", "test.model=model_export:v9", "main.log_level=ERROR"], env
+    )
+    assert failing.returncode == 1 and failing.stdout == ""
+    assert error_lines(failing.stderr)[0].startswith("test_model: error: ")
+    assert all("error" in line or "stopped" in line for line in failing.stderr.splitlines()), failing.stderr
+
+    said = run_command([sys.executable, "main.py", steps, "main.cache=false"], env)
+    assert said.returncode == 0, said.stderr[-3000:]
+    [log] = [path for path in (home / "hydra" / "runs").glob("*/main.log") if "[train_model]" in path.read_text()]
+    lines = log.read_text().splitlines()
+    console = [line for line in said.stdout.splitlines() if line.startswith("[")]
+    # every console message is in the file, after its time and level
+    assert [line.split(" INFO ", 1)[1] for line in lines if " INFO [" in line] == console
+    assert any(" INFO [train_model] logged model_export:v2 " in line for line in lines)
+
+
 def test_empty_hydra_options_and_quoted_paths_with_spaces(tmp_path: Path) -> None:
     """`-P hydra_options=""` works, and a quoted value with spaces survives intact."""
     env = pipeline_env(tmp_path / "home")

@@ -239,6 +239,14 @@ def _check_grid_sweep(home: Path, env: dict[str, str], output: str) -> tuple[str
     assert "database is locked" not in output
     # Hydra's job folders live in the store, not in the project
     assert len(list((home / "hydra" / "multirun").glob("*/*/trial.json"))) == 4
+    # Each trial's Hydra log file holds that trial's messages, with their time
+    for model in models:
+        trial = model.metadata["sweep"]["trial"]
+        [log] = (home / "hydra" / "multirun").glob(f"*/{trial}/main.log")
+        text = log.read_text()
+        assert f"INFO [sweep] trial {trial}: " in text and f"INFO [train_model] logged {model.ref} " in text, text
+        others = {m.ref for m in models} - {model.ref}
+        assert not any(f"logged {ref} " in text for ref in others)
     return sweep_id, models
 
 

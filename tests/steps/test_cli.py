@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from support.project import PROJECT_DIR, error_lines, project_store, run_command
 
+from trainflow.cli.completion import SHELLS
 from trainflow.cli.main import run as cli_run
 from trainflow.store.local import LocalArtifactStore
 from trainflow.store.records import RunRecord
@@ -143,6 +145,27 @@ def test_global_options_may_follow_the_subcommand(filled: Filled, store_env: dic
     assert error_lines(elsewhere.stderr) == [
         "trainflow: error: no artifact store at /nowhere: set TRAINFLOW_HOME or --root, or run the pipeline"
     ]
+
+
+def test_quiet_prints_only_errors_and_results_print_always(
+    filled: Filled, store_env: dict[str, str], tmp_path: Path
+) -> None:
+    """-q: a command's own messages go, its error line and its results stay; -v is accepted
+    before or after the subcommand."""
+    said = trainflow(filled.root, store_env, "artifacts", "get", "model:v0", str(tmp_path / "a"))
+    assert said.returncode == 0 and said.stdout == f"model:v0 -> {tmp_path / 'a'}\n", said.stderr
+    quiet = trainflow(filled.root, store_env, "-q", "artifacts", "get", "model:v0", str(tmp_path / "b"))
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    assert (tmp_path / "b" / "model.skops").read_bytes() == filled.model_bytes  # it still did its work
+    verified = trainflow(filled.root, store_env, "artifacts", "verify", "--quiet")
+    assert (verified.returncode, verified.stdout, verified.stderr) == (0, "", "")
+    listed = trainflow(filled.root, store_env, "-q", "artifacts", "list", "--json")
+    assert {entry["name"] for entry in json.loads(listed.stdout)} == {"raw.csv", "split", "model"}
+    failed = trainflow(filled.root, store_env, "-q", "artifacts", "show", "nope:v0")
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert failed.stderr.splitlines() == error_lines(failed.stderr) and len(error_lines(failed.stderr)) == 1
+    verbose = trainflow(filled.root, store_env, "artifacts", "verify", "-v")
+    assert verbose.returncode == 0 and verbose.stdout.splitlines()[-1] == "store OK"
 
 
 def test_version_and_every_argument_has_help(store_env: dict[str, str]) -> None:
@@ -443,3 +466,82 @@ def test_promotions_of_an_alias_with_no_decision_names_the_alias(filled: Filled,
     result = trainflow(filled.root, store_env, "promotions", "--alias", "nosuch")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("no promotion decisions for model_export:nosuch in ")
+
+
+def _completion_script(tmp_path: Path, shell: str = "bash") -> Path:
+    """``trainflow completion SHELL`` as a user runs it, saved to a file."""
+    result = run_command([TRAINFLOW, "completion", shell], dict(os.environ))
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    script = tmp_path / f"trainflow.{shell}"
+    script.write_text(result.stdout)
+    return script
+
+
+def _bash_completes(script: Path, *words: str, cwd: Path = PROJECT_DIR) -> list[str]:
+    """What bash offers at ``trainflow WORDS<TAB>``: the script sourced, the completion
+    function called as bash calls it (the last word is the one being typed, "" for a new one)."""
+    quoted = " ".join(shlex.quote(word) for word in ("trainflow", *words))
+    command = (
+        f"source {shlex.quote(str(script))}; COMP_WORDS=({quoted}); COMP_CWORD={len(words)}; "
+        '_shtab_trainflow; printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    result = subprocess.run(
+        ["bash", "--norc", "--noprofile", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return sorted(line for line in result.stdout.splitlines() if line)
+
+
+def test_bash_completion_completes_commands_options_and_choices(tmp_path: Path) -> None:
+    """`eval "$(trainflow completion bash)"`: valid bash, and TAB after `trainflow art` gives `artifacts`."""
+    from trainflow.cli.main import build_parser
+
+    script = _completion_script(tmp_path)
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True, timeout=60).returncode == 0
+    assert "complete -o bashdefault -F _shtab_trainflow trainflow" in script.read_text()
+
+    [commands] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert _bash_completes(script, "") == sorted(commands.choices) != []
+    assert _bash_completes(script, "art") == ["artifacts"]
+    assert _bash_completes(script, "artifacts", "l") == ["lineage", "list"]
+    assert _bash_completes(script, "sweeps", "best", "s1", "--l") == ["--lower-is-better"]
+    # the global options before and after the subcommand, with their choices
+    assert _bash_completes(script, "--backend", "") == ["auto", "local", "wandb"]
+    assert _bash_completes(script, "artifacts", "list", "--r") == ["--root"]
+    assert _bash_completes(script, "completion", "") == sorted(SHELLS)
+
+
+def test_bash_completion_completes_folders_where_a_folder_is_wanted(tmp_path: Path) -> None:
+    """`artifacts get REF <TAB>` and `--root <TAB>` offer folders only; `--out` files too."""
+    script = _completion_script(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "metrics.json").write_text("{}")
+    for words in (
+        ("artifacts", "get", "model_export:prod", "m"),
+        ("--root", "m"),
+        ("artifacts", "list", "--root", "m"),
+    ):
+        assert _bash_completes(script, *words, cwd=tmp_path) == ["models"], words
+    infer = ("data-schema", "infer", "raw_data:latest", "--out", "m")
+    assert _bash_completes(script, *infer, cwd=tmp_path) == ["metrics.json", "models"]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_every_shell_gets_a_script_naming_every_command(shell: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import shtab
+
+    assert set(SHELLS) == set(shtab.SUPPORTED_SHELLS)  # SHELLS spells out the pinned shtab's list
+    code, out, err = _cli(capsys, "completion", shell)
+    assert code == 0 and err == "" and out.endswith("\n")
+    for command in ("init", "artifacts", "data-schema", "promotions", "rollback", "sweeps", "lineage", "infer"):
+        assert command in out, (shell, command)
+
+
+def test_completion_needs_no_store_and_the_other_commands_do_not_import_shtab(tmp_path: Path) -> None:
+    """It works anywhere (no store, no TRAINFLOW_HOME); shtab is imported by this command only."""
+    env = {k: v for k, v in os.environ.items() if k != "TRAINFLOW_HOME"}
+    result = run_command([TRAINFLOW, "completion", "zsh"], env, cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("#compdef trainflow"), result.stderr
+    assert list(tmp_path.iterdir()) == []
+    probe = "import sys; from trainflow.cli.main import build_parser; build_parser(); print('shtab' in sys.modules)"
+    assert run_command([sys.executable, "-c", probe], env).stdout.strip() == "False"

@@ -401,7 +401,7 @@ def test_rollback_moves_store_and_registry_back_and_is_recorded(bench: Bench, tm
     lines = listed.stdout.splitlines()
     assert len(lines) == 4 and lines[0].split()[:4] == ["#", "at", "(UTC)", "action"]
     assert "rollback  rolled_back" in lines[3] and "prod: v1 -> v0" in lines[3]
-    verbose = run_command([TRAINFLOW, "promotions", "-v"], bench.env).stdout
+    verbose = run_command([TRAINFLOW, "promotions", "--criteria"], bench.env).stdout
     assert "roc_auc_ovo vs champion model_export:v0" in verbose and "previous champion" in verbose
     assert f"registry: alias 'prod' -> models:/{REGISTERED}/1" in verbose
 

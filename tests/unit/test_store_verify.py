@@ -107,7 +107,8 @@ def test_cli_reports_problems_in_one_error_line_and_exits_1(store: LocalArtifact
     tamper(store.blob_path(store.get("raw_data:v0").files[0].sha256), b"tampered")
     broken = run_command([TRAINFLOW, "artifacts", "verify"], env)
     assert broken.returncode == 1
-    assert "PROBLEM blob" in broken.stdout and "raw_data:v0 'data.csv'" in broken.stdout
+    # each problem is an error message (on stderr, said with -q too), then the one error line
+    assert "PROBLEM blob" in broken.stderr and "raw_data:v0 'data.csv'" in broken.stderr
     errors = [line for line in broken.stderr.splitlines() if ": error: " in line]
     assert len(errors) == 1 and "1 problem(s) in the store" in errors[0] and "re-run the steps" in errors[0]
 
@@ -119,7 +120,7 @@ def test_cli_repair_removes_old_orphans(store: LocalArtifactStore) -> None:
     age(orphan, 7200)
     env = {**os.environ, "TRAINFLOW_HOME": str(store.root)}
     listed = run_command([TRAINFLOW, "artifacts", "verify"], env)
-    assert listed.returncode == 0 and "1 orphaned blob(s)" in listed.stdout and "--repair" in listed.stdout
+    assert listed.returncode == 0 and "warning:   1 orphaned blob(s)" in listed.stderr and "--repair" in listed.stderr
     repaired = run_command([TRAINFLOW, "artifacts", "verify", "--repair"], env)
     assert repaired.returncode == 0 and "removed 1 orphaned blob(s)" in repaired.stdout
     assert not orphan.exists()

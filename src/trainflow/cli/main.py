@@ -15,6 +15,8 @@
     trainflow sweeps show SWEEP_ID          their models, best first
     trainflow sweeps best SWEEP_ID --metric M
                                             alias the best trial's model as model_export:candidate
+    trainflow completion bash|zsh|tcsh|fish|powershell
+                                            print a tab-completion script for the shell
 
 The store is ``--root``, else ``$TRAINFLOW_HOME``, else ``.trainflow`` in the current
 directory, the same default ``config.yaml`` uses when run from the project folder.
@@ -34,13 +36,19 @@ from pathlib import Path
 from typing import Any
 
 from trainflow import __version__
+from trainflow.cli.completion import SHELLS, completion_script
 from trainflow.errors import CorruptArtifact, DataError, TrainflowError, exit_on_user_error, is_disk_full
+from trainflow.logs import configure as configure_logs
+from trainflow.logs import level_from_flags, prefixed
 from trainflow.promotion.gate import format_table
 from trainflow.promotion.registry import rollback
 from trainflow.store.local import LocalArtifactStore, lineage
 from trainflow.store.records import ArtifactVersion
 from trainflow.store.refs import CANDIDATE_ALIAS, gated_alias_message
 from trainflow.store.wandb_backend import WandbArtifactStore, choose_backend, open_api
+
+# The command's own messages (what it did); results (lists, tables, JSON) are printed.
+say = prefixed(__name__, "")
 
 # mlflow (trainflow.tracking), Hydra (trainflow.pipeline.sweeps), pandas (trainflow.ml, trainflow.datacheck), wandb
 # and yaml (8 ms) are imported inside the commands that use them: about 1.4 s that the other `trainflow` commands
@@ -67,8 +75,8 @@ def cmd_init(store: LocalArtifactStore, args: argparse.Namespace) -> None:
     if is_store_database(uri, store.root):
         create_store_database(store.root, args.experiment_name)
     experiment = experiment_id(args.experiment_name, store.root)
-    print(f"artifact store: {store.root}")
-    print(f"MLflow tracking: {uri} (experiment {args.experiment_name!r}, id {experiment})")
+    say.info(f"artifact store: {store.root}")
+    say.info(f"MLflow tracking: {uri} (experiment {args.experiment_name!r}, id {experiment})")
 
 
 def print_json(value: Any) -> None:
@@ -150,7 +158,7 @@ def cmd_get(store: LocalArtifactStore, args: argparse.Namespace) -> None:
         else:
             target.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target / source.name)
-    print(f"{store.get(args.ref).ref} -> {target}")
+    say.info(f"{store.get(args.ref).ref} -> {target}")
 
 
 def cmd_alias(store: LocalArtifactStore, args: argparse.Namespace) -> None:
@@ -160,7 +168,7 @@ def cmd_alias(store: LocalArtifactStore, args: argparse.Namespace) -> None:
     if args.alias == PRODUCTION_ALIAS and target.type == MODEL_EXPORT_TYPE:
         raise TrainflowError(gated_alias_message(target.name, args.alias, target.ref))
     version = store.set_alias(args.ref, args.alias)
-    print(f"{version.name}:{args.alias} -> {version.ref}")
+    say.info(f"{version.name}:{args.alias} -> {version.ref}")
 
 
 def cmd_verify(store: LocalArtifactStore, args: argparse.Namespace) -> None:
@@ -170,21 +178,21 @@ def cmd_verify(store: LocalArtifactStore, args: argparse.Namespace) -> None:
             "artifacts verify checks the local store; W&B verifies its own storage: use --backend local"
         )
     report = store.verify(repair=args.repair, grace_seconds=args.grace_seconds)
-    print(
+    say.info(
         f"checked {report.versions} version(s), {report.blobs} blob(s), {report.bytes_checked:,} bytes in {store.root}"
     )
     for problem in report.problems:
-        print(f"  PROBLEM {problem}")
+        say.error(f"  PROBLEM {problem}")
     garbage = len(report.orphans) + len(report.stale_tmp)
     if args.repair:
-        print(f"  removed {len(report.removed)} orphaned blob(s) and stale temporary file(s)")
+        say.info(f"  removed {len(report.removed)} orphaned blob(s) and stale temporary file(s)")
     elif garbage:
-        print(
+        say.warning(
             f"  {len(report.orphans)} orphaned blob(s), {len(report.stale_tmp)} stale temporary file(s): "
             "remove them with `trainflow artifacts verify --repair`"
         )
     if report.recent_orphans:
-        print(
+        say.info(
             f"  {len(report.recent_orphans)} unreferenced blob(s) younger than {args.grace_seconds:g} s kept "
             "(a step may be writing them)"
         )
@@ -193,7 +201,7 @@ def cmd_verify(store: LocalArtifactStore, args: argparse.Namespace) -> None:
             f"{len(report.problems)} problem(s) in the store at {store.root} (listed above): the versions named "
             "cannot be read; re-run the steps that produced them"
         )
-    print("store OK")
+    say.info("store OK")
 
 
 def cmd_lineage(store: LocalArtifactStore, args: argparse.Namespace) -> None:
@@ -311,7 +319,7 @@ def cmd_data_schema_infer(root: Path, args: argparse.Namespace) -> None:
         return
     with writing_to(Path(args.out), "choose another --out file, in a folder that exists and you can write to"):
         Path(args.out).write_text(text)
-    print(f"wrote data_check.expectations for {len(frame.columns)} columns of {source} to {args.out}")
+    say.info(f"wrote data_check.expectations for {len(frame.columns)} columns of {source} to {args.out}")
 
 
 def _short(ref: str | None) -> str:
@@ -346,7 +354,7 @@ def cmd_promotions(store: LocalArtifactStore, args: argparse.Namespace) -> None:
                 (entry.run_id or "-")[:12],
             )
         )
-    if not args.verbose:
+    if not args.criteria:
         print(format_table(rows, indent=""))
         return
     for header, entry in zip(rows[1:], entries):
@@ -375,16 +383,22 @@ def _verdict(criterion: dict) -> str:
     return "pass" if criterion["passed"] else "FAIL"
 
 
+def cmd_completion(args: argparse.Namespace) -> None:
+    print(completion_script(build_parser(), args.shell).rstrip("\n"))
+
+
 def cmd_rollback(store: LocalArtifactStore, args: argparse.Namespace) -> None:
     entry, registered, table = rollback(
         store, args.name, args.alias, registered_name=args.registered_model_name, experiment_name=args.experiment_name
     )
-    print(f"rollback of {args.name}:{args.alias}:\n{table}")
-    print(f"{args.name}:{args.alias}: {entry.before} -> {entry.after} (rolled back; recorded as decision #{entry.id})")
+    say.info(f"rollback of {args.name}:{args.alias}:\n{table}")
+    say.info(
+        f"{args.name}:{args.alias}: {entry.before} -> {entry.after} (rolled back; recorded as decision #{entry.id})"
+    )
     if registered is None:
-        print("registry: none recorded for the current champion; moved the store alias only")
+        say.info("registry: none recorded for the current champion; moved the store alias only")
     else:
-        print(f"registry: models:/{registered.name}@{args.alias} -> version {registered.version}")
+        say.info(f"registry: models:/{registered.name}@{args.alias} -> version {registered.version}")
 
 
 def _at_least_zero(kind: type) -> Callable[[str], float | int]:
@@ -425,11 +439,24 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
         "one it holds, else name it; on W&B, the W&B project (default $WANDB_PROJECT)",
     )
     parser.add_argument("--entity", default=default, help="W&B entity (default $WANDB_ENTITY)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=default, help="say more (debug messages); results print always"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="count", default=default, help="say only errors; results (lists, JSON) print always"
+    )
 
 
 def global_options(args: argparse.Namespace) -> argparse.Namespace:
     """``args`` with the defaults of the global options given nowhere."""
-    defaults = {"root": None, "backend": "auto", "project": None, "entity": os.environ.get("WANDB_ENTITY")}
+    defaults = {
+        "root": None,
+        "backend": "auto",
+        "project": None,
+        "entity": os.environ.get("WANDB_ENTITY"),
+        "verbose": 0,
+        "quiet": 0,
+    }
     for name, value in defaults.items():
         if not hasattr(args, name):
             setattr(args, name, value)
@@ -516,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     history = commands.add_parser("promotions", help="the promotion history: every gate decision and rollback")
     history.add_argument("--name", default="model_export", help="artifact name (default: model_export)")
     history.add_argument("--alias", default=None, help="only decisions about this alias")
-    history.add_argument("-v", "--verbose", action="store_true", help="also print each decision's criteria")
+    history.add_argument("-c", "--criteria", action="store_true", help="also print each decision's criteria")
     history.set_defaults(handler=cmd_promotions)
 
     back = commands.add_parser(
@@ -554,7 +581,15 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
     for leaf in _leaf_parsers(parser):  # the global options after the subcommand too
         add_global_options(leaf)
+    add_completion_command(commands)
     return parser
+
+
+def add_completion_command(commands: argparse._SubParsersAction) -> None:
+    """``trainflow completion SHELL``. It reads no store, so it takes none of the global options."""
+    completion = commands.add_parser("completion", help="print the tab-completion script for a shell")
+    completion.add_argument("shell", choices=SHELLS, help="the shell the script is for")
+    completion.set_defaults(handler=cmd_completion)
 
 
 # Exit status when the reader of our output went away (`trainflow artifacts show x | head -1`):
@@ -577,6 +612,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run(argv: Sequence[str] | None = None) -> None:
     """Parse ``argv`` and run the command, a user error ending as one line and exit status 1."""
     args = global_options(build_parser().parse_args(argv))
+    configure_logs(level_from_flags(args.verbose, args.quiet))
+    if args.command == "completion":  # needs no store
+        args.handler(args)
+        return
     with exit_on_user_error("trainflow"):
         root = args.root or default_root()
         if args.command == "data-schema":  # may read a plain file: opens the store only if it needs it

@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from trainflow.config.components import is_repository_uri
 from trainflow.errors import ConfigError, TrainflowError
+from trainflow.logs import LEVELS
 from trainflow.sections import section_dict
 from trainflow.store.refs import parse_ref, validate_alias, validate_project
 
@@ -48,6 +49,8 @@ class MainConfig:
     # true: with env_manager local and local components, steps run inside the pipeline's
     # process (no per-step interpreter and imports); false: one `mlflow run` per step
     in_process: bool = MISSING
+    # the level of trainflow's messages: DEBUG | INFO | WARNING | ERROR (trainflow.logs)
+    log_level: str = MISSING
 
 
 @dataclass
@@ -445,6 +448,8 @@ def validate(cfg: DictConfig, estimator_params: bool = True) -> None:
     check_known_keys(cfg)
     if cfg.main.env_manager not in ENV_MANAGERS:
         raise ConfigError(f"main.env_manager={cfg.main.env_manager!r} is not one of {', '.join(ENV_MANAGERS)}")
+    if str(cfg.main.log_level).upper() not in LEVELS:
+        raise ConfigError(f"main.log_level={cfg.main.log_level!r} is not one of {', '.join(LEVELS)}")
     if cfg.artifacts.backend not in BACKENDS:
         raise ConfigError(f"artifacts.backend={cfg.artifacts.backend!r} is not one of {', '.join(BACKENDS)}")
     if cfg.data.max_bytes <= 0:

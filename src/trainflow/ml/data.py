@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from trainflow.errors import DataError
+from trainflow.logs import progress
 from trainflow.ml.table_file import (
     SNIFF_BYTES,
     TableLimits,
@@ -119,18 +120,23 @@ def _check_size(uri: str, size: int, max_bytes: int) -> None:
 
 def _copy_hashing(source: Path, target: Path, max_bytes: int) -> tuple[str, int]:
     with open(source, "rb") as reader, open(target, "wb") as writer:
-        return _stream(reader, writer, str(source), max_bytes)
+        return _stream(reader, writer, str(source), max_bytes, source.stat().st_size, f"copying {source.name}")
 
 
-def _stream(reader: BinaryIO, writer: BinaryIO, uri: str, max_bytes: int) -> tuple[str, int]:
-    """Copy in chunks, hashing; stop as soon as the limit is passed (a server may not say the size)."""
+def _stream(
+    reader: BinaryIO, writer: BinaryIO, uri: str, max_bytes: int, total: int | None, what: str
+) -> tuple[str, int]:
+    """Copy in chunks, hashing; stop as soon as the limit is passed (a server may not say the
+    size). A progress bar of ``total`` bytes on a terminal."""
     digest = hashlib.sha256()
     size = 0
-    while chunk := reader.read(_CHUNK):
-        size += len(chunk)
-        _check_size(uri, size, max_bytes)
-        digest.update(chunk)
-        writer.write(chunk)
+    with progress(total, what) as bar:
+        while chunk := reader.read(_CHUNK):
+            size += len(chunk)
+            _check_size(uri, size, max_bytes)
+            digest.update(chunk)
+            writer.write(chunk)
+            bar.update(len(chunk))
     return digest.hexdigest(), size
 
 
@@ -145,7 +151,8 @@ def _download(url: str, target: Path, max_bytes: int, setting: str) -> tuple[str
                 _check_size(url, int(expected), max_bytes)  # before downloading a byte
             validators = _validators(response.headers)
             with open(target, "wb") as writer:
-                digest, size = _stream(response, writer, url, max_bytes)
+                total = int(expected) if expected is not None and expected.isdigit() else None
+                digest, size = _stream(response, writer, url, max_bytes, total, f"downloading {url}")
     except urllib.error.HTTPError as error:
         raise DataError(f"HTTP {error.code} {error.reason} fetching {url}: check {setting}") from None
     except urllib.error.URLError as error:

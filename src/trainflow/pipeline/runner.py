@@ -43,6 +43,8 @@ from trainflow.config.schema import (
     validate,
 )
 from trainflow.errors import ArtifactNotFound, StepFailed, TrainflowError, exit_on_user_error, user_error_line
+from trainflow.logs import configure as configure_logs
+from trainflow.logs import prefixed
 from trainflow.pipeline.cache import (
     CacheKey,
     ImportScans,
@@ -63,6 +65,8 @@ from trainflow.store.index import make_store_folders
 from trainflow.store.local import LocalArtifactStore
 from trainflow.store.records import ArtifactVersion, CachedRun
 from trainflow.store.wandb_backend import ANNOUNCED_ENV, choose_backend, read_store
+
+log = prefixed(__name__, "pipeline")
 
 # mlflow (also through trainflow.tracking), pandas (trainflow.pipeline.step_run, trainflow.ml) and Hydra
 # (trainflow.pipeline.sweeps) are imported inside the methods that use them: about 1 s that `python main.py --help`
@@ -154,6 +158,7 @@ class Pipeline:
         with exit_on_user_error("trainflow"):
             overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
             pipeline = cls(cfg, project_dir, overrides, validated)
+            configure_logs(pipeline.cfg.main.log_level)
             tracking = use_tracking(pipeline.store.root)
             name = pipeline.run_name()
             start = start_run_args(pipeline.cfg.main.experiment_name, pipeline.store.root, name)
@@ -180,9 +185,9 @@ class Pipeline:
     def announce_backend(self, pipeline_run_id: str) -> None:
         """Say once which artifact backend the steps will use, and group their W&B runs."""
         backend, reason = choose_backend(self.cfg.artifacts.backend)
-        print(f"[pipeline] artifacts: {backend} ({reason})", flush=True)
+        log.info(f"artifacts: {backend} ({reason})")
         if self.cache_off_reason:
-            print(f"[pipeline] cache: off ({self.cache_off_reason})", flush=True)
+            log.info(f"cache: off ({self.cache_off_reason})")
         os.environ[ANNOUNCED_ENV] = backend
         # Steps' W&B runs share one group per pipeline unless the user chose one.
         os.environ.setdefault("WANDB_RUN_GROUP", self.cfg.wandb.group or f"pipeline-{pipeline_run_id}")
@@ -261,7 +266,7 @@ class Pipeline:
                     return
             else:
                 plan.why_not_cached = self.cache_off_reason
-        print(f"[pipeline] {step}: {spec.description}", flush=True)
+        log.info(f"{step}: {spec.description}")
         self.before_real_work(spec)
         run_id, outputs = self.execute(spec, plan.parameters, began)
         self.outputs.update(outputs)
@@ -464,16 +469,17 @@ class Pipeline:
             line = f"cached (from run {cached_from}) in {seconds:.1f} s (MLflow run {run_id})"
         else:
             line = f"ran in {seconds:.1f} s (MLflow run {run_id}; cache: {note})"
-        print(f"[pipeline] {step}: {line}", flush=True)
+        log.info(f"{step}: {line}")
 
     def report(self, seconds: float, tracking: str) -> None:
         """The closing lines: what was produced, what is in production, where it all lives."""
         from trainflow.ml.evaluate import headline
+        from trainflow.tracking import training_runs_address
 
         alias = self.cfg.promote.alias
         cached = sum(1 for *_, cached_from in self.finished if cached_from)
         lines = [
-            f"[pipeline] finished {len(self.finished)} step(s) in {seconds:.1f} s ({cached} cached)",
+            f"finished {len(self.finished)} step(s) in {seconds:.1f} s ({cached} cached)",
             f"  project: {self.cfg.project} (its artifacts, champion and registered model; `project=` names it)",
         ]
         if self.outputs:
@@ -508,7 +514,8 @@ class Pipeline:
                     )
         lines.append(f"  artifact store: {self.store.root}")
         lines.append(f"  MLflow tracking: {tracking}")
-        print("\n".join(lines), flush=True)
+        lines.append(f"  MLflow UI: {training_runs_address(self.experiment_id, tracking)}")
+        log.info("\n".join(lines))
 
 
 def main_argv(project_dir: Path) -> DictConfig | None:
@@ -528,13 +535,7 @@ def main_argv(project_dir: Path) -> DictConfig | None:
         expanded = expand_mlproject_args(sys.argv)
         arguments = hydra_arguments(expanded[1:])
         chosen = dataset_choice(arguments)
-        if len(chosen) > len(arguments):
-            print(
-                "[pipeline] data.uri/data.target name your own table: the demo data set's settings "
-                "(dataset/penguins.yaml: its column expectations, gate bounds) do not apply, config.yaml's "
-                "generic ones do; choose a data set's with dataset=NAME",
-                flush=True,
-            )
+        own_table = len(chosen) > len(arguments)
         sys.argv[:] = expanded[:1] + chosen
         arguments = sys.argv[1:]
         # Config group choices (hydra/launcher=joblib) are checked in sweeps (-m) too: a
@@ -561,10 +562,23 @@ def main_argv(project_dir: Path) -> DictConfig | None:
             # after the steps before train_model have run.
             validate(cfg, estimator_params=sets_estimator_params(arguments))
             make_store_folders(Path(cfg.artifacts.root))
+            _say_own_table(own_table, cfg.main.log_level)
             return cfg
         if not any(a.lstrip("+~").startswith("artifacts.root=") for a in arguments):
             make_store_folders(configured_store_root(project_dir))
+        _say_own_table(own_table, "INFO")
         return None
+
+
+def _say_own_table(own_table: bool, level: str) -> None:
+    """Before Hydra configures logging: the console, at the config's level when it is known."""
+    configure_logs(level)
+    if own_table:
+        log.info(
+            "data.uri/data.target name your own table: the demo data set's settings "
+            "(dataset/penguins.yaml: its column expectations, gate bounds) do not apply, config.yaml's "
+            "generic ones do; choose a data set's with dataset=NAME"
+        )
 
 
 def exit_now(code: int = 0) -> None:

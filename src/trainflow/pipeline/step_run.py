@@ -35,6 +35,7 @@ from omegaconf import DictConfig
 from trainflow.config.components import CONFIG_DIR_ENV
 from trainflow.config.schema import load_config, resolve_paths, split_overrides, validate
 from trainflow.errors import exit_on_interrupt, exit_on_user_error, interrupt_on_signals
+from trainflow.logs import configure as configure_logs
 from trainflow.ml.data import read_table, release_unused_arrow_memory, typing_sample
 from trainflow.ml.table_file import TableLimits
 from trainflow.pipeline.steps import PROJECT_TAG, STEPS, StepSpec, step_params
@@ -78,7 +79,12 @@ class StepRun:
         return self.record.run_id
 
     def say(self, message: str) -> None:
-        print(f"[{self.spec.name}] {message}", flush=True)
+        """A message of the step: ``[<step>] message`` (see :mod:`trainflow.logs`)."""
+        log.info(message, extra={"prefix": self.spec.name})
+
+    def warn(self, message: str) -> None:
+        """A warning of the step, on stderr: ``[<step>] message``."""
+        log.warning(message, extra={"prefix": self.spec.name})
 
     def resolve(self, param: str) -> ArtifactVersion:
         """Pin the input named by component parameter ``param`` to a version; record the usage."""
@@ -274,6 +280,7 @@ def step_main(step: str, body: Callable[[StepRun], None], component_file: str) -
     interrupt_on_signals()
     with exit_on_interrupt(step), exit_on_user_error(step):
         cfg = step_config(step_config_dir(component_file), args.hydra_options)
+        configure_logs(cfg.main.log_level)
         # mlflow (about 1 s) only now: --help, a bad argument or a bad config answer without it.
         from trainflow.tracking import start_run_args, use_tracking
 

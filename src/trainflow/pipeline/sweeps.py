@@ -43,12 +43,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainflow.config.schema import resolve_paths, validate
 from trainflow.errors import ArtifactNotFound, TrainflowError, exit_on_user_error
+from trainflow.logs import prefixed, progress
 from trainflow.pipeline.steps import OUTPUT_TAG, STEPS, select_steps
 from trainflow.promotion.gate import format_table
 from trainflow.store.local import LocalArtifactStore
 from trainflow.store.records import ArtifactVersion
 from trainflow.store.refs import CANDIDATE_ALIAS
 from trainflow.store.wandb_backend import read_store
+
+log = prefixed(__name__, "sweep")
+# The bar of trials done, drawn on a terminal by the process that runs them one by one (Hydra's
+# basic launcher); joblib's trials run in worker processes, which say each trial's end instead.
+_trials_done: Any = None
 
 # mlflow (also through trainflow.tracking) and trainflow.ml.evaluate (pandas) are imported inside the functions
 # that use them: about 0.9 s that `python main.py --help`, which imports this module, does not pay
@@ -195,7 +201,7 @@ def sweep_trial() -> Iterator[None]:
     job = HydraConfig.get()
     trial = replace(sweep, trial=int(job.job.num), params=trial_params(list(job.overrides.task)))
     shown = " ".join(f"{key}={value}" for key, value in trial.params.items()) or "(defaults)"
-    print(f"[sweep] trial {trial.trial}: {shown}", flush=True)
+    log.info(f"trial {trial.trial}: {shown}")
     os.environ[SWEEP_ENV] = trial.to_json()  # the trial's steps inherit it
     began = time.perf_counter()
     error: str | None = None
@@ -225,7 +231,9 @@ def sweep_trial() -> Iterator[None]:
             Path(job.runtime.output_dir),
         )
     if error:
-        print(f"[sweep] trial {trial.trial} failed: {error}", flush=True)
+        log.info(f"trial {trial.trial} failed: {error}")
+    if _trials_done is not None:
+        _trials_done.update(1)
 
 
 def _one_line(error: BaseException) -> str:
@@ -455,12 +463,16 @@ class SweepCallback(Callback):
         self.sweep = SweepContext(sweep_id, parent, pins)
         os.environ[SWEEP_ENV] = self.sweep.to_json()
         reads = f"; every trial reads {', '.join(pins.values())}" if pins else ""
-        print(f"[sweep] {sweep_id}: trials nest under MLflow run {parent}{reads}", flush=True)
+        log.info(f"{sweep_id}: trials nest under MLflow run {parent}{reads}")
+        global _trials_done
+        _trials_done = progress(trial_count(list(config.hydra.overrides.task)), "sweep trials", "trial", minimum=2)
 
     def _close(self, config: DictConfig) -> None:
         import mlflow
 
         assert self.sweep is not None
+        if _trials_done is not None:
+            _trials_done.close()
         cfg = _task_config(config)
         from trainflow.ml.evaluate import metric_direction, task_metric
 
@@ -479,9 +491,9 @@ class SweepCallback(Callback):
         failed = [t for t in trials if t.status != "ok"]
         client = mlflow.MlflowClient()
         try:
-            summary = f"[sweep] {self.sweep.id}: {len(trials) - len(failed)} of {len(trials)} trial(s) succeeded\n"
+            summary = f"{self.sweep.id}: {len(trials) - len(failed)} of {len(trials)} trial(s) succeeded\n"
             summary += format_table(summary_rows(trials, metric), indent="  ")
-            print(summary, flush=True)
+            log.info(summary)
             client.log_text(self.sweep.parent_run_id, summary + "\n", SUMMARY_TEXT)
             client.log_dict(
                 self.sweep.parent_run_id,
@@ -496,7 +508,7 @@ class SweepCallback(Callback):
             client.log_metric(self.sweep.parent_run_id, "trials", len(trials))
             client.log_metric(self.sweep.parent_run_id, "failed_trials", len(failed))
             succeeded = {t.model for t in trials if t.status == "ok" and t.model}
-            print(self._choose(cfg, store, metric, higher, succeeded), flush=True)
+            log.info(self._choose(cfg, store, metric, higher, succeeded))
         finally:
             self.closed = True
             if self.created_run:
@@ -528,6 +540,20 @@ class SweepCallback(Callback):
             f"  best: trial {best.metadata['sweep']['trial']}, {best.ref} ({direction} val_{metric} = {value:.4f})"
             f" -> model_export:{CANDIDATE_ALIAS}; test and promote it with -P steps=test_model,promote_model"
         )
+
+
+def trial_count(overrides: list[str]) -> int | None:
+    """How many trials a sweep's command-line overrides make (the product of each swept key's
+    values), or None when they do not say (a range an optimizing sweeper draws from)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    count = 1
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                return None
+            count *= len(list(override.sweep_iterator()))
+    return count
 
 
 def _task_config(config: DictConfig) -> DictConfig:

@@ -15,7 +15,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,12 +69,17 @@ def hash_stream(reader: io.RawIOBase, buffer: bytearray) -> tuple[str, int]:
 
 
 def copy_hashing(
-    reader: io.RawIOBase, fd: int, writer: ThreadPoolExecutor, buffers: tuple[bytearray, bytearray]
+    reader: io.RawIOBase,
+    fd: int,
+    writer: ThreadPoolExecutor,
+    buffers: tuple[bytearray, bytearray],
+    copied: Callable[[int], object] | None = None,
 ) -> tuple[str, int]:
     """Copy what is left in ``reader`` to ``fd``; the sha256 and length of the bytes written.
 
     ``writer`` (one thread) writes each chunk while this thread hashes it and reads the
     next one into the other buffer, so a chunk is hashed exactly as it is written.
+    ``copied`` hears each chunk's length (a progress bar).
     """
     digest = hashlib.sha256()
     size = 0
@@ -88,6 +93,8 @@ def copy_hashing(
             in_flight.append(writer.submit(_write_all, fd, chunk))
             digest.update(chunk)
             size += count
+            if copied is not None:
+                copied(count)
             if len(in_flight) == 2:
                 in_flight.pop(0).result()
         for write in in_flight:

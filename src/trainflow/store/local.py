@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from trainflow.errors import ArtifactNotFound, ChampionChanged, CorruptArtifact, TrainflowError, disk_full, is_disk_full
+from trainflow.logs import progress
 from trainflow.store.blobs import (
     CHUNK,
     READ_ONLY,
@@ -206,10 +207,12 @@ class LocalArtifactStore:
         staged: list[str] = []
         buffers = (bytearray(CHUNK), bytearray(CHUNK))
         try:
+            total = sum(source.stat().st_size for _, source in entries)
             with (
                 self._reading() as db,
                 ThreadPoolExecutor(1, "blob-writer") as writer,
                 ThreadPoolExecutor(1, "blob-fsync") as finisher,
+                progress(total, f"storing {len(entries)} file(s)") as bar,
             ):
                 for relative, source in entries:
                     for future in finishing.values():  # stop at the first failed fsync (a full disk)
@@ -223,7 +226,7 @@ class LocalArtifactStore:
                         fd, staging = tempfile.mkstemp(dir=self.tmp, prefix="blob-")
                         staged.append(staging)
                         try:
-                            sha, size = copy_hashing(reader, fd, writer, buffers)
+                            sha, size = copy_hashing(reader, fd, writer, buffers, bar.update)
                         except BaseException:
                             os.close(fd)
                             raise

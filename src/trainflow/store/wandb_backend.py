@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import netrc
 import os
 import re
@@ -28,6 +29,8 @@ from trainflow.store.local import LocalArtifactStore
 from trainflow.store.protocol import ArtifactStore
 from trainflow.store.records import ArtifactVersion, NewVersion, PromotionEntry, RunRecord, StoredFile
 from trainflow.store.refs import check_settable, gated_alias_message, parse_ref, validate_alias, validate_name
+
+log = logging.getLogger(__name__)
 
 # wandb is imported inside the functions that use it: about 0.3 s that the trainflow CLI, `python main.py --help`
 # and every step on the local backend do not pay (docs/architecture.md#start-up).
@@ -311,7 +314,7 @@ def step_backend(
     """
     backend, reason = choose_backend(cfg.artifacts.backend)
     if not os.environ.get(ANNOUNCED_ENV):
-        print(f"[{step}] artifacts: {backend} ({reason})", flush=True)
+        log.info(f"artifacts: {backend} ({reason})", extra={"prefix": step})
     if backend == "local" and not cfg.wandb.offline_runs:
         yield local, None
         return

@@ -1,0 +1,1 @@
+"""Hydra config groups trainflow ships (``hydra.searchpath`` in ``config.yaml``): its logging."""
