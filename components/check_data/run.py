@@ -5,7 +5,7 @@ store as ``data_check_report``, pass or fail; on a failed check prints the table
 every failed check and exits 1, so ``split_data`` never sees the data.
 """
 
-import sys
+import pandas as pd
 
 from trainflow.datacheck.checks import check_table
 from trainflow.datacheck.report import DataCheckFailed, failure_hints, verdict_metadata
@@ -65,6 +65,7 @@ def check_data(run: StepRun) -> None:
     (folder / f"{REPORT}.md").write_text(report.to_markdown(title=f"Data check report: {checked.ref}"))
     mlflow.log_artifacts(str(folder))
     run.log_metrics(report.metrics(), show=False)
+    run.log_table(pd.DataFrame(report.to_dict()["checks"]), "data_checks.json")  # one row a check; a W&B table too
     mlflow.set_tag("trainflow.data_check", "failed" if failed else "passed")
     version = run.log_artifact(
         folder,
@@ -87,11 +88,7 @@ def check_data(run: StepRun) -> None:
     if warnings:
         run.say(f"{len(warnings)} warning(s) (not stopping the pipeline):\n{report.table(warnings)}")
     if failed:
-        print(
-            f"[check_data] {len(failed)} failed check(s), stopping before split_data:\n{report.table(failed)}",
-            file=sys.stderr,
-            flush=True,
-        )
+        run.warn(f"{len(failed)} failed check(s), stopping before split_data:\n{report.table(failed)}")
         raise DataCheckFailed(
             f"{report.summary()} on {checked.ref}; the report is {version.ref} "
             f"(`trainflow artifacts get {version.ref} DIR`): fix the data or data_check in config.yaml, "

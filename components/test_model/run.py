@@ -31,6 +31,7 @@ def test_model(run: StepRun) -> None:
             )
             said += f"; {metric} beats it by {gap['gap']:+.4f} (95% lower bound {gap['lower']:+.4f})"
         run.say(said)
+    run.log_table(exported.prediction_sample(outputs), "test_predictions.json")  # MLflow table, W&B table
     run.log_figures(evaluation_figures(exported.model, exported.features, labels, task))
     run.store.update_metadata(model.ref, {"test": record})
     run.say(f"recorded test metrics on {model.ref} (test set {test_set.ref})")

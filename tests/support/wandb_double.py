@@ -6,7 +6,9 @@ that keep artifacts in a temporary folder and record every call a real W&B run w
 receive. trainflow's W&B backend is exercised unchanged against it; only the server
 is imitated. Behaviour mirrors W&B's documented semantics: versions v0, v1, ... per
 artifact name, ``latest`` on the newest, an alias held by one version at a time,
-``use_artifact`` recording lineage on the consuming run.
+``use_artifact`` recording lineage on the consuming run, ``link_artifact`` adding a
+version to a W&B Registry collection (``wandb-registry-<registry>/<collection>``) once,
+with ``latest`` on the newest link and each alias on one linked version at a time.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ from typing import Any
 class Entry:
     digest: str
     size: int
+
+
+@dataclass
+class Link:
+    """A version linked to a W&B Registry collection: the source version and its aliases there."""
+
+    source: str
+    aliases: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -127,6 +137,16 @@ class FakeRun:
     def log(self, data: dict) -> None:
         self.logged.append(data)
 
+    def link_artifact(self, artifact: FakeArtifact, target_path: str, aliases: list[str] | None = None) -> FakeArtifact:
+        self._server.calls.append(("link_artifact", self.id, artifact.name, target_path, tuple(aliases or ())))
+        if self.mode == "offline":
+            raise NotImplementedError  # as wandb.Run.link_artifact in offline mode
+        if self._server.fail_link is not None:
+            raise self._server.fail_link
+        if not artifact.version:
+            raise ValueError("link_artifact of an artifact that was never logged")  # trainflow links logged versions
+        return self._server.link(artifact, target_path, list(aliases or []))
+
     def finish(self, exit_code: int | None = None) -> None:
         self._server.calls.append(("finish", self.id, exit_code))
         self.exit_code = exit_code
@@ -159,6 +179,9 @@ class FakeServer:
         self.calls: list[tuple] = []
         self.runs: list[FakeRun] = []
         self.fail_init = fail_init
+        # W&B Registry collections by target path: each linked version ("name:vN") and its aliases
+        self.registry: dict[str, list[Link]] = {}
+        self.fail_link: Exception | None = None  # set to make every link_artifact raise it
 
     # the wandb module's surface
     def init(
@@ -201,6 +224,21 @@ class FakeServer:
         for other in self.collections.get(artifact._collection, []):
             if other is not artifact:
                 other.aliases = [a for a in other.aliases if a not in artifact.aliases]
+
+    def link(self, artifact: FakeArtifact, target_path: str, aliases: list[str]) -> FakeArtifact:
+        # W&B also links to a project's collections; trainflow links only to registries, so any other path is a bug
+        if not target_path.startswith("wandb-registry-") or target_path.count("/") != 1:
+            raise ValueError(f"invalid registry path {target_path!r}: expected wandb-registry-<registry>/<collection>")
+        links = self.registry.setdefault(target_path, [])
+        link = next((found for found in links if found.source == artifact.name), None)
+        if link is None:  # a version is linked to a collection once; linking it again adds aliases
+            link = Link(artifact.name)
+            links.append(link)
+        link.aliases = list(dict.fromkeys([*link.aliases, *aliases]))
+        for other in links:
+            other.aliases = [a for a in other.aliases if a != "latest" and (other is link or a not in aliases)]
+        links[-1].aliases.insert(0, "latest")
+        return artifact
 
     def resolve(self, ref: str) -> FakeArtifact:
         name, _, selector = ref.partition(":")

@@ -75,6 +75,7 @@ class WandbConfig:
     group: Optional[str] = None
     offline_runs: bool = MISSING
     timeout_seconds: int = MISSING
+    registry: Optional[str] = MISSING  # the W&B Registry promote_model links to; None: no link
 
 
 @dataclass

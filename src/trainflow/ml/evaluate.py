@@ -271,6 +271,46 @@ def baseline_gap(
     return {"metric": metric, "gap": float(observed), "lower": float(lower), "resamples": len(gaps), "rows": m}
 
 
+# test_model's sample of predictions (the MLflow table test_predictions.json, the W&B table
+# test_predictions): the first rows of the test set, enough to see what the model answers
+# beside the truth, few enough that either UI shows the whole table at once.
+PREDICTION_SAMPLE_ROWS = 100
+
+
+def prediction_sample(
+    features: pd.DataFrame,
+    labels: pd.Series,
+    outputs: np.ndarray,
+    classes: Sequence[Any],
+    task: str,
+    rows: int = PREDICTION_SAMPLE_ROWS,
+) -> pd.DataFrame:
+    """The first ``rows`` test rows as the model saw them: its input columns, the target
+    (named as ``labels``), ``prediction`` and, for classification, ``probability`` (that of
+    the predicted class). ``outputs`` are the model's answers on ``features``
+    (:func:`outputs_of`); the predicted class is the most probable one, as the metrics take
+    it. A name an input column already has gets ``_`` appended."""
+    n = min(rows, len(features))
+    sample = features.iloc[:n].reset_index(drop=True)
+    taken = {str(column) for column in sample.columns}
+
+    def free(name: str) -> str:
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        return name
+
+    answers = np.asarray(outputs)[:n]
+    sample[free(str(labels.name))] = labels.iloc[:n].reset_index(drop=True)
+    if task == "classification":
+        best = np.argmax(answers, axis=1)
+        sample[free("prediction")] = np.asarray(classes)[best]
+        sample[free("probability")] = answers[np.arange(n), best]
+    else:
+        sample[free("prediction")] = answers
+    return sample
+
+
 @dataclass
 class ExportedModel:
     """An exported inference artifact loaded back, with the labelled rows to score it on."""
@@ -289,6 +329,10 @@ class ExportedModel:
 
     def score(self) -> dict[str, float]:
         return task_metrics(self.labels, self.outputs(), self.classes, self.task)
+
+    def prediction_sample(self, outputs: np.ndarray) -> pd.DataFrame:
+        """:func:`prediction_sample` of these rows, given their ``outputs`` (:meth:`outputs`)."""
+        return prediction_sample(self.features, self.labels, outputs, self.classes, self.task)
 
 
 def load_for_scoring(model_dir: Path, table: pd.DataFrame, target: str) -> ExportedModel:

@@ -27,6 +27,7 @@ from trainflow.promotion.gate import (
 from trainflow.promotion.registry import current_actor, move_production_alias, realign_registry
 from trainflow.store.protocol import ArtifactStore
 from trainflow.store.records import ArtifactVersion, RunRecord
+from trainflow.store.wandb_backend import WandbArtifactStore, registry_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,6 +52,8 @@ class PromotionRun(Protocol):
     def table_limits(self) -> TableLimits: ...
 
     def say(self, message: str) -> None: ...
+
+    def warn(self, message: str) -> None: ...
 
     def resolve(self, param: str) -> ArtifactVersion: ...
 
@@ -150,6 +153,24 @@ def log_decision(run: PromotionRun, decision: Decision) -> None:
         run.log_metrics(decision.metrics, prefix="test_")
 
 
+def link_to_wandb_registry(run: PromotionRun, model: ArtifactVersion, alias: str) -> None:
+    """With W&B artifacts, link the version just promoted to the W&B Registry collection
+    named as the MLflow registered model (``wandb-registry-<wandb.registry>/<promote.registered_model_name>``)
+    with ``alias``. Called once the store's alias and the MLflow Model Registry's have moved:
+    the store's alias is the record, so a link that fails is a warning naming the fix and
+    leaves the promotion as it is (``prod`` moves on a passed gate, never on a failure)."""
+    registry = run.cfg.wandb.get("registry")
+    if not registry or not isinstance(run.store, WandbArtifactStore):
+        return
+    target = registry_path(registry, run.cfg.promote.registered_model_name)
+    try:
+        run.store.link_to_registry(model.ref, target, [alias])
+    except TrainflowError as error:
+        run.warn(f"{model.ref} is {alias!r} in the store and the MLflow Model Registry, not yet in W&B's: {error}")
+        return
+    run.say(f"linked {model.ref} to the W&B Registry: {target} with alias {alias!r}")
+
+
 def promote(run: PromotionRun) -> None:
     """Decide on the candidate (``model_artifact``) against the champion on the test set
     (``test_artifact``) and move ``promote.alias`` in the store and the registry when the
@@ -212,6 +233,7 @@ def promote(run: PromotionRun) -> None:
             f"promoted {model.ref} to {alias!r}{forced}; registered as models:/{registered.name}/{registered.version} "
             f"with alias {alias!r} (serve: models:/{registered.name}@{alias})"
         )
+        link_to_wandb_registry(run, model, alias)
         return
 
     run.store.record_promotion(

@@ -5,7 +5,8 @@ real ``wandb`` SDK.
 Each step opens one W&B run (``job_type`` = the step); inputs go through
 ``run.use_artifact`` (so W&B records lineage), outputs through ``wandb.Artifact`` +
 ``run.log_artifact`` followed by ``artifact.wait()`` before the step's temporary files
-go away. Aliases (``latest``, ``prod``, ``reference``) are W&B aliases.
+go away. Aliases (``latest``, ``prod``, ``reference``) are W&B aliases; promote_model also
+links the version it promotes into a W&B Registry collection (``link_to_registry``).
 
 W&B offline mode cannot consume artifacts (``use_artifact`` raises "Cannot use artifact
 when in offline mode"), which is why the local store is the default without an account.
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 # and every step on the local backend do not pay (docs/architecture.md#start-up).
 
 _VERSION = re.compile(r"v(\d+)")
+# A W&B Registry collection's path is wandb-registry-<registry>/<collection> (wandb.Run.link_artifact)
+REGISTRY_PREFIX = "wandb-registry-"
 # Set by the pipeline once it has said which backend it uses, so steps do not repeat it.
 ANNOUNCED_ENV = "TRAINFLOW_BACKEND_ANNOUNCED"
 
@@ -287,6 +290,24 @@ class WandbArtifactStore:
             self.update_metadata(candidate, {"promotions": [*history, dataclasses.asdict(entry)]})
         return entry
 
+    def link_to_registry(self, ref: str, target_path: str, aliases: Sequence[str]) -> None:
+        """Link version ``ref`` to the W&B Registry collection ``target_path`` (see
+        :func:`registry_path`) with ``aliases``, through the step's run
+        (``run.link_artifact``): W&B adds the version to the collection without copying it,
+        and moves each alias off the collection's other versions. Any failure is one
+        :class:`TrainflowError` saying how to link it by hand."""
+        run = self._require_run()
+        artifact = self._artifact(ref)
+        try:
+            run.link_artifact(artifact, target_path, aliases=list(aliases))
+        except Exception as error:  # CommError, ValueError, NotImplementedError (offline): all mean the same here
+            first = str(error).splitlines()[0] if str(error) else error.__class__.__name__
+            raise TrainflowError(
+                f"cannot link {ref} to the W&B Registry collection {target_path} ({first}); link it in the W&B UI "
+                f"(the version's 'Link to registry'), or with: python -c \"import wandb; "
+                f"wandb.Api().artifact('{self._path(ref)}').link('{target_path}', aliases={list(aliases)!r})\""
+            ) from None
+
     def inputs_of(self, version: ArtifactVersion) -> list[ArtifactVersion]:
         producer = self._artifact(version.ref).logged_by()
         return [] if producer is None else [self._version(a) for a in producer.used_artifacts()]
@@ -297,6 +318,12 @@ class WandbArtifactStore:
         prefix = f"{self.entity}/{self.project}" if self.entity else self.project
         versions = [self._version(a) for a in self.api.artifacts(latest.type, f"{prefix}/{name}")]
         return sorted(versions, key=lambda v: v.version)
+
+
+def registry_path(registry: str, collection: str) -> str:
+    """The W&B Registry collection ``collection`` of registry ``registry`` (``model`` is
+    W&B's own registry of models): ``wandb-registry-model/penguins-species``."""
+    return f"{REGISTRY_PREFIX}{registry.removeprefix(REGISTRY_PREFIX)}/{collection}"
 
 
 @contextlib.contextmanager
