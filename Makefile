@@ -20,7 +20,7 @@ TEST_EXTRAS ?= dev,boost
 comma := ,
 INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: run test test-slow test-torch fuzz docs setup lock clean
+.PHONY: run test test-slow test-torch fuzz docs setup browser lock clean
 
 setup: $(INSTALLED)
 
@@ -47,9 +47,16 @@ test:
 	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# Long loops (fault injection, scale) and the pipeline in isolated uv/virtualenv environments;
-# CI runs them before `make test`. Exit 5 means none exist yet.
-test-slow:
+# Debian's Chromium and its driver for the slow MLflow UI test (tests/e2e/test_mlflow_ui.py),
+# installed with apt-get (as root) only when either binary is missing.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; \
+	fi
+
+# Long loops (fault injection, scale), the pipeline in isolated uv/virtualenv environments
+# and MLflow's UI in a headless browser; CI runs them before `make test`. Exit 5 means none exist yet.
+test-slow: browser
 	$(MAKE) setup EXTRAS=$(TEST_EXTRAS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
