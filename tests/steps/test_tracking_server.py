@@ -82,9 +82,13 @@ def test_the_pipeline_logs_runs_metrics_and_the_registered_model_to_the_server(
 
     prod = client.get_model_version_by_alias("penguins-species", "prod")
     assert prod.tags["trainflow.artifact"] == "model_export:v0"
-    assert prod.run_id == by_step["promote_model"].info.run_id
+    # The version is train_model's LoggedModel, whose files the server keeps.
+    [model] = client.search_logged_models([experiment.experiment_id])
+    assert prod.source == f"models:/{model.model_id}" and prod.run_id == by_step["train_model"].info.run_id
     # The registered files, downloaded over HTTP, load as the model.
-    downloaded = client.download_artifacts(prod.run_id, "model", str(tmp_path))
+    downloaded = mlflow.artifacts.download_artifacts(
+        artifact_uri=model.artifact_location, dst_path=str(tmp_path / "model"), tracking_uri=uri
+    )
     assert mlflow.pyfunc.load_model(downloaded).metadata.signature is not None
 
     # Nothing went to the store's own database.
