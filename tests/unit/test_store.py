@@ -903,7 +903,7 @@ def test_verify_command_exits_non_zero_on_damage(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 1
-    assert "is missing" in result.stdout and "trainflow: error: " in result.stderr
+    assert "is missing" in result.stderr and "trainflow: error: " in result.stderr  # the problem, then the error line
 
 
 def test_projects_keep_their_names_apart(tmp_path: Path) -> None:
