@@ -221,6 +221,7 @@ def test_train_model_logs_one_mlflow_model_with_its_metrics_and_the_registry_nam
     registered = client.get_model_version_by_alias("penguins-species", "prod")
     assert registered.source == f"models:/{model.model_id}"
     assert registered.tags["trainflow.decision"] == "promoted" and registered.tags["trainflow.artifact"] == exported.ref
+    assert registered.tags["trainflow.data"] == "trainval_data.parquet:v0"
     described = client.get_registered_model("penguins-species")
     assert described.description.startswith("trainflow models of project penguins-species: classification of")
     assert described.tags["trainflow.target"] == "species"

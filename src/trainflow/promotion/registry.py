@@ -68,6 +68,9 @@ def version_tags(store: ArtifactStore, version: ArtifactVersion) -> dict[str, st
         tags[f"test.{metric}"] = f"{value:.6g}" if isinstance(value, (int, float)) else str(value)
     chain = lineage(store, version.ref)
     tags["lineage"] = " <- ".join(v.ref for _, v in chain)
+    trained_on = [v.ref for depth, v in chain if depth == 1]
+    if trained_on:
+        tags["data"] = ", ".join(trained_on)  # the version(s) of the table the model was trained on
     if version.run is not None:
         tags["train_run"] = version.run.run_id
         if version.run.git_commit:
