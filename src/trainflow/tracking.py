@@ -7,7 +7,7 @@ import os
 import sqlite3
 import subprocess
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -185,8 +185,23 @@ def log_table_input(
             name=name,
             digest=digest[:16],
         )
-        mlflow.log_input(dataset, context=context)
+        # Runs that log one table at the same moment (a parallel sweep's trials) race on its dataset row.
+        once_more_on_insert_race(mlflow.log_input, dataset, context=context)
     return dataset
+
+
+def once_more_on_insert_race(write: Callable[..., object], *args: object, **kwargs: object) -> None:
+    """``write(*args, **kwargs)`` (an MLflow call that looks for a row, then inserts it),
+    once more if it fails on a unique key: another process inserted the same row between the
+    two (runs logging one dataset, promotions setting one registry tag or alias at once). The
+    second call finds that row and updates or reuses it. Any other error is raised at once."""
+    try:
+        write(*args, **kwargs)
+    except MlflowException as error:
+        # SQLite: "UNIQUE constraint failed"; PostgreSQL: "duplicate key value violates unique constraint"
+        if "unique constraint" not in str(error).lower():
+            raise
+        write(*args, **kwargs)
 
 
 def log_metrics(metrics: Mapping[str, float], model_id: str | None = None, dataset: Dataset | None = None) -> None:

@@ -54,3 +54,45 @@ def test_experiments_are_marked_as_model_training_unless_they_say_a_kind(store_e
     mark_model_training(chosen)
     assert client.get_experiment(plain).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING
     assert client.get_experiment(chosen).tags[EXPERIMENT_KIND_TAG] == "genai_development"
+
+
+def test_a_table_that_another_run_logs_at_the_same_moment_is_logged_all_the_same(
+    store_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow checks for a dataset's row, then inserts it: two runs logging one table at once
+    (the trials of a parallel sweep) both insert, and the later fails on the unique key. Its
+    second call finds the row the other made."""
+    import pandas as pd
+
+    from trainflow.tracking import log_table_input
+
+    root = Path(store_env["TRAINFLOW_HOME"])
+    use_tracking(root)
+    table = pd.DataFrame({"x": [1.0, 2.0], "y": ["a", "b"]})
+    source = root / "table.parquet"
+    real, calls = mlflow.log_input, []
+
+    def racing(dataset, context=None):  # type: ignore[no-untyped-def]
+        calls.append(context)
+        if len(calls) == 1:  # the other run's row went in between this one's check and insert
+            with mlflow.start_run(nested=True):
+                real(dataset, context=context)
+            raise mlflow.exceptions.MlflowException(
+                "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, "
+                "datasets.digest"
+            )
+        real(dataset, context=context)
+
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    with mlflow.start_run() as run:
+        log_table_input(table, 2, "table.parquet:v0", "0" * 64, source, "training", target="y")
+    assert calls == ["training", "training"]
+    [logged] = mlflow.MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
+    assert logged.dataset.name == "table.parquet:v0"
+
+    def failing(dataset, context=None):  # type: ignore[no-untyped-def]
+        raise mlflow.exceptions.MlflowException("the server is down")
+
+    monkeypatch.setattr(mlflow, "log_input", failing)  # any other error is the step's, at once
+    with mlflow.start_run(), pytest.raises(mlflow.exceptions.MlflowException, match="the server is down"):
+        log_table_input(table, 2, "table.parquet:v1", "1" * 64, source, "training")

@@ -144,6 +144,8 @@ def describe_registered_model(name: str, version: ArtifactVersion) -> None:
     words stand) and tags naming the project, target and task of ``version``."""
     import mlflow
 
+    from trainflow.tracking import once_more_on_insert_race
+
     client = mlflow.MlflowClient()
     target, task = version.metadata.get("target"), version.metadata.get("task")
     if not client.get_registered_model(name).description:
@@ -159,7 +161,7 @@ def describe_registered_model(name: str, version: ArtifactVersion) -> None:
     described = {"project": version.project, "artifact": version.name, "target": target, "task": task}
     for key, value in described.items():
         if value:
-            client.set_registered_model_tag(name, TAG_PREFIX + key, str(value))
+            once_more_on_insert_race(client.set_registered_model_tag, name, TAG_PREFIX + key, str(value))
 
 
 def alias_holder(name: str, alias: str) -> int | None:
@@ -177,12 +179,14 @@ def set_alias(name: str, alias: str, version: int | None) -> None:
     """Point ``name@alias`` at ``version``; None removes the alias (undoing a first promotion)."""
     import mlflow
 
+    from trainflow.tracking import once_more_on_insert_race
+
     with _registry_errors(f"set alias {alias!r} of {name!r}"):
         client = mlflow.MlflowClient()
         if version is None:
             client.delete_registered_model_alias(name, alias)
         else:
-            client.set_registered_model_alias(name, alias, str(version))
+            once_more_on_insert_race(client.set_registered_model_alias, name, alias, str(version))
 
 
 def current_actor() -> str:
