@@ -12,9 +12,11 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 # The pyproject extras installed into .venv: `make test EXTRAS=dev,torch` adds torch, so
 # the PyTorch demo's tests run instead of being skipped (CI runs `make test-torch`, which
 # does this for the demo's tests only, last). The tests also install the boost extra
-# (LightGBM, XGBoost: 30 MB), whose custom-estimator tests are skipped without it.
+# (LightGBM, XGBoost: 30 MB), whose custom-estimator tests are skipped without it, and the
+# team extra (PostgreSQL's driver, boto3, rclone: about 120 MB) for the team-server test, and
+# the ray extra (Ray 2.60: about 250 MB) for the sweeps on a Ray cluster (tests/e2e/test_ray_sweeps.py).
 EXTRAS ?= dev
-TEST_EXTRAS ?= dev,boost
+TEST_EXTRAS ?= dev,boost,team,ray
 # One stamp per extras set, so asking for other extras installs them; the stamp also
 # depends on the pins, so changing either reinstalls.
 comma := ,
@@ -85,11 +87,12 @@ docs:
 	$(BIN)/mkdocs build --strict --site-dir "$(SITE_DIR)"
 
 # Re-resolve requirements.lock from pyproject.toml in a scratch environment, every extra
-# included so that the lock pins torch's, the boosters' and the docs tools' dependencies too.
+# included so that the lock pins torch's, the boosters', the docs tools', the team server's and
+# Ray's dependencies too.
 lock:
 	rm -rf /tmp/trainflow-lock && $(PYTHON) -m venv /tmp/trainflow-lock
 	/tmp/trainflow-lock/bin/python -m pip install --quiet --upgrade pip==26.3
-	/tmp/trainflow-lock/bin/python -m pip install --quiet -e ".[dev,torch,boost,docs]"
+	/tmp/trainflow-lock/bin/python -m pip install --quiet -e ".[dev,torch,boost,docs,team,ray]"
 	/tmp/trainflow-lock/bin/python -m pip freeze --exclude-editable > requirements.lock
 
 clean:
