@@ -22,7 +22,7 @@ TEST_EXTRAS ?= dev,boost,team,ray
 comma := ,
 INSTALLED := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: run test test-slow test-torch fuzz docs setup browser lock clean
+.PHONY: run test test-slow test-torch fuzz docs setup browser postgres team-server lock clean
 
 setup: $(INSTALLED)
 
@@ -56,9 +56,31 @@ browser:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; \
 	fi
 
-# Long loops (fault injection, scale), the pipeline in isolated uv/virtualenv environments
-# and MLflow's UI in a headless browser; CI runs them before `make test`. Exit 5 means none exist yet.
-test-slow: browser
+# Debian's PostgreSQL for the team server (scripts/team_server.py, tests/e2e/test_team_server.py),
+# installed with apt-get (as root) only when no initdb is found (Debian keeps it in
+# /usr/lib/postgresql/<version>/bin, off PATH). Debian's own cluster ("main", port 5432) is not
+# created: the drop-in below says so before the package's set-up runs; the script makes its own.
+postgres:
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		mkdir -p /etc/postgresql-common/createcluster.d && \
+		echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/trainflow.conf && \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; \
+	fi
+
+# A team's tracking server on this host, in the foreground until Ctrl+C: PostgreSQL, an S3 server
+# (rclone) and `mlflow server` with basic-auth, their state in TEAM_DIR (docs/team.md). Secrets
+# come from the environment, or are generated into $(TEAM_DIR)/secrets.env; TEAM_ARGS adds
+# options (e.g. TEAM_ARGS="--host 0.0.0.0 --port 5000").
+TEAM_DIR ?= $(CURDIR)/.trainflow-team
+TEAM_ARGS ?=
+team-server: postgres
+	$(MAKE) setup EXTRAS=team
+	$(BIN)/python scripts/team_server.py "$(TEAM_DIR)" $(TEAM_ARGS)
+
+# Long loops (fault injection, scale), the pipeline in isolated uv/virtualenv environments,
+# MLflow's UI in a headless browser and the team server (PostgreSQL, S3, mlflow server); CI runs
+# them before `make test`. Exit 5 means none exist yet.
+test-slow: browser postgres
 	$(MAKE) setup EXTRAS=$(TEST_EXTRAS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 

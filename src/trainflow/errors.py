@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import re
 import signal
 import sys
 import threading
@@ -65,6 +67,27 @@ def disk_full(error: BaseException, where: str) -> DiskFull:
     )
 
 
+def refused_by_tracking_server(error: BaseException) -> TrainflowError | None:
+    """The one-line error for an MLflow tracking server's refusal (HTTP 401: no or wrong
+    credentials; 403: the account may not do that), None for any other error. MLflow's
+    exception is recognised by its HTTP status, as this module imports nothing of MLflow."""
+    status = getattr(error, "get_http_status_code", None)
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not callable(status) or status() not in (401, 403) or not uri.startswith(("http://", "https://")):
+        return None
+    uri = re.sub(r"//[^/@]*@", "//", uri)  # never print credentials written into the URI
+    if status() == 401:
+        return TrainflowError(
+            f"the MLflow tracking server {uri} refused the request (HTTP 401, not authenticated): set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of that server"
+        )
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    return TrainflowError(
+        f"the MLflow tracking server {uri} refused the request (HTTP 403, permission denied) to the account "
+        f"{user!r}: ask the server's admin for a permission on the experiment or registered model"
+    )
+
+
 def user_error_line(prefix: str, error: TrainflowError) -> str:
     """``<prefix>: error: <message on one line>``, as every trainflow command reports an error."""
     return f"{prefix}: error: {' '.join(str(error).split())}"
@@ -82,6 +105,9 @@ def exit_on_user_error(prefix: str) -> Iterator[None]:
         except Exception as error:
             if is_disk_full(error):
                 raise disk_full(error, getattr(error, "filename", None) or "step output") from None
+            refused = refused_by_tracking_server(error)
+            if refused is not None:
+                raise refused from None
             raise
     except TrainflowError as error:
         line = str(error) if isinstance(error, StepFailed) else user_error_line(prefix, error)
