@@ -11,13 +11,13 @@ import json
 import os
 import re
 from dataclasses import asdict
-from itertools import product
 from pathlib import Path
 
 import mlflow
 import pytest
 from omegaconf import DictConfig
-from support.project import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, error_lines, pipeline_env, project_store, run_command
+from support.project import BIN_DIR, MLFLOW, PROJECT_DIR, copy_of, error_lines, project_store, run_command
+from support.sweeps import GRID, TREES, check_grid_sweep, make_split_store, sweep_of
 
 from trainflow.config.schema import load_config, resolve_paths, validate
 from trainflow.errors import ConfigError, TrainflowError
@@ -36,11 +36,6 @@ from trainflow.pipeline.sweeps import (
 from trainflow.store.local import LocalArtifactStore
 from trainflow.store.records import ArtifactVersion, RunRecord
 from trainflow.store.refs import CANDIDATE_ALIAS
-
-DEPTHS, TREES = ("2", "6"), ("3", "8")
-GRID = f"model.random_forest.max_depth={','.join(DEPTHS)} model.random_forest.n_estimators={','.join(TREES)}"
-SWEEP_LINE = re.compile(r"^\[sweep\] (\d{8}-\d{6}-[0-9a-f]{4}): trials nest under MLflow run ([0-9a-f]{32})", re.M)
-
 
 # -- the command line and the pieces, without running a pipeline --------------------------
 
@@ -166,88 +161,7 @@ def test_opening_a_sweep_makes_its_run_its_w_and_b_group_and_pins_its_inputs(
 
 @pytest.fixture(scope="module")
 def split_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store where split_data ran, as a sweep of train_model expects. The raw table is
-    logged directly (fetch_data and check_data have their own tests) to keep this quick."""
-    home = tmp_path_factory.mktemp("sweeps") / "home"
-    env = pipeline_env(home)
-    penguins = PROJECT_DIR / "data" / "penguins.csv"
-    project_store(home).log_artifact(penguins, "raw_data", "raw_data", metadata={"source": penguins.as_uri()})
-    result = run_command(
-        [
-            MLFLOW,
-            "run",
-            "components/split_data",
-            "--env-manager",
-            "local",
-            "--experiment-name",
-            "trainflow",
-            "-P",
-            "raw_artifact=raw_data:v0",
-        ],
-        env,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return home
-
-
-def _sweep_of(output: str) -> tuple[str, str]:
-    found = SWEEP_LINE.search(output)
-    assert found, output[-3000:]
-    return found.group(1), found.group(2)
-
-
-def _check_grid_sweep(home: Path, env: dict[str, str], output: str) -> tuple[str, list[ArtifactVersion]]:
-    """What every 2x2 sweep must leave: 4 trials, 4 models with their parameters and
-    metric, the best one as the candidate, nested MLflow runs, a summary, a sound store."""
-    sweep_id, parent_id = _sweep_of(output)
-    store = project_store(home)
-    models = store.list_versions("model_export")
-    assert len(models) == 4
-    assert {m.metadata["sweep"]["id"] for m in models} == {sweep_id}
-    assert sorted(m.metadata["sweep"]["trial"] for m in models) == [0, 1, 2, 3]
-    assert sorted(
-        (
-            m.metadata["sweep"]["params"]["model.random_forest.max_depth"],
-            m.metadata["sweep"]["params"]["model.random_forest.n_estimators"],
-        )
-        for m in models
-    ) == sorted(product(DEPTHS, TREES))
-    for model in models:  # the trial's parameters reached the model, and every trial read the same data
-        params = model.metadata["estimator_params"]
-        assert str(params["max_depth"]) == model.metadata["sweep"]["params"]["model.random_forest.max_depth"]
-        assert [v.ref for v in store.inputs_of(model)] == ["trainval_data.parquet:v0"]
-    auc = {m.ref: m.metadata["validation"]["roc_auc_ovo"] for m in models}
-    best = min(models, key=lambda m: (-auc[m.ref], m.version))
-    assert store.get(f"model_export:{CANDIDATE_ALIAS}").ref == best.ref
-    assert f"best: trial {best.metadata['sweep']['trial']}, {best.ref}" in output
-    assert store.verify().problems == []
-
-    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
-    parent = client.get_run(parent_id)
-    assert parent.data.tags["trainflow.sweep_id"] == sweep_id and parent.data.tags["trainflow.step"] == "sweep"
-    assert parent.info.run_name == f"sweep-{sweep_id}"
-    runs = client.search_runs([parent.info.experiment_id], f"tags.`trainflow.sweep_id` = '{sweep_id}'")
-    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
-    assert sorted(r.info.run_name for r in trials) == ["trial-0", "trial-1", "trial-2", "trial-3"]
-    assert all(r.info.status == "FINISHED" for r in runs)
-    steps = [r for r in runs if r.data.tags.get("trainflow.step") == "train_model"]
-    assert sorted(r.data.tags["mlflow.parentRunId"] for r in steps) == sorted(r.info.run_id for r in trials)
-    summary = mlflow.artifacts.load_dict(f"{parent.info.artifact_uri}/sweep_summary.json")
-    assert sorted((t["trial"], t["status"], t["outputs"]["model_export"]) for t in summary["trials"]) == sorted(
-        (m.metadata["sweep"]["trial"], "ok", m.ref) for m in models
-    )
-    assert "database is locked" not in output
-    # Hydra's job folders live in the store, not in the project
-    assert len(list((home / "hydra" / "multirun").glob("*/*/trial.json"))) == 4
-    # Each trial's Hydra log file holds that trial's messages, with their time
-    for model in models:
-        trial = model.metadata["sweep"]["trial"]
-        [log] = (home / "hydra" / "multirun").glob(f"*/{trial}/main.log")
-        text = log.read_text()
-        assert f"INFO [sweep] trial {trial}: " in text and f"INFO [train_model] logged {model.ref} " in text, text
-        others = {m.ref for m in models} - {model.ref}
-        assert not any(f"logged {ref} " in text for ref in others)
-    return sweep_id, models
+    return make_split_store(tmp_path_factory.mktemp("sweeps") / "home")
 
 
 def test_sequential_sweep_through_mlflow_run_then_test_and_promote_the_candidate(
@@ -272,7 +186,7 @@ def test_sequential_sweep_through_mlflow_run_then_test_and_promote_the_candidate
     )
     assert swept.returncode == 0, swept.stdout[-4000:] + swept.stderr[-3000:]
     output = swept.stdout + swept.stderr
-    _, models = _check_grid_sweep(home, env, output)
+    _, models = check_grid_sweep(home, env, output)
     assert "Launching 4 jobs locally" in output
     table = output[output.index("4 of 4 trial(s) succeeded") :].splitlines()[1:6]
     assert table[0].split()[:4] == [
@@ -325,10 +239,10 @@ def test_parallel_sweep_with_two_workers_through_main_py(split_store: Path, tmp_
     )
     assert swept.returncode == 0, swept.stdout[-4000:] + swept.stderr[-3000:]
     output = swept.stdout + swept.stderr
-    _check_grid_sweep(home, env, output)
+    check_grid_sweep(home, env, output)
     assert "Joblib.Parallel(n_jobs=2," in output  # sweep.n_jobs from config.yaml
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
-    _, parent_id = _sweep_of(output)
+    _, parent_id = sweep_of(output)
     parent = client.get_run(parent_id)
     # without `mlflow run`, the sweep made its own run and finished it
     assert parent.info.status == "FINISHED"
@@ -346,7 +260,7 @@ def test_a_failing_trial_is_reported_and_does_not_stop_the_others(split_store: P
     )
     assert swept.returncode == 1, swept.stdout[-4000:] + swept.stderr[-3000:]
     output = swept.stdout + swept.stderr
-    sweep_id, parent_id = _sweep_of(output)
+    sweep_id, parent_id = sweep_of(output)
     assert "1 of 2 trial(s) succeeded" in swept.stdout
     rows = [line.split() for line in swept.stdout.splitlines() if re.match(r"^  [01] ", line)]
     assert [row[:3] for row in rows] == [["0", "failed", "0"], ["1", "ok", "4"]]

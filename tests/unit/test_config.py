@@ -195,7 +195,7 @@ def test_unknown_step_fails_before_anything_runs(store_env: dict[str, str], proj
         ("+main.step=test_model", "unknown key main.step (did you mean main.steps?)"),
         ("+split.tst_size=0.3", "unknown key split.tst_size (did you mean split.test_size?)"),
         # a config group option that does not exist, once Hydra's dozen lines
-        ("hydra/launcher=bogus", "hydra/launcher has no option 'bogus'; available: basic, joblib"),
+        ("hydra/launcher=bogus", "hydra/launcher has no option 'bogus'; available: basic, joblib, ray"),
     ],
 )
 def test_bad_override_fails_in_one_line(store_env: dict[str, str], override: str, named: str) -> None:
@@ -216,7 +216,10 @@ def test_bad_group_in_hydra_options_fails_in_one_line(store_env: dict[str, str])
     result = run_command(command, store_env)
     assert result.returncode == 1
     [line] = error_lines(result.stderr)
-    assert "hydra/launcher has no option 'joblb'; did you mean hydra/launcher=joblib? available: basic, joblib" in line
+    assert (
+        "hydra/launcher has no option 'joblb'; did you mean hydra/launcher=joblib? available: basic, joblib, ray"
+        in line
+    )
     assert "Traceback" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
 
 

@@ -66,8 +66,8 @@ def test_open_sections_take_new_keys(project_dir: Path, overrides: list[str]) ->
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("hydra/launcher=bogus", "hydra/launcher has no option 'bogus'; available: basic, joblib"),
-        ("hydra/launcher=joblb", "did you mean hydra/launcher=joblib? available: basic, joblib"),
+        ("hydra/launcher=bogus", "hydra/launcher has no option 'bogus'; available: basic, joblib, ray"),
+        ("hydra/launcher=joblb", "did you mean hydra/launcher=joblib? available: basic, joblib, ray"),
         ("hydra/launcher=basic,bogus", "hydra/launcher has no option 'bogus'"),  # a sweep over launchers
         ("hydra/launchr=joblib", "there is no config group hydra/launchr; did you mean hydra/launcher?"),
         ("hydra/launcher=[", "bad configuration override 'hydra/launcher=['"),

@@ -3,9 +3,10 @@
     mlflow run . -P steps=train_model -P hydra_options="model.random_forest.max_depth=5,10,20 -m"
     python main.py -m main.steps=train_model model.random_forest.max_depth=5,10 hydra/launcher=joblib
 
-Hydra expands the sweep into jobs and its launcher runs them (one after another, or in
-worker processes with ``hydra/launcher=joblib``); each job runs the selected steps as an
-ordinary pipeline. This module makes the jobs one sweep:
+Hydra expands the sweep into jobs and its launcher runs them (one after another, in
+worker processes with ``hydra/launcher=joblib``, or on a Ray cluster with
+``hydra/launcher=ray``); each job runs the selected steps as an ordinary pipeline. This
+module makes the jobs one sweep:
 
 - :class:`SweepCallback` (``hydra.callbacks.sweep`` in ``config.yaml``) opens the sweep
   before any job starts: a sweep id, the sweep's MLflow run (the one ``mlflow run``
@@ -18,16 +19,26 @@ ordinary pipeline. This module makes the jobs one sweep:
 - After the last job, the callback prints and logs the table of trials and, with
   ``main.select_best=true``, points ``model_export:candidate`` at the best trial's model
   (:func:`select_best`, also ``trainflow sweeps best``).
+- :func:`launch_on_ray` is the Ray launcher's work (``hydra/launcher=ray``: the plugin class
+  lives in ``hydra_plugins.trainflow_ray_launcher``, where Hydra looks for launchers). Each
+  trial is a Ray task that gets the driver's ``TRAINFLOW_*``, ``MLFLOW_*`` and ``WANDB_*``
+  variables (the sweep's among them), checks that its node sees the sweep's store
+  (:func:`trial_problem`) and sends its record back, so that the summary needs no shared path.
+  Every trial records the node it ran on (``trainflow.node``).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import fnmatch
 import json
+import logging
 import math
 import os
 import secrets
+import socket
+import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -63,6 +74,8 @@ _trials_done: Any = None
 SWEEP_ENV = "TRAINFLOW_SWEEP"
 SWEEP_ID_TAG = "trainflow.sweep_id"
 TRIAL_TAG = "trainflow.sweep.trial"
+NODE_TAG = "trainflow.node"  # where a trial ran: its Ray node's address (else the host name)
+NODE_ID_TAG = "trainflow.node_id"  # its Ray node's id (under Ray only)
 ERROR_TAG = "trainflow.error"
 MODEL_ARTIFACT = "model_export"
 TRIAL_RECORD = "trial.json"
@@ -105,6 +118,9 @@ class SweepContext:
     pins: dict[str, str] = field(default_factory=dict)  # artifact name -> the exact version every trial reads
     trial: int | None = None
     params: dict[str, str] = field(default_factory=dict)  # the trial's overrides
+    store: str | None = None  # the local store every trial writes to (None: artifacts on W&B)
+    node: str | None = None  # inside a trial: where it runs (this_node)
+    node_id: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -140,7 +156,21 @@ def trial_run_args() -> dict[str, Any]:
 
 
 def trial_tags(trial: SweepContext) -> dict[str, str]:
-    return {SWEEP_ID_TAG: trial.id, TRIAL_TAG: str(trial.trial)}
+    tags = {SWEEP_ID_TAG: trial.id, TRIAL_TAG: str(trial.trial)}
+    if trial.node:
+        tags[NODE_TAG] = trial.node
+    if trial.node_id:
+        tags[NODE_ID_TAG] = trial.node_id
+    return tags
+
+
+def this_node() -> tuple[str, str | None]:
+    """``(address, Ray node id)`` of where this process runs: in a Ray task, its node's IP
+    address and id; elsewhere the host name and None."""
+    ray = sys.modules.get("ray")  # a Ray worker has imported it; nothing else here imports it
+    if ray is not None and ray.is_initialized():
+        return str(ray.util.get_node_ip_address()), str(ray.get_runtime_context().get_node_id())
+    return socket.gethostname(), None
 
 
 def trial_params(overrides: Sequence[str]) -> dict[str, str]:
@@ -175,6 +205,8 @@ class TrialRecord:
     seconds: float | None = None
     metric: float | None = None  # filled in by the summary from the model's metadata
     sweep_id: str | None = None  # the sweep that ran it: a reused hydra.sweep.dir holds older sweeps' records
+    node: str | None = None  # where it ran (this_node): a Ray node's address, else the host name
+    node_id: str | None = None  # its Ray node's id, under Ray
 
     @property
     def model(self) -> str | None:
@@ -199,7 +231,10 @@ def sweep_trial() -> Iterator[None]:
         yield
         return
     job = HydraConfig.get()
-    trial = replace(sweep, trial=int(job.job.num), params=trial_params(list(job.overrides.task)))
+    node, node_id = this_node()
+    trial = replace(
+        sweep, trial=int(job.job.num), params=trial_params(list(job.overrides.task)), node=node, node_id=node_id
+    )
     shown = " ".join(f"{key}={value}" for key, value in trial.params.items()) or "(defaults)"
     log.info(f"trial {trial.trial}: {shown}")
     os.environ[SWEEP_ENV] = trial.to_json()  # the trial's steps inherit it
@@ -227,6 +262,8 @@ def sweep_trial() -> Iterator[None]:
                 outputs,
                 round(time.perf_counter() - began, 2),
                 sweep_id=trial.id,
+                node=node,
+                node_id=node_id,
             ),
             Path(job.runtime.output_dir),
         )
@@ -395,17 +432,22 @@ def read_trials(sweep_dir: Path, sweep_id: str | None = None) -> list[TrialRecor
 
 def summary_rows(trials: Sequence[TrialRecord], metric: str, run_details: bool = True) -> list[tuple[str, ...]]:
     """The table of trials: number, the parameters that vary, the metric, the model; with
-    ``run_details``, also status, seconds and (when a trial failed) the errors."""
+    ``run_details``, also status, seconds, the node when trials ran on several (a Ray
+    cluster) and (when a trial failed) the errors."""
     keys = list(dict.fromkeys(key for trial in trials for key in trial.params))
     varying = [k for k in keys if len({trial.params.get(k) for trial in trials}) > 1] or keys
     errors = run_details and any(trial.error for trial in trials)
+    nodes = run_details and len({trial.node for trial in trials if trial.node}) > 1
     header = ["trial", *(["status"] if run_details else []), *varying, f"val_{metric.removeprefix('val_')}", "model"]
-    rows: list[tuple[str, ...]] = [(*header, *(["seconds"] if run_details else []), *(["error"] if errors else []))]
+    header += [*(["seconds"] if run_details else []), *(["node"] if nodes else []), *(["error"] if errors else [])]
+    rows: list[tuple[str, ...]] = [tuple(header)]
     for trial in trials:
         row = [str(trial.trial), *([trial.status] if run_details else []), *(trial.params.get(k, "-") for k in varying)]
         row += [f"{trial.metric:.4f}" if trial.metric is not None else "-", trial.model or "-"]
         if run_details:
             row.append(f"{trial.seconds:.1f}" if trial.seconds is not None else "-")
+        if nodes:
+            row.append(trial.node or "-")
         if errors:
             row.append((trial.error or "")[:160])
         rows.append(tuple(row))
@@ -459,8 +501,10 @@ class SweepCallback(Callback):
         client.set_tag(parent, "trainflow.step", "sweep")
         client.set_tag(parent, SWEEP_ID_TAG, sweep_id)
         os.environ.setdefault("WANDB_RUN_GROUP", cfg.wandb.group or f"sweep-{sweep_id}")
-        pins = pin_inputs(read_store(cfg, local), steps)
-        self.sweep = SweepContext(sweep_id, parent, pins)
+        store = read_store(cfg, local)
+        pins = pin_inputs(store, steps)
+        # A trial on another host must see this store (trial_problem); W&B artifacts need no path.
+        self.sweep = SweepContext(sweep_id, parent, pins, store=str(local.root) if store is local else None)
         os.environ[SWEEP_ENV] = self.sweep.to_json()
         reads = f"; every trial reads {', '.join(pins.values())}" if pins else ""
         log.info(f"{sweep_id}: trials nest under MLflow run {parent}{reads}")
@@ -606,3 +650,179 @@ def format_sweep(store: Any, sweep_id: str, metric: str, higher_is_better: bool)
     aliases = {v.ref: ", ".join(a for a in v.aliases if a != "latest") or "-" for v in models}
     rows = [(*rows[0], "aliases")] + [(*row, aliases[row[-1]]) for row in rows[1:]]  # the model is the last column
     return format_table(rows, indent="")
+
+
+# -- trials on a Ray cluster (hydra/launcher=ray) ---------------------------------------
+
+STORE_INDEX = "index.db"  # the local store's index (trainflow.store.local): a store without it is not there
+# Never sent to the cluster with the driver's variables: Ray shows a job's environment in its
+# dashboard and logs. Credentials belong in each node's environment (that of its `ray start`).
+SECRET_WORDS = ("KEY", "TOKEN", "PASSWORD", "SECRET", "CREDENTIAL")
+
+
+def ray_environment(patterns: Sequence[str], environ: Any = None) -> dict[str, str]:
+    """The driver's variables whose names match ``patterns`` (shell patterns), which every
+    trial gets whatever its node's environment: the store, the tracking URI, the sweep.
+    Names holding a credential word (:data:`SECRET_WORDS`) are left out."""
+    environ = os.environ if environ is None else environ
+    return {
+        name: value
+        for name, value in environ.items()
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+        and not any(word in name.upper() for word in SECRET_WORDS)
+    }
+
+
+def trial_problem(sweep: SweepContext, node: str) -> str | None:
+    """Why this node cannot run the sweep's trials, or None. A trial on another host writes
+    to the sweep's local store and (unless MLflow tracking is a server) its SQLite MLflow
+    database at the driver's paths: without them there it would start an empty store of its
+    own, so it stops first, in one line."""
+    if sweep.store is not None and not (Path(sweep.store) / STORE_INDEX).is_file():
+        return (
+            f"the artifact store {sweep.store} is not visible on node {node} (it has no "
+            f"{Path(sweep.store) / STORE_INDEX}): trials on other hosts need the store on a path every node shares, "
+            "or W&B artifacts (artifacts.backend=wandb)"
+        )
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return (
+            f"the MLflow database {uri.removeprefix('sqlite:///')} is not visible on node {node}: trials on other "
+            "hosts need MLFLOW_TRACKING_URI to name a tracking server every node reaches (or a path every node shares)"
+        )
+    return None
+
+
+def ray_trial(
+    hydra_context: Any, sweep_config: DictConfig, task_function: Any, singleton_state: dict[Any, Any]
+) -> tuple[Any, dict[str, Any] | None]:
+    """One trial, as a Ray task on some node: Hydra's job (``main.py``'s function, which
+    records the trial, see :func:`sweep_trial`) and the record it left, for the driver;
+    or no job and a failed record when this node cannot see the sweep's store."""
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import run_job, setup_globals
+
+    began = time.perf_counter()
+    sweep = current_sweep()
+    node, node_id = this_node()
+    problem = trial_problem(sweep, node) if sweep is not None else None
+    if sweep is not None and problem is not None:
+        number = int(sweep_config.hydra.job.num)
+        params = trial_params(list(sweep_config.hydra.overrides.task))
+        seconds = round(time.perf_counter() - began, 2)
+        failed = TrialRecord(
+            number, params, "failed", problem, seconds=seconds, sweep_id=sweep.id, node=node, node_id=node_id
+        )
+        return None, asdict(failed)
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    HydraConfig.instance().set_config(sweep_config)
+    job_return = run_job(
+        hydra_context=hydra_context,
+        task_function=task_function,
+        config=sweep_config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+    assert job_return.hydra_cfg is not None
+    saved = Path(str(job_return.hydra_cfg.hydra.runtime.output_dir)) / TRIAL_RECORD
+    return job_return, json.loads(saved.read_text()) if saved.is_file() else None
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in one line when nothing answers at the cluster's address: Ray itself would retry
+    for minutes. ``auto`` without RAY_ADDRESS is left to Ray (this machine's cluster, if any)."""
+    target = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
+    host, _, port = target.removeprefix("ray://").rpartition(":")
+    if not host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as error:
+        raise TrainflowError(
+            f"no Ray cluster answers at {target} ({_one_line(error)}): start one with `ray start --head` from this "
+            "project's environment and give the address it prints as hydra.launcher.address=HOST:PORT (or RAY_ADDRESS)"
+        ) from None
+
+
+def launch_on_ray(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Any]:
+    """The Ray launcher's ``launch``: connect to the cluster at ``launcher.address``, run
+    every job as a Ray task (``launcher.remote``: its resources, one CPU by default) with the
+    driver's variables (``launcher.env``), and write each trial's record into its job folder
+    here when the trial's node wrote it elsewhere (no shared path: W&B artifacts)."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # the trials' messages differ in numbers only: show each
+    with exit_on_user_error("trainflow"):
+        try:
+            import ray
+        except ImportError:
+            raise TrainflowError(
+                "hydra/launcher=ray needs Ray: install the ray extra (make setup EXTRAS=dev,ray, or pip install -c "
+                "requirements.lock -e '.[ray]')"
+            ) from None
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+    from omegaconf import open_dict
+
+    setup_globals()
+    config = launcher.config
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    init = dict(launcher.init)
+    runtime_env = dict(init.pop("runtime_env", None) or {})
+    runtime_env["env_vars"] = {**ray_environment(launcher.env), **(runtime_env.get("env_vars") or {})}
+    connected = not ray.is_initialized()
+    if connected:
+        with exit_on_user_error("trainflow"):
+            _check_reachable(launcher.address)
+            try:
+                ray.init(address=launcher.address, runtime_env=runtime_env, logging_level=logging.WARNING, **init)
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                raise TrainflowError(
+                    f"cannot join the Ray cluster at {launcher.address}: {_one_line(error)}; start one with "
+                    "`ray start --head` from this project's environment and give the address it prints as "
+                    "hydra.launcher.address=HOST:PORT (or RAY_ADDRESS)"
+                ) from None
+    try:
+        nodes = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+        cpus = ray.cluster_resources().get("CPU", 0)
+        address = ray.get_runtime_context().gcs_address
+        log.info(
+            f"Ray cluster at {address}: {len(nodes)} node(s) ({', '.join(nodes)}), {cpus:g} CPU(s); "
+            f"{len(job_overrides)} trial(s), each with {launcher.remote.get('num_cpus', 1)} CPU"
+        )
+        remote = ray.remote(**launcher.remote)(ray_trial)
+        singleton_state = Singleton.get_state()
+        launched = []
+        for number, overrides in enumerate(job_overrides, start=initial_job_idx):
+            sweep_config = launcher.hydra_context.config_loader.load_sweep_config(config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{number}"
+                sweep_config.hydra.job.num = number
+            log.debug(f"trial {number}: {' '.join(filter_overrides(overrides))}")
+            task = remote.remote(launcher.hydra_context, sweep_config, launcher.task_function, singleton_state)
+            launched.append((number, overrides, sweep_config, task))
+        returns = []
+        for number, overrides, sweep_config, task in launched:
+            try:
+                job_return, record = ray.get(task)
+            except ray.exceptions.RayError as error:  # its worker died (out of memory, a lost node)
+                error_line = f"its Ray task did not finish: {_one_line(error)[:300]}"
+                job_return, record = None, asdict(TrialRecord(number, trial_params(overrides), "lost", error_line))
+            job_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+            if record is not None and not (job_dir / TRIAL_RECORD).is_file():
+                _save_record(TrialRecord(**record), job_dir)  # the trial's node wrote it on its own disk
+            if job_return is None:
+                assert record is not None  # a trial that did not run is recorded failed or lost
+                log.info(f"trial {number} {record['status']}: {record['error']}")
+                job_return = JobReturn(
+                    overrides=list(overrides),
+                    hydra_cfg=sweep_config,
+                    working_dir=str(job_dir),
+                    task_name=str(sweep_config.hydra.job.name),
+                    status=JobStatus.COMPLETED,  # recorded, as sweep_trial records a failed trial
+                )
+            returns.append(job_return)
+        return returns
+    finally:
+        if connected:
+            ray.shutdown()  # ends this job's workers on every node

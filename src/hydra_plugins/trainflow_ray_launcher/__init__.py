@@ -1,0 +1,1 @@
+"""trainflow's Hydra launcher for Ray (``hydra/launcher=ray``): see ``ray_launcher``."""
