@@ -55,7 +55,7 @@ def main() -> None:
                 home, env = copy_of(base, Path(scratch) / f"run-{attempt}-{len(results[layout])}-{layout[:3]}")
                 with ray_cluster(LAYOUTS[layout]) as cluster:
                     command = [sys.executable, "main.py", "-m", "main.steps=train_model", *grid]
-                    command += ["hydra/launcher=ray", f"hydra.launcher.address={cluster.address}"]
+                    command += ["hydra/launcher=ray", f"hydra.launcher.ray.init.address={cluster.address}"]
                     measured = run_measured(command, env, cluster)
                 if measured.result.returncode != 0:
                     sys.exit(

@@ -1,5 +1,5 @@
-"""Sweeps on a Ray cluster: ``hydra/launcher=ray`` (``trainflow.pipeline.sweeps.launch_on_ray``,
-behind the launcher class in ``src/hydra_plugins/trainflow_ray_launcher``).
+"""Sweeps on a Ray cluster: ``hydra/launcher=ray``, Hydra's Ray launcher with trainflow's
+additions (``src/hydra_plugins/trainflow_ray_launcher``, ``trainflow.pipeline.sweeps.ray_launch``).
 
 The slow tests start a real cluster on loopback addresses of this machine
 (``support.ray_cluster``): a head node on 127.0.0.2 and a worker node on 127.0.0.3, one CPU
@@ -11,7 +11,12 @@ has no CPU but the cluster's one ``blind`` resource, so a trial goes there only 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +33,7 @@ from trainflow.pipeline.sweeps import (
     SweepContext,
     TrialRecord,
     ray_environment,
+    ray_launch,
     summary_rows,
     trial_problem,
 )
@@ -58,6 +64,18 @@ def test_trials_get_the_drivers_settings_but_never_its_credentials() -> None:
         "WANDB_PROJECT": "p",
     }
     assert ray_environment(["HOME"], environ) == {"HOME": "/root"}
+
+
+def test_without_the_ray_extra_the_launcher_says_how_to_install_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without hydra-ray-launcher the plugin module still imports (Hydra imports every plugin
+    whenever it starts), and a sweep with hydra/launcher=ray stops in one line."""
+    with pytest.raises(SystemExit) as stopped:
+        ray_launch(launcher=None, hydra_launch=None, job_overrides=[["a=1"]], initial_job_idx=0)
+    assert stopped.value.code == 1
+    assert error_lines(capsys.readouterr().err) == [
+        "trainflow: error: hydra/launcher=ray needs Ray and Hydra's Ray launcher: install the ray extra (make setup "
+        "EXTRAS=dev,ray, or pip install -c requirements.lock -e '.[ray]')"
+    ]
 
 
 def test_the_summary_shows_the_node_only_when_trials_ran_on_several() -> None:
@@ -114,7 +132,7 @@ def test_a_sweep_through_mlflow_run_runs_its_trials_on_two_ray_nodes(
     cluster: RayCluster, split_store: Path, tmp_path: Path
 ) -> None:
     home, env = copy_of(split_store, tmp_path)
-    options = f"{GRID} hydra/launcher=ray hydra.launcher.address={cluster.address} main.select_best=true -m"
+    options = f"{GRID} hydra/launcher=ray hydra.launcher.ray.init.address={cluster.address} main.select_best=true -m"
     command = [MLFLOW, "run", ".", "--env-manager", "local", "--experiment-name", "trainflow"]
     measured = run_measured([*command, "-P", "steps=train_model", "-P", f"hydra_options={options}"], env, cluster)
     swept = measured.result
@@ -169,10 +187,10 @@ def test_a_trial_on_a_node_that_cannot_see_the_store_fails_at_once_in_one_line(
             "main.steps=train_model",
             "model.random_forest.n_estimators=3,4",
             "hydra/launcher=ray",
-            f"hydra.launcher.address={cluster.address}",
+            f"hydra.launcher.ray.init.address={cluster.address}",
             # only the node that cannot see the store has this resource
-            "hydra.launcher.remote.num_cpus=0",
-            "+hydra.launcher.remote.resources.blind=1",
+            "hydra.launcher.ray.remote.num_cpus=0",
+            "+hydra.launcher.ray.remote.resources.blind=1",
         ],
         env,
         cluster,
@@ -211,11 +229,54 @@ def test_a_sweep_without_a_cluster_fails_in_one_line(store_env: dict[str, str]) 
     address = f"127.0.0.2:{free_port()}"  # nothing listens there: Ray itself would retry for minutes
     result = run_command(
         [str(BIN_DIR / "python"), "main.py", "-m", "main.steps=train_model", "model.random_forest.max_depth=2,3"]
-        + ["hydra/launcher=ray", f"hydra.launcher.address={address}"],
+        + ["hydra/launcher=ray", f"hydra.launcher.ray.init.address={address}"],
         store_env,
         timeout=120,
     )
     assert result.returncode == 1
     [line] = error_lines(result.stderr)
     assert line.startswith(f"trainflow: error: no Ray cluster answers at {address} (")
-    assert line.endswith("give the address it prints as hydra.launcher.address=HOST:PORT (or RAY_ADDRESS)")
+    assert line.endswith("give the address it prints as hydra.launcher.ray.init.address=HOST:PORT (or RAY_ADDRESS)")
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_dies_stops_the_sweep_in_one_line(
+    cluster: RayCluster, split_store: Path, tmp_path: Path
+) -> None:
+    """A worker killed mid-trial (as the OOM killer would) is not retried: Hydra's launcher
+    stops the sweep, trainflow says so in one line, and the sweep's run is FAILED."""
+    home, env = copy_of(split_store, tmp_path)
+    command = [str(BIN_DIR / "python"), "main.py", "-m", "main.steps=train_model"]
+    command += ["model.random_forest.n_estimators=300,301", "hydra/launcher=ray"]
+    command += [f"hydra.launcher.ray.init.address={cluster.address}"]
+    sweep = subprocess.Popen(
+        command, cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (trials := _running_trials(cluster)) and time.monotonic() < deadline and sweep.poll() is None:
+            time.sleep(0.2)
+        assert trials, "no trial started"
+        os.kill(trials[0], signal.SIGKILL)
+        out, err = sweep.communicate(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 1, out[-3000:] + err[-3000:]
+    [line] = error_lines(err)
+    assert line.startswith("trainflow: error: a trial's Ray task did not finish: "), line
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    [run] = client.search_runs(experiments, "tags.`trainflow.step` = 'sweep'")
+    assert run.info.status == "FAILED"
+    assert project_store(home).verify().problems == []
+
+
+def _running_trials(cluster: RayCluster) -> list[int]:
+    """The cluster's workers running a trial now (Ray titles such a process ``ray::_run_job``)."""
+    running = []
+    for pid in cluster.processes():
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_run_job"):
+                running.append(pid)
+    return running

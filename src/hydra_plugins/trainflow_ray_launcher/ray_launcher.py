@@ -1,52 +1,49 @@
-"""``hydra/launcher=ray``: a sweep's trials as tasks on a Ray cluster.
+"""``hydra/launcher=ray``: a sweep's trials as tasks on a Ray cluster, through Hydra's Ray
+launcher (``hydra-ray-launcher``) with what a trainflow sweep adds around it.
 
-Hydra takes launchers from the ``hydra_plugins`` namespace only, and imports every module
-there whenever it starts, so this class is all that lives here: the work is trainflow's
-(:func:`trainflow.pipeline.sweeps.launch_on_ray`), imported, with Ray, when a sweep
-launches. Its settings are in ``trainflow/conf/hydra/launcher/ray.yaml``.
+Hydra's launcher connects (``ray.init``), sends each job to the cluster as a Ray task
+(``ray.remote`` with ``hydra.launcher.ray.remote``) and runs it there with Hydra's
+``run_job``. trainflow's subclass adds, in :func:`trainflow.pipeline.sweeps.ray_launch`:
+the driver's ``TRAINFLOW_*``, ``MLFLOW_*`` and ``WANDB_*`` variables on every trial (never
+a credential), a check that the trial's node sees the sweep's store, the trial's record
+sent back to the driver, and one-line errors for a cluster that does not answer. Its
+settings are in ``trainflow/conf/hydra/launcher/ray.yaml``, which Hydra checks against
+Hydra's Ray launcher's schema (``ray.init``, ``ray.remote``).
 
-trainflow ships its own launcher rather than Hydra's ``hydra-ray-launcher``: every release
-of that plugin requires ``cloudpickle<3``, while the project's pins (joblib 1.6, which
-scikit-learn and the joblib launcher use) require cloudpickle 3.
+Hydra imports every module under ``hydra_plugins`` whenever it starts, with or without the
+``ray`` extra, so this module imports neither Ray nor Hydra's Ray launcher at import time
+when they are missing: the launcher then says in one line how to install them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+try:
+    from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher as HydraRayLauncher
+except ImportError:  # the ray extra is not installed: a sweep with hydra/launcher=ray says so when it starts
+    HydraRayLauncher = None  # type: ignore[assignment,misc]
 
 
-class RayLauncher(Launcher):
-    """Runs each job of a sweep as a Ray task on the cluster at ``address``."""
+class RayLauncher(Launcher if HydraRayLauncher is None else HydraRayLauncher):  # type: ignore[misc]
+    """Hydra's Ray launcher, with a trainflow sweep's variables, store check and records."""
 
-    def __init__(self, address: str = "auto", env: Sequence[str] = (), remote: Any = None, init: Any = None) -> None:
-        self.address = str(address)  # host:port of the head's GCS, or auto (RAY_ADDRESS, else this machine's cluster)
-        self.env = [str(pattern) for pattern in env]  # the driver's variables every trial gets (shell patterns)
-        self.remote: dict[str, Any] = _plain(remote)  # ray.remote options of each trial: num_cpus, resources, ...
-        self.init: dict[str, Any] = _plain(init)  # more ray.init arguments
+    def __init__(self, ray: DictConfig) -> None:
+        self.ray_cfg = ray  # Hydra's Ray launcher's settings: its ray.init and ray.remote arguments
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config = config
-        self.hydra_context = hydra_context
-        self.task_function = task_function
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from trainflow.pipeline.sweeps import launch_on_ray
+        from trainflow.pipeline.sweeps import ray_launch
 
-        return launch_on_ray(self, job_overrides, initial_job_idx)
-
-
-def _plain(node: Any) -> dict[str, Any]:
-    """A config node as a plain dict (Ray's calls take no OmegaConf containers)."""
-    if node is None:
-        return {}
-    plain: Any = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-    return {str(key): value for key, value in dict(plain).items()}
+        hydra_launch = None if HydraRayLauncher is None else super().launch
+        return ray_launch(self, hydra_launch, job_overrides, initial_job_idx)

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -239,6 +240,9 @@ def register_schema() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name=SCHEMA_NAME, node=TrainflowConfig)
+    # hydra/launcher=ray (trainflow/conf) is checked against Hydra's Ray launcher's schema of the
+    # same name, as meant: Hydra 1.3 still does so, and says it is deprecated on every sweep.
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
     if not OmegaConf.has_resolver(PROJECT_RESOLVER):
         OmegaConf.register_new_resolver(PROJECT_RESOLVER, project_name)
 

@@ -19,9 +19,9 @@ module makes the jobs one sweep:
 - After the last job, the callback prints and logs the table of trials and, with
   ``main.select_best=true``, points ``model_export:candidate`` at the best trial's model
   (:func:`select_best`, also ``trainflow sweeps best``).
-- :func:`launch_on_ray` is the Ray launcher's work (``hydra/launcher=ray``: the plugin class
-  lives in ``hydra_plugins.trainflow_ray_launcher``, where Hydra looks for launchers). Each
-  trial is a Ray task that gets the driver's ``TRAINFLOW_*``, ``MLFLOW_*`` and ``WANDB_*``
+- :func:`ray_launch` is trainflow's part of ``hydra/launcher=ray`` (Hydra's Ray launcher,
+  ``hydra-ray-launcher``, subclassed in ``hydra_plugins.trainflow_ray_launcher``). Each trial
+  is a Ray task that gets the driver's ``TRAINFLOW_*``, ``MLFLOW_*`` and ``WANDB_*``
   variables (the sweep's among them), checks that its node sees the sweep's store
   (:func:`trial_problem`) and sends its record back, so that the summary needs no shared path.
   Every trial records the node it ran on (``trainflow.node``).
@@ -32,6 +32,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fnmatch
+import functools
 import json
 import logging
 import math
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -658,6 +660,8 @@ STORE_INDEX = "index.db"  # the local store's index (trainflow.store.local): a s
 # Never sent to the cluster with the driver's variables: Ray shows a job's environment in its
 # dashboard and logs. Credentials belong in each node's environment (that of its `ray start`).
 SECRET_WORDS = ("KEY", "TOKEN", "PASSWORD", "SECRET", "CREDENTIAL")
+# The driver's variables every trial gets: the store, MLflow tracking, W&B settings, the sweep.
+FORWARDED = ("TRAINFLOW_*", "MLFLOW_*", "WANDB_*")
 
 
 def ray_environment(patterns: Sequence[str], environ: Any = None) -> dict[str, str]:
@@ -693,136 +697,99 @@ def trial_problem(sweep: SweepContext, node: str) -> str | None:
     return None
 
 
-def ray_trial(
-    hydra_context: Any, sweep_config: DictConfig, task_function: Any, singleton_state: dict[Any, Any]
-) -> tuple[Any, dict[str, Any] | None]:
-    """One trial, as a Ray task on some node: Hydra's job (``main.py``'s function, which
-    records the trial, see :func:`sweep_trial`) and the record it left, for the driver;
-    or no job and a failed record when this node cannot see the sweep's store."""
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import run_job, setup_globals
-
-    began = time.perf_counter()
+def ray_trial(task_function: Any, cfg: DictConfig) -> dict[str, Any] | None:
+    """One trial in its Ray task on some node, inside Hydra's ``run_job`` (the Ray launcher
+    runs this in place of ``main.py``'s function): check that this node sees the sweep's
+    store, run the trial (:func:`sweep_trial` records it), and return its record, which the
+    driver keeps when this node's disk is not the driver's."""
     sweep = current_sweep()
     node, node_id = this_node()
+    job = HydraConfig.get()
     problem = trial_problem(sweep, node) if sweep is not None else None
-    if sweep is not None and problem is not None:
-        number = int(sweep_config.hydra.job.num)
-        params = trial_params(list(sweep_config.hydra.overrides.task))
-        seconds = round(time.perf_counter() - began, 2)
-        failed = TrialRecord(
-            number, params, "failed", problem, seconds=seconds, sweep_id=sweep.id, node=node, node_id=node_id
-        )
-        return None, asdict(failed)
-    setup_globals()
-    Singleton.set_state(singleton_state)
-    HydraConfig.instance().set_config(sweep_config)
-    job_return = run_job(
-        hydra_context=hydra_context,
-        task_function=task_function,
-        config=sweep_config,
-        job_dir_key="hydra.sweep.dir",
-        job_subdir_key="hydra.sweep.subdir",
-    )
-    assert job_return.hydra_cfg is not None
-    saved = Path(str(job_return.hydra_cfg.hydra.runtime.output_dir)) / TRIAL_RECORD
-    return job_return, json.loads(saved.read_text()) if saved.is_file() else None
+    if sweep is not None and problem is not None:  # stop before a run or a step starts an empty store here
+        number = int(job.job.num)
+        log.info(f"trial {number} failed: {problem}")
+        params = trial_params(list(job.overrides.task))
+        return asdict(TrialRecord(number, params, "failed", problem, sweep_id=sweep.id, node=node, node_id=node_id))
+    task_function(cfg)
+    saved = Path(job.runtime.output_dir) / TRIAL_RECORD
+    return json.loads(saved.read_text()) if saved.is_file() else None
 
 
-def _check_reachable(address: str) -> None:
+def _check_reachable(address: str | None) -> None:
     """Fail in one line when nothing answers at the cluster's address: Ray itself would retry
-    for minutes. ``auto`` without RAY_ADDRESS is left to Ray (this machine's cluster, if any)."""
-    target = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
+    for minutes. ``auto`` (or none) without RAY_ADDRESS is left to Ray (this machine's cluster)."""
+    target = os.environ.get("RAY_ADDRESS", "") if address in (None, "auto") else str(address)
     host, _, port = target.removeprefix("ray://").rpartition(":")
     if not host:
         return
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except (OSError, ValueError) as error:
-        raise TrainflowError(
-            f"no Ray cluster answers at {target} ({_one_line(error)}): start one with `ray start --head` from this "
-            "project's environment and give the address it prints as hydra.launcher.address=HOST:PORT (or RAY_ADDRESS)"
-        ) from None
+        raise TrainflowError(f"no Ray cluster answers at {target} ({_one_line(error)}): {START_RAY}") from None
 
 
-def launch_on_ray(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Any]:
-    """The Ray launcher's ``launch``: connect to the cluster at ``launcher.address``, run
-    every job as a Ray task (``launcher.remote``: its resources, one CPU by default) with the
-    driver's variables (``launcher.env``), and write each trial's record into its job folder
-    here when the trial's node wrote it elsewhere (no shared path: W&B artifacts)."""
+START_RAY = (
+    "start one with `ray start --head` from this project's environment and give the address it prints as "
+    "hydra.launcher.ray.init.address=HOST:PORT (or RAY_ADDRESS)"
+)
+
+
+def ray_launch(
+    launcher: Any, hydra_launch: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> Sequence[Any]:
+    """The work of trainflow's Ray launcher around Hydra's (``hydra_launch``, which sends each
+    job to the cluster as a Ray task and runs it there with Hydra's ``run_job``): join the
+    cluster at ``ray.init.address`` with the driver's variables (:data:`FORWARDED`) in every
+    trial's environment, run each trial through :func:`ray_trial`, and write the record of a
+    trial whose node wrote it on its own disk (no shared path: W&B artifacts) into its job
+    folder here."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # the trials' messages differ in numbers only: show each
+    if not sys.stdout.isatty():  # Ray colours the "(_run_job pid=...)" prefix of the trials' lines in a log too
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     with exit_on_user_error("trainflow"):
-        try:
-            import ray
-        except ImportError:
+        if hydra_launch is None:
             raise TrainflowError(
-                "hydra/launcher=ray needs Ray: install the ray extra (make setup EXTRAS=dev,ray, or pip install -c "
-                "requirements.lock -e '.[ray]')"
-            ) from None
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
-    from omegaconf import open_dict
+                "hydra/launcher=ray needs Ray and Hydra's Ray launcher: install the ray extra (make setup "
+                "EXTRAS=dev,ray, or pip install -c requirements.lock -e '.[ray]')"
+            )
+    import ray
 
-    setup_globals()
-    config = launcher.config
-    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
-    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    init = dict(launcher.init)
+    init: dict[str, Any] = OmegaConf.to_container(launcher.ray_cfg.init, resolve=True)  # type: ignore[assignment]
     runtime_env = dict(init.pop("runtime_env", None) or {})
-    runtime_env["env_vars"] = {**ray_environment(launcher.env), **(runtime_env.get("env_vars") or {})}
-    connected = not ray.is_initialized()
+    runtime_env["env_vars"] = {**ray_environment(FORWARDED), **(runtime_env.get("env_vars") or {})}
+    connected = not ray.is_initialized()  # else Hydra's launcher uses the connection there is
     if connected:
         with exit_on_user_error("trainflow"):
-            _check_reachable(launcher.address)
+            _check_reachable(init.get("address"))
             try:
-                ray.init(address=launcher.address, runtime_env=runtime_env, logging_level=logging.WARNING, **init)
+                ray.init(**init, runtime_env=runtime_env, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as error:
                 raise TrainflowError(
-                    f"cannot join the Ray cluster at {launcher.address}: {_one_line(error)}; start one with "
-                    "`ray start --head` from this project's environment and give the address it prints as "
-                    "hydra.launcher.address=HOST:PORT (or RAY_ADDRESS)"
+                    f"cannot join the Ray cluster at {init.get('address')}: {_one_line(error)}; {START_RAY}"
                 ) from None
+    task_function = launcher.task_function
     try:
         nodes = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
         cpus = ray.cluster_resources().get("CPU", 0)
-        address = ray.get_runtime_context().gcs_address
+        each = OmegaConf.select(launcher.ray_cfg, "remote.num_cpus", default=1)
         log.info(
-            f"Ray cluster at {address}: {len(nodes)} node(s) ({', '.join(nodes)}), {cpus:g} CPU(s); "
-            f"{len(job_overrides)} trial(s), each with {launcher.remote.get('num_cpus', 1)} CPU"
+            f"Ray cluster at {ray.get_runtime_context().gcs_address}: {len(nodes)} node(s) ({', '.join(nodes)}), "
+            f"{cpus:g} CPU(s); {len(job_overrides)} trial(s), each with {each} CPU"
         )
-        remote = ray.remote(**launcher.remote)(ray_trial)
-        singleton_state = Singleton.get_state()
-        launched = []
-        for number, overrides in enumerate(job_overrides, start=initial_job_idx):
-            sweep_config = launcher.hydra_context.config_loader.load_sweep_config(config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{number}"
-                sweep_config.hydra.job.num = number
-            log.debug(f"trial {number}: {' '.join(filter_overrides(overrides))}")
-            task = remote.remote(launcher.hydra_context, sweep_config, launcher.task_function, singleton_state)
-            launched.append((number, overrides, sweep_config, task))
-        returns = []
-        for number, overrides, sweep_config, task in launched:
+        launcher.task_function = functools.partial(ray_trial, task_function)
+        with exit_on_user_error("trainflow"):
             try:
-                job_return, record = ray.get(task)
-            except ray.exceptions.RayError as error:  # its worker died (out of memory, a lost node)
-                error_line = f"its Ray task did not finish: {_one_line(error)[:300]}"
-                job_return, record = None, asdict(TrialRecord(number, trial_params(overrides), "lost", error_line))
-            job_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+                returns = hydra_launch(job_overrides, initial_job_idx)
+            except ray.exceptions.RayError as error:  # a trial's worker died (out of memory, a lost node)
+                raise TrainflowError(f"a trial's Ray task did not finish: {_one_line(error)[:300]}") from None
+        for job_return in returns:
+            record = job_return.return_value if job_return.status == JobStatus.COMPLETED else None
+            job_dir = Path(str(job_return.hydra_cfg.hydra.runtime.output_dir))
             if record is not None and not (job_dir / TRIAL_RECORD).is_file():
                 _save_record(TrialRecord(**record), job_dir)  # the trial's node wrote it on its own disk
-            if job_return is None:
-                assert record is not None  # a trial that did not run is recorded failed or lost
-                log.info(f"trial {number} {record['status']}: {record['error']}")
-                job_return = JobReturn(
-                    overrides=list(overrides),
-                    hydra_cfg=sweep_config,
-                    working_dir=str(job_dir),
-                    task_name=str(sweep_config.hydra.job.name),
-                    status=JobStatus.COMPLETED,  # recorded, as sweep_trial records a failed trial
-                )
-            returns.append(job_return)
         return returns
     finally:
+        launcher.task_function = task_function
         if connected:
-            ray.shutdown()  # ends this job's workers on every node
+            ray.shutdown()  # ends this sweep's workers on every node
