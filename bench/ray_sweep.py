@@ -10,6 +10,7 @@ store, and stops the cluster:
 - one node, 1 CPU: the trials one at a time;
 - two nodes (127.0.0.2, 127.0.0.3), 1 CPU each: two at a time, one on each node;
 - one node, 2 CPUs: two at a time on one node (the same cores as two nodes, one node's memory).
+- and, without Ray, Hydra's basic launcher (one at a time) and the joblib launcher (two at a time).
 
 With --repeat N the layouts alternate (forwards, then backwards, ...) and the best wall time
 of each is printed with the peak resident memory of that sweep (the driver, the trials'
@@ -19,6 +20,7 @@ workers and the cluster's daemons together) and of the idle cluster.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -30,10 +32,13 @@ from support.project import copy_of
 from support.ray_cluster import ray_cluster, run_measured
 from support.sweeps import GRID, make_split_store
 
+# layout -> the cluster's nodes (address, CPUs) and the launcher; no nodes: no cluster
 LAYOUTS = {
-    "one node, 1 CPU": [("127.0.0.2", 1)],
-    "two nodes, 1 CPU each": [("127.0.0.2", 1), ("127.0.0.3", 1)],
-    "one node, 2 CPUs": [("127.0.0.2", 2)],
+    "one node, 1 CPU": ([("127.0.0.2", 1)], ["hydra/launcher=ray"]),
+    "two nodes, 1 CPU each": ([("127.0.0.2", 1), ("127.0.0.3", 1)], ["hydra/launcher=ray"]),
+    "one node, 2 CPUs": ([("127.0.0.2", 2)], ["hydra/launcher=ray"]),
+    "no Ray: Hydra's basic": ([], []),
+    "no Ray: joblib, 2 jobs": ([], ["hydra/launcher=joblib", "sweep.n_jobs=2"]),
 }
 
 
@@ -53,9 +58,11 @@ def main() -> None:
         for attempt in range(args.repeat):
             for layout in LAYOUTS if attempt % 2 == 0 else reversed(LAYOUTS):
                 home, env = copy_of(base, Path(scratch) / f"run-{attempt}-{len(results[layout])}-{layout[:3]}")
-                with ray_cluster(LAYOUTS[layout]) as cluster:
-                    command = [sys.executable, "main.py", "-m", "main.steps=train_model", *grid]
-                    command += ["hydra/launcher=ray", f"hydra.launcher.ray.init.address={cluster.address}"]
+                nodes, launcher = LAYOUTS[layout]
+                with ray_cluster(nodes) if nodes else contextlib.nullcontext() as cluster:
+                    command = [sys.executable, "main.py", "-m", "main.steps=train_model", *grid, *launcher]
+                    if cluster is not None:
+                        command.append(f"hydra.launcher.ray.init.address={cluster.address}")
                     measured = run_measured(command, env, cluster)
                 if measured.result.returncode != 0:
                     sys.exit(
@@ -71,10 +78,8 @@ def main() -> None:
     )
     for layout, runs in results.items():
         seconds, peak, idle = min(runs)
-        print(
-            f"{layout + ':':24s}{seconds:6.1f} s wall, peak resident {peak / 2**30:5.2f} GiB "
-            f"(the idle cluster {idle / 2**30:.2f} GiB)"
-        )
+        cluster = f" (the idle cluster {idle / 2**30:.2f} GiB)" if LAYOUTS[layout][0] else ""
+        print(f"{layout + ':':24s}{seconds:6.1f} s wall, peak resident {peak / 2**30:5.2f} GiB{cluster}")
 
 
 if __name__ == "__main__":

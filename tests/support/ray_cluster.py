@@ -158,15 +158,17 @@ class Measured:
     idle_bytes: int  # the cluster's resident memory before the command started
 
 
-def run_measured(args: list[str], env: dict[str, str], cluster: RayCluster, timeout: float = 600) -> Measured:
+def run_measured(args: list[str], env: dict[str, str], cluster: RayCluster | None, timeout: float = 600) -> Measured:
     """Run a command from the project's folder; its wall time, and the peak resident memory
-    of it, its children and the cluster's processes (nodes and trial workers), sampled every 0.2 s."""
-    idle = resident_bytes(cluster.processes())
+    of it, its children and the cluster's processes (nodes and trial workers; None: no
+    cluster), sampled every 0.2 s."""
+    cluster_processes = cluster.processes if cluster is not None else list
+    idle = resident_bytes(cluster_processes())
     began = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen(args, cwd=PROJECT_DIR, env=env, stdout=out, stderr=err, text=True)
         with PeakMemory(interval=0.2) as memory:
-            memory.watch("command and cluster", lambda: descendants([process.pid]) + cluster.processes())
+            memory.watch("command and cluster", lambda: descendants([process.pid]) + cluster_processes())
             returncode = process.wait(timeout=timeout)
         seconds = time.perf_counter() - began
         out.seek(0)
