@@ -697,23 +697,24 @@ def trial_problem(sweep: SweepContext, node: str) -> str | None:
     return None
 
 
-def ray_trial(task_function: Any, cfg: DictConfig) -> dict[str, Any] | None:
+def ray_trial(task_function: Any, cfg: DictConfig) -> tuple[dict[str, Any], bool] | None:
     """One trial in its Ray task on some node, inside Hydra's ``run_job`` (the Ray launcher
     runs this in place of ``main.py``'s function): check that this node sees the sweep's
-    store, run the trial (:func:`sweep_trial` records it), and return its record, which the
-    driver keeps when this node's disk is not the driver's."""
+    store, run the trial (:func:`sweep_trial` records it and says how it ended), and return
+    its record, which the driver keeps when this node's disk is not the driver's, and whether
+    the trial ran (else the driver says why it did not: a node's output reaches the driver
+    late, or after it exited)."""
     sweep = current_sweep()
     node, node_id = this_node()
     job = HydraConfig.get()
     problem = trial_problem(sweep, node) if sweep is not None else None
     if sweep is not None and problem is not None:  # stop before a run or a step starts an empty store here
-        number = int(job.job.num)
-        log.info(f"trial {number} failed: {problem}")
         params = trial_params(list(job.overrides.task))
-        return asdict(TrialRecord(number, params, "failed", problem, sweep_id=sweep.id, node=node, node_id=node_id))
+        failed = TrialRecord(int(job.job.num), params, "failed", problem, sweep_id=sweep.id, node=node, node_id=node_id)
+        return asdict(failed), False
     task_function(cfg)
     saved = Path(job.runtime.output_dir) / TRIAL_RECORD
-    return json.loads(saved.read_text()) if saved.is_file() else None
+    return (json.loads(saved.read_text()), True) if saved.is_file() else None
 
 
 def _check_reachable(address: str | None) -> None:
@@ -784,10 +785,15 @@ def ray_launch(
             except ray.exceptions.RayError as error:  # a trial's worker died (out of memory, a lost node)
                 raise TrainflowError(f"a trial's Ray task did not finish: {_one_line(error)[:300]}") from None
         for job_return in returns:
-            record = job_return.return_value if job_return.status == JobStatus.COMPLETED else None
+            outcome = job_return.return_value if job_return.status == JobStatus.COMPLETED else None
+            if outcome is None:
+                continue
+            record, ran = outcome
             job_dir = Path(str(job_return.hydra_cfg.hydra.runtime.output_dir))
-            if record is not None and not (job_dir / TRIAL_RECORD).is_file():
-                _save_record(TrialRecord(**record), job_dir)  # the trial's node wrote it on its own disk
+            if not (job_dir / TRIAL_RECORD).is_file():
+                _save_record(TrialRecord(**record), job_dir)  # the trial's node kept it on its own disk
+            if not ran:
+                log.info(f"trial {record['trial']} failed: {record['error']}")
         return returns
     finally:
         launcher.task_function = task_function
