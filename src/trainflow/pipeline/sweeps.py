@@ -754,48 +754,58 @@ def ray_launch(
                 "hydra/launcher=ray needs Ray and Hydra's Ray launcher: install the ray extra (make setup "
                 "EXTRAS=dev,ray, or pip install -c requirements.lock -e '.[ray]')"
             )
-    import ray
+        import ray
 
-    init: dict[str, Any] = OmegaConf.to_container(launcher.ray_cfg.init, resolve=True)  # type: ignore[assignment]
-    runtime_env = dict(init.pop("runtime_env", None) or {})
-    runtime_env["env_vars"] = {**ray_environment(FORWARDED), **(runtime_env.get("env_vars") or {})}
-    connected = not ray.is_initialized()  # else Hydra's launcher uses the connection there is
-    if connected:
-        with exit_on_user_error("trainflow"):
-            _check_reachable(init.get("address"))
-            try:
-                ray.init(**init, runtime_env=runtime_env, logging_level=logging.WARNING)
-            except (ConnectionError, RuntimeError, ValueError) as error:
-                raise TrainflowError(
-                    f"cannot join the Ray cluster at {init.get('address')}: {_one_line(error)}; {START_RAY}"
-                ) from None
-    task_function = launcher.task_function
-    try:
-        nodes = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
-        cpus = ray.cluster_resources().get("CPU", 0)
-        each = OmegaConf.select(launcher.ray_cfg, "remote.num_cpus", default=1)
-        log.info(
-            f"Ray cluster at {ray.get_runtime_context().gcs_address}: {len(nodes)} node(s) ({', '.join(nodes)}), "
-            f"{cpus:g} CPU(s); {len(job_overrides)} trial(s), each with {each} CPU"
-        )
+        joined = _join_ray_cluster(launcher.ray_cfg.init)  # else Hydra's launcher uses the connection there is
+        task_function = launcher.task_function
         launcher.task_function = functools.partial(ray_trial, task_function)
-        with exit_on_user_error("trainflow"):
+        try:
+            nodes = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+            cpus = ray.cluster_resources().get("CPU", 0)
+            each = OmegaConf.select(launcher.ray_cfg, "remote.num_cpus", default=1)
+            log.info(
+                f"Ray cluster at {ray.get_runtime_context().gcs_address}: {len(nodes)} node(s) "
+                f"({', '.join(nodes)}), {cpus:g} CPU(s); {len(job_overrides)} trial(s), each with {each} CPU"
+            )
             try:
                 returns = hydra_launch(job_overrides, initial_job_idx)
             except ray.exceptions.RayError as error:  # a trial's worker died (out of memory, a lost node)
                 raise TrainflowError(f"a trial's Ray task did not finish: {_one_line(error)[:300]}") from None
-        for job_return in returns:
-            outcome = job_return.return_value if job_return.status == JobStatus.COMPLETED else None
-            if outcome is None:
-                continue
-            record, ran = outcome
-            job_dir = Path(str(job_return.hydra_cfg.hydra.runtime.output_dir))
-            if not (job_dir / TRIAL_RECORD).is_file():
-                _save_record(TrialRecord(**record), job_dir)  # the trial's node kept it on its own disk
-            if not ran:
-                log.info(f"trial {record['trial']} failed: {record['error']}")
-        return returns
-    finally:
-        launcher.task_function = task_function
-        if connected:
-            ray.shutdown()  # ends this sweep's workers on every node
+            for job_return in returns:
+                if job_return.status == JobStatus.COMPLETED and job_return.return_value is not None:
+                    record, ran = job_return.return_value
+                    _keep_ray_record(record, ran, Path(str(job_return.hydra_cfg.hydra.runtime.output_dir)))
+            return returns
+        finally:
+            launcher.task_function = task_function
+            if joined:
+                ray.shutdown()  # ends this sweep's workers on every node
+
+
+def _join_ray_cluster(init_config: DictConfig) -> bool:
+    """``ray.init`` with ``init_config`` (the launcher's ``ray.init``) and the driver's
+    variables added to its ``runtime_env``; False when this process had joined one already."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    init: dict[str, Any] = OmegaConf.to_container(init_config, resolve=True)  # type: ignore[assignment]
+    runtime_env = dict(init.pop("runtime_env", None) or {})
+    runtime_env["env_vars"] = {**ray_environment(FORWARDED), **(runtime_env.get("env_vars") or {})}
+    _check_reachable(init.get("address"))
+    try:
+        ray.init(**init, runtime_env=runtime_env, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise TrainflowError(
+            f"cannot join the Ray cluster at {init.get('address')}: {_one_line(error)}; {START_RAY}"
+        ) from None
+    return True
+
+
+def _keep_ray_record(record: dict[str, Any], ran: bool, job_dir: Path) -> None:
+    """A trial's record (:func:`ray_trial`), saved in its job folder here when its node kept
+    it on its own disk; the reason it did not run, said here (its node's output may come late)."""
+    if not (job_dir / TRIAL_RECORD).is_file():
+        _save_record(TrialRecord(**record), job_dir)
+    if not ran:
+        log.info(f"trial {record['trial']} failed: {record['error']}")
