@@ -1,7 +1,7 @@
-"""trainflow's Hydra configs (``pkg://trainflow.conf``) on every Hydra search path of this
-environment, so that ``hydra/launcher=ray`` is an option wherever Hydra lists or composes
-choices, before ``config.yaml``'s own ``hydra.searchpath`` applies (``main.py`` checks a
-group choice up front, without composing the config)."""
+"""trainflow's Hydra configs (``pkg://trainflow.conf``: its logging, ``hydra/launcher=ray``)
+on every Hydra search path of this environment: ``main.py``'s run and its up-front check of
+a group choice (made without composing ``config.yaml``), a step's composition and Hydra's
+own listings all find them, with no ``hydra.searchpath`` in ``config.yaml``."""
 
 from __future__ import annotations
 
