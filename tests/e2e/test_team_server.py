@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -57,7 +58,6 @@ from trainflow.pipeline.steps import select_steps
 pytestmark = pytest.mark.slow
 
 SCRIPT = PROJECT_DIR / "scripts" / "team_server.py"
-POSTGRES_BIN = Path("/usr/lib/postgresql")
 MEASUREMENTS = PROJECT_DIR / ".test-artifacts" / "team-server" / "measurements.json"
 PIPELINES = 2
 STEPS = select_steps("all")
@@ -156,11 +156,15 @@ def status_of(url: str, user: str | None = None, password: str | None = None) ->
 
 
 def postgres_bin_dir() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).resolve().parent
-    candidates = sorted(POSTGRES_BIN.glob("*/bin/initdb"))
-    return candidates[-1].parent if candidates else None
+    """Where the script finds ``initdb`` and ``postgres`` (and so ``pg_dump``), or None."""
+    spec = importlib.util.spec_from_file_location("team_server", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    try:
+        return Path(script.postgres_bin())
+    except script.Failed:
+        return None
 
 
 @pytest.fixture(scope="module")
@@ -512,17 +516,10 @@ def _contents(*folders: Path) -> dict[str, bytes]:
 @contextlib.contextmanager
 def _credentials(env: dict[str, str]) -> Iterator[None]:
     """This process's MLflow client authenticates as the worker for the block."""
-    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    before = {name: os.environ.get(name) for name in names}
-    os.environ.update({name: env[name] for name in names})
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            patch.setenv(name, env[name])
         yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _record(memory: PeakMemory, started: float) -> None:
